@@ -1,0 +1,416 @@
+"""The policy file's schema: one typed class per concern, unknown keys rejected.
+
+Values that come from the environment are written ``os.environ/NAME`` (LiteLLM's
+convention) or ``os.environ/NAME:-default``. They are resolved at load time against the
+``env`` mapping passed in the validation context, so tests never touch ``os.environ``.
+Secrets (API keys) must be references; a literal secret is refused unless
+``allow_literal_secrets: true``, which logs a loud warning.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+ENV_REF = re.compile(r"^os\.environ/([A-Za-z_][A-Za-z0-9_]*)(?::-(.*))?$")
+
+DEFAULT_MAX_BODY_BYTES = 10 * 1024 * 1024
+DEFAULT_TIMEOUT_S = 60.0
+DEFAULT_CONNECT_TIMEOUT_S = 5.0
+DEFAULT_CACHE_TTL_S = 3600
+DEFAULT_CACHE_MAX_ENTRIES = 10_000
+DEFAULT_REFERENCE_MODEL = "gpt-4o"
+# Output tokens are generated one step at a time; a prompt is processed in parallel. Unless the
+# admin measured it, a self-hosted prompt token costs this fraction of a generated one.
+DEFAULT_PROMPT_TOKEN_COST_RATIO = 0.1
+
+
+def resolve_env(value: str, info: ValidationInfo) -> str | None:
+    """``os.environ/NAME[:-default]`` -> the variable's value, the default, or None if unset."""
+    m = ENV_REF.match(value)
+    if not m:
+        return value
+    env = (info.context or {}).get("env", {})
+    name, default = m.group(1), m.group(2)
+    got = env.get(name)
+    return got if got not in (None, "") else default
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Range(Strict):
+    """A numeric comparison; every given bound must hold."""
+
+    gt: float | None = None
+    gte: float | None = None
+    lt: float | None = None
+    lte: float | None = None
+
+    def contains(self, x: float) -> bool:
+        return (
+            (self.gt is None or x > self.gt)
+            and (self.gte is None or x >= self.gte)
+            and (self.lt is None or x < self.lt)
+            and (self.lte is None or x <= self.lte)
+        )
+
+
+# ---------------------------------------------------------------- backends
+
+
+class RetryConfig(Strict):
+    """Retries against the same backend before falling back to the next one."""
+
+    max_attempts: int = Field(2, ge=1, le=10)  # including the first
+    backoff_base_s: float = Field(0.1, ge=0)
+    backoff_max_s: float = Field(2.0, ge=0)
+    max_retry_after_s: float = Field(10.0, ge=0)  # a longer Retry-After means: fall back instead
+
+
+class CircuitBreakerConfig(Strict):
+    failure_threshold: int = Field(5, ge=1)  # consecutive failures that open the circuit
+    cooldown_s: float = Field(30.0, gt=0)  # then one half-open probe request is let through
+
+
+class Capabilities(Strict):
+    """What a backend can do. Unset fields come from litellm's model map where it knows the model."""
+
+    context_window: int | None = Field(None, gt=0)
+    max_output_tokens: int | None = Field(None, gt=0)
+    chat: bool | None = None
+    vision: bool | None = None
+    tools: bool | None = None
+    json_schema: bool | None = None
+    embeddings: bool | None = None
+
+
+class Pricing(Strict):
+    """USD prices. Either per-million-token prices, or (self-hosted) a GPU cost model:
+    ``gpu_usd_per_hour`` over measured ``tokens_per_second`` gives the effective price of a
+    generated token; a prompt token costs ``prompt_token_cost_ratio`` of that unless
+    ``prompt_tokens_per_second`` is given."""
+
+    input_usd_per_mtok: float | None = Field(None, ge=0)
+    output_usd_per_mtok: float | None = Field(None, ge=0)
+    gpu_usd_per_hour: float | None = Field(None, ge=0)
+    tokens_per_second: float | None = Field(None, gt=0)
+    prompt_tokens_per_second: float | None = Field(None, gt=0)
+
+    @model_validator(mode="after")
+    def _one_form(self) -> Pricing:
+        per_token = self.input_usd_per_mtok is not None or self.output_usd_per_mtok is not None
+        gpu = self.gpu_usd_per_hour is not None or self.tokens_per_second is not None
+        if per_token and gpu:
+            raise ValueError("give either *_usd_per_mtok prices or gpu_usd_per_hour + tokens_per_second, not both")
+        if gpu and (self.gpu_usd_per_hour is None or self.tokens_per_second is None):
+            raise ValueError("gpu_usd_per_hour and tokens_per_second go together")
+        return self
+
+    def usd_per_token(self) -> tuple[float, float]:
+        """(prompt, completion) USD per token."""
+        if self.gpu_usd_per_hour is not None and self.tokens_per_second:
+            out = self.gpu_usd_per_hour / 3600.0 / self.tokens_per_second
+            if self.prompt_tokens_per_second:
+                inp = self.gpu_usd_per_hour / 3600.0 / self.prompt_tokens_per_second
+            else:
+                inp = out * DEFAULT_PROMPT_TOKEN_COST_RATIO
+            return inp, out
+        return (self.input_usd_per_mtok or 0.0) / 1e6, (self.output_usd_per_mtok or 0.0) / 1e6
+
+
+class BackendConfig(Strict):
+    """One upstream (endpoint + model).
+
+    kind ``openai_compatible``: any server speaking OpenAI's API (OpenAI itself, our
+    local_engine, vLLM, SGLang, Ollama); bodies pass through with only ``model`` replaced.
+    kind ``litellm``: providers that need translation (``anthropic/...``, ``gemini/...``, ...).
+    """
+
+    kind: Literal["openai_compatible", "litellm"]
+    model: str
+    base_url: str | None = None
+    api_key: SecretStr | None = None
+    self_hosted: bool = False
+    enabled: bool = True
+    price_model: str | None = None  # litellm model-map name for prices and capabilities
+    pricing: Pricing | None = None
+    capabilities: Capabilities = Capabilities()
+    tokenizer: str | None = None  # path to a tokenizer.json for exact prompt-token counts
+    timeout_s: float = Field(DEFAULT_TIMEOUT_S, gt=0)
+    connect_timeout_s: float = Field(DEFAULT_CONNECT_TIMEOUT_S, gt=0)
+    max_connections: int = Field(256, ge=1)
+    retry: RetryConfig = RetryConfig()
+    circuit_breaker: CircuitBreakerConfig = CircuitBreakerConfig()
+    headers: dict[str, str] = {}
+    # Set at load: why the backend is off (e.g. its key variable is unset). Not for the YAML.
+    disabled_reason: str | None = Field(None, exclude=True)
+
+    @field_validator("base_url", "model", "tokenizer", mode="before")
+    @classmethod
+    def _env(cls, v: Any, info: ValidationInfo) -> Any:
+        return resolve_env(v, info) if isinstance(v, str) else v
+
+    @field_validator("headers", mode="before")
+    @classmethod
+    def _env_headers(cls, v: Any, info: ValidationInfo) -> Any:
+        if isinstance(v, dict):
+            return {k: resolve_env(x, info) if isinstance(x, str) else x for k, x in v.items()}
+        return v
+
+    @field_validator("api_key", mode="before")
+    @classmethod
+    def _secret(cls, v: Any, info: ValidationInfo) -> Any:
+        return _resolve_secret(v, info, "api_key")
+
+    @model_validator(mode="after")
+    def _check(self) -> BackendConfig:
+        if self.kind == "openai_compatible" and not self.base_url:
+            raise ValueError("base_url is required for kind openai_compatible")
+        if self.kind == "litellm" and "/" not in self.model:
+            raise ValueError("litellm models are written provider/model, e.g. anthropic/claude-3-5-sonnet-latest")
+        return self
+
+
+def _resolve_secret(v: Any, info: ValidationInfo, field: str) -> Any:
+    """A secret must be an ``os.environ/NAME`` reference; returns the value, or None if unset.
+
+    The unset case is recorded in the context's ``unset_secrets`` list so the loader can
+    disable the owner with one clear log line instead of failing."""
+    if v is None:
+        return None
+    if not isinstance(v, str):
+        raise ValueError(f"{field} must be a string like os.environ/NAME")
+    if ENV_REF.match(v):
+        got = resolve_env(v, info)
+        if got is None and info.context is not None:
+            info.context.setdefault("unset_secrets", []).append(ENV_REF.match(v).group(1))
+        return got
+    ctx = info.context or {}
+    if not ctx.get("allow_literal_secrets"):
+        raise ValueError(
+            f"{field} holds a literal secret; write it as os.environ/NAME and set the variable "
+            "(or set allow_literal_secrets: true at the top level, not recommended)"
+        )
+    ctx.setdefault("literal_secrets", []).append(field)
+    return v
+
+
+# ---------------------------------------------------------------- routing
+
+
+Need = Literal["vision", "tools", "json_schema", "json_object"]
+
+
+class Condition(Strict):
+    """When a rule applies. Every given field must match (AND); ``any`` is an OR of conditions."""
+
+    needs: list[Need] | None = None
+    prompt_tokens: Range | None = None
+    exceeds_context_of: str | None = None  # a backend name: the request would not fit its window
+    difficulty: Range | Literal["hard"] | None = None  # "hard": score >= the model's threshold
+    teams: list[str] | None = None
+    keys: list[str] | None = None  # API key names (never the secrets themselves)
+    headers: dict[str, str | list[str]] | None = None  # names case-insensitive
+    metadata: dict[str, str | list[str]] | None = None
+    stream: bool | None = None
+    any: list[Condition] | None = None
+
+    @field_validator("headers", mode="after")
+    @classmethod
+    def _lower(cls, v: dict[str, str | list[str]] | None) -> dict[str, str | list[str]] | None:
+        return {k.lower(): x for k, x in v.items()} if v else v
+
+    def uses_difficulty(self) -> bool:
+        return self.difficulty is not None or any(c.uses_difficulty() for c in self.any or ())
+
+
+class Rule(Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9_.:-]{1,64}$")
+    when: Condition | None = None  # None: always
+    route: list[str] = Field(min_length=1)  # backend names, tried in order
+    self_hosted_only: bool = False  # data that must stay home: never a proprietary backend
+    use_fallbacks: bool = True  # append the model's fallbacks after ``route``
+
+    @field_validator("route", mode="before")
+    @classmethod
+    def _one(cls, v: Any) -> Any:
+        return [v] if isinstance(v, str) else v
+
+
+class DifficultyConfig(Strict):
+    """How the model's difficulty score is computed and where "hard" starts.
+
+    ``threshold`` is used as is, unless ``escalate_share`` asks for the threshold that sends
+    that share of a calibration sample to the strong side; ``spend_cap_usd`` per
+    ``spend_cap_period`` raises the threshold while proprietary spend runs ahead of budget."""
+
+    scorer: Literal["heuristic", "learned"] = "heuristic"
+    artifact: str | None = None  # learned: a directory from `gateway router train`; None: built-in
+    threshold: float = Field(0.5, ge=0, le=1)
+    escalate_share: float | None = Field(None, gt=0, lt=1)
+    calibration_sample: str | None = None  # JSONL of {"prompt": ...}; None: the built-in sample
+    spend_cap_usd: float | None = Field(None, gt=0)
+    spend_cap_period: Literal["hour", "day", "month"] = "day"
+
+
+class VirtualModel(Strict):
+    """A model name clients ask for (``auto``, or an alias such as ``gpt-4o``)."""
+
+    description: str = ""
+    rules: list[Rule] = []
+    route: list[str] | None = None  # shorthand for a single catch-all rule
+    fallbacks: list[str] = []
+    embeddings: list[str] = []  # backends for /v1/embeddings requests naming this model
+    difficulty: DifficultyConfig = DifficultyConfig()
+
+    @field_validator("route", mode="before")
+    @classmethod
+    def _one(cls, v: Any) -> Any:
+        return [v] if isinstance(v, str) else v
+
+    @model_validator(mode="after")
+    def _shorthand(self) -> VirtualModel:
+        if self.route is not None:
+            if self.rules:
+                raise ValueError("give either route (shorthand) or rules, not both")
+            object.__setattr__(self, "rules", [Rule(name="default", route=self.route)])
+        if not self.rules and not self.embeddings:
+            raise ValueError("a model needs rules, route or embeddings")
+        return self
+
+    def uses_difficulty(self) -> bool:
+        return any(r.when is not None and r.when.uses_difficulty() for r in self.rules)
+
+
+# ---------------------------------------------------------------- the rest
+
+
+Period = Literal["minute", "hour", "day", "month"]
+
+
+class TeamConfig(Strict):
+    """Limits shared by every key of a team, enforced across replicas through the shared state."""
+
+    budget_usd: float | None = Field(None, gt=0)  # proprietary + self-hosted spend per period
+    budget_period: Period = "month"
+    # Past the budget: keep serving on self-hosted backends only, or refuse with 429.
+    on_budget_exhausted: Literal["self_hosted_only", "reject"] = "self_hosted_only"
+    rpm: int | None = Field(None, gt=0)  # requests per minute for the whole team
+
+
+class ApiKey(Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9_.:-]{1,64}$")  # shown in logs and metrics, never the key
+    key: SecretStr | None
+    team: str = Field("default", pattern=r"^[A-Za-z0-9_.:-]{1,64}$")
+    models: list[str] | None = None  # allowed virtual models; None: all
+    rpm: int | None = Field(None, gt=0)  # requests per minute for this key
+
+    @field_validator("key", mode="before")
+    @classmethod
+    def _secret(cls, v: Any, info: ValidationInfo) -> Any:
+        return _resolve_secret(v, info, "key")
+
+
+class AuthConfig(Strict):
+    """Client keys. With no keys resolved, the gateway is open (and says so at start)."""
+
+    keys: list[ApiKey] = []
+    admin_key: SecretStr | None = None
+
+    @field_validator("admin_key", mode="before")
+    @classmethod
+    def _secret(cls, v: Any, info: ValidationInfo) -> Any:
+        return _resolve_secret(v, info, "admin_key")
+
+
+class CacheConfig(Strict):
+    enabled: bool = True
+    redis_url: str | None = None  # None: in-process LRU
+    ttl_s: int = Field(DEFAULT_CACHE_TTL_S, gt=0)
+    max_entries: int = Field(DEFAULT_CACHE_MAX_ENTRIES, gt=0)  # in-process LRU only
+    max_entry_bytes: int = Field(1024 * 1024, gt=0)
+    deterministic_only: bool = True  # cache only temperature 0 or seeded requests
+    namespace: str = "gw"
+
+    @field_validator("redis_url", mode="before")
+    @classmethod
+    def _env(cls, v: Any, info: ValidationInfo) -> Any:
+        return resolve_env(v, info) if isinstance(v, str) else v
+
+
+class SavingsConfig(Strict):
+    """Savings = what the same tokens would have cost on the reference model, minus the real cost."""
+
+    reference_model: str = DEFAULT_REFERENCE_MODEL  # litellm model-map name
+    reference_pricing: Pricing | None = None  # overrides the model map
+
+
+class MetricsConfig(Strict):
+    enabled: bool = True
+    team_label: bool = False  # add a team label (bounded by the number of teams in the policy)
+
+
+class ServerConfig(Strict):
+    max_body_bytes: int = Field(DEFAULT_MAX_BODY_BYTES, gt=0)
+    request_timeout_s: float = Field(600.0, gt=0)  # whole request, all attempts and fallbacks
+
+
+class Policy(Strict):
+    version: Literal[1] = 1
+    allow_literal_secrets: bool = False
+    server: ServerConfig = ServerConfig()
+    auth: AuthConfig = AuthConfig()
+    cache: CacheConfig = CacheConfig()
+    savings: SavingsConfig = SavingsConfig()
+    metrics: MetricsConfig = MetricsConfig()
+    state_redis_url: str | None = None  # shared state (budgets, rate limits); None: the cache's redis_url, else in-process
+    teams: dict[str, TeamConfig] = {}
+    backends: Annotated[dict[str, BackendConfig], Field(min_length=1)]
+    models: Annotated[dict[str, VirtualModel], Field(min_length=1)]
+
+    @field_validator("state_redis_url", mode="before")
+    @classmethod
+    def _env(cls, v: Any, info: ValidationInfo) -> Any:
+        return resolve_env(v, info) if isinstance(v, str) else v
+
+    @model_validator(mode="after")
+    def _references(self) -> Policy:
+        names = set(self.backends)
+        for mname, m in self.models.items():
+            for r in m.rules:
+                refs = list(r.route) + _condition_refs(r.when)
+                for b in refs:
+                    if b not in names:
+                        raise ValueError(f"models.{mname} rule {r.name!r} names unknown backend {b!r}")
+                if r.self_hosted_only and not any(self.backends[b].self_hosted for b in r.route):
+                    raise ValueError(f"models.{mname} rule {r.name!r} is self_hosted_only but routes to no self_hosted backend")
+            for b in list(m.fallbacks) + list(m.embeddings):
+                if b not in names:
+                    raise ValueError(f"models.{mname} names unknown backend {b!r}")
+            seen: set[str] = set()
+            for r in m.rules:
+                if r.name in seen:
+                    raise ValueError(f"models.{mname} has two rules named {r.name!r}")
+                seen.add(r.name)
+        return self
+
+
+def _condition_refs(c: Condition | None) -> list[str]:
+    if c is None:
+        return []
+    out = [c.exceeds_context_of] if c.exceeds_context_of else []
+    for sub in c.any or ():
+        out += _condition_refs(sub)
+    return out

@@ -1,0 +1,155 @@
+"""The gateway's one exception hierarchy, and its OpenAI-format rendering.
+
+    GatewayError                      500 api_error
+    ├── InvalidRequestError           400 invalid_request_error
+    │   └── ContextLengthError        400 invalid_request_error / context_length_exceeded
+    ├── AuthenticationError           401 authentication_error
+    ├── PermissionDeniedError         403 permission_error
+    ├── NotFoundError                 404 not_found_error (model_not_found)
+    ├── RequestTooLargeError          413 invalid_request_error
+    ├── RateLimitError                429 rate_limit_error (rate_limit_exceeded / budget_exceeded)
+    ├── UpstreamError                 502 upstream_error (bad_gateway)
+    │   ├── UpstreamUnavailableError  503 upstream_error (service_unavailable)
+    │   └── UpstreamTimeoutError      504 upstream_error (timeout)
+    └── NoBackendError                503 no_backend_available (nothing eligible can serve it)
+
+Lower-library errors (aiohttp, litellm, redis) are mapped to these at the edge with
+``raise ... from exc``; messages never include secrets or upstream credentials.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import orjson
+
+__all__ = [
+    "GatewayError",
+    "InvalidRequestError",
+    "ContextLengthError",
+    "AuthenticationError",
+    "PermissionDeniedError",
+    "NotFoundError",
+    "RequestTooLargeError",
+    "RateLimitError",
+    "UpstreamError",
+    "UpstreamUnavailableError",
+    "UpstreamTimeoutError",
+    "NoBackendError",
+    "PolicyError",
+]
+
+
+class GatewayError(Exception):
+    status: ClassVar[int] = 500
+    type: ClassVar[str] = "api_error"
+    default_code: ClassVar[str | None] = None
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        param: str | None = None,
+        code: str | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        self.code = code if code is not None else self.default_code
+        self.retry_after = retry_after
+
+    @property
+    def retryable(self) -> bool:
+        """Whether another attempt (same or another backend) may succeed."""
+        return False
+
+    def to_dict(self) -> dict:
+        return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
+
+    def to_json(self) -> bytes:
+        return orjson.dumps(self.to_dict())
+
+
+class InvalidRequestError(GatewayError):
+    status = 400
+    type = "invalid_request_error"
+
+
+class ContextLengthError(InvalidRequestError):
+    default_code = "context_length_exceeded"
+
+
+class AuthenticationError(GatewayError):
+    status = 401
+    type = "authentication_error"
+    default_code = "invalid_api_key"
+
+
+class PermissionDeniedError(GatewayError):
+    status = 403
+    type = "permission_error"
+
+
+class NotFoundError(GatewayError):
+    status = 404
+    type = "not_found_error"
+    default_code = "model_not_found"
+
+
+class RequestTooLargeError(GatewayError):
+    status = 413
+    type = "invalid_request_error"
+    default_code = "request_too_large"
+
+
+class RateLimitError(GatewayError):
+    status = 429
+    type = "rate_limit_error"
+    default_code = "rate_limit_exceeded"
+
+
+class UpstreamError(GatewayError):
+    """An upstream failed. ``upstream_status`` is what it answered (None: no answer)."""
+
+    status = 502
+    type = "upstream_error"
+    default_code = "bad_gateway"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        upstream_status: int | None = None,
+        body: bytes | None = None,
+        **kw,
+    ) -> None:
+        super().__init__(message, **kw)
+        self.upstream_status = upstream_status
+        # The upstream's own OpenAI-format error body, relayed as-is for client errors (4xx).
+        self.body = body
+
+    @property
+    def retryable(self) -> bool:
+        s = self.upstream_status
+        return s is None or s == 408 or s == 409 or s == 429 or s >= 500
+
+
+class UpstreamUnavailableError(UpstreamError):
+    status = 503
+    default_code = "service_unavailable"
+
+
+class UpstreamTimeoutError(UpstreamError):
+    status = 504
+    default_code = "timeout"
+
+
+class NoBackendError(GatewayError):
+    status = 503
+    type = "no_backend_available"
+    default_code = "no_backend_available"
+
+
+class PolicyError(ValueError):
+    """A policy file is invalid. Not an HTTP error: raised at load/reload time."""

@@ -1,0 +1,123 @@
+"""Everything built from one policy: backends, breakers, prices, scorers, keys.
+
+A ``Runtime`` is immutable once built. A reload builds a new one (reusing the backends and
+breakers whose configuration did not change, so pools and circuit state survive) and swaps
+it in with one assignment; requests in flight finish on the runtime they started with.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from gateway.auth import KeyRing
+from gateway.backends.base import Backend
+from gateway.backends.pricing import reference_prices, resolve_capabilities, resolve_pricing
+from gateway.backends.registry import build_backend
+from gateway.backends.resilience import CircuitBreaker
+from gateway.config.loader import LoadedPolicy
+from gateway.config.schema import BackendConfig, Policy, VirtualModel
+from gateway.routing.decide import BackendView
+from gateway.routing.heuristic import HeuristicScorer
+from gateway.routing.scorer import DifficultyScorer
+
+log = logging.getLogger("gateway.runtime")
+
+__all__ = ["Runtime", "ModelRouting", "backend_view", "static_views"]
+
+
+@dataclass(slots=True)
+class ModelRouting:
+    """Per virtual model: its scorer (only if a rule needs one) and fallback scorer."""
+
+    scorer: DifficultyScorer | None
+    base_threshold: float
+
+
+def _build_scorer(name: str, model: VirtualModel) -> ModelRouting:
+    if not model.uses_difficulty():
+        return ModelRouting(None, model.difficulty.threshold)
+    cfg = model.difficulty
+    if cfg.scorer == "heuristic":
+        scorer: DifficultyScorer = HeuristicScorer()
+    else:
+        from gateway.router.scorer import LearnedScorer
+
+        scorer = LearnedScorer.load(cfg.artifact)
+    threshold = cfg.threshold
+    if cfg.escalate_share is not None:
+        from gateway.router.calibration import calibrate_share
+
+        threshold = calibrate_share(scorer, cfg.escalate_share, cfg.calibration_sample)
+        log.info("model %s: threshold %.3f escalates %.0f%% of the calibration sample", name, threshold, 100 * cfg.escalate_share)
+    return ModelRouting(scorer, threshold)
+
+
+def backend_view(name: str, cfg: BackendConfig) -> BackendView:
+    """Static routing view of a backend: capabilities from the policy over litellm's map."""
+    caps = resolve_capabilities(cfg)
+    return BackendView(
+        name=name,
+        self_hosted=cfg.self_hosted,
+        enabled=cfg.enabled and cfg.disabled_reason is None,
+        chat=caps.chat if caps.chat is not None else not bool(caps.embeddings),
+        vision=bool(caps.vision),
+        tools=caps.tools if caps.tools is not None else True,
+        json_schema=bool(caps.json_schema),
+        embeddings=bool(caps.embeddings),
+        context_window=caps.context_window,
+    )
+
+
+def static_views(policy: Policy) -> dict[str, BackendView]:
+    return {name: backend_view(name, cfg) for name, cfg in policy.backends.items()}
+
+
+class Runtime:
+    def __init__(self, loaded: LoadedPolicy, previous: Runtime | None = None) -> None:
+        self.loaded = loaded
+        self.policy = policy = loaded.policy
+        self.keys = KeyRing(policy.auth)
+        self.backends: dict[str, Backend] = {}
+        self.breakers: dict[str, CircuitBreaker] = {}
+        self.configs: dict[str, BackendConfig] = {}
+        self.prices: dict[str, tuple[float, float]] = {}
+        self._static_views: dict[str, BackendView] = {}
+        for name, cfg in policy.backends.items():
+            self.configs[name] = cfg
+            enabled = cfg.enabled and cfg.disabled_reason is None
+            old = previous.configs.get(name) if previous else None
+            if previous is not None and old == cfg and name in previous.backends:
+                self.backends[name] = previous.backends[name]
+                self.breakers[name] = previous.breakers[name]
+            elif enabled:
+                self.backends[name] = build_backend(name, cfg)
+                self.breakers[name] = CircuitBreaker(cfg.circuit_breaker)
+            self.prices[name] = resolve_pricing(cfg)
+            self._static_views[name] = backend_view(name, cfg)
+        self.reference_prices = reference_prices(policy.savings)
+        self.routing = {name: _build_scorer(name, m) for name, m in policy.models.items()}
+        self.tokenizers = {n: c.tokenizer for n, c in policy.backends.items() if c.tokenizer}
+        self._views_key: tuple[bool, ...] | None = None
+        self._views: dict[str, BackendView] = self._static_views
+
+    def views(self) -> dict[str, BackendView]:
+        """Backend views with live availability; rebuilt only when a circuit changes state."""
+        key = tuple(b.state != "open" for b in self.breakers.values())
+        if key != self._views_key:
+            views = dict(self._static_views)
+            for (name, breaker), ok in zip(self.breakers.items(), key, strict=True):
+                if not ok:
+                    v = views[name]
+                    views[name] = BackendView(**{s: getattr(v, s) for s in BackendView.__slots__} | {"available": False})
+            self._views, self._views_key = views, key
+        return self._views
+
+    def retired_backends(self, new: Runtime) -> list[Backend]:
+        """Backends of this runtime that ``new`` no longer uses (to close after a reload)."""
+        kept = {id(b) for b in new.backends.values()}
+        return [b for b in self.backends.values() if id(b) not in kept]
+
+    async def close(self) -> None:
+        for b in self.backends.values():
+            await b.close()

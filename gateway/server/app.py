@@ -1,0 +1,209 @@
+"""The gateway as an ASGI application: a path table, a lifespan, and small handlers."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import orjson
+
+from gateway.cache import build_cache
+from gateway.errors import AuthenticationError, GatewayError, InvalidRequestError, NotFoundError
+from gateway.metrics import GatewayMetrics
+from gateway.server.http import header_map, send_bytes, send_error
+from gateway.server.pipeline import Pipeline
+from gateway.server.policy_store import PolicyStore
+from gateway.state import build_state
+
+log = logging.getLogger("gateway")
+
+READY_CACHE_S = 2.0
+PROBE_TIMEOUT_S = 2.0
+
+
+@dataclass(slots=True)
+class Settings:
+    policy_path: Path
+    env: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
+
+
+class MethodNotAllowed(GatewayError):
+    status = 405
+    type = "invalid_request_error"
+    default_code = "method_not_allowed"
+
+
+class GatewayApp:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.store: PolicyStore | None = None
+        self.pipeline: Pipeline | None = None
+        self.metrics: GatewayMetrics | None = None
+        self._ready: tuple[float, bool, list[str]] = (0.0, False, [])
+        self._routes = {
+            "/v1/chat/completions": ("POST", self._chat),
+            "/v1/completions": ("POST", self._completions),
+            "/v1/embeddings": ("POST", self._embeddings),
+            "/v1/models": ("GET", self._models),
+            "/health": ("GET", self._health),
+            "/ready": ("GET", self._ready_handler),
+            "/metrics": ("GET", self._metrics),
+            "/admin/reload": ("POST", self._admin_reload),
+        }
+
+    # ------------------------------------------------------------ ASGI
+
+    async def __call__(self, scope, receive, send) -> None:
+        kind = scope["type"]
+        if kind == "http":
+            await self._http(scope, receive, send)
+        elif kind == "lifespan":
+            await self._lifespan(receive, send)
+
+    async def _http(self, scope, receive, send) -> None:
+        path = scope["path"]
+        entry = self._routes.get(path.rstrip("/") if len(path) > 1 else path)
+        try:
+            if entry is None:
+                if path.startswith("/v1/models/") and scope["method"] == "GET":
+                    await self._model(scope, send, path.removeprefix("/v1/models/"))
+                    return
+                raise NotFoundError(f"no route for {scope['method']} {path}", code="not_found")
+            method, handler = entry
+            if scope["method"] != method:
+                raise MethodNotAllowed(f"{scope['method']} is not allowed on {path}; use {method}")
+            await handler(scope, receive, send)
+        except GatewayError as exc:
+            await send_error(send, exc)
+
+    async def _lifespan(self, receive, send) -> None:
+        while True:
+            msg = await receive()
+            if msg["type"] == "lifespan.startup":
+                try:
+                    await self.startup()
+                except Exception as exc:  # noqa: BLE001 - reported to the server, which exits
+                    log.error("start-up failed: %s", exc)
+                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                    return
+                await send({"type": "lifespan.startup.complete"})
+            elif msg["type"] == "lifespan.shutdown":
+                await self.shutdown()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    async def startup(self) -> None:
+        self.metrics = metrics = GatewayMetrics(team_label=False)
+        self.store = store = PolicyStore(self.settings.policy_path, self.settings.env, metrics)
+        policy = store.runtime.policy
+        metrics.team_label = policy.metrics.team_label
+        cache = build_cache(policy.cache, on_error=lambda: metrics.record_cache("error")) if policy.cache.enabled else None
+        state_url = policy.state_redis_url or policy.cache.redis_url
+        state = build_state(state_url, on_error=metrics.record_state_error)
+        self._cache, self._state = cache, state
+        self.pipeline = Pipeline(store, metrics, cache, state)
+        store.start()
+        try:
+            asyncio.get_running_loop().add_signal_handler(
+                signal.SIGHUP, lambda: asyncio.ensure_future(store.reload("SIGHUP"))
+            )
+        except (NotImplementedError, RuntimeError, ValueError):  # not the main thread (tests) or no signals
+            pass
+        log.info(
+            "gateway ready: policy %s, backends %s, models %s",
+            self.settings.policy_path,
+            ", ".join(store.runtime.loaded.enabled_backends),
+            ", ".join(policy.models),
+        )
+
+    async def shutdown(self) -> None:
+        if self.store is not None:
+            await self.store.close()
+        if self._cache is not None:
+            await self._cache.close()
+        await self._state.close()
+
+    # ------------------------------------------------------------ handlers
+
+    async def _chat(self, scope, receive, send) -> None:
+        await self.pipeline.handle("chat", scope, receive, send)
+
+    async def _completions(self, scope, receive, send) -> None:
+        await self.pipeline.handle("completions", scope, receive, send)
+
+    async def _embeddings(self, scope, receive, send) -> None:
+        await self.pipeline.handle("embeddings", scope, receive, send)
+
+    def _authorize(self, scope) -> None:
+        self.store.runtime.keys.authenticate(header_map(scope))
+
+    async def _models(self, scope, receive, send) -> None:
+        self._authorize(scope)
+        policy = self.store.runtime.policy
+        data = [_model_card(name, m.description) for name, m in policy.models.items()]
+        await send_bytes(send, 200, orjson.dumps({"object": "list", "data": data}))
+
+    async def _model(self, scope, send, name: str) -> None:
+        self._authorize(scope)
+        m = self.store.runtime.policy.models.get(name)
+        if m is None:
+            raise NotFoundError(f"model {name!r} does not exist", param="model")
+        await send_bytes(send, 200, orjson.dumps(_model_card(name, m.description)))
+
+    async def _health(self, scope, receive, send) -> None:
+        await send_bytes(send, 200, b'{"status":"ok"}')
+
+    async def _ready_handler(self, scope, receive, send) -> None:
+        at, ok, up = self._ready
+        if time.monotonic() - at > READY_CACHE_S:
+            rt = self.store.runtime
+            names = list(rt.backends)
+
+            async def probe(name: str) -> bool:
+                try:
+                    async with asyncio.timeout(PROBE_TIMEOUT_S):
+                        return await rt.backends[name].probe()
+                except TimeoutError:
+                    return False
+
+            results = await asyncio.gather(*(probe(n) for n in names))
+            up = [n for n, r in zip(names, results, strict=True) if r]
+            ok = bool(up)
+            self._ready = (time.monotonic(), ok, up)
+        body = orjson.dumps({"status": "ready" if ok else "not_ready", "policy": str(self.settings.policy_path), "backends_up": up})
+        await send_bytes(send, 200 if ok else 503, body)
+
+    async def _metrics(self, scope, receive, send) -> None:
+        body, ctype = self.metrics.render()
+        await send_bytes(send, 200, body, content_type=ctype.encode())
+
+    async def _admin_reload(self, scope, receive, send) -> None:
+        headers = header_map(scope)
+        if not self.store.runtime.keys.is_admin(headers):
+            raise AuthenticationError("admin key required (policy auth.admin_key)")
+        ok, message = await self.store.reload("admin endpoint")
+        if not ok:
+            raise InvalidRequestError(message, code="invalid_policy")
+        await send_bytes(send, 200, orjson.dumps({"status": "reloaded"}))
+
+
+def _model_card(name: str, description: str) -> dict:
+    return {"id": name, "object": "model", "created": 0, "owned_by": "gateway", "description": description}
+
+
+def create_app(policy_path: str | Path, env: Mapping[str, str] | None = None) -> GatewayApp:
+    return GatewayApp(Settings(Path(policy_path), dict(os.environ) if env is None else env))
+
+
+def app_from_env() -> GatewayApp:
+    """Factory for ``uvicorn --factory`` and for worker processes: policy from GATEWAY_POLICY."""
+    path = os.environ.get("GATEWAY_POLICY")
+    if not path:
+        raise RuntimeError("GATEWAY_POLICY is not set")
+    return create_app(path)

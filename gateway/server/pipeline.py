@@ -1,0 +1,353 @@
+"""One request's way through the gateway.
+
+    read body -> authenticate -> parse + validate -> resolve virtual model -> limits
+    -> features (+ difficulty score if a rule needs it) -> route() -> cache lookup
+    -> candidates in order: circuit check, retries with backoff, fallback
+    -> respond (x-gateway-* headers) -> metrics, spend, cache store
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from gateway.backends.base import UpstreamRequest, UpstreamStream, Usage
+from gateway.backends.resilience import call_with_retries
+from gateway.cache import CacheEntry, cache_decision, cache_key, completion_to_sse
+from gateway.cache.sse import StreamAssembler
+from gateway.errors import (
+    GatewayError,
+    NoBackendError,
+    NotFoundError,
+    PermissionDeniedError,
+    UpstreamError,
+    UpstreamTimeoutError,
+    UpstreamUnavailableError,
+)
+from gateway.routing.decide import Decision, route
+from gateway.routing.features import RequestFeatures, extract_features
+from gateway.routing.tokens import count_with_tokenizer
+from gateway.runtime import Runtime
+from gateway.server.http import (
+    ClientDisconnected,
+    end_body,
+    header_map,
+    read_body,
+    send_bytes,
+    send_chunk,
+    send_error,
+    start_sse,
+)
+from gateway.server.limits import Limits
+from gateway.server.validate import parse_json, validate
+
+log = logging.getLogger("gateway.request")
+
+# Upstream answers that describe the client's request (relayed as-is); other 4xx (401, 403,
+# 404 ...) describe the gateway's own credentials or config and fall back instead.
+RELAYED_CLIENT_ERRORS = frozenset({400, 413, 422})
+DONE = b"data: [DONE]\n\n"
+
+
+@dataclass(slots=True)
+class Outcome:
+    backend: str = ""
+    reason: str = ""
+    cache: str = "bypass"
+    usage: Usage | None = None
+    cost: float = 0.0
+    savings: float = 0.0
+    upstream_s: float = 0.0
+    ttft_s: float | None = None
+
+
+def _fmt_headers(o: Outcome, overhead_ms: float) -> list[tuple[bytes, bytes]]:
+    return [
+        (b"x-gateway-backend", o.backend.encode()),
+        (b"x-gateway-route-reason", o.reason.encode()),
+        (b"x-gateway-cache", o.cache.encode()),
+        (b"x-gateway-cost-usd", f"{o.cost:.8f}".encode()),
+        (b"x-gateway-overhead-ms", f"{overhead_ms:.3f}".encode()),
+    ]
+
+
+def _is_usage_only(event: bytes) -> bool:
+    return b'"choices":[]' in event or b'"choices": []' in event
+
+
+class Pipeline:
+    def __init__(self, store, metrics, cache, state) -> None:
+        self.store = store  # gateway.server.policy_store.PolicyStore
+        self.metrics = metrics
+        self.cache = cache
+        self.limits = Limits(state, metrics)
+
+    # ------------------------------------------------------------ entry
+
+    async def handle(self, operation: str, scope: dict[str, Any], receive, send) -> None:
+        t0 = time.perf_counter()
+        rt: Runtime = self.store.runtime
+        headers = header_map(scope)
+        o = Outcome()
+        vmodel = "unknown"
+        team = "default"
+        status = 200
+        try:
+            raw = await read_body(receive, rt.policy.server.max_body_bytes, headers.get("content-length"))
+            caller = rt.keys.authenticate(headers)
+            team = caller.team
+            body = parse_json(raw)
+            validate(operation, body)
+            vmodel = body["model"]
+            model = rt.policy.models.get(vmodel)
+            if model is None:
+                vmodel = "unknown"
+                raise NotFoundError(f"model {body['model']!r} does not exist; see GET /v1/models", param="model")
+            if caller.models is not None and vmodel not in caller.models:
+                raise PermissionDeniedError(f"this API key may not use model {vmodel!r}", param="model")
+            over_budget = await self.limits.check(rt, caller)
+            f = extract_features(operation, body, team=team, key_name=caller.key_name, headers=headers)
+            f.self_hosted_only = over_budget
+            self._score(rt, f, body)
+            self._exact_tokens(rt, f, body)
+            decision = route(f, model, rt.views())
+            o.reason = decision.reason
+            async with asyncio.timeout(rt.policy.server.request_timeout_s):
+                if f.stream and operation != "embeddings":
+                    status = await self._stream(rt, operation, body, raw, headers, decision, f, o, receive, send, t0)
+                else:
+                    status = await self._whole(rt, operation, body, raw, headers, decision, f, o, send, t0)
+        except ClientDisconnected:
+            status = 499
+        except GatewayError as exc:
+            status = exc.status
+            self.metrics.record_error(vmodel, o.backend or "none", type(exc).__name__)
+            await send_error(send, exc, _fmt_headers(o, (time.perf_counter() - t0) * 1000))
+        except TimeoutError:
+            status = 504
+            self.metrics.record_error(vmodel, o.backend or "none", "RequestTimeout")
+            await send_error(send, UpstreamTimeoutError("the request took longer than server.request_timeout_s"))
+        total = time.perf_counter() - t0
+        self.metrics.record_request(
+            virtual_model=vmodel,
+            backend=o.backend or "none",
+            route_reason=o.reason or "none",
+            status=status,
+            cache=o.cache,
+            team=team,
+            duration_s=total,
+            upstream_s=o.upstream_s,
+            overhead_s=max(0.0, total - o.upstream_s),
+            usage=o.usage,
+            cost_usd=o.cost,
+            savings_usd=o.savings,
+            ttft_s=o.ttft_s,
+        )
+        if o.cost > 0:
+            await self.limits.record_spend(rt, team, vmodel, o.cost, rt.configs[o.backend].self_hosted)
+
+    # ------------------------------------------------------------ routing inputs
+
+    def _score(self, rt: Runtime, f: RequestFeatures, body: dict[str, Any]) -> None:
+        routing = rt.routing[f.virtual_model]
+        if routing.scorer is None or f.operation != "chat":
+            return
+        try:
+            f.difficulty = routing.scorer.score(body["messages"])
+        except Exception:  # noqa: BLE001 - a scorer bug must never fail the request
+            log.exception("difficulty scorer %s failed; using the heuristic", routing.scorer.name)
+            self.metrics.record_router_failure()
+            from gateway.routing.heuristic import HeuristicScorer
+
+            f.difficulty = HeuristicScorer().score(body["messages"])
+        f.difficulty_threshold = self.limits.threshold(rt, f.virtual_model, routing.base_threshold)
+
+    def _exact_tokens(self, rt: Runtime, f: RequestFeatures, body: dict[str, Any]) -> None:
+        """Count with a backend's own tokenizer only when the estimate is near its window."""
+        for name, path in rt.tokenizers.items():
+            window = rt.views()[name].context_window
+            if window and f.prompt_tokens + f.max_output_tokens > window * 0.7:
+                f.exact_tokens[name] = count_with_tokenizer(path, f.operation, body)
+
+    # ------------------------------------------------------------ accounting
+
+    def _account(self, rt: Runtime, o: Outcome, usage: Usage | None) -> None:
+        o.usage = usage
+        if usage is None:
+            return
+        p_in, p_out = rt.prices[o.backend]
+        r_in, r_out = rt.reference_prices
+        o.cost = usage.prompt_tokens * p_in + usage.completion_tokens * p_out
+        o.savings = max(0.0, usage.prompt_tokens * r_in + usage.completion_tokens * r_out - o.cost)
+
+    def _cache_plan(self, rt: Runtime, operation: str, body: dict, headers: dict, team: str) -> tuple[str, str | None]:
+        if self.cache is None:
+            return "bypass", None
+        mode = cache_decision(body, headers.get("cache-control"), rt.policy.cache, operation)
+        if mode == "bypass":
+            return mode, None
+        return mode, cache_key(operation, body, team)
+
+    # ------------------------------------------------------------ calling backends
+
+    async def _attempt(self, rt: Runtime, name: str, fn):
+        """Call one backend with its retry policy; returns fn's result or raises UpstreamError."""
+        breaker = rt.breakers[name]
+        if not breaker.allow():
+            raise UpstreamUnavailableError(f"backend {name!r}: circuit open")
+        cfg = rt.configs[name]
+        try:
+            return await call_with_retries(
+                fn, cfg.retry, breaker, on_retry=lambda _attempt, _exc: self.metrics.record_retry(name)
+            )
+        finally:
+            self.metrics.set_circuit_state(name, breaker.state)
+
+    async def _over_candidates(self, rt: Runtime, decision: Decision, o: Outcome, make_call, vmodel: str):
+        last: UpstreamError | None = None
+        for i, name in enumerate(decision.candidates):
+            backend = rt.backends[name]
+            t = time.perf_counter()
+            try:
+                result = await self._attempt(rt, name, lambda b=backend: make_call(b))
+            except UpstreamError as exc:
+                o.upstream_s += time.perf_counter() - t
+                o.backend = name
+                if exc.upstream_status in RELAYED_CLIENT_ERRORS:
+                    raise
+                last = exc
+                log.warning("backend %s failed (%s: %s)", name, type(exc).__name__, exc.message)
+                if i + 1 < len(decision.candidates):
+                    self.metrics.record_fallback(vmodel, name, decision.candidates[i + 1])
+                continue
+            o.upstream_s += time.perf_counter() - t
+            o.backend = name
+            return result
+        if last is None:
+            raise NoBackendError("no backend could be tried")
+        raise last
+
+    async def _whole(self, rt, operation, body, raw, headers, decision, f, o, send, t0) -> int:
+        mode, key = self._cache_plan(rt, operation, body, headers, f.team)
+        if mode == "use":
+            entry = await self.cache.get(key)
+            self.metrics.record_cache("hit" if entry else "miss")
+            if entry is not None:
+                return await self._send_cached(rt, entry, o, send, t0, stream=False, include_usage=False)
+        o.cache = "miss" if key else "bypass"
+        req = UpstreamRequest(operation=operation, body=body, raw=raw, headers=_forward(headers))
+        resp = await self._over_candidates(rt, decision, o, lambda b: b.complete(req), f.virtual_model)
+        self._account(rt, o, resp.usage)
+        overhead_ms = (time.perf_counter() - t0 - o.upstream_s) * 1000
+        await send_bytes(send, resp.status, resp.body, extra=_fmt_headers(o, overhead_ms))
+        if key is not None and resp.status == 200:
+            await self.cache.set(key, _entry(resp.body, resp.model, o))
+        return resp.status
+
+    async def _send_cached(self, rt, entry: CacheEntry, o: Outcome, send, t0, stream: bool, include_usage: bool) -> int:
+        o.backend, o.cache = entry.backend, "hit"
+        if entry.backend not in rt.prices:  # cached under an older policy
+            o.backend = "cache"
+        o.usage = Usage(entry.prompt_tokens, entry.completion_tokens)
+        r_in, r_out = rt.reference_prices
+        o.savings = entry.prompt_tokens * r_in + entry.completion_tokens * r_out
+        hdrs = _fmt_headers(o, (time.perf_counter() - t0) * 1000)
+        if not stream:
+            await send_bytes(send, 200, entry.body, extra=hdrs)
+            return 200
+        await start_sse(send, hdrs)
+        for event in completion_to_sse(entry.body, include_usage):
+            await send_chunk(send, event)
+        await end_body(send)
+        return 200
+
+    async def _stream(self, rt, operation, body, raw, headers, decision, f, o, receive, send, t0) -> int:
+        so = body.get("stream_options") or {}
+        client_usage = bool(so.get("include_usage"))
+        mode, key = self._cache_plan(rt, operation, body, headers, f.team)
+        if mode == "use":
+            entry = await self.cache.get(key)
+            self.metrics.record_cache("hit" if entry else "miss")
+            if entry is not None:
+                return await self._send_cached(rt, entry, o, send, t0, stream=True, include_usage=client_usage)
+        o.cache = "miss" if key else "bypass"
+        up_body, up_raw = body, raw
+        if not client_usage:  # ask for usage anyway (for cost), and strip it from the client's stream
+            up_body = {**body, "stream_options": {**so, "include_usage": True}}
+            up_raw = None
+        req = UpstreamRequest(operation=operation, body=up_body, raw=up_raw, stream=True, headers=_forward(headers))
+        t_open = time.perf_counter()
+        stream: UpstreamStream = await self._over_candidates(rt, decision, o, lambda b: b.open_stream(req), f.virtual_model)
+        o.ttft_s = time.perf_counter() - t_open
+        p_in, _ = rt.prices[o.backend]
+        o.cost = f.prompt_tokens * p_in  # the header can only carry the prompt side of a stream's cost
+        overhead_ms = (time.perf_counter() - t0 - o.upstream_s) * 1000
+        await start_sse(send, _fmt_headers(o, overhead_ms))
+        assembler = StreamAssembler() if key is not None else None
+        pump = asyncio.ensure_future(self._pump(stream, send, client_usage, assembler, o, f.virtual_model))
+        watcher = asyncio.ensure_future(receive())
+        try:
+            done, _ = await asyncio.wait({pump, watcher}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            if not pump.done():  # the client went away (or we were cancelled): stop the upstream
+                pump.cancel()
+                await asyncio.gather(pump, return_exceptions=True)
+            watcher.cancel()
+            await stream.aclose()
+        if pump in done and not pump.cancelled():
+            ok = pump.result()
+        else:
+            self.metrics.record_error(f.virtual_model, o.backend, "ClientDisconnected")
+            ok = False
+        o.upstream_s += time.perf_counter() - t_open - (o.ttft_s or 0.0)
+        self._account(rt, o, stream.usage)
+        if ok and assembler is not None:
+            full = assembler.result()
+            if full is not None:
+                await self.cache.set(key, _entry(full, stream.model, o))
+        return 200 if ok else 499
+
+    async def _pump(self, stream: UpstreamStream, send, client_usage: bool, assembler, o: Outcome, vmodel: str) -> bool:
+        """Relay events; a failure after the first byte ends the stream with an error event."""
+        try:
+            async for event in stream:
+                if event == DONE:
+                    break
+                if assembler is not None:
+                    assembler.feed(event)
+                if not client_usage and _is_usage_only(event):
+                    continue
+                await send_chunk(send, event)
+        except UpstreamError as exc:
+            log.warning("stream from %s failed after the first byte: %s", o.backend, exc.message)
+            self.metrics.record_stream_error(o.backend)
+            await send_chunk(send, b"data: " + exc.to_json() + b"\n\n")
+            await send_chunk(send, DONE)
+            await end_body(send)
+            return False
+        await send_chunk(send, DONE)
+        await end_body(send)
+        return True
+
+
+_FORWARDED = ("x-request-id", "traceparent")
+
+
+def _forward(headers: dict[str, str]) -> dict[str, str]:
+    return {h: headers[h] for h in _FORWARDED if h in headers}
+
+
+def _entry(body: bytes, model: str, o: Outcome) -> CacheEntry:
+    u = o.usage or Usage()
+    return CacheEntry(
+        body=body,
+        model=model,
+        backend=o.backend,
+        prompt_tokens=u.prompt_tokens,
+        completion_tokens=u.completion_tokens,
+        created_at=time.time(),
+    )
+

@@ -54,6 +54,10 @@ class Sequence:
         self.num_computed_tokens = 0
         self.num_cached_tokens = 0  # prefix-cache hits at the last allocation
         self.block_table: list[int] = []
+        # prefix cache (block manager): chain hashes of full blocks, computed once each, and how
+        # many leading blocks have been published to the cache since the last (re)allocation
+        self.block_hashes: list[bytes] = []
+        self.num_published_blocks = 0
         self.arrival_step = 0  # set by the scheduler, for FCFS order and preemption choice
 
     def __len__(self) -> int:

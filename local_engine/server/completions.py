@@ -1,0 +1,72 @@
+"""POST /v1/completions: prompt text or token ids -> engine -> text or SSE chunks."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import AsyncIterator
+
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+
+from local_engine.server.encoding import SSE_DONE, JSONResponse, sse_event
+from local_engine.server.generation import Generation, ServerContext, start_generation, until_disconnect
+from local_engine.server.logprobs import completion_logprobs, merge_completion_logprobs
+from local_engine.server.protocol import CompletionRequest
+from local_engine.server.request_mapping import completion_prompt_ids, sampling_params
+
+__all__ = ["create_completion"]
+
+
+async def create_completion(ctx: ServerContext, req: CompletionRequest, request: Request) -> Response:
+    prompt_ids = completion_prompt_ids(req, ctx.tokenizer)
+    params = sampling_params(req, len(prompt_ids), ctx.max_model_len)
+    request_id = f"cmpl-{uuid.uuid4().hex}"
+    gen = await start_generation(ctx, request, request_id, prompt_ids, params)
+    if req.stream:
+        return StreamingResponse(_stream(ctx, req, gen, request_id), media_type="text/event-stream")
+    try:
+        text, logprobs, reason = await until_disconnect(request, _collect(ctx, req, gen))
+    finally:
+        await gen.close()
+    choice = {"index": 0, "text": text, "logprobs": logprobs, "finish_reason": reason}
+    return JSONResponse({"id": request_id, "object": "text_completion", "created": int(time.time()),
+                         "model": ctx.model_name, "choices": [choice], "usage": gen.usage()})
+
+
+async def _collect(ctx: ServerContext, req: CompletionRequest,
+                   gen: Generation) -> tuple[str, dict | None, str | None]:
+    pieces, logprob_parts, offset, reason = [], [], 0, None
+    async for out in gen:
+        if req.logprobs is not None and out.logprobs:
+            logprob_parts.append(completion_logprobs(ctx.tokenizer, out.logprobs, offset))
+        pieces.append(out.new_text)
+        offset += len(out.new_text)
+        reason = out.finish_reason
+    return "".join(pieces), merge_completion_logprobs(logprob_parts), reason
+
+
+async def _stream(ctx: ServerContext, req: CompletionRequest, gen: Generation,
+                  request_id: str) -> AsyncIterator[bytes]:
+    include_usage = bool(req.stream_options and req.stream_options.include_usage)
+    base = {"id": request_id, "object": "text_completion", "created": int(time.time()),
+            "model": ctx.model_name}
+    offset = 0
+    try:
+        async for out in gen:
+            logprobs = None
+            if req.logprobs is not None and out.logprobs:
+                logprobs = completion_logprobs(ctx.tokenizer, out.logprobs, offset)
+            offset += len(out.new_text)
+            if out.new_text or logprobs or out.finished:
+                choice = {"index": 0, "text": out.new_text, "logprobs": logprobs,
+                          "finish_reason": out.finish_reason if out.finished else None}
+                body = {**base, "choices": [choice]}
+                if include_usage:
+                    body["usage"] = None
+                yield sse_event(body)
+        if include_usage:
+            yield sse_event({**base, "choices": [], "usage": gen.usage()})
+        yield SSE_DONE
+    finally:
+        await gen.close()

@@ -1,0 +1,63 @@
+"""HTTP routes: thin handlers that hand over to chat.py / completions.py."""
+
+from __future__ import annotations
+
+import time
+
+from fastapi import APIRouter, Depends, Request
+from starlette.responses import Response
+
+from local_engine.server.chat import create_chat_completion
+from local_engine.server.completions import create_completion
+from local_engine.server.encoding import JSONResponse
+from local_engine.server.errors import APIError
+from local_engine.server.generation import ServerContext
+from local_engine.server.metrics import CONTENT_TYPE
+from local_engine.server.protocol import ChatCompletionRequest, CompletionRequest
+
+__all__ = ["router"]
+
+router = APIRouter()
+
+
+def get_context(request: Request) -> ServerContext:
+    return request.app.state.ctx
+
+
+def _check_model(ctx: ServerContext, model: str) -> None:
+    if model != ctx.model_name:
+        raise APIError(404, f"the model {model!r} does not exist; this server serves {ctx.model_name!r}",
+                       param="model", code="model_not_found")
+
+
+@router.post("/v1/chat/completions")
+async def chat_completions(body: ChatCompletionRequest, request: Request,
+                           ctx: ServerContext = Depends(get_context)) -> Response:
+    _check_model(ctx, body.model)
+    return await create_chat_completion(ctx, body, request)
+
+
+@router.post("/v1/completions")
+async def completions(body: CompletionRequest, request: Request,
+                      ctx: ServerContext = Depends(get_context)) -> Response:
+    _check_model(ctx, body.model)
+    return await create_completion(ctx, body, request)
+
+
+@router.get("/v1/models")
+async def models(ctx: ServerContext = Depends(get_context)) -> Response:
+    card = {"id": ctx.model_name, "object": "model", "created": int(time.time()),
+            "owned_by": "local-engine", "max_model_len": ctx.max_model_len}
+    return JSONResponse({"object": "list", "data": [card]})
+
+
+@router.get("/health")
+async def health(ctx: ServerContext = Depends(get_context)) -> Response:
+    if not ctx.engine.is_healthy():
+        raise APIError(503, "the engine loop is not running", code="engine_dead")
+    return JSONResponse({"status": "ok"})
+
+
+@router.get("/metrics")
+async def metrics(ctx: ServerContext = Depends(get_context)) -> Response:
+    return Response(ctx.metrics.render(), media_type=CONTENT_TYPE)

@@ -157,10 +157,21 @@ class BackendConfig(Strict):
     # Set at load: why the backend is off (e.g. its key variable is unset). Not for the YAML.
     disabled_reason: str | None = Field(None, exclude=True)
 
-    @field_validator("base_url", "model", "tokenizer", mode="before")
+    @field_validator("model", "tokenizer", mode="before")
     @classmethod
     def _env(cls, v: Any, info: ValidationInfo) -> Any:
         return resolve_env(v, info) if isinstance(v, str) else v
+
+    @field_validator("base_url", mode="before")
+    @classmethod
+    def _env_url(cls, v: Any, info: ValidationInfo) -> Any:
+        if not isinstance(v, str):
+            return v
+        got = resolve_env(v, info)
+        m = ENV_REF.match(v)
+        if got is None and m and info.context is not None:
+            info.context["unset_url"] = m.group(1)  # read by _check right after
+        return got
 
     @field_validator("headers", mode="before")
     @classmethod
@@ -175,9 +186,12 @@ class BackendConfig(Strict):
         return _resolve_secret(v, info, "api_key")
 
     @model_validator(mode="after")
-    def _check(self) -> BackendConfig:
+    def _check(self, info: ValidationInfo) -> BackendConfig:
+        unset = (info.context or {}).pop("unset_url", None)
         if self.kind == "openai_compatible" and not self.base_url:
-            raise ValueError("base_url is required for kind openai_compatible")
+            if unset is None:
+                raise ValueError("base_url is required for kind openai_compatible")
+            object.__setattr__(self, "disabled_reason", f"environment variable {unset} is not set")
         if self.kind == "litellm" and "/" not in self.model:
             raise ValueError("litellm models are written provider/model, e.g. anthropic/claude-3-5-sonnet-latest")
         return self

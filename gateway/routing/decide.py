@@ -150,7 +150,11 @@ def route(f: RequestFeatures, model: VirtualModel, backends: Mapping[str, Backen
     if f.operation == "embeddings":
         if not model.embeddings:
             raise NoBackendError(f"model {f.virtual_model!r} has no embeddings backends configured")
-        return _choose("embeddings", list(model.embeddings), f, backends, f.self_hosted_only)
+        # Data rules bind embeddings too: text marked self-hosted only never leaves.
+        home = f.self_hosted_only or any(
+            r.self_hosted_only and matches(r.when, f, backends) for r in model.rules
+        )
+        return _choose("embeddings", list(model.embeddings), f, backends, home)
     for rule in model.rules:
         if matches(rule.when, f, backends):
             names = list(rule.route) + (list(model.fallbacks) if rule.use_fallbacks else [])

@@ -10,7 +10,9 @@ from gateway.routing.tokens import estimate_prompt_tokens
 
 __all__ = ["RequestFeatures", "extract_features"]
 
-EMPTY: Mapping[str, str] = {}
+from types import MappingProxyType
+
+EMPTY: Mapping[str, str] = MappingProxyType({})
 
 
 @dataclass(slots=True)
@@ -23,8 +25,8 @@ class RequestFeatures:
     stream: bool = False
     team: str = "default"
     key_name: str | None = None
-    headers: Mapping[str, str] = EMPTY  # lower-case names
-    metadata: Mapping[str, Any] = EMPTY
+    headers: Mapping[str, str] = field(default_factory=dict)  # lower-case names
+    metadata: Mapping[str, Any] = field(default_factory=dict)
     difficulty: float | None = None  # filled only when a rule of the model needs it
     difficulty_threshold: float = 0.5  # where "hard" starts for this model right now
     self_hosted_only: bool = False  # forced from outside the rules (e.g. a team over budget)

@@ -58,6 +58,17 @@ def _check(args: argparse.Namespace) -> int:
     return 0
 
 
+def _schema(args: argparse.Namespace) -> int:
+    from gateway.config.schema import policy_json_schema
+
+    text = policy_json_schema()
+    if args.out:
+        Path(args.out).write_text(text)
+    else:
+        print(text, end="")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="gateway", description="OpenAI-compatible routing gateway")
     sub = p.add_subparsers(dest="command", required=True)
@@ -75,6 +86,10 @@ def build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser("check", help="validate a policy and print what it would do")
     c.add_argument("policy")
     c.set_defaults(func=_check)
+
+    j = sub.add_parser("schema", help="print the policy file's JSON Schema (for editor completion)")
+    j.add_argument("--out", help="write to this file instead of stdout")
+    j.set_defaults(func=_schema)
 
     try:
         from gateway.router import cli as router_cli

@@ -124,12 +124,12 @@ def _disable_unset(policy: Policy, data: dict, env: Mapping[str, str], loaded: L
     raw_backends = data.get("backends") or {}
     for name, cfg in policy.backends.items():
         if not cfg.enabled:
-            object.__setattr__(cfg, "disabled_reason", "enabled: false")
+            cfg.disable("enabled: false")
         raw_key = (raw_backends.get(name) or {}).get("api_key")
         if cfg.api_key is None and isinstance(raw_key, str):
             m = ENV_REF.match(raw_key)
             if m:
-                object.__setattr__(cfg, "disabled_reason", f"environment variable {m.group(1)} is not set")
+                cfg.disable(f"environment variable {m.group(1)} is not set")
         if cfg.disabled_reason:
             loaded.warnings.append(f"backend {name!r} disabled: {cfg.disabled_reason}")
 

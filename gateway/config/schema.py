@@ -16,6 +16,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PrivateAttr,
     SecretStr,
     ValidationInfo,
     field_validator,
@@ -154,8 +155,15 @@ class BackendConfig(Strict):
     retry: RetryConfig = RetryConfig()
     circuit_breaker: CircuitBreakerConfig = CircuitBreakerConfig()
     headers: dict[str, str] = {}
-    # Set at load: why the backend is off (e.g. its key variable is unset). Not for the YAML.
-    disabled_reason: str | None = Field(None, exclude=True)
+    # Set at load: why the backend is off (e.g. its key variable is unset). Not part of the YAML.
+    _disabled_reason: str | None = PrivateAttr(None)
+
+    @property
+    def disabled_reason(self) -> str | None:
+        return self._disabled_reason
+
+    def disable(self, reason: str) -> None:
+        self._disabled_reason = reason
 
     @field_validator("model", "tokenizer", mode="before")
     @classmethod
@@ -191,7 +199,7 @@ class BackendConfig(Strict):
         if self.kind == "openai_compatible" and not self.base_url:
             if unset is None:
                 raise ValueError("base_url is required for kind openai_compatible")
-            object.__setattr__(self, "disabled_reason", f"environment variable {unset} is not set")
+            self.disable(f"environment variable {unset} is not set")
         if self.kind == "litellm" and "/" not in self.model:
             raise ValueError("litellm models are written provider/model, e.g. anthropic/claude-3-5-sonnet-latest")
         return self
@@ -428,3 +436,13 @@ def _condition_refs(c: Condition | None) -> list[str]:
     for sub in c.any or ():
         out += _condition_refs(sub)
     return out
+
+
+def policy_json_schema() -> str:
+    """The JSON Schema published as policies/policy.schema.json (editors use it for completion)."""
+    import json
+
+    schema = Policy.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "Gateway policy"
+    return json.dumps(schema, indent=2, sort_keys=True) + "\n"

@@ -95,3 +95,12 @@ def test_shipped_policies_load(name):
     assert "auto" in lp.policy.models
     lp = load_policy(path, {})  # no keys at all: still loads, proprietary backends disabled
     assert all(lp.policy.backends[n].self_hosted for n in lp.enabled_backends)
+
+
+def test_published_json_schema_is_current():
+    from pathlib import Path
+
+    from gateway.config.schema import policy_json_schema
+
+    published = Path(__file__).resolve().parents[2] / "policies" / "policy.schema.json"
+    assert published.read_text() == policy_json_schema(), "run: gateway schema --out policies/policy.schema.json"

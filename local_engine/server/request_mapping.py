@@ -95,9 +95,7 @@ def completion_prompt_ids(req: CompletionRequest, tokenizer: Tokenizer) -> list[
     if isinstance(prompt, str):
         ids = tokenizer.encode(prompt, add_special_tokens=True)
     else:
-        ids = list(prompt)
-        if bad := [t for t in ids if not 0 <= t < tokenizer.vocab_size]:
-            raise invalid(f"token ids out of range [0, {tokenizer.vocab_size}): {bad[:5]}", "prompt")
+        ids = list(prompt)  # the engine checks the ids against the model's vocabulary
     if not ids:
         raise invalid("prompt must not be empty", "prompt")
     return ids

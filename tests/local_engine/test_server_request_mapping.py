@@ -121,7 +121,7 @@ def test_completion_prompts(tokenizer):
     assert completion_prompt_ids(CompletionRequest(model="m", prompt=["Hello there"]), tokenizer) == ids
     assert completion_prompt_ids(CompletionRequest(model="m", prompt=[5, 6]), tokenizer) == [5, 6]
     assert completion_prompt_ids(CompletionRequest(model="m", prompt=[[5, 6]]), tokenizer) == [5, 6]
-    for prompt, match in (([1, 10**6], "out of range"), (["a", "b"], "one prompt"), ("", "empty")):
+    for prompt, match in ((["a", "b"], "one prompt"), ("", "empty"), ([], "empty")):
         with pytest.raises(APIError, match=match):
             completion_prompt_ids(CompletionRequest(model="m", prompt=prompt), tokenizer)
     with pytest.raises(APIError, match="echo"):

@@ -1,0 +1,60 @@
+"""In-process shared state, for a single replica (or tests)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from gateway.state.base import RateLimitResult, SharedState, sliding_window
+from gateway.state.periods import period_bounds
+
+__all__ = ["MemoryState"]
+
+
+class MemoryState(SharedState):
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        self._clock = clock
+        self._spend: dict[tuple[str, str, str], tuple[float, float]] = {}  # (scope, period, label) -> (usd, end)
+        self._windows: dict[tuple[str, int, int], int] = {}  # (scope, window_s, index) -> count
+
+    async def incr_spend(self, scope: str, usd: float, period: str) -> float:
+        label, end = period_bounds(period, self._clock())
+        key = (scope, period, label)
+        total = self._spend.get(key, (0.0, end))[0] + usd
+        self._spend[key] = (total, end)
+        if len(self._spend) > 4096:
+            self._expire_spend()
+        return total
+
+    async def get_spend(self, scope: str, period: str) -> float:
+        label, _ = period_bounds(period, self._clock())
+        return self._spend.get((scope, period, label), (0.0, 0.0))[0]
+
+    async def hit_rate_limit(self, scope: str, limit: int, window_s: int) -> RateLimitResult:
+        if limit < 1 or window_s < 1:
+            raise ValueError("limit and window_s must be positive")
+        now = self._clock()
+        idx = int(now // window_s)
+        cur_key = (scope, window_s, idx)
+        current = self._windows.get(cur_key, 0)
+        previous = self._windows.get((scope, window_s, idx - 1), 0)
+        res = sliding_window(limit, window_s, now - idx * window_s, current, previous)
+        if res.allowed:
+            self._windows[cur_key] = current + 1
+            if current == 0:  # a window opens: sweep dead ones
+                self._expire_windows()
+        return res
+
+    async def close(self) -> None:
+        self._spend.clear()
+        self._windows.clear()
+
+    def _expire_spend(self) -> None:
+        now = self._clock()
+        for k in [k for k, (_, end) in self._spend.items() if end <= now]:
+            del self._spend[k]
+
+    def _expire_windows(self) -> None:
+        now = self._clock()  # windows older than their scope's previous one count no more
+        for k in [k for k in self._windows if k[2] < int(now // k[1]) - 1]:
+            del self._windows[k]

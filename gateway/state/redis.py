@@ -1,0 +1,124 @@
+"""Shared state in Redis, so budgets and rate limits hold across gateway replicas.
+
+Spend: one INCRBYFLOAT key per (scope, UTC period), expiring after its period, updated in a
+MULTI transaction. Rate limits: a sliding-window counter (this and the previous fixed
+window) checked and incremented atomically by a Lua script. Both keys of a scope share a
+hash tag, so the script also runs on Redis Cluster. On Redis failure: fail open, count it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from gateway.state.base import RateLimitResult, SharedState, retry_after_s, sliding_window
+from gateway.state.periods import period_bounds
+from gateway.state.redis_guard import DEFAULT_TIMEOUT_S, REDIS_ERRORS, RedisGuard, make_client
+
+__all__ = ["RedisState"]
+
+SPEND_GRACE_S = 3600  # keep a closed period's total a while for late readers
+
+# KEYS: current window, previous window. ARGV: limit, weight of the previous window, ttl.
+_RATE_LUA = """
+local cur = tonumber(redis.call('GET', KEYS[1]) or '0')
+local prev = tonumber(redis.call('GET', KEYS[2]) or '0')
+if prev * tonumber(ARGV[2]) + cur + 1 <= tonumber(ARGV[1]) then
+  redis.call('INCR', KEYS[1])
+  redis.call('EXPIRE', KEYS[1], tonumber(ARGV[3]))
+  return {1, cur, prev}
+end
+return {0, cur, prev}
+"""
+
+
+class RedisState(SharedState):
+    def __init__(
+        self,
+        url: str,
+        on_error: Callable[[], None] | None = None,
+        namespace: str = "gw",
+        timeout_s: float = DEFAULT_TIMEOUT_S,
+        guard: RedisGuard | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._r = make_client(url, timeout_s)
+        self._ns = namespace
+        self._clock = clock
+        self.guard = guard or RedisGuard("shared state", on_error)
+        self._rate = self._r.register_script(_RATE_LUA)
+        # Last known totals, answered (fail-open) while Redis is unreachable: (scope, period) -> (label, usd)
+        self._last: dict[tuple[str, str], tuple[str, float]] = {}
+
+    def _spend_key(self, scope: str, period: str, label: str) -> str:
+        return f"{self._ns}:spend:{{{scope}}}:{period}:{label}"
+
+    def _known(self, scope: str, period: str, label: str) -> float:
+        got = self._last.get((scope, period))
+        return got[1] if got is not None and got[0] == label else 0.0
+
+    async def incr_spend(self, scope: str, usd: float, period: str) -> float:
+        label, end = period_bounds(period, self._clock())
+        if self.guard.should_try():
+            try:
+                async with self._r.pipeline(transaction=True) as p:
+                    p.incrbyfloat(self._spend_key(scope, period, label), usd)
+                    p.expireat(self._spend_key(scope, period, label), int(end) + SPEND_GRACE_S)
+                    total_raw, _ = await p.execute()
+            except REDIS_ERRORS as exc:
+                self.guard.failed(exc)
+            else:
+                self.guard.ok()
+                total = float(total_raw)
+                self._last[(scope, period)] = (label, total)
+                return total
+        else:
+            self.guard.skipped()
+        total = self._known(scope, period, label) + usd
+        self._last[(scope, period)] = (label, total)
+        return total
+
+    async def get_spend(self, scope: str, period: str) -> float:
+        label, _ = period_bounds(period, self._clock())
+        if not self.guard.should_try():
+            self.guard.skipped()
+            return self._known(scope, period, label)
+        try:
+            raw = await self._r.get(self._spend_key(scope, period, label))
+        except REDIS_ERRORS as exc:
+            self.guard.failed(exc)
+            return self._known(scope, period, label)
+        self.guard.ok()
+        total = float(raw) if raw is not None else 0.0
+        self._last[(scope, period)] = (label, total)
+        return total
+
+    async def hit_rate_limit(self, scope: str, limit: int, window_s: int) -> RateLimitResult:
+        if limit < 1 or window_s < 1:
+            raise ValueError("limit and window_s must be positive")
+        if not self.guard.should_try():
+            self.guard.skipped()
+            return RateLimitResult(True, 0.0, limit)
+        now = self._clock()
+        idx = int(now // window_s)
+        elapsed = now - idx * window_s
+        base = f"{self._ns}:rl:{{{scope}:{window_s}}}"
+        try:
+            allowed, cur, prev = await self._rate(
+                keys=[f"{base}:{idx}", f"{base}:{idx - 1}"],
+                args=[limit, repr(max(0.0, 1.0 - elapsed / window_s)), 2 * window_s],
+            )
+        except REDIS_ERRORS as exc:
+            self.guard.failed(exc)
+            return RateLimitResult(True, 0.0, limit)
+        self.guard.ok()
+        res = sliding_window(limit, window_s, elapsed, int(cur), int(prev))
+        if bool(allowed) == res.allowed:
+            return res
+        # Float rounding on the boundary: Redis's decision stands.
+        if allowed:
+            return RateLimitResult(True, 0.0, 0)
+        return RateLimitResult(False, retry_after_s(limit, window_s, elapsed, int(cur), int(prev)), 0)
+
+    async def close(self) -> None:
+        await self._r.aclose()

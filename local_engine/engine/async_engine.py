@@ -1,0 +1,206 @@
+"""AsyncLLMEngine: one background thread steps the LLMEngine while there is work.
+
+The event loop never runs the model. ``generate()`` validates on the loop (so a bad request or a
+full queue fails at once), then hands the request to the step thread through an ordered command
+queue; the thread sleeps on a condition when idle. Each step's outputs go back to the loop in one
+``call_soon_threadsafe`` and are fanned out to per-request asyncio queues. Closing or cancelling a
+request's iterator (client disconnect), or dropping it unread, aborts the request and frees its
+KV blocks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import weakref
+from collections import deque
+from pathlib import Path
+
+from local_engine.config import EngineConfig
+from local_engine.engine.llm_engine import LLMEngine
+from local_engine.engine.outputs import EngineStats, RequestOutput
+from local_engine.errors import EngineDeadError, EngineError, QueueFullError, RequestValidationError
+from local_engine.sampling_params import SamplingParams
+
+__all__ = ["AsyncLLMEngine", "RequestStream"]
+
+logger = logging.getLogger(__name__)
+
+_ADD, _ABORT = "add", "abort"
+
+
+class RequestStream:
+    """Async iterator over one request's outputs; ends after the ``finished`` one."""
+
+    def __init__(self, engine: AsyncLLMEngine, request_id: str, queue: asyncio.Queue) -> None:
+        self.request_id = request_id
+        self._engine = engine
+        self._queue = queue
+        self._done = False
+        self._finalizer = weakref.finalize(self, engine._abort, request_id)  # dropped unread
+
+    def __aiter__(self) -> RequestStream:
+        return self
+
+    async def __anext__(self) -> RequestOutput:
+        if self._done:
+            raise StopAsyncIteration
+        try:
+            item = await self._queue.get()
+        except asyncio.CancelledError:
+            await self.aclose()
+            raise
+        if isinstance(item, BaseException):
+            self._end()
+            raise item
+        if item.finished:
+            self._end()
+        return item
+
+    def _end(self) -> None:
+        self._done = True
+        self._finalizer.detach()
+        self._engine._queues.pop(self.request_id, None)
+
+    async def aclose(self) -> None:
+        """Abort the request unless it already finished."""
+        if not self._done:
+            self._done = True
+            self._finalizer()  # runs engine._abort once
+
+
+class AsyncLLMEngine:
+    def __init__(self, engine: LLMEngine) -> None:
+        self.engine = engine
+        self.config = engine.config
+        self.tokenizer = engine.tokenizer
+        self.max_model_len = engine.max_model_len
+        self.model_name = self.config.served_model_name or Path(self.config.model).name
+        self._cv = threading.Condition()
+        self._commands: deque[tuple] = deque()  # guarded by _cv
+        self._num_pending_adds = 0  # guarded by _cv
+        self._stopping = False
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._queues: dict[str, asyncio.Queue] = {}  # event-loop side
+        self._error: BaseException | None = None
+
+    @classmethod
+    def from_config(cls, config: EngineConfig) -> AsyncLLMEngine:
+        return cls(LLMEngine(config))
+
+    # lifecycle
+    async def start(self) -> None:
+        if self._thread is not None:
+            return
+        self._loop = asyncio.get_running_loop()
+        self._stopping = False
+        self._thread = threading.Thread(target=self._run, name="local-engine-step", daemon=True)
+        self._thread.start()
+
+    async def shutdown(self) -> None:
+        thread = self._thread
+        if thread is None:
+            return
+        with self._cv:
+            self._stopping = True
+            self._cv.notify()
+        await asyncio.to_thread(thread.join)
+        self._thread = None
+        self._fail_all(EngineDeadError("the engine was shut down"))
+
+    @property
+    def is_running(self) -> bool:
+        return self._thread is not None and self._error is None
+
+    # requests
+    def generate(self, request_id: str, prompt_token_ids: list[int], params: SamplingParams) -> RequestStream:
+        """Admit a request; iterate the returned stream for its outputs. Raises at once:
+        RequestValidationError, QueueFullError, EngineDeadError."""
+        if self._error is not None:
+            raise EngineDeadError("the engine stopped after an error") from self._error
+        if self._thread is None:
+            raise EngineError("the engine is not started")
+        if request_id in self._queues:
+            raise RequestValidationError(f"request id {request_id!r} is already in use")
+        self.engine.validate_request(prompt_token_ids, params)
+        queue: asyncio.Queue = asyncio.Queue()
+        with self._cv:
+            waiting = len(self.engine.scheduler.waiting) + self._num_pending_adds
+            if waiting >= self.config.max_waiting:
+                raise QueueFullError(f"waiting queue is full ({self.config.max_waiting} requests)")
+            self._num_pending_adds += 1
+            self._commands.append((_ADD, request_id, list(prompt_token_ids), params))
+            self._cv.notify()
+        self._queues[request_id] = queue
+        return RequestStream(self, request_id, queue)
+
+    def _abort(self, request_id: str) -> None:
+        # called on the loop, or by a finalizer on any thread: dict.pop and the locked append are safe
+        self._queues.pop(request_id, None)
+        with self._cv:
+            self._commands.append((_ABORT, request_id))
+            self._cv.notify()
+
+    def stats(self) -> EngineStats:
+        return self.engine.stats()
+
+    # step thread
+    def _run(self) -> None:
+        engine = self.engine
+        while True:
+            with self._cv:
+                while not (self._commands or self._stopping or engine.has_unfinished()):
+                    self._cv.wait()
+                if self._stopping:
+                    return
+                commands, self._commands = self._commands, deque()
+            rejected = self._apply(commands)
+            try:
+                outputs = engine.step() if engine.has_unfinished() else []
+            except Exception as exc:  # re-raised to every request as EngineDeadError, not hidden
+                logger.exception("engine step failed; the engine is stopping")
+                self._error = exc
+                self._post(self._fail_all, EngineDeadError(f"engine step failed: {exc!r}"), exc)
+                return
+            if outputs or rejected:
+                self._post(self._deliver, outputs, rejected)
+
+    def _apply(self, commands: deque[tuple]) -> list[tuple[str, EngineError]]:
+        rejected: list[tuple[str, EngineError]] = []
+        for cmd in commands:
+            if cmd[0] == _ADD:
+                with self._cv:
+                    self._num_pending_adds -= 1
+                try:
+                    self.engine.add_request(*cmd[1:])
+                except EngineError as exc:  # lost a race for the queue, or a reused id
+                    rejected.append((cmd[1], exc))
+            else:
+                self.engine.abort_request(cmd[1])
+        return rejected
+
+    def _post(self, callback, *args) -> None:
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(callback, *args)
+
+    # event-loop side
+    def _deliver(self, outputs: list[RequestOutput], rejected: list[tuple[str, EngineError]]) -> None:
+        queues = self._queues
+        for out in outputs:
+            queue = queues.get(out.request_id)
+            if queue is not None:
+                queue.put_nowait(out)
+        for request_id, exc in rejected:
+            queue = queues.get(request_id)
+            if queue is not None:
+                queue.put_nowait(exc)
+
+    def _fail_all(self, error: EngineError, cause: BaseException | None = None) -> None:
+        if cause is not None:
+            error.__cause__ = cause
+        for queue in self._queues.values():
+            queue.put_nowait(error)
+        self._queues.clear()

@@ -1,0 +1,177 @@
+"""AsyncLLMEngine: background step thread, per-request streams, abort on cancel/close/drop,
+queue bound, idle sleep, step failures surfaced (edge cases, on the paged fake runner)."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import time
+
+import pytest
+from engine_fakes import EOS, PagedFakeRunner, train_tokenizer
+
+from local_engine.config import EngineConfig
+from local_engine.engine.async_engine import AsyncLLMEngine
+from local_engine.engine.llm_engine import LLMEngine
+from local_engine.errors import EngineDeadError, QueueFullError, RequestValidationError
+from local_engine.sampling_params import SamplingParams
+
+BS = 4
+
+
+class SlowRunner(PagedFakeRunner):
+    """Each step takes a little while, like a model would."""
+
+    delay_s = 0.002
+    fail = False
+
+    def execute(self, seqs, num_new_tokens):
+        if self.fail:
+            raise RuntimeError("simulated device failure")
+        time.sleep(self.delay_s)
+        return super().execute(seqs, num_new_tokens)
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return train_tokenizer()
+
+
+def build(tok, num_blocks=128, **cfg) -> LLMEngine:
+    config = EngineConfig(model="/models/tiny-demo", block_size=BS, **cfg)
+    runner = SlowRunner(num_blocks, BS, tok.get_vocab_size(), 512, {tok.token_to_id(EOS)})
+    return LLMEngine(config, runner=runner, tokenizer=tok)
+
+
+@pytest.fixture
+async def engine(tok):
+    eng = AsyncLLMEngine(build(tok))
+    await eng.start()
+    yield eng
+    await eng.shutdown()
+
+
+async def collect(stream) -> list:
+    return [out async for out in stream]
+
+
+async def test_concurrent_requests_match_offline_generation(tok, engine):
+    prompts = [[1 + i, 2 + i, 3 + (i % 3)] * (1 + i % 4) for i in range(16)]
+    params = SamplingParams(max_tokens=8, ignore_eos=True)
+    expected = build(tok).generate(prompts, params)
+    streams = [engine.generate(f"r{i}", p, params) for i, p in enumerate(prompts)]
+    results = await asyncio.gather(*(collect(s) for s in streams))
+    for outs, exp in zip(results, expected, strict=True):
+        assert [t for o in outs for t in o.new_token_ids] == exp
+        assert outs[-1].finished and outs[-1].finish_reason == "length"
+        assert sum(o.finished for o in outs) == 1
+    assert engine.model_name == "tiny-demo"
+
+
+async def test_cancelling_the_consumer_aborts_and_frees_blocks(engine):
+    stream = engine.generate("long", list(range(1, 30)), SamplingParams(max_tokens=400, ignore_eos=True))
+    got = []
+
+    async def consume():
+        async for out in stream:
+            got.append(out)
+
+    task = asyncio.create_task(consume())
+    while len(got) < 3:
+        await asyncio.sleep(0.005)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await wait_idle(engine)
+    assert not got[-1].finished
+    assert engine.stats().kv_cache_usage == 0.0
+
+
+async def wait_idle(engine, timeout_s=5.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while engine.engine.has_unfinished() or engine._commands:
+        assert time.monotonic() < deadline, "engine did not go idle"
+        await asyncio.sleep(0.005)
+    stats = engine.stats()
+    assert stats.num_running == 0 and stats.num_waiting == 0
+
+
+async def test_aclose_and_dropping_an_unread_stream_abort(engine):
+    params = SamplingParams(max_tokens=400, ignore_eos=True)
+    s1 = engine.generate("a", list(range(1, 9)), params)
+    await anext(s1)
+    await s1.aclose()
+    s2 = engine.generate("b", list(range(1, 9)), params)
+    del s2
+    gc.collect()
+    await wait_idle(engine)
+    assert engine.stats().kv_cache_usage == 0.0
+    assert engine.stats().generation_tokens < 400  # neither ran to completion
+
+
+async def test_queue_full_is_raised_at_once(tok):
+    eng = AsyncLLMEngine(build(tok, max_waiting=2, max_num_seqs=1))
+    await eng.start()
+    try:
+        params = SamplingParams(max_tokens=50, ignore_eos=True)
+        streams = [eng.generate("r0", [1, 2], params), eng.generate("r1", [1, 2], params)]
+        with pytest.raises(QueueFullError):  # r0, r1 may still be queued: two waiting at most
+            for i in range(2, 6):
+                streams.append(eng.generate(f"r{i}", [1, 2], params))
+        for s in streams:
+            await s.aclose()
+        await wait_idle(eng)
+    finally:
+        await eng.shutdown()
+
+
+async def test_bad_requests_fail_before_streaming(engine):
+    with pytest.raises(RequestValidationError):
+        engine.generate("x", [], SamplingParams())
+    with pytest.raises(RequestValidationError):
+        engine.generate("y", list(range(1, 600)), SamplingParams())
+    s = engine.generate("z", [1], SamplingParams(max_tokens=2))
+    with pytest.raises(RequestValidationError):
+        engine.generate("z", [1], SamplingParams())
+    await collect(s)
+
+
+async def test_idle_engine_sleeps_instead_of_stepping(engine):
+    calls = 0
+    step = engine.engine.step
+
+    def counting_step():
+        nonlocal calls
+        calls += 1
+        return step()
+
+    engine.engine.step = counting_step
+    await collect(engine.generate("a", [1, 2], SamplingParams(max_tokens=3, ignore_eos=True)))
+    busy = calls
+    await asyncio.sleep(0.2)
+    assert calls == busy <= 5
+
+
+async def test_a_failing_step_reaches_every_request_and_later_calls(tok):
+    eng = AsyncLLMEngine(build(tok))
+    await eng.start()
+    try:
+        eng.engine.runner.fail = True
+        with pytest.raises(EngineDeadError) as err:
+            await collect(eng.generate("a", [1, 2], SamplingParams()))
+        assert isinstance(err.value.__cause__, RuntimeError)
+        with pytest.raises(EngineDeadError):
+            eng.generate("b", [1, 2], SamplingParams())
+    finally:
+        await eng.shutdown()
+
+
+async def test_shutdown_ends_open_streams(tok):
+    eng = AsyncLLMEngine(build(tok))
+    await eng.start()
+    stream = eng.generate("a", list(range(1, 9)), SamplingParams(max_tokens=400, ignore_eos=True))
+    await anext(stream)
+    await eng.shutdown()
+    with pytest.raises(EngineDeadError):
+        async for _ in stream:
+            pass

@@ -1,0 +1,126 @@
+"""`gateway router ...` subcommands.
+
+    gateway router train --data FILE.jsonl --out DIR [--source-effects/--no-source-effects]
+    gateway router score --input IN.jsonl --output OUT.jsonl [--model DIR]
+    gateway router build-default --data SHARED_ROUTING_DIR [--out DIR]
+
+File formats: see gateway.router.dataset. ``build-default`` rebuilds the shipped artefact
+(gateway/router/artifacts/default) from the public outcomes in shared/data/routing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from gateway.router import artifact
+from gateway.router.dataset import read_scoring, read_training
+from gateway.router.errors import RouterError
+from gateway.router.model import RouterConfig, train
+
+SCORE_CHUNK = 512
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    router = subparsers.add_parser("router", help="train and run the difficulty router")
+    sub = router.add_subparsers(dest="router_command", required=True)
+
+    t = sub.add_parser("train", help="train a router on labelled prompts (JSONL)")
+    t.add_argument("--data", type=Path, required=True, help="training JSONL (see docs for the format)")
+    t.add_argument("--out", type=Path, required=True, help="directory to write router.json into")
+    t.add_argument("--embedding", choices=["anchors", "none", "raw"], default="anchors")
+    t.add_argument("--c", type=float, default=RouterConfig().c, help="inverse pull toward the prior weights")
+    t.add_argument("--no-prior", action="store_true", help="regularise toward zero instead of the prior")
+    t.set_defaults(func=_train)
+
+    s = sub.add_parser("score", help="score prompts offline: {id, prompt} -> {id, score}")
+    s.add_argument("--input", type=Path, required=True)
+    s.add_argument("--output", type=Path, required=True)
+    s.add_argument("--model", default=None, help="artefact directory (default: the built-in one)")
+    s.set_defaults(func=_score)
+
+    b = sub.add_parser("build-default", help="rebuild the shipped artefact from shared/data/routing")
+    b.add_argument("--data", type=Path, required=True, help="the shared/data/routing directory")
+    b.add_argument("--out", type=Path, default=artifact.BUILTIN_DIR)
+    b.set_defaults(func=_build_default)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run a parsed `router` subcommand; user errors print one line and return 2."""
+    try:
+        return args.func(args)
+    except RouterError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _train(args: argparse.Namespace) -> int:
+    rows = read_training(args.data)
+    config = RouterConfig(embedding=args.embedding, c=args.c, use_prior=not args.no_prior)
+    t0 = time.perf_counter()
+    model = train(
+        [r.messages for r in rows],
+        [r.target for r in rows],
+        weights=[r.weight for r in rows],
+        groups=[r.source for r in rows],
+        config=config,
+        meta={"trained_on": str(args.data.name)},
+    )
+    path = artifact.save(model, args.out)
+    print(f"trained on {len(rows)} rows in {time.perf_counter() - t0:.1f}s -> {path}")
+    return 0
+
+
+def _score(args: argparse.Namespace) -> int:
+    model = artifact.load(args.model)
+    n, t0 = 0, time.perf_counter()
+    ids: list = []
+    batch: list = []
+    with args.output.open("w", encoding="utf-8") as out:
+
+        def flush() -> None:
+            for i, p in zip(ids, model.predict(batch), strict=True):
+                out.write(json.dumps({"id": i, "score": round(float(p), 6)}) + "\n")
+            ids.clear()
+            batch.clear()
+
+        for i, messages in read_scoring(args.input):
+            ids.append(i)
+            batch.append(messages)
+            n += 1
+            if len(batch) >= SCORE_CHUNK:
+                flush()
+                print(f"\rscored {n}", end="", file=sys.stderr)
+        if batch:
+            flush()
+    print(f"\rscored {n} prompts in {time.perf_counter() - t0:.1f}s -> {args.output}", file=sys.stderr)
+    return 0
+
+
+def _build_default(args: argparse.Namespace) -> int:
+    from gateway.router.shared_data import load_split
+
+    sets = load_split(args.data, "train")
+    ex = [e for v in sets.values() for e in v]
+    model = train(
+        [[{"role": "user", "content": e.prompt}] for e in ex],
+        [e.target for e in ex],
+        groups=[e.source for e in ex],
+        meta={"trained_on": "shared/data/routing train splits: " + ", ".join(sorted(sets))},
+    )
+    print(f"built from {len(ex)} examples -> {artifact.save(model, args.out)}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Standalone entry (`python -m gateway.router.cli router ...`), same as `gateway router`."""
+    ap = argparse.ArgumentParser(prog="gateway")
+    register(ap.add_subparsers(dest="command", required=True))
+    return run(ap.parse_args(argv))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

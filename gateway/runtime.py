@@ -18,6 +18,7 @@ from gateway.backends.resilience import CircuitBreaker
 from gateway.config.loader import LoadedPolicy
 from gateway.config.schema import BackendConfig, Policy, VirtualModel
 from gateway.routing.decide import BackendView
+from gateway.routing.calibrate import calibrate_share
 from gateway.routing.heuristic import HeuristicScorer
 from gateway.routing.scorer import DifficultyScorer
 
@@ -46,8 +47,6 @@ def _build_scorer(name: str, model: VirtualModel) -> ModelRouting:
         scorer = LearnedScorer.load(cfg.artifact)
     threshold = cfg.threshold
     if cfg.escalate_share is not None:
-        from gateway.router.calibration import calibrate_share
-
         threshold = calibrate_share(scorer, cfg.escalate_share, cfg.calibration_sample)
         log.info("model %s: threshold %.3f escalates %.0f%% of the calibration sample", name, threshold, 100 * cfg.escalate_share)
     return ModelRouting(scorer, threshold)

@@ -241,7 +241,7 @@ class Condition(Strict):
     needs: list[Need] | None = None
     prompt_tokens: Range | None = None
     exceeds_context_of: str | None = None  # a backend name: the request would not fit its window
-    difficulty: Range | Literal["hard"] | None = None  # "hard": score >= the model's threshold
+    difficulty: Range | Literal["hard"] | None = None  # "hard": score > the model's threshold
     teams: list[str] | None = None
     keys: list[str] | None = None  # API key names (never the secrets themselves)
     headers: dict[str, str | list[str]] | None = None  # names case-insensitive

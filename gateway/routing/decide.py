@@ -66,7 +66,7 @@ def matches(cond: Condition | None, f: RequestFeatures, backends: Mapping[str, B
         if f.difficulty is None:
             return False
         if cond.difficulty == "hard":
-            if f.difficulty < f.difficulty_threshold:
+            if f.difficulty <= f.difficulty_threshold:  # "hard" means strictly above
                 return False
         elif not cond.difficulty.contains(f.difficulty):
             return False

@@ -7,10 +7,13 @@ without limits pays nothing for them. State failures fail open (``SharedState`` 
 from __future__ import annotations
 
 import time
+from datetime import UTC, datetime
 
 from gateway.auth import Caller
 from gateway.errors import RateLimitError
+from gateway.router.calibration import SpendCapController
 from gateway.runtime import Runtime
+from gateway.state.periods import period_bounds
 
 RPM_WINDOW_S = 60
 PERIOD_SECONDS = {"minute": 60, "hour": 3600, "day": 86400, "month": 30 * 86400}
@@ -70,9 +73,17 @@ class Limits:
         cfg = rt.policy.models[vmodel].difficulty
         if cfg.spend_cap_usd is None:
             return base
-        from gateway.router.calibration import SpendCapController
+        ctl = SpendCapController(budget_usd=cfg.spend_cap_usd, base_threshold=base)
+        spent = self._cap_spend.get(vmodel, 0.0)
+        return ctl.threshold(spent_usd=spent, elapsed_fraction=elapsed_fraction(cfg.spend_cap_period, time.time()))
 
-        period = PERIOD_SECONDS[cfg.spend_cap_period]
-        elapsed = (time.time() % period) / period
-        ctl = SpendCapController(budget_usd=cfg.spend_cap_usd)
-        return ctl.threshold(base, spent_usd=self._cap_spend.get(vmodel, 0.0), elapsed_fraction=elapsed)
+
+def elapsed_fraction(period: str, now: float) -> float:
+    """How far into the current UTC calendar period ``now`` is, in [0, 1)."""
+    _, end = period_bounds(period, now)
+    t = datetime.fromtimestamp(now, UTC)
+    if period == "month":
+        start = t.replace(day=1, hour=0, minute=0, second=0, microsecond=0).timestamp()
+    else:
+        start = end - PERIOD_SECONDS[period]
+    return min(1.0, max(0.0, (now - start) / (end - start)))

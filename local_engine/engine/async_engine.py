@@ -15,6 +15,7 @@ import logging
 import threading
 import weakref
 from collections import deque
+from dataclasses import replace
 from pathlib import Path
 
 from local_engine.config import EngineConfig
@@ -144,7 +145,10 @@ class AsyncLLMEngine:
             self._cv.notify()
 
     def stats(self) -> EngineStats:
-        return self.engine.stats()
+        stats = self.engine.stats()
+        if self._num_pending_adds:  # admitted here, not yet handed to the scheduler
+            stats = replace(stats, num_waiting=stats.num_waiting + self._num_pending_adds)
+        return stats
 
     # step thread
     def _run(self) -> None:

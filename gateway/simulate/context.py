@@ -1,0 +1,82 @@
+"""What a replay needs from the policy: backend views, prices and each model's scorer.
+
+Built once from a loaded policy with the same functions the running gateway uses (so a
+simulation routes exactly as ``gateway serve`` would), minus anything live: every backend is
+assumed healthy, and nothing is called.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+from gateway.config.loader import LoadedPolicy
+from gateway.routing.decide import BackendView
+from gateway.routing.heuristic import HeuristicScorer
+from gateway.routing.scorer import DifficultyScorer
+
+log = logging.getLogger("gateway.simulate")
+
+__all__ = ["ModelScoring", "SimContext", "build_context"]
+
+
+@dataclass(slots=True)
+class ModelScoring:
+    scorer: DifficultyScorer | None  # None: no rule of the model reads the difficulty
+    threshold: float
+    note: str | None = None  # e.g. why the heuristic stands in for the learned scorer
+
+
+@dataclass(slots=True)
+class SimContext:
+    loaded: LoadedPolicy
+    views: dict[str, BackendView]
+    prices: dict[str, tuple[float, float]]  # backend -> USD per (prompt, completion) token
+    reference_prices: tuple[float, float]
+    scoring: dict[str, ModelScoring] = field(default_factory=dict)  # built on first use
+
+    def self_hosted(self, backend: str) -> bool:
+        return self.views[backend].self_hosted
+
+
+def _scoring(name: str, loaded: LoadedPolicy, threshold: float | None) -> ModelScoring:
+    from gateway.router.errors import RouterError
+    from gateway.runtime import _build_scorer
+
+    model = loaded.policy.models[name]
+    note = None
+    try:
+        mr = _build_scorer(name, model)
+        scorer, base = mr.scorer, mr.base_threshold
+    except (ImportError, RouterError) as exc:
+        # The learned router could not load: serve would fall back to the heuristic too.
+        scorer, base = HeuristicScorer(), model.difficulty.threshold
+        note = f"learned scorer unavailable ({exc}); the heuristic scorer stands in"
+        log.warning("model %s: %s", name, note)
+    load_error = getattr(scorer, "load_error", None)
+    if load_error:
+        note = f"learned router artefact unusable ({load_error}); every score comes from the heuristic, as in serve"
+    if threshold is not None:
+        base = threshold
+    return ModelScoring(scorer, base, note)
+
+
+def build_context(loaded: LoadedPolicy) -> SimContext:
+    from gateway.backends.pricing import reference_prices, resolve_pricing
+    from gateway.runtime import static_views
+
+    policy = loaded.policy
+    return SimContext(
+        loaded=loaded,
+        views=static_views(policy),
+        prices={n: resolve_pricing(cfg) for n, cfg in policy.backends.items()},
+        reference_prices=reference_prices(policy.savings),
+    )
+
+
+def model_scoring(ctx: SimContext, name: str, threshold: float | None = None) -> ModelScoring:
+    """The model's scorer and threshold (``threshold`` overrides the policy's)."""
+    got = ctx.scoring.get(name)
+    if got is None:
+        got = ctx.scoring[name] = _scoring(name, ctx.loaded, threshold)
+    return got

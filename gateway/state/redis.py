@@ -1,6 +1,6 @@
 """Shared state in Redis, so budgets and rate limits hold across gateway replicas.
 
-Spend: one INCRBYFLOAT key per (scope, UTC period), expiring after its period, updated in a
+Spend: one INCRBYFLOAT key per (scope, UTC period), expiring an hour after its period, updated in a
 MULTI transaction. Rate limits: a sliding-window counter (this and the previous fixed
 window) checked and incremented atomically by a Lua script. Both keys of a scope share a
 hash tag, so the script also runs on Redis Cluster. On Redis failure: fail open, count it.
@@ -58,12 +58,14 @@ class RedisState(SharedState):
         return got[1] if got is not None and got[0] == label else 0.0
 
     async def incr_spend(self, scope: str, usd: float, period: str) -> float:
-        label, end = period_bounds(period, self._clock())
+        now = self._clock()
+        label, end = period_bounds(period, now)
         if self.guard.should_try():
             try:
                 async with self._r.pipeline(transaction=True) as p:
                     p.incrbyfloat(self._spend_key(scope, period, label), usd)
-                    p.expireat(self._spend_key(scope, period, label), int(end) + SPEND_GRACE_S)
+                    # relative, so a skew between our clock and Redis's cannot expire it early
+                    p.expire(self._spend_key(scope, period, label), int(end - now) + SPEND_GRACE_S)
                     total_raw, _ = await p.execute()
             except REDIS_ERRORS as exc:
                 self.guard.failed(exc)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from html import escape
 
@@ -94,18 +95,19 @@ def _cost(rep: Report, colors: dict[str, str]) -> str:
 def _curve(c: Curve) -> str:
     pts = sorted(((p.cost_share, p.quality_share) for p in c.points), key=lambda xy: (xy[0], xy[1]))
     lo, hi = c.points[-1], c.points[0]  # threshold 1.0 (least escalation) and 0.0 (most)
-    y_min = max(0.0, min(p.quality_share for p in c.points) - 0.05)
+    y_min = max(0.0, math.floor((min(p.quality_share for p in c.points) - 0.02) * 10) / 10)
+    y_max = max(1.0, max(p.quality_share for p in c.points))
     o = c.operating
     chart = line_chart(
         "cost-quality curve over thresholds",
         [
-            Series("learned threshold sweep", pts, PALETTE[0], markers=True),
+            Series("threshold sweep", pts, PALETTE[0], markers=True),
             Series("random routing", [(lo.cost_share, lo.quality_share), (hi.cost_share, hi.quality_share)], BASELINE_COLOR, dashed=True),
         ],
         x_label="cost, as a share of the all-proprietary baseline",
         y_label="quality, as a share of all-proprietary quality",
         marks=[(o.cost_share, o.quality_share, f"policy: {pct(o.escalated_share)} escalated")],
-        y_range=(y_min, 1.0 if max(p.quality_share for p in c.points) <= 1.0 else max(p.quality_share for p in c.points)),
+        y_range=(y_min, y_max),
         h_lines=[(QUALITY_TARGET, f"{pct(QUALITY_TARGET)} of all-proprietary quality")],
     )
     rows = [[f"{p.threshold:.2f}", pct(p.escalated_share), pct(p.cost_share), pct(p.quality_share)] for p in c.points[::CURVE_STEP]]
@@ -115,7 +117,7 @@ def _curve(c: Curve) -> str:
         f"<p>Cheapest threshold reaching {pct(QUALITY_TARGET)} of all-proprietary quality: <b>{t.threshold:.2f}</b> "
         f"(escalates {pct(t.escalated_share)}, costs {pct(t.cost_share)} of the baseline).</p>"
         if t is not None
-        else ""
+        else f"<p>No threshold reaches {pct(QUALITY_TARGET)} of all-proprietary quality on this traffic.</p>"
     )
     return (
         f"<h2>Cost and quality</h2><p class=muted>{c.requests:,} labelled requests. Quality: share answered well "

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from gateway.simulate.aggregate import Report, summarize
-from gateway.simulate.context import build_context, model_scoring
+from gateway.simulate.context import build_context
 from gateway.simulate.log import read_log
 from gateway.simulate.policy_env import load_for_simulation
 from gateway.simulate.replay import DEFAULT_COMPLETION_TOKENS, replay

@@ -12,7 +12,7 @@ SELF_HOSTED = "#2e8b57"
 PROPRIETARY = "#d2691e"
 PALETTE = ("#4682b4", "#2e8b57", "#d2691e", "#8a2be2", "#b8860b", "#c71585", "#008b8b", "#696969")
 FONT = 'font-family="system-ui, sans-serif" font-size="12"'
-ROW_H, BAR_H, LABEL_W, VALUE_W = 26, 16, 190, 110
+ROW_H, BAR_H, LABEL_W, VALUE_W, LEGEND_W = 26, 16, 190, 110, 160
 
 
 @dataclass(slots=True, frozen=True)
@@ -56,11 +56,12 @@ def bar_chart(title: str, bars: Sequence[Bar], max_value: float = 1.0, width: in
 def stacked_bars(
     title: str,
     rows: Sequence[tuple[str, Sequence[Segment], str]],
-    width: int = 640,
+    width: int = 720,
+    value_w: int = 220,
 ) -> str:
     """One horizontal bar per row, made of segments (e.g. cost per backend); rows share a scale.
     Each row is (label, segments, text at the end). A legend of segment labels follows."""
-    plot_w = width - LABEL_W - VALUE_W
+    plot_w = width - LABEL_W - value_w
     total = max((sum(s.value for s in segs) for _, segs, _ in rows), default=0.0)
     legend = list(dict.fromkeys((s.label, s.color) for _, segs, _ in rows for s in segs))
     height = ROW_H * len(rows) + 20 + 18 * ((len(legend) + 3) // 4)
@@ -79,7 +80,7 @@ def stacked_bars(
         out.append(f'<text x="{x + 6:.1f}" y="{y + BAR_H - 3}">{escape(text)}</text>')
     y0 = 15 + ROW_H * len(rows)
     for j, (label, color) in enumerate(legend):
-        lx, ly = LABEL_W + (j % 4) * 110, y0 + 18 * (j // 4)
+        lx, ly = LABEL_W + (j % 4) * LEGEND_W, y0 + 18 * (j // 4)
         out.append(f'<rect x="{lx}" y="{ly - 9}" width="10" height="10" fill="{color}"/>')
         out.append(f'<text x="{lx + 14}" y="{ly}">{escape(label)}</text>')
     out.append("</svg>")

@@ -70,7 +70,9 @@ def _curve(c: Curve) -> list[str]:
         *_grid(["threshold", "escalated", "cost vs baseline", "quality vs all-strong"], rows),
     ]
     t = c.cheapest_at_target
-    if t is not None:
+    if t is None:
+        lines.append(f"  no threshold reaches {pct(QUALITY_TARGET)} of all-strong quality on this traffic")
+    else:
         lines.append(
             f"  cheapest threshold reaching {pct(QUALITY_TARGET)} of all-strong quality: {t.threshold:.2f} "
             f"(escalates {pct(t.escalated_share)}, costs {pct(t.cost_share)} of the baseline)"

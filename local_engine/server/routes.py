@@ -53,7 +53,7 @@ async def models(ctx: ServerContext = Depends(get_context)) -> Response:
 
 @router.get("/health")
 async def health(ctx: ServerContext = Depends(get_context)) -> Response:
-    if not ctx.engine.is_healthy():
+    if not ctx.engine.is_running:
         raise APIError(503, "the engine loop is not running", code="engine_dead")
     return JSONResponse({"status": "ok"})
 

@@ -204,3 +204,13 @@ def test_errors_are_clear(tmp_path):
         llama.apply_chat_template([])
     with pytest.raises(FileNotFoundError, match="tokenizer.json"):
         Tokenizer.from_dir(tmp_path / "missing")
+
+
+@pytest.mark.parametrize("tools", [None, [WEATHER_TOOL]])
+def test_demo_checkpoint_template_matches_transformers(tmp_path, tools):
+    from local_engine.demo_model import build_tiny_checkpoint
+
+    ours, theirs = _pairs(build_tiny_checkpoint(tmp_path / "demo"))
+    for conversation in CONVERSATIONS:
+        expected = theirs.apply_chat_template(conversation, tools=tools, tokenize=False, add_generation_prompt=True)
+        assert ours.apply_chat_template(conversation, tools=tools) == expected

@@ -1,0 +1,140 @@
+"""Prices and capabilities of a backend: the policy's own numbers over litellm's model map.
+
+The model map is the JSON file litellm ships (``model_prices_and_context_window_backup.json``,
+the one ``LITELLM_LOCAL_MODEL_COST_MAP=True`` makes litellm itself use). It is read straight
+from litellm's package directory, without importing litellm (which takes seconds) and
+without any network access.
+
+Self-hosted backends are looked up in the map only when the policy names a ``price_model``:
+their cost is the admin's GPU cost model, not some provider's list price.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from gateway.backends.base import Usage
+from gateway.config.schema import BackendConfig, Capabilities, SavingsConfig
+
+log = logging.getLogger("gateway.pricing")
+
+__all__ = [
+    "Prices",
+    "model_map",
+    "lookup_model",
+    "resolve_pricing",
+    "resolve_capabilities",
+    "reference_prices",
+    "cost_usd",
+]
+
+Prices = tuple[float, float]  # (USD per prompt token, USD per completion token)
+MODEL_MAP_FILE = "model_prices_and_context_window_backup.json"
+
+# Map fields -> our capability fields.
+_CAPABILITY_FIELDS = {
+    "max_input_tokens": "context_window",
+    "max_output_tokens": "max_output_tokens",
+    "supports_vision": "vision",
+    "supports_function_calling": "tools",
+    "supports_response_schema": "json_schema",
+}
+
+
+@lru_cache(maxsize=1)
+def model_map() -> dict[str, dict[str, Any]]:
+    """litellm's local model map, or {} (with a warning) if litellm is not installed."""
+    spec = importlib.util.find_spec("litellm")
+    if spec is None or not spec.submodule_search_locations:
+        log.warning("litellm is not installed: no model prices or capabilities from its map")
+        return {}
+    path = Path(next(iter(spec.submodule_search_locations))) / MODEL_MAP_FILE
+    try:
+        data = orjson.loads(path.read_bytes())
+    except (OSError, orjson.JSONDecodeError) as exc:
+        log.warning("cannot read litellm's model map %s: %s", path, exc)
+        return {}
+    data.pop("sample_spec", None)
+    return data
+
+
+@lru_cache(maxsize=1024)
+def lookup_model(name: str) -> dict[str, Any] | None:
+    """The map's entry for ``name``, tried as given and without its provider prefix."""
+    table = model_map()
+    if name in table:
+        return table[name]
+    if "/" in name:
+        return table.get(name.split("/", 1)[1])
+    return None
+
+
+def _map_entry(cfg: BackendConfig) -> dict[str, Any] | None:
+    if cfg.price_model:
+        return lookup_model(cfg.price_model)
+    if cfg.self_hosted:
+        return None
+    return lookup_model(cfg.model)
+
+
+def _entry_prices(entry: dict[str, Any]) -> Prices:
+    return float(entry.get("input_cost_per_token") or 0.0), float(entry.get("output_cost_per_token") or 0.0)
+
+
+def resolve_pricing(cfg: BackendConfig) -> Prices:
+    """(USD per prompt token, USD per completion token) for one backend."""
+    if cfg.pricing is not None:
+        return cfg.pricing.usd_per_token()
+    entry = _map_entry(cfg)
+    if entry is not None:
+        return _entry_prices(entry)
+    if not cfg.self_hosted:
+        log.warning(
+            "no price for model %r (not in litellm's model map; set price_model or pricing): its cost counts as 0",
+            cfg.price_model or cfg.model,
+        )
+    return 0.0, 0.0
+
+
+def resolve_capabilities(cfg: BackendConfig) -> Capabilities:
+    """The policy's capabilities, with unset fields filled from the model map where known."""
+    entry = _map_entry(cfg)
+    if entry is None:
+        return cfg.capabilities
+    known: dict[str, Any] = {}
+    for src, dst in _CAPABILITY_FIELDS.items():
+        v = entry.get(src)
+        if v is not None:
+            known[dst] = v
+    mode = entry.get("mode")
+    if mode is not None:
+        known["embeddings"] = mode == "embedding"
+        known["chat"] = mode in ("chat", "completion", "responses")
+    given = cfg.capabilities.model_dump(exclude_none=True)
+    return Capabilities(**(known | given))
+
+
+def reference_prices(savings: SavingsConfig) -> Prices:
+    """Prices of the model savings are measured against."""
+    if savings.reference_pricing is not None:
+        return savings.reference_pricing.usd_per_token()
+    entry = lookup_model(savings.reference_model)
+    if entry is None:
+        log.warning(
+            "savings.reference_model %r is not in litellm's model map; set savings.reference_pricing. Savings count as 0",
+            savings.reference_model,
+        )
+        return 0.0, 0.0
+    return _entry_prices(entry)
+
+
+def cost_usd(usage: Usage | None, prices: Prices) -> float:
+    if usage is None:
+        return 0.0
+    return usage.prompt_tokens * prices[0] + usage.completion_tokens * prices[1]

@@ -1,0 +1,258 @@
+"""The fast path: upstreams that speak OpenAI's API (OpenAI, local_engine, vLLM, SGLang, Ollama).
+
+The client's bytes go upstream unchanged when ``model`` already names the backend's model,
+else with only ``model`` replaced; the upstream's bytes come back unchanged (parsed only to
+read ``usage`` and ``model``). One pooled keep-alive aiohttp session per backend, created
+lazily in the running loop.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import orjson
+
+from gateway.backends.base import Backend, UpstreamRequest, UpstreamResponse, UpstreamStream, Usage
+from gateway.backends.upstream_errors import (
+    STREAM_ERROR_PREFIXES,
+    connection_error,
+    error_from_response,
+    scrub,
+    stream_error,
+    timeout_error,
+)
+from gateway.config.schema import BackendConfig
+from gateway.errors import UpstreamError
+
+log = logging.getLogger("gateway.backends.openai")
+
+__all__ = ["OpenAICompatBackend", "SSEStream", "usage_from"]
+
+PATHS = {"chat": "/chat/completions", "completions": "/completions", "embeddings": "/embeddings"}
+KEEPALIVE_S = 30.0
+PROBE_TIMEOUT_S = 2.0
+DONE = b"data: [DONE]\n\n"
+
+
+def usage_from(obj: dict[str, Any]) -> Usage | None:
+    u = obj.get("usage")
+    if not isinstance(u, dict):
+        return None
+    details = u.get("prompt_tokens_details")
+    cached = (details.get("cached_tokens") or 0) if isinstance(details, dict) else 0
+    return Usage(int(u.get("prompt_tokens") or 0), int(u.get("completion_tokens") or 0), int(cached))
+
+
+class OpenAICompatBackend(Backend):
+    kind = "openai_compatible"
+
+    def __init__(self, name: str, cfg: BackendConfig) -> None:
+        if not cfg.base_url:
+            raise ValueError(f"backend {name!r}: base_url is required for kind openai_compatible")
+        self.name = name
+        self.cfg = cfg
+        self.model = cfg.model
+        self.self_hosted = cfg.self_hosted
+        self._base = cfg.base_url.rstrip("/")
+        self._urls = {op: self._base + path for op, path in PATHS.items()}
+        self._secret = cfg.api_key.get_secret_value() if cfg.api_key is not None else None
+        headers = {"Content-Type": "application/json", **cfg.headers}
+        if self._secret:
+            headers["Authorization"] = f"Bearer {self._secret}"
+        self._headers = headers
+        self._timeout = aiohttp.ClientTimeout(total=cfg.timeout_s, connect=cfg.connect_timeout_s)
+        # streams may run long; the limit is on the wait between two chunks instead
+        self._stream_timeout = aiohttp.ClientTimeout(total=None, connect=cfg.connect_timeout_s, sock_read=cfg.timeout_s)
+        self._session: aiohttp.ClientSession | None = None
+        self._loop = None
+
+    # ------------------------------------------------------------ plumbing
+
+    def _client(self) -> aiohttp.ClientSession:
+        import asyncio
+
+        loop = asyncio.get_running_loop()
+        if self._session is None or self._session.closed or self._loop is not loop:
+            connector = aiohttp.TCPConnector(
+                limit=self.cfg.max_connections, keepalive_timeout=KEEPALIVE_S, ttl_dns_cache=300
+            )
+            self._session = aiohttp.ClientSession(connector=connector, headers=self._headers)
+            self._loop = loop
+        return self._session
+
+    def _payload(self, request: UpstreamRequest) -> bytes:
+        body = request.body
+        if request.raw is not None and body.get("model") == self.model:
+            return request.raw
+        return orjson.dumps({**body, "model": self.model})
+
+    def _timeout_for(self, request: UpstreamRequest, stream: bool) -> aiohttp.ClientTimeout:
+        if request.timeout_s is None:
+            return self._stream_timeout if stream else self._timeout
+        if stream:
+            return aiohttp.ClientTimeout(total=None, connect=self.cfg.connect_timeout_s, sock_read=request.timeout_s)
+        return aiohttp.ClientTimeout(total=request.timeout_s, connect=self.cfg.connect_timeout_s)
+
+    async def _post(self, request: UpstreamRequest, stream: bool) -> aiohttp.ClientResponse:
+        """Send the request; returns a response with status < 400 or raises UpstreamError."""
+        url = self._urls[request.operation]
+        try:
+            resp = await self._client().post(
+                url,
+                data=self._payload(request),
+                headers=request.headers or None,
+                timeout=self._timeout_for(request, stream),
+            )
+        except TimeoutError as exc:
+            raise timeout_error(self.name, exc) from exc
+        except aiohttp.ClientError as exc:
+            raise connection_error(self.name, exc, self._secret) from exc
+        if resp.status >= 400:
+            try:
+                body = await resp.read()
+            except (TimeoutError, aiohttp.ClientError):
+                body = b""
+            finally:
+                resp.release()
+            raise error_from_response(self.name, resp.status, resp.headers, body, self._secret)
+        return resp
+
+    # ------------------------------------------------------------ the contract
+
+    async def complete(self, request: UpstreamRequest) -> UpstreamResponse:
+        resp = await self._post(request, stream=False)
+        try:
+            body = await resp.read()
+        except TimeoutError as exc:
+            raise timeout_error(self.name, exc) from exc
+        except aiohttp.ClientError as exc:
+            raise connection_error(self.name, exc, self._secret) from exc
+        finally:
+            resp.release()
+        try:
+            parsed = orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            raise UpstreamError(f"backend {self.name!r} answered with invalid JSON", upstream_status=resp.status) from exc
+        if not isinstance(parsed, dict):
+            raise UpstreamError(f"backend {self.name!r} answered with a JSON {type(parsed).__name__}, not an object", upstream_status=resp.status)
+        return UpstreamResponse(body=body, model=parsed.get("model") or self.model, usage=usage_from(parsed), status=resp.status)
+
+    async def open_stream(self, request: UpstreamRequest) -> UpstreamStream:
+        resp = await self._post(request, stream=True)
+        stream = SSEStream(self, resp)
+        await stream.prime()  # a failure before the first event raises here: the pipeline can fall back
+        return stream
+
+    async def probe(self) -> bool:
+        try:
+            async with self._client().get(self._base + "/models", timeout=aiohttp.ClientTimeout(total=PROBE_TIMEOUT_S)) as resp:
+                return 200 <= resp.status < 300
+        except (TimeoutError, aiohttp.ClientError, OSError):
+            return False
+
+    async def close(self) -> None:
+        if self._session is not None and not self._session.closed:
+            await self._session.close()
+        self._session = None
+
+
+class SSEStream(UpstreamStream):
+    """Server-sent events from an OpenAI-compatible upstream, relayed event by event."""
+
+    def __init__(self, backend: OpenAICompatBackend, resp: aiohttp.ClientResponse) -> None:
+        self.model = backend.model
+        self.usage = None
+        self._backend = backend
+        self._resp = resp
+        self._buf = b""
+        self._first: bytes | None = None
+        self._done = False
+
+    async def prime(self) -> None:
+        try:
+            self._first = await self._next_event()
+        except BaseException:
+            self._resp.close()
+            raise
+        if self._first is None:
+            self._resp.close()
+            raise UpstreamError(f"backend {self._backend.name!r} closed the stream before the first event")
+        self._inspect_first(self._first)
+
+    def _inspect_first(self, event: bytes) -> None:
+        try:
+            obj = orjson.loads(event[6:])
+        except orjson.JSONDecodeError:
+            return
+        if isinstance(obj, dict) and isinstance(obj.get("model"), str):
+            self.model = obj["model"]
+
+    async def _next_event(self) -> bytes | None:
+        """The next ``data: ...`` event (with its blank line), or None at the end of the body."""
+        b = self._backend
+        while True:
+            cut = self._buf.find(b"\n\n")
+            if cut >= 0:
+                raw, self._buf = self._buf[:cut], self._buf[cut + 2 :]
+                event = _data_event(raw)
+                if event is None:
+                    continue  # a comment (keep-alive) or a non-data field
+                if event.startswith(STREAM_ERROR_PREFIXES):
+                    raise stream_error(b.name, event[6:], b._secret)
+                return event
+            try:
+                chunk = await self._resp.content.readany()
+            except TimeoutError as exc:
+                raise timeout_error(b.name, exc, "while streaming") from exc
+            except aiohttp.ClientError as exc:
+                raise connection_error(b.name, exc, b._secret, "while streaming") from exc
+            if not chunk:
+                return None
+            if b"\r" in chunk or self._buf.endswith(b"\r"):
+                self._buf = (self._buf + chunk).replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+            else:
+                self._buf += chunk
+
+    def _note_usage(self, event: bytes) -> None:
+        if b'"usage":{' in event or b'"usage": {' in event:
+            try:
+                obj = orjson.loads(event[6:])
+            except orjson.JSONDecodeError:
+                return
+            if isinstance(obj, dict):
+                self.usage = usage_from(obj) or self.usage
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        first, self._first = self._first, None
+        if first is not None:
+            self._note_usage(first)
+            yield first
+        while True:
+            event = await self._next_event()
+            if event is None:
+                raise UpstreamError(f"backend {self._backend.name!r} ended the stream without [DONE]")
+            if event == DONE:
+                self._done = True
+                yield event
+                return
+            self._note_usage(event)
+            yield event
+
+    async def aclose(self) -> None:
+        if self._done:
+            self._resp.release()
+        else:
+            self._resp.close()  # unread data: the connection cannot go back to the pool
+
+
+def _data_event(raw: bytes) -> bytes | None:
+    """Normalise one SSE event to ``data: <payload>\\n\\n``; None for comments and other fields."""
+    if raw.startswith(b"data: ") and b"\n" not in raw:
+        return raw + b"\n\n"  # the common case: one data line, already in shape
+    parts = [line[5:].lstrip(b" ") for line in raw.split(b"\n") if line.startswith(b"data:")]
+    if not parts:
+        return None
+    return b"\n".join(b"data: " + p for p in parts) + b"\n\n"

@@ -1,0 +1,127 @@
+"""Upstream failures -> the gateway's ``UpstreamError`` family, without leaking secrets.
+
+    HTTP 503            -> UpstreamUnavailableError
+    HTTP 408, 504       -> UpstreamTimeoutError
+    other HTTP >= 400   -> UpstreamError (upstream_status set; .retryable for 408/409/429/5xx)
+    refused / reset     -> UpstreamUnavailableError (upstream_status None)
+    timeouts            -> UpstreamTimeoutError (upstream_status None)
+
+``retry_after`` comes from ``retry-after-ms`` or ``Retry-After`` (seconds or an HTTP date).
+``body`` keeps the upstream's own error JSON when it is OpenAI-shaped, for relaying.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from email.utils import parsedate_to_datetime
+
+import orjson
+
+from gateway.errors import UpstreamError, UpstreamTimeoutError, UpstreamUnavailableError
+
+__all__ = [
+    "STREAM_ERROR_PREFIXES",
+    "class_for_status",
+    "connection_error",
+    "error_from_response",
+    "parse_retry_after",
+    "scrub",
+    "stream_error",
+    "timeout_error",
+]
+
+SNIPPET_CHARS = 200
+# Mid-stream error events as vLLM/SGLang/OpenAI send them.
+STREAM_ERROR_PREFIXES = (b'data: {"error"', b'data: {"object":"error"', b'data: {"object": "error"')
+_BY_STATUS: dict[int, type[UpstreamError]] = {
+    503: UpstreamUnavailableError,
+    408: UpstreamTimeoutError,
+    504: UpstreamTimeoutError,
+}
+
+
+def class_for_status(status: int) -> type[UpstreamError]:
+    return _BY_STATUS.get(status, UpstreamError)
+
+
+def scrub(text: str, secret: str | None) -> str:
+    """Replace a secret (the backend's API key) wherever an upstream echoed it."""
+    if secret and secret in text:
+        return text.replace(secret, "***")
+    return text
+
+
+def parse_retry_after(headers: Mapping[str, str], now: float | None = None) -> float | None:
+    """Seconds to wait, from ``retry-after-ms`` or ``Retry-After`` (delta-seconds or HTTP date)."""
+    ms = headers.get("retry-after-ms")
+    if ms is not None:
+        try:
+            return max(0.0, float(ms) / 1000.0)
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if value is None:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        return None
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+def _error_message(body: bytes) -> tuple[str | None, bool]:
+    """(message, is_openai_shaped) from an upstream error body."""
+    try:
+        obj = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None, False
+    if not isinstance(obj, dict):
+        return None, False
+    err = obj.get("error")
+    if isinstance(err, dict) and isinstance(err.get("message"), str):
+        return err["message"], obj.get("type") != "error"  # Anthropic's shape has type "error"
+    if isinstance(err, str):
+        return err, False
+    if obj.get("object") == "error" and isinstance(obj.get("message"), str):
+        return obj["message"], False
+    return None, False
+
+
+def _snippet(body: bytes) -> str:
+    text = body[: SNIPPET_CHARS * 2].decode("utf-8", "replace")
+    text = " ".join(text.split())
+    return text[:SNIPPET_CHARS]
+
+
+def error_from_response(name: str, status: int, headers: Mapping[str, str], body: bytes, secret: str | None) -> UpstreamError:
+    message, openai_shaped = _error_message(body)
+    if message is None:
+        detail = _snippet(body)
+        message = f"HTTP {status}" + (f": {detail}" if detail else "")
+    message = scrub(f"backend {name!r} answered {status}: {message}", secret)
+    relay = body if openai_shaped and not (secret and secret.encode() in body) else None
+    return class_for_status(status)(message, upstream_status=status, body=relay, retry_after=parse_retry_after(headers))
+
+
+def connection_error(name: str, exc: BaseException, secret: str | None, when: str = "") -> UpstreamUnavailableError:
+    where = f" {when}" if when else ""
+    return UpstreamUnavailableError(scrub(f"backend {name!r} unreachable{where}: {type(exc).__name__}: {exc}", secret))
+
+
+def timeout_error(name: str, exc: BaseException, when: str = "") -> UpstreamTimeoutError:
+    where = f" {when}" if when else ""
+    return UpstreamTimeoutError(f"backend {name!r} timed out{where}")
+
+
+def stream_error(name: str, payload: bytes, secret: str | None) -> UpstreamError:
+    """An error event the upstream sent in the middle of a stream."""
+    message, _ = _error_message(payload)
+    return UpstreamError(scrub(f"backend {name!r} failed while streaming: {message or _snippet(payload)}", secret))

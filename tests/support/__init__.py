@@ -1,0 +1,1 @@
+"""Test support: mock provider servers on loopback (OpenAI-compatible, Anthropic Messages)."""

@@ -1,0 +1,152 @@
+"""A deterministic upstream speaking Anthropic's Messages API, so litellm's translation runs for real.
+
+``POST /v1/messages``, whole or streamed (message_start, content_block_start/delta/stop with
+text_delta or input_json_delta, message_delta with usage, message_stop). Replies echo the last
+user text (``echo: <text>``); with ``tools`` the answer is one tool_use block (id
+``toolu_mock_0``, input ``{"echo": <text>}``). Errors use Anthropic's shape
+``{"type": "error", "error": {"type", "message"}}``. Faults come from ``MockControl``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from aiohttp import web
+
+from tests.support.servers import MockControl, RecordedRequest, drop_connection, public_headers, running
+
+__all__ = ["create_app", "running_mock_anthropic", "TOOL_USE_ID"]
+
+TOOL_USE_ID = "toolu_mock_0"
+ERROR_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    500: "api_error",
+    529: "overloaded_error",
+}
+
+
+def _text(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return " ".join(b.get("text", "") for b in content if isinstance(b, dict) and b.get("type") == "text")
+    return ""
+
+
+def _words(text: str) -> int:
+    return max(1, len(text.split()))
+
+
+def _error(status: int, message: str, retry_after: str | None = None, body: bytes | None = None) -> web.Response:
+    payload = body or json.dumps({"type": "error", "error": {"type": ERROR_TYPES.get(status, "api_error"), "message": message}}).encode()
+    headers = {"retry-after": retry_after} if retry_after is not None else None
+    return web.Response(status=status, body=payload, content_type="application/json", headers=headers)
+
+
+def _answer(body: dict) -> tuple[list[dict], str]:
+    """(content blocks, stop_reason)."""
+    users = [m for m in body.get("messages", []) if m.get("role") == "user"]
+    text = _text(users[-1].get("content")) if users else ""
+    tools = body.get("tools") or []
+    choice = body.get("tool_choice") or {}
+    if tools and choice.get("type") != "none":
+        name = choice.get("name") if choice.get("type") == "tool" else tools[0]["name"]
+        return [{"type": "tool_use", "id": TOOL_USE_ID, "name": name, "input": {"echo": text}}], "tool_use"
+    return [{"type": "text", "text": f"echo: {text}"}], "end_turn"
+
+
+def _event(name: str, data: dict) -> bytes:
+    return f"event: {name}\ndata: {json.dumps(data)}\n\n".encode()
+
+
+def _stream_events(msg_id: str, model: str, blocks: list[dict], stop: str, in_tokens: int, out_tokens: int) -> list[bytes]:
+    start = {"id": msg_id, "type": "message", "role": "assistant", "model": model, "content": [], "stop_reason": None,
+             "stop_sequence": None, "usage": {"input_tokens": in_tokens, "output_tokens": 1}}
+    events = [_event("message_start", {"type": "message_start", "message": start}), _event("ping", {"type": "ping"})]
+    for i, block in enumerate(blocks):
+        if block["type"] == "text":
+            events.append(_event("content_block_start", {"type": "content_block_start", "index": i, "content_block": {"type": "text", "text": ""}}))
+            words = block["text"].split(" ")
+            for j, w in enumerate(words):
+                delta = {"type": "text_delta", "text": w if j == 0 else " " + w}
+                events.append(_event("content_block_delta", {"type": "content_block_delta", "index": i, "delta": delta}))
+        else:
+            head = {"type": "tool_use", "id": block["id"], "name": block["name"], "input": {}}
+            events.append(_event("content_block_start", {"type": "content_block_start", "index": i, "content_block": head}))
+            args = json.dumps(block["input"])
+            half = len(args) // 2
+            for part in (args[:half], args[half:]):
+                delta = {"type": "input_json_delta", "partial_json": part}
+                events.append(_event("content_block_delta", {"type": "content_block_delta", "index": i, "delta": delta}))
+        events.append(_event("content_block_stop", {"type": "content_block_stop", "index": i}))
+    events.append(_event("message_delta", {"type": "message_delta", "delta": {"stop_reason": stop, "stop_sequence": None},
+                                           "usage": {"output_tokens": out_tokens}}))
+    events.append(_event("message_stop", {"type": "message_stop"}))
+    return events
+
+
+def create_app(control: MockControl) -> web.Application:
+    counter = {"n": 0}
+
+    async def messages(request: web.Request) -> web.StreamResponse:
+        raw = await request.read()
+        try:
+            body = json.loads(raw)
+        except ValueError:
+            body = None
+        auth_ok = control.api_key is None or request.headers.get("x-api-key") == control.api_key
+        control.record(RecordedRequest(request.method, request.path, public_headers(request.headers), body, raw, auth_ok))
+        fault = control.take_fault()
+        delay = control.delay_s + (fault.delay_s if fault else 0.0)
+        if delay:
+            await asyncio.sleep(delay)
+        if fault is not None and fault.drop:
+            await drop_connection(request)
+        if fault is not None and fault.status is not None:
+            return _error(fault.status, f"mock failure {fault.status}", fault.retry_after, fault.body)
+        if not auth_ok:
+            return _error(401, "invalid x-api-key")
+        if not isinstance(body, dict) or "max_tokens" not in body or not body.get("messages"):
+            return _error(400, "messages and max_tokens are required")
+        counter["n"] += 1
+        msg_id = f"msg_mock_{counter['n']}"
+        blocks, stop = _answer(body)
+        prompt = " ".join(_text(m.get("content")) for m in body["messages"]) + " " + _text(body.get("system", ""))
+        out_text = " ".join(b.get("text") or json.dumps(b.get("input")) for b in blocks)
+        in_tokens, out_tokens = _words(prompt), _words(out_text)
+        model = body.get("model", "claude-mock")
+        if not body.get("stream"):
+            return web.json_response({
+                "id": msg_id, "type": "message", "role": "assistant", "model": model, "content": blocks,
+                "stop_reason": stop, "stop_sequence": None,
+                "usage": {"input_tokens": in_tokens, "output_tokens": out_tokens},
+            })
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
+        await resp.prepare(request)
+        for i, event in enumerate(_stream_events(msg_id, model, blocks, stop, in_tokens, out_tokens)):
+            if fault is not None and fault.stream_fail_after is not None and i >= fault.stream_fail_after:
+                await drop_connection(request)
+            await resp.write(event)
+        await resp.write_eof()
+        return resp
+
+    app = web.Application()
+    app.router.add_post("/v1/messages", messages)
+    return app
+
+
+@contextmanager
+def running_mock_anthropic(control: MockControl | None = None) -> Iterator[tuple[str, MockControl]]:
+    """Yields (base_url without /v1, as ANTHROPIC_BASE_URL is written; control)."""
+    control = control or MockControl()
+    with running(create_app(control)) as base:
+        yield base, control

@@ -1,8 +1,9 @@
 """Redis clients that fail fast, and a guard that stops connect storms while Redis is down.
 
 Both the answer cache and the shared state use Redis on the request path, where a slow or
-dead Redis must cost almost nothing: sockets time out in ~100 ms, redis-py's own retries are
-off, and after a connection failure the guard makes callers skip Redis until a backoff
+dead Redis must cost almost nothing: commands time out in 100 ms, redis-py's own retries are
+off, a bounded pool stops a burst of requests from opening a burst of connections, and after
+a few consecutive connection failures the guard makes callers skip Redis until a backoff
 passes; then exactly one call probes it, and success closes the gap.
 """
 
@@ -23,7 +24,10 @@ __all__ = ["REDIS_ERRORS", "RedisGuard", "make_client"]
 
 log = logging.getLogger("gateway.redis")
 
-DEFAULT_TIMEOUT_S = 0.1
+DEFAULT_TIMEOUT_S = 0.1  # per command, and for a free pooled connection
+DEFAULT_CONNECT_TIMEOUT_S = 0.25  # a new connection's handshake, once per pooled connection
+DEFAULT_MAX_CONNECTIONS = 64
+DEFAULT_FAILURE_THRESHOLD = 3  # consecutive connection failures that mark Redis down
 DEFAULT_BACKOFF_S = 0.5
 DEFAULT_MAX_BACKOFF_S = 15.0
 
@@ -32,16 +36,26 @@ REDIS_ERRORS = (RedisError, OSError, TimeoutError)
 _UNREACHABLE = (RedisConnectionError, RedisTimeoutError, OSError, TimeoutError)
 
 
-def make_client(url: str, timeout_s: float = DEFAULT_TIMEOUT_S) -> aioredis.Redis:
-    """A pooled client with short timeouts and no hidden retries. Connects lazily."""
-    return aioredis.Redis.from_url(
+def make_client(
+    url: str,
+    timeout_s: float = DEFAULT_TIMEOUT_S,
+    connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S,
+    max_connections: int = DEFAULT_MAX_CONNECTIONS,
+) -> aioredis.Redis:
+    """A client over a bounded pool, with short timeouts and no hidden retries. Connects lazily."""
+    pool = aioredis.BlockingConnectionPool.from_url(
         url,
+        max_connections=max_connections,
+        timeout=timeout_s,
         socket_timeout=timeout_s,
-        socket_connect_timeout=timeout_s,
+        socket_connect_timeout=connect_timeout_s,
         retry=Retry(NoBackoff(), 0),
         retry_on_timeout=False,
         health_check_interval=0,
+        lib_name=None,  # skips CLIENT SETINFO: one round trip less per new connection
+        lib_version=None,
     )
+    return aioredis.Redis.from_pool(pool)
 
 
 class RedisGuard:
@@ -53,13 +67,16 @@ class RedisGuard:
         on_error: Callable[[], None] | None = None,
         backoff_s: float = DEFAULT_BACKOFF_S,
         max_backoff_s: float = DEFAULT_MAX_BACKOFF_S,
+        failure_threshold: int = DEFAULT_FAILURE_THRESHOLD,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.what = what  # for log lines, e.g. "response cache"
         self.on_error = on_error or (lambda: None)
         self.backoff_s = backoff_s
         self.max_backoff_s = max_backoff_s
+        self.failure_threshold = failure_threshold
         self._clock = clock
+        self._failures = 0  # consecutive connection failures
         self._down = False
         self._probing = False
         self._retry_at = 0.0
@@ -82,6 +99,7 @@ class RedisGuard:
         self.on_error()
 
     def ok(self) -> None:
+        self._failures = 0
         if self._down:
             log.warning("%s: Redis is reachable again", self.what)
             self._down = False
@@ -93,6 +111,9 @@ class RedisGuard:
         self._probing = False
         if not isinstance(exc, _UNREACHABLE):  # Redis answered with an error: it is up
             log.warning("%s: Redis error %s: %s", self.what, type(exc).__name__, exc)
+            return
+        self._failures += 1
+        if not self._down and self._failures < self.failure_threshold:
             return
         if not self._down:
             log.warning(

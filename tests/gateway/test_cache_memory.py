@@ -80,3 +80,13 @@ async def test_build_cache_picks_the_store():
     red = build_cache(CacheConfig(redis_url="redis://127.0.0.1:6379/0", ttl_s=5))
     assert isinstance(red, RedisCache) and red.ttl_s == 5
     await red.close()
+
+
+def test_public_surface():
+    import gateway.cache
+
+    assert set(gateway.cache.__all__) == {
+        "CacheEntry", "CacheMode", "MemoryCache", "RedisCache", "ResponseCache", "StreamAssembler",
+        "build_cache", "cache_decision", "cache_key", "completion_to_sse",
+    }
+    assert all(hasattr(gateway.cache, n) for n in gateway.cache.__all__)

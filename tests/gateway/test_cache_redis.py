@@ -78,7 +78,7 @@ async def test_unreachable_redis_is_a_fast_miss_and_counted():
         assert await c.get("k") is None
         await c.set("k", entry())
         assert await c.get("k") is None
-        assert time.perf_counter() - t < 1.0
+        assert time.perf_counter() - t < 2.0  # fails fast: no connect storm, no hang
         assert errors.n == 3
         assert not c.available
     finally:
@@ -98,7 +98,7 @@ async def test_redis_dies_and_comes_back():
         t = time.perf_counter()
         for _ in range(50):  # one failure, then skipped calls: no connect storm
             assert await c.get("k") is None
-        assert time.perf_counter() - t < 1.0
+        assert time.perf_counter() - t < 2.0  # fails fast: no connect storm, no hang
         assert errors.n == 50 and not c.available
         server.start()  # same port, empty (no persistence)
         deadline = time.monotonic() + 5
@@ -116,8 +116,10 @@ async def test_redis_dies_and_comes_back():
 def test_guard_lets_one_probe_through_after_the_backoff():
     now = [0.0]
     errors = Errors()
-    g = RedisGuard("g", errors, backoff_s=1.0, max_backoff_s=4.0, clock=lambda: now[0])
+    g = RedisGuard("g", errors, backoff_s=1.0, max_backoff_s=4.0, failure_threshold=2, clock=lambda: now[0])
     assert g.should_try()
+    g.failed(ConnectionError("refused"))
+    assert g.up and g.should_try()  # one failure is not enough
     g.failed(ConnectionError("refused"))
     assert not g.up and not g.should_try()
     now[0] = 1.0
@@ -130,7 +132,7 @@ def test_guard_lets_one_probe_through_after_the_backoff():
     assert g.should_try()
     g.ok()
     assert g.up and g.should_try()
-    assert errors.n == 2
+    assert errors.n == 3
 
 
 def test_guard_does_not_mark_down_on_a_redis_reply_error():

@@ -161,7 +161,7 @@ async def test_unreachable_redis_fails_open_and_counts():
         assert r.allowed and r.remaining == 1
         assert await state.incr_spend("team:red", 2.0, "day") == pytest.approx(2.0)  # last known + this
         assert await state.get_spend("team:red", "day") == pytest.approx(2.0)
-        assert time.perf_counter() - t < 1.0
+        assert time.perf_counter() - t < 2.0  # fails fast: no connect storm, no hang
         assert errors.n == 3
     finally:
         await state.close()
@@ -199,3 +199,12 @@ async def test_build_state():
     s = build_state(SHARED_URL, on_error=Errors(), namespace="x")
     assert isinstance(s, RedisState)
     await s.close()
+
+
+def test_public_surface():
+    import gateway.state
+
+    assert set(gateway.state.__all__) == {
+        "MemoryState", "RateLimitResult", "RedisState", "SharedState", "build_state", "period_bounds",
+    }
+    assert all(hasattr(gateway.state, n) for n in gateway.state.__all__)

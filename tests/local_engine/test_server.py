@@ -194,18 +194,21 @@ def _wait_idle(base_url: str, timeout: float = 30) -> None:
 
 @pytest.mark.parametrize("stream", [True, False])
 def test_client_disconnect_aborts_request(base_url, stream):
-    body = {"model": MODEL, "prompt": "Tell me a long story", "max_tokens": 2000, "ignore_eos": True,
+    max_tokens = 480  # near the context (512): many steps, so the abort lands long before the end
+    body = {"model": MODEL, "prompt": [10, 11, 12], "max_tokens": max_tokens, "ignore_eos": True,
             "stream": stream}
+    generated_before = metric(base_url, "local_engine_generation_tokens_total")
     with httpx.Client(timeout=30) as http:
         if stream:
             with http.stream("POST", f"{base_url}/v1/completions", json=body) as r:
-                lines = r.iter_lines()
-                assert next(line for line in lines if line.startswith("data:"))
-                assert metric(base_url, "vllm:num_requests_running") == 1
+                assert r.status_code == 200
+                assert next(line for line in r.iter_lines() if line.startswith("data:"))
         else:
             with pytest.raises(httpx.ReadTimeout):
-                http.post(f"{base_url}/v1/completions", json=body, timeout=1.0)
-    _wait_idle(base_url)  # aborted long before 2000 tokens; its KV blocks are free
+                http.post(f"{base_url}/v1/completions", json=body, timeout=0.2)
+    _wait_idle(base_url)  # nothing running, KV blocks all free
+    generated = metric(base_url, "local_engine_generation_tokens_total") - generated_before
+    assert generated < max_tokens
 
 
 async def test_queue_full_is_503_with_retry_after(model_dir):

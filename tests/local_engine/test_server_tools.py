@@ -58,6 +58,25 @@ def _teach_tool_call(src, dst) -> None:
     for f in src.iterdir():
         if not (dst / f.name).exists():
             shutil.copy(f, dst / f.name)
+    _tool_tags_not_special(dst)
+
+
+def _tool_tags_not_special(path) -> None:
+    """As in Qwen2.5's own tokenizer files: <tool_call> tags are added tokens but not special,
+    so decoding with skip_special_tokens keeps them in the text for the tool parser."""
+    tags = {"<tool_call>", "</tool_call>"}
+    tok_file = path / "tokenizer.json"
+    data = json.loads(tok_file.read_text())
+    for added in data["added_tokens"]:
+        if added["content"] in tags:
+            added["special"] = False
+    tok_file.write_text(json.dumps(data))
+    cfg_file = path / "tokenizer_config.json"
+    cfg = json.loads(cfg_file.read_text())
+    for added in cfg.get("added_tokens_decoder", {}).values():
+        if added["content"] in tags:
+            added["special"] = False
+    cfg_file.write_text(json.dumps(cfg))
 
 
 @pytest.fixture(scope="module")

@@ -20,7 +20,6 @@ from gateway.backends.upstream_errors import (
     STREAM_ERROR_PREFIXES,
     connection_error,
     error_from_response,
-    scrub,
     stream_error,
     timeout_error,
 )

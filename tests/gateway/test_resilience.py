@@ -6,9 +6,19 @@ import random
 
 import pytest
 
-from gateway.backends.resilience import CircuitBreaker, backoff_delay, call_with_retries, counts_as_failure
+from gateway.backends.resilience import (
+    CircuitBreaker,
+    backoff_delay,
+    call_with_retries,
+    counts_as_failure,
+)
 from gateway.config.schema import CircuitBreakerConfig, RetryConfig
-from gateway.errors import InvalidRequestError, UpstreamError, UpstreamTimeoutError, UpstreamUnavailableError
+from gateway.errors import (
+    InvalidRequestError,
+    UpstreamError,
+    UpstreamTimeoutError,
+    UpstreamUnavailableError,
+)
 
 
 class Clock:

@@ -17,7 +17,13 @@ from typing import Any
 
 from aiohttp import web
 
-from tests.support.servers import MockControl, RecordedRequest, drop_connection, public_headers, running
+from tests.support.servers import (
+    MockControl,
+    RecordedRequest,
+    drop_connection,
+    public_headers,
+    running,
+)
 
 __all__ = ["create_app", "running_mock_anthropic", "TOOL_USE_ID"]
 

@@ -1,0 +1,106 @@
+"""Attention over the paged KV cache with PyTorch SDPA only (runs on CPU and CUDA).
+
+One step's tokens are laid out flat, decodes first: ``[decode tokens | prefill-chunk tokens]``.
+New K/V are written into the cache by slot (``index_copy_``); each group then gathers its
+sequences' blocks into a padded ``[B, Hkv, L, D]`` view and runs one SDPA call with an additive
+mask built once per step (causal by absolute position, optional sliding window).
+
+Decodes put the ``G = H / Hkv`` query heads that share a KV head on the query-length axis, so
+SDPA sees plain multi-head attention with no KV repetition. With ``AttentionMetadata.cache_free``
+the layer attends over the step's own K/V only (whole-prompt prefill, used by parity tests).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+@dataclass(slots=True)
+class AttentionGroup:
+    """Sequences attended together in one padded SDPA call."""
+
+    start: int  # first flat token of the group
+    end: int  # one past its last flat token
+    block_tables: torch.Tensor  # [B, NB] int64, padded with block 0
+    mask: torch.Tensor  # [B, 1, Qmax, NB * block_size] additive, model dtype
+    q_valid: torch.Tensor | None  # [B, Qmax] bool, None when every sequence has Qmax tokens
+
+
+@dataclass(slots=True)
+class AttentionMetadata:
+    slot_mapping: torch.Tensor | None  # [T] int64 cache slot per new token; None when cache_free
+    decode: AttentionGroup | None = None  # sequences with exactly one new token
+    prefill: AttentionGroup | None = None  # sequences with a chunk of several tokens
+    cache_free: bool = False
+    sliding_window: int | None = None  # only read on the cache-free path
+
+
+class PagedAttention(nn.Module):
+    def __init__(self, num_heads: int, num_kv_heads: int, head_dim: int) -> None:
+        super().__init__()
+        self.num_heads, self.num_kv_heads, self.head_dim = num_heads, num_kv_heads, head_dim
+        # k_cache / v_cache: [num_blocks, block_size, Hkv, D], views into the runner's allocation
+        self.k_cache = torch.empty(0)
+        self.v_cache = torch.empty(0)
+
+    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, meta: AttentionMetadata) -> torch.Tensor:
+        # q: [T, H, D]; k, v: [T, Hkv, D] -> [T, H * D]
+        if meta.cache_free:
+            return self._cache_free(q, k, v, meta.sliding_window)
+        kv_shape = (-1, self.num_kv_heads, self.head_dim)
+        self.k_cache.view(kv_shape).index_copy_(0, meta.slot_mapping, k)
+        self.v_cache.view(kv_shape).index_copy_(0, meta.slot_mapping, v)
+        out = torch.empty_like(q)
+        if meta.decode is not None:
+            g = meta.decode
+            out[g.start : g.end] = self._decode(q[g.start : g.end], g)
+        if meta.prefill is not None:
+            g = meta.prefill
+            out[g.start : g.end] = self._prefill(q[g.start : g.end], g)
+        return out.flatten(1)
+
+    def _gather(self, block_tables: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        # block_tables: [B, NB] -> k, v: [B, Hkv, NB * block_size, D]
+        b, nb = block_tables.shape
+        bs = self.k_cache.shape[1]
+        k = self.k_cache[block_tables].view(b, nb * bs, self.num_kv_heads, self.head_dim)
+        v = self.v_cache[block_tables].view(b, nb * bs, self.num_kv_heads, self.head_dim)
+        return k.permute(0, 2, 1, 3), v.permute(0, 2, 1, 3)
+
+    def _decode(self, q: torch.Tensor, g: AttentionGroup) -> torch.Tensor:
+        # q: [B, H, D] -> [B, Hkv, G, D]: grouped heads ride on the query-length axis
+        b = q.shape[0]
+        group = self.num_heads // self.num_kv_heads
+        k, v = self._gather(g.block_tables)
+        qg = q.view(b, self.num_kv_heads, group, self.head_dim)
+        o = F.scaled_dot_product_attention(qg, k, v, attn_mask=g.mask)  # [B, Hkv, G, D]
+        return o.reshape(b, self.num_heads, self.head_dim)
+
+    def _prefill(self, q: torch.Tensor, g: AttentionGroup) -> torch.Tensor:
+        # q: [Tp, H, D] -> padded [B, H, Qmax, D]
+        b, _, q_max, _ = g.mask.shape
+        if g.q_valid is None:
+            qp = q.view(b, q_max, self.num_heads, self.head_dim)
+        else:
+            qp = q.new_zeros(b, q_max, self.num_heads, self.head_dim)
+            qp[g.q_valid] = q
+        k, v = self._gather(g.block_tables)
+        o = F.scaled_dot_product_attention(qp.transpose(1, 2), k, v, attn_mask=g.mask, enable_gqa=True)
+        o = o.transpose(1, 2)  # [B, Qmax, H, D]
+        return o.reshape(-1, self.num_heads, self.head_dim) if g.q_valid is None else o[g.q_valid]
+
+    def _cache_free(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, window: int | None) -> torch.Tensor:
+        # one sequence, all tokens new: q [T, H, D] -> [1, H, T, D]
+        t = q.shape[0]
+        qt, kt, vt = (x.transpose(0, 1).unsqueeze(0) for x in (q, k, v))
+        if window is None or t <= window:
+            o = F.scaled_dot_product_attention(qt, kt, vt, is_causal=True, enable_gqa=True)
+        else:
+            pos = torch.arange(t, device=q.device)
+            allowed = (pos[None, :] <= pos[:, None]) & (pos[None, :] > pos[:, None] - window)
+            o = F.scaled_dot_product_attention(qt, kt, vt, attn_mask=allowed, enable_gqa=True)
+        return o.squeeze(0).transpose(0, 1).flatten(1)

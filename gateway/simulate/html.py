@@ -117,7 +117,8 @@ def _curve(c: Curve) -> str:
         f"<p>Cheapest threshold reaching {pct(QUALITY_TARGET)} of all-proprietary quality: <b>{t.threshold:.2f}</b> "
         f"(escalates {pct(t.escalated_share)}, costs {pct(t.cost_share)} of the baseline).</p>"
         if t is not None
-        else f"<p>No threshold reaches {pct(QUALITY_TARGET)} of all-proprietary quality on this traffic.</p>"
+        else f"<p>No threshold reaches {pct(QUALITY_TARGET)} of all-proprietary quality: the policy's other rules "
+        f"cap it at {pct(c.points[0].quality_share)} (requests they keep on one side at every threshold).</p>"
     )
     return (
         f"<h2>Cost and quality</h2><p class=muted>{c.requests:,} labelled requests. Quality: share answered well "

@@ -71,7 +71,10 @@ def _curve(c: Curve) -> list[str]:
     ]
     t = c.cheapest_at_target
     if t is None:
-        lines.append(f"  no threshold reaches {pct(QUALITY_TARGET)} of all-strong quality on this traffic")
+        lines.append(
+            f"  no threshold reaches {pct(QUALITY_TARGET)} of all-strong quality: the policy's other rules "
+            f"cap it at {pct(c.points[0].quality_share)} (requests they keep on one side at every threshold)"
+        )
     else:
         lines.append(
             f"  cheapest threshold reaching {pct(QUALITY_TARGET)} of all-strong quality: {t.threshold:.2f} "

@@ -6,7 +6,8 @@ import json
 from pathlib import Path
 
 import pytest
-from sim_helpers import POLICY
+
+from tests.simulate.sim_helpers import POLICY
 
 
 @pytest.fixture

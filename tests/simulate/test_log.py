@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
-from sim_helpers import chat
 
 from gateway.simulate.log import Label, LogError, read_log
+from tests.simulate.sim_helpers import chat
 
 
 def test_bare_bodies_and_wrappers(log_file):

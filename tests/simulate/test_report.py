@@ -6,10 +6,9 @@ import json
 import re
 from xml.etree import ElementTree
 
-from sim_helpers import EASY, HARD, IMAGE, chat
-
 from gateway.simulate import render_html, render_table, simulate
 from gateway.simulate.export import report_dict
+from tests.simulate.sim_helpers import EASY, HARD, IMAGE, chat
 
 
 def _report(policy_file, log_file, labelled=True):

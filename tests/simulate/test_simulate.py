@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import pytest
-from sim_helpers import EASY, HARD, IMAGE, chat
 
 from gateway.errors import PolicyError
 from gateway.routing.heuristic import HeuristicScorer
 from gateway.simulate import simulate
 from gateway.simulate.replay import DEFAULT_COMPLETION_TOKENS
+from tests.simulate.sim_helpers import EASY, HARD, IMAGE, chat
 
 LOCAL = (1e-7, 1e-6)  # USD per prompt / completion token
 OPENAI = (2e-6, 8e-6)

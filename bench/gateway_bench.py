@@ -1,0 +1,324 @@
+"""Gateway overhead: direct calls vs our gateway vs LiteLLM's proxy, side by side in one run.
+
+Every target answers from the same loopback mock upstream (bench/mock_upstream.py):
+
+- direct:  wrk -> mock
+- gateway: wrk -> ``gateway serve`` (one worker, core 0; auth keys, metrics and rules-based
+           routing on: header, metadata, team and difficulty rules with the heuristic scorer,
+           so every request is scored and routed; cache off) -> mock
+- floor:   wrk -> a bare FastAPI + aiohttp pass-through (bench/passthrough_floor.py, core 0)
+           -> mock: what the Python HTTP stack alone costs on this machine
+- litellm: wrk -> LiteLLM's proxy (``litellm --config``, one worker, core 0, master key on)
+           -> mock as an ``openai/`` model
+
+wrk and the mock share core 1, so core 0 holds only the server under test (the others sit
+idle while one is measured). Per target and round: throughput at ``--concurrency``
+connections for ``--duration`` s, and latency at concurrency 1 (one keep-alive connection,
+back-to-back requests) for ``--latency-duration`` s; the server's CPU time per request is
+read from /proc, which stays meaningful when other work shares the machine. Rounds are
+interleaved across targets and the medians reported. Prints a table and the ratios; writes
+bench/results/gateway_bench.json and .md.
+
+    python bench/gateway_bench.py [--rounds 3] [--duration 10] [--concurrency 64] [--stream]
+                                  [--litellm-bin PATH | --no-litellm]
+
+Needs ``wrk`` (apt-get install wrk) and, for the LiteLLM column, the ``litellm`` CLI of
+``litellm[proxy]`` (it may live in its own virtual environment: ``--litellm-bin``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from contextlib import ExitStack
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # run as a script: sibling modules
+
+from gateway_bench_targets import (  # noqa: E402
+    UPSTREAM_KEY,
+    BenchError,
+    Server,
+    litellm_version,
+    start_floor,
+    start_gateway,
+    start_litellm,
+    start_mock,
+)
+from wrk_load import LoadError, Run, run_wrk, write_script  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "bench" / "results"
+SERVER_CORE = 0  # the process under test
+LOAD_CORE = 1  # wrk and the mock upstream
+GOAL_RPS = 2000.0
+GOAL_ADDED_P50_MS = 1.0
+MODES = ("throughput", "latency", "stream_throughput", "stream_latency")
+
+# A typical everyday chat request: a system prompt, a few turns, a metadata tag. The gateway
+# scores it (heuristic), checks every rule and routes it to the self-hosted backend.
+REQUEST = {
+    "model": "auto",
+    "messages": [
+        {"role": "system", "content": "You are a concise assistant for an online bookshop. Answer in two sentences."},
+        {"role": "user", "content": "Do you ship to Canada, and how long does delivery usually take?"},
+        {"role": "assistant", "content": "Yes, we ship to Canada. Delivery usually takes five to eight business days."},
+        {"role": "user", "content": "Great. Can I return a book if it arrives damaged?"},
+    ],
+    "max_tokens": 128,
+    "temperature": 0.7,
+    "metadata": {"data_classification": "public", "app": "bookshop-faq"},
+}
+
+
+@dataclass
+class Target:
+    server: Server
+    runs: dict[str, list[Run]] = field(default_factory=lambda: {m: [] for m in MODES})
+
+    def median(self, mode: str) -> dict[str, float] | None:
+        runs = self.runs[mode]
+        if not runs:
+            return None
+        keys = ("rps", "p50_ms", "p90_ms", "p99_ms", "cpu_us_per_req")
+        out = {}
+        for k in keys:
+            vals = [getattr(r, k) for r in runs if getattr(r, k) is not None]
+            out[k] = round(statistics.median(vals), 3) if vals else None
+        return out
+
+
+# ------------------------------------------------------------------ measuring
+
+
+def check_answer(server: Server, body: bytes, stream: bool) -> dict[str, str]:
+    """One request before the load: the answer must be a real completion; returns its headers."""
+    req = urllib.request.Request(server.url, data=body, method="POST", headers={
+        "Content-Type": "application/json", "Authorization": f"Bearer {server.key}"})
+    try:
+        with urllib.request.urlopen(req, timeout=60) as resp:
+            data = resp.read()
+            headers = {k.lower(): v for k, v in resp.headers.items()}
+    except urllib.error.HTTPError as exc:
+        raise BenchError(f"{server.name}: HTTP {exc.code}: {exc.read()[:500]!r}") from exc
+    if stream:
+        if not data.rstrip().endswith(b"data: [DONE]") or b"chat.completion.chunk" not in data:
+            raise BenchError(f"{server.name}: not an SSE chat stream: {data[:300]!r}")
+    else:
+        obj = json.loads(data)
+        if obj.get("object") != "chat.completion" or not obj["choices"][0]["message"]["content"]:
+            raise BenchError(f"{server.name}: not a chat completion: {data[:300]!r}")
+    return headers
+
+
+def measure_round(t: Target, body: bytes, script_dir: Path, args: argparse.Namespace, stream: bool, warm: bool) -> None:
+    s = t.server
+    check_answer(s, body, stream)
+    script = write_script(script_dir / f"{s.name}{'-stream' if stream else ''}.lua", body, s.key)
+    if warm:  # pools, lazy imports, first-request paths
+        run_wrk(s.url, script, args.concurrency, args.warmup, LOAD_CORE, None)
+    prefix = "stream_" if stream else ""
+    t.runs[prefix + "throughput"].append(run_wrk(s.url, script, args.concurrency, args.duration, LOAD_CORE, s.pid))
+    t.runs[prefix + "latency"].append(run_wrk(s.url, script, 1, args.latency_duration, LOAD_CORE, s.pid))
+
+
+def gateway_overhead_ms(gateway: Server) -> float | None:
+    """Mean of the gateway's own overhead histogram (request time minus upstream time)."""
+    url = gateway.url.split("/v1/")[0] + "/metrics"
+    with urllib.request.urlopen(url, timeout=10) as resp:
+        text = resp.read().decode()
+    vals = {}
+    for line in text.splitlines():
+        if line.startswith(("gateway_overhead_seconds_sum", "gateway_overhead_seconds_count")):
+            name, value = line.rsplit(" ", 1)
+            vals[name.split("{")[0]] = float(value)
+    n = vals.get("gateway_overhead_seconds_count")
+    return round(vals["gateway_overhead_seconds_sum"] / n * 1000, 3) if n else None
+
+
+# ------------------------------------------------------------------ report
+
+
+def ratios(targets: dict[str, Target], stream: bool) -> dict[str, float]:
+    p = "stream_" if stream else ""
+    m = {name: (t.median(p + "throughput"), t.median(p + "latency")) for name, t in targets.items()}
+    m = {k: v for k, v in m.items() if v[0] is not None}
+    out: dict[str, float] = {}
+    d_lat = m["direct"][1]["p50_ms"]
+    for name in ("gateway", "floor", "litellm"):
+        if name in m:
+            out[f"{name}_added_p50_ms"] = round(m[name][1]["p50_ms"] - d_lat, 3)
+    if "gateway" in m and "litellm" in m:
+        g, ll = m["gateway"], m["litellm"]
+        out["gateway_vs_litellm_throughput_x"] = round(g[0]["rps"] / ll[0]["rps"], 2)
+        out["litellm_vs_gateway_p50_latency_x"] = round(ll[1]["p50_ms"] / g[1]["p50_ms"], 2)
+        out["litellm_vs_gateway_added_p50_x"] = round(out["litellm_added_p50_ms"] / max(out["gateway_added_p50_ms"], 1e-3), 1)
+        if g[0]["cpu_us_per_req"] and ll[0]["cpu_us_per_req"]:
+            out["litellm_vs_gateway_cpu_per_req_x"] = round(ll[0]["cpu_us_per_req"] / g[0]["cpu_us_per_req"], 1)
+    if "gateway" in m and "floor" in m:
+        out["gateway_vs_floor_throughput_x"] = round(m["gateway"][0]["rps"] / m["floor"][0]["rps"], 2)
+    return out
+
+
+def table(targets: dict[str, Target], stream: bool, c: int) -> str:
+    p = "stream_" if stream else ""
+    rows = [f"| target | req/s (c={c}) | CPU µs/req | p50 ms (c={c}) | p99 ms (c={c}) | p50 ms (c=1) | p99 ms (c=1) | added p50 ms (c=1) |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    base = targets["direct"].median(p + "latency")["p50_ms"]
+    for name, t in targets.items():
+        tp, lat = t.median(p + "throughput"), t.median(p + "latency")
+        if tp is None:
+            continue
+        cpu = "-" if tp["cpu_us_per_req"] is None else f"{tp['cpu_us_per_req']:.0f}"
+        added = "-" if name == "direct" else f"{lat['p50_ms'] - base:.3f}"
+        rows.append(f"| {name} | {tp['rps']:,.0f} | {cpu} | {tp['p50_ms']:.2f} | {tp['p99_ms']:.2f} | "
+                    f"{lat['p50_ms']:.3f} | {lat['p99_ms']:.3f} | {added} |")
+    return "\n".join(rows)
+
+
+def markdown(result: dict, targets: dict[str, Target], args: argparse.Namespace) -> str:
+    c = args.concurrency
+    lines = [
+        "# Gateway benchmark", "",
+        f"Command: `{result['command']}`", "",
+        f"Machine: {result['machine']}; load average at start {result['loadavg_start']}. Server under test pinned to "
+        f"core {SERVER_CORE}; wrk and the mock upstream on core {LOAD_CORE}. Medians of {args.rounds} interleaved "
+        f"rounds; each: {c} connections for {args.duration} s, then one keep-alive connection for "
+        f"{args.latency_duration} s. Gateway: one worker; auth, metrics and rules routing (heuristic difficulty "
+        "scorer) on; cache off. CPU µs/req: the server process's CPU time over requests served (unaffected by "
+        "other work on the machine; 1e6 / it is the throughput one dedicated core would give).", "",
+        "## Non-streaming", "", table(targets, False, c), "",
+        "Ratios: " + ", ".join(f"{k} = {v}" for k, v in result["ratios"].items()),
+    ]
+    if result.get("gateway_self_reported_overhead_ms") is not None:
+        lines += ["", f"Gateway's own overhead histogram (mean over all requests of the run): "
+                  f"{result['gateway_self_reported_overhead_ms']} ms."]
+    if args.stream:
+        lines += ["", f"## Streaming (SSE, {args.chunks} content chunks)", "", table(targets, True, c), "",
+                  "Ratios: " + ", ".join(f"{k} = {v}" for k, v in result["stream_ratios"].items())]
+    if result.get("litellm_error"):
+        lines += ["", f"LiteLLM was not measured: {result['litellm_error']}"]
+    g = result["goal"]
+    lines += ["", f"Goal (>= {GOAL_RPS:,.0f} req/s on one core, < {GOAL_ADDED_P50_MS} ms added p50 at c=1): "
+              f"measured {g['gateway_rps']:,.0f} req/s ({'met' if g['rps_ok'] else 'NOT met'}; CPU-implied "
+              f"{g['cpu_implied_rps']:,.0f} req/s), added p50 {g['added_p50_ms']} ms "
+              f"({'met' if g['p50_ok'] else 'NOT met'})."]
+    return "\n".join(lines) + "\n"
+
+
+# ------------------------------------------------------------------ main
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--rounds", type=int, default=3, help="interleaved rounds over all targets (medians reported)")
+    p.add_argument("--duration", type=int, default=10, help="seconds of throughput load per target and round")
+    p.add_argument("--latency-duration", type=int, default=5, help="seconds of concurrency-1 load per target and round")
+    p.add_argument("--warmup", type=int, default=3, help="seconds of load per target before the first round")
+    p.add_argument("--concurrency", type=int, default=64)
+    p.add_argument("--stream", action="store_true", help="also measure streamed answers")
+    p.add_argument("--chunks", type=int, default=8, help="content chunks per streamed answer")
+    p.add_argument("--no-litellm", action="store_true", help="skip LiteLLM's proxy")
+    p.add_argument("--no-floor", action="store_true", help="skip the bare FastAPI pass-through")
+    p.add_argument("--litellm-bin", default=os.environ.get("LITELLM_BIN") or shutil.which("litellm") or "litellm",
+                   help="the litellm CLI of litellm[proxy] (default: $LITELLM_BIN, else litellm on PATH)")
+    p.add_argument("--out", default=str(RESULTS / "gateway_bench"), help="results path without extension")
+    args = p.parse_args(argv)
+    for name, hi in (("rounds", 20), ("duration", 300), ("latency_duration", 300), ("warmup", 60), ("chunks", 1000)):
+        if not 1 <= getattr(args, name) <= hi:
+            p.error(f"--{name.replace('_', '-')} must be in [1, {hi}]")
+    if not 1 <= args.concurrency <= 1024:
+        p.error("--concurrency must be in [1, 1024]")
+    if shutil.which("wrk") is None:
+        p.error("wrk is not installed (apt-get install -y wrk)")
+    if not {SERVER_CORE, LOAD_CORE} <= os.sched_getaffinity(0):
+        p.error(f"needs CPU cores {SERVER_CORE} and {LOAD_CORE} (server under test on one, wrk and the mock on the other)")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    body = json.dumps(REQUEST, separators=(",", ":")).encode()
+    stream_body = json.dumps({**REQUEST, "stream": True}, separators=(",", ":")).encode()
+    result: dict = {
+        "command": "python bench/gateway_bench.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
+        "loadavg_start": " ".join(f"{x:.2f}" for x in os.getloadavg()),
+        "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "request": REQUEST,
+    }
+    targets: dict[str, Target] = {}
+    with tempfile.TemporaryDirectory(prefix="gateway-bench-") as tmp, ExitStack() as stack:
+        work = Path(tmp)
+        upstream = start_mock(stack, work, LOAD_CORE, args.chunks)
+        targets["direct"] = Target(Server("direct", upstream + "/chat/completions", UPSTREAM_KEY, None))
+        gw, policy = start_gateway(stack, work, SERVER_CORE, upstream)
+        targets["gateway"] = Target(gw)
+        result["gateway_policy"] = policy.read_text()
+        headers = check_answer(gw, body, stream=False)
+        result["gateway_route"] = {k: headers.get(k) for k in ("x-gateway-backend", "x-gateway-route-reason")}
+        if not args.no_floor:
+            targets["floor"] = Target(start_floor(stack, work, SERVER_CORE, upstream))
+        if not args.no_litellm:
+            try:
+                targets["litellm"] = Target(start_litellm(stack, work, SERVER_CORE, upstream, args.litellm_bin))
+                result["litellm_version"] = litellm_version(args.litellm_bin)
+            except BenchError as exc:
+                result["litellm_error"] = str(exc)
+                print(f"LiteLLM proxy not measured: {exc}", file=sys.stderr)
+
+        for rnd in range(args.rounds):
+            for stream in (False, True) if args.stream else (False,):
+                for name, t in list(targets.items()):
+                    if stream and not t.server.streams:
+                        continue
+                    print(f"round {rnd + 1}/{args.rounds}: {name}{' stream' if stream else ''}", flush=True)
+                    try:
+                        measure_round(t, stream_body if stream else body, work, args, stream, warm=rnd == 0)
+                    except (BenchError, LoadError) as exc:
+                        if name != "litellm":
+                            raise
+                        result["litellm_error"] = str(exc)  # keep the rest of the run
+                        print(f"LiteLLM proxy dropped: {exc}", file=sys.stderr)
+                        del targets[name]
+        result["gateway_self_reported_overhead_ms"] = gateway_overhead_ms(gw)
+
+    result["targets"] = {n: {"runs": {m: [asdict(r) for r in rs] for m, rs in t.runs.items() if rs},
+                             "median": {m: t.median(m) for m in MODES if t.runs[m]}} for n, t in targets.items()}
+    result["ratios"] = ratios(targets, stream=False)
+    if args.stream:
+        result["stream_ratios"] = ratios(targets, stream=True)
+    gtp = targets["gateway"].median("throughput")
+    added = result["ratios"]["gateway_added_p50_ms"]
+    cpu = gtp["cpu_us_per_req"]
+    result["goal"] = {"gateway_rps": gtp["rps"], "rps_ok": gtp["rps"] >= GOAL_RPS,
+                      "cpu_implied_rps": round(1e6 / cpu) if cpu else 0,
+                      "added_p50_ms": added, "p50_ok": added < GOAL_ADDED_P50_MS}
+
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
+    md = markdown(result, targets, args)
+    out.with_suffix(".md").write_text(md)
+    print()
+    print(md)
+    print(f"wrote {out.with_suffix('.json')} and {out.with_suffix('.md')}")
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        raise SystemExit(main())
+    except (BenchError, LoadError) as exc:
+        print(f"benchmark failed: {exc}", file=sys.stderr)
+        raise SystemExit(1) from None

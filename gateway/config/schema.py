@@ -364,7 +364,7 @@ class CacheConfig(Strict):
     max_entries: int = Field(DEFAULT_CACHE_MAX_ENTRIES, gt=0)  # in-process LRU only
     max_entry_bytes: int = Field(1024 * 1024, gt=0)
     deterministic_only: bool = True  # cache only temperature 0 or seeded requests
-    namespace: str = "gw"
+    namespace: str = "gw"  # key prefix for everything the gateway keeps in Redis (cache, spend, limits)
 
     @field_validator("redis_url", mode="before")
     @classmethod

@@ -105,7 +105,7 @@ class GatewayApp:
         metrics.team_label = policy.metrics.team_label
         cache = build_cache(policy.cache, on_error=lambda: metrics.record_cache("error")) if policy.cache.enabled else None
         state_url = policy.state_redis_url or policy.cache.redis_url
-        state = build_state(state_url, on_error=metrics.record_state_error)
+        state = build_state(state_url, on_error=metrics.record_state_error, namespace=policy.cache.namespace)
         self._cache, self._state = cache, state
         self.pipeline = Pipeline(store, metrics, cache, state)
         store.start()

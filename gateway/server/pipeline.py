@@ -20,6 +20,7 @@ from gateway.cache import CacheEntry, cache_decision, cache_key, completion_to_s
 from gateway.cache.sse import StreamAssembler
 from gateway.errors import (
     GatewayError,
+    InvalidRequestError,
     NoBackendError,
     NotFoundError,
     PermissionDeniedError,
@@ -125,7 +126,14 @@ class Pipeline:
         except GatewayError as exc:
             status = exc.status
             self.metrics.record_error(vmodel, o.backend or "none", type(exc).__name__)
-            await send_error(send, exc, _fmt_headers(o, (time.perf_counter() - t0) * 1000))
+            hdrs = _fmt_headers(o, (time.perf_counter() - t0) * 1000)
+            if isinstance(exc, UpstreamError) and exc.upstream_status in RELAYED_CLIENT_ERRORS:
+                # the upstream judged the request itself: the client gets its answer as-is
+                status = exc.upstream_status
+                body = exc.body or InvalidRequestError(exc.message).to_json()
+                await send_bytes(send, status, body, extra=hdrs)
+            else:
+                await send_error(send, exc, hdrs)
         except TimeoutError:
             status = 504
             self.metrics.record_error(vmodel, o.backend or "none", "RequestTimeout")
@@ -188,6 +196,7 @@ class Pipeline:
             return "bypass", None
         mode = cache_decision(body, headers.get("cache-control"), rt.policy.cache, operation)
         if mode == "bypass":
+            self.metrics.record_cache("bypass")
             return mode, None
         return mode, cache_key(operation, body, team)
 
@@ -228,6 +237,10 @@ class Pipeline:
             return result
         if last is None:
             raise NoBackendError("no backend could be tried")
+        if decision.self_hosted_only:
+            raise NoBackendError(
+                f"request must stay on self-hosted backends (rule {decision.reason!r}) and none could serve it: {last.message}"
+            ) from last
         raise last
 
     async def _whole(self, rt, operation, body, raw, headers, decision, f, o, send, t0) -> int:

@@ -1,1 +1,0 @@
-"""Test support: mock provider servers on loopback (OpenAI-compatible, Anthropic Messages)."""

@@ -55,3 +55,21 @@ def test_table_and_json(policy_file, log_file):
     assert sum(g["requests"] for g in data["by_backend"]) == 4
     assert data["per_month"]["savings_usd"] == rep.per_month(rep.savings_usd)
     assert len(data["curve"]["points"]) == 101
+
+
+def test_progress_bar_when_asked(policy_file, log_file, capsys):
+    simulate(policy_file(), log_file([{"request": chat(EASY)}] * 3), env={}, progress=True)
+    err = capsys.readouterr().err
+    assert "scoring" in err and "routing" in err
+    simulate(policy_file(), log_file([{"request": chat(EASY)}] * 3), env={})  # small log: no bar
+    assert "routing" not in capsys.readouterr().err
+
+
+def test_public_surface():
+    import gateway.simulate as sim
+
+    assert set(sim.__all__) == {
+        "Curve", "CurvePoint", "Group", "Label", "LogError", "LoggedRequest", "Rate", "Report",
+        "read_log", "render_html", "render_table", "simulate",
+    }
+    assert all(hasattr(sim, n) for n in sim.__all__)

@@ -41,10 +41,9 @@ class CheckpointError(EngineError, ValueError):
 
 
 def _missing_files(path: Path) -> list[str]:
-    missing = [name for name in (CONFIG_FILE, TOKENIZER_FILE) if not (path / name).is_file()]
-    if not any(path.glob("*.safetensors")):
-        missing.insert(1, "*.safetensors")
-    return missing
+    present = {name: (path / name).is_file() for name in (CONFIG_FILE, TOKENIZER_FILE)}
+    present["*.safetensors"] = any(path.glob("*.safetensors"))
+    return [name for name in REQUIRED_FILES if not present[name]]
 
 
 def resolve_model_dir(model: str, require_tokenizer: bool = True) -> Path:

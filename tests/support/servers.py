@@ -53,6 +53,7 @@ class MockControl:
     api_key: str | None = None  # when set, requests must present it (else 401)
     models: list[str] = field(default_factory=lambda: ["mock-model"])
     delay_s: float = 0.0  # every request waits this long (for timeout tests)
+    record_requests: bool = True  # False for benchmarks: nothing kept per request
     _faults: deque[Fault] = field(default_factory=deque)
     _requests: list[RecordedRequest] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -78,6 +79,8 @@ class MockControl:
             return self._faults.popleft() if self._faults else None
 
     def record(self, req: RecordedRequest) -> None:
+        if not self.record_requests:
+            return
         with self._lock:
             self._requests.append(req)
 

@@ -48,6 +48,13 @@ def simulate(
             notes.append(f"model {name}: difficulty scorer {ms.scorer.name}, hard from {ms.threshold:.3f}")
         if ms.note:
             notes.append(f"model {name}: {ms.note}")
+        cap = pol.models[name].difficulty.spend_cap_usd
+        if ms.scorer is not None and cap is not None:
+            raised = sum(1 for r in routed if r.virtual_model == name and r.threshold is not None and r.threshold > ms.threshold)
+            notes.append(
+                f"model {name}: the spend cap (${cap:g} per {pol.models[name].difficulty.spend_cap_period}) "
+                f"raised the threshold for {raised:,} requests (paced by the log's timestamps)"
+            )
     if any(r.req.completion_tokens is None for r in routed):
         notes.append(
             f"completion tokens missing from the log are estimated as min(max_tokens, {DEFAULT_COMPLETION_TOKENS})"

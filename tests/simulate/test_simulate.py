@@ -151,3 +151,4 @@ def test_spend_cap_raises_the_threshold_over_the_day(policy_file, log_file):
     prop = {g.name: g for g in capped.by_backend}["openai"]
     assert 0 < prop.requests < 20
     assert prop.cost_usd <= 0.005 + 200 * OPENAI[0] + 50 * OPENAI[1]  # at most one request over the cap
+    assert any(f"raised the threshold for {20 - prop.requests:,} requests" in n for n in capped.notes)

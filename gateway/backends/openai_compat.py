@@ -8,6 +8,7 @@ lazily in the running loop.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from typing import Any
@@ -71,8 +72,6 @@ class OpenAICompatBackend(Backend):
     # ------------------------------------------------------------ plumbing
 
     def _client(self) -> aiohttp.ClientSession:
-        import asyncio
-
         loop = asyncio.get_running_loop()
         if self._session is None or self._session.closed or self._loop is not loop:
             connector = aiohttp.TCPConnector(

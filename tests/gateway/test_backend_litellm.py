@@ -281,3 +281,27 @@ def test_litellm_reaches_nothing_but_the_configured_api_base(upstream):
     assert result["content"] == "echo: hi"
     assert "127.0.0.1" in result["hosts"] and set(result["hosts"]) <= {"127.0.0.1"}, result["hosts"]
     assert "cost map" not in out.stderr.lower()
+
+
+# ---------------------------------------------------------------- other operations
+
+
+async def test_text_completion_through_anthropic(backend, control):
+    resp = await backend.complete(UpstreamRequest("completions", {"model": "auto", "prompt": "say hi", "max_tokens": 20}))
+    body = orjson.loads(resp.body)
+    assert body["object"] == "text_completion" and body["choices"][0]["text"] == "echo: say hi"
+    assert resp.usage is not None and resp.usage.completion_tokens == 3
+    assert control.requests[-1].path == "/v1/messages"
+
+
+async def test_embeddings_through_litellm():
+    from tests.support.mock_openai import running_mock_openai
+
+    with running_mock_openai(MockControl(api_key=KEY)) as (base, ctl):
+        b = make(base, model="openai/text-embedding-3-small")
+        resp = await b.complete(UpstreamRequest("embeddings", {"model": "auto", "input": ["a b", "c"], "metadata": {"x": 1}}))
+    body = orjson.loads(resp.body)
+    assert body["object"] == "list" and [d["index"] for d in body["data"]] == [0, 1]
+    assert len(body["data"][0]["embedding"]) == 8 and resp.usage.prompt_tokens == 3
+    sent = ctl.requests[-1]
+    assert sent.path == "/v1/embeddings" and sent.auth_ok and sent.body["input"] == ["a b", "c"] and "metadata" not in sent.body

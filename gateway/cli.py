@@ -25,6 +25,7 @@ def _serve(args: argparse.Namespace) -> int:
         print(exc, file=sys.stderr)
         return 2
     os.environ["GATEWAY_POLICY"] = str(Path(args.policy).resolve())
+    os.environ["GATEWAY_WATCH_INTERVAL"] = str(args.watch_interval)
     if args.workers > 1:
         from gateway.metrics import prepare_multiprocess
 
@@ -81,6 +82,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--metrics-dir", help="directory for multi-process metrics (default: a temp dir)")
     s.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     s.add_argument("--access-log", action="store_true", help="log every request line (off by default: it costs throughput)")
+    s.add_argument(
+        "--watch-interval", type=float, default=1.0,
+        help="seconds between checks of the policy file for changes; 0 turns watching off (SIGHUP and /admin/reload still work)",
+    )
     s.set_defaults(func=_serve)
 
     c = sub.add_parser("check", help="validate a policy and print what it would do")

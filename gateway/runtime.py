@@ -35,7 +35,7 @@ class ModelRouting:
     base_threshold: float
 
 
-def _build_scorer(name: str, model: VirtualModel) -> ModelRouting:
+def build_model_routing(name: str, model: VirtualModel) -> ModelRouting:
     if not model.uses_difficulty():
         return ModelRouting(None, model.difficulty.threshold)
     cfg = model.difficulty
@@ -95,7 +95,7 @@ class Runtime:
             self.prices[name] = resolve_pricing(cfg)
             self._static_views[name] = backend_view(name, cfg)
         self.reference_prices = reference_prices(policy.savings)
-        self.routing = {name: _build_scorer(name, m) for name, m in policy.models.items()}
+        self.routing = {name: build_model_routing(name, m) for name, m in policy.models.items()}
         self.tokenizers = {n: c.tokenizer for n, c in policy.backends.items() if c.tokenizer}
         self._views_key: tuple[bool, ...] | None = None
         self._views: dict[str, BackendView] = self._static_views

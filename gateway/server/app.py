@@ -31,6 +31,7 @@ PROBE_TIMEOUT_S = 2.0
 class Settings:
     policy_path: Path
     env: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
+    watch_interval_s: float = 1.0  # 0: do not watch the policy file
 
 
 class MethodNotAllowed(GatewayError):
@@ -108,7 +109,8 @@ class GatewayApp:
         state = build_state(state_url, on_error=metrics.record_state_error, namespace=policy.cache.namespace)
         self._cache, self._state = cache, state
         self.pipeline = Pipeline(store, metrics, cache, state)
-        store.start()
+        if self.settings.watch_interval_s > 0:
+            store.start(self.settings.watch_interval_s)
         try:
             asyncio.get_running_loop().add_signal_handler(
                 signal.SIGHUP, lambda: asyncio.ensure_future(store.reload("SIGHUP"))
@@ -197,8 +199,8 @@ def _model_card(name: str, description: str) -> dict:
     return {"id": name, "object": "model", "created": 0, "owned_by": "gateway", "description": description}
 
 
-def create_app(policy_path: str | Path, env: Mapping[str, str] | None = None) -> GatewayApp:
-    return GatewayApp(Settings(Path(policy_path), dict(os.environ) if env is None else env))
+def create_app(policy_path: str | Path, env: Mapping[str, str] | None = None, watch_interval_s: float = 1.0) -> GatewayApp:
+    return GatewayApp(Settings(Path(policy_path), dict(os.environ) if env is None else env, watch_interval_s))
 
 
 def app_from_env() -> GatewayApp:
@@ -206,4 +208,4 @@ def app_from_env() -> GatewayApp:
     path = os.environ.get("GATEWAY_POLICY")
     if not path:
         raise RuntimeError("GATEWAY_POLICY is not set")
-    return create_app(path)
+    return create_app(path, watch_interval_s=float(os.environ.get("GATEWAY_WATCH_INTERVAL", "1.0")))

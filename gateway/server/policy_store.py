@@ -74,15 +74,16 @@ class PolicyStore:
             self._to_close.remove(b)
             await b.close()
 
-    async def _watch(self) -> None:
+    async def _watch(self, interval_s: float) -> None:
         while True:
-            await asyncio.sleep(WATCH_INTERVAL_S)
+            await asyncio.sleep(interval_s)
             stamp = self._file_stamp()
             if stamp is not None and stamp != self._stamp:
                 await self.reload("file changed")
 
-    def start(self) -> None:
-        self._watch_task = asyncio.ensure_future(self._watch())
+    def start(self, interval_s: float = WATCH_INTERVAL_S) -> None:
+        """Watch the file (mtime, size, inode: editors' atomic renames and ConfigMap swaps too)."""
+        self._watch_task = asyncio.ensure_future(self._watch(interval_s))
 
     async def close(self) -> None:
         if self._watch_task is not None:

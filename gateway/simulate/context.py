@@ -41,12 +41,12 @@ class SimContext:
 
 def _scoring(name: str, loaded: LoadedPolicy, threshold: float | None) -> ModelScoring:
     from gateway.router.errors import RouterError
-    from gateway.runtime import _build_scorer
+    from gateway.runtime import build_model_routing
 
     model = loaded.policy.models[name]
     note = None
     try:
-        mr = _build_scorer(name, model)
+        mr = build_model_routing(name, model)
         scorer, base = mr.scorer, mr.base_threshold
     except (ImportError, RouterError) as exc:
         # The learned router could not load: serve would fall back to the heuristic too.

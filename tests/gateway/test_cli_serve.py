@@ -1,0 +1,87 @@
+"""The real `gateway` command in a subprocess: check, serve, SIGHUP reload, several workers."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import httpx
+import pytest
+
+from gateway_server import free_port
+from tests.support.mock_openai import running_mock_openai
+
+POLICY = """
+backends:
+  local: {{kind: openai_compatible, base_url: "{url}", model: m, self_hosted: true}}
+models:
+  auto: {{route: local}}
+"""
+
+
+def gateway_cmd(*args: str) -> list[str]:
+    return [sys.executable, "-m", "gateway.cli", *args]
+
+
+def wait_ready(base: str, proc: subprocess.Popen, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"gateway exited: {proc.stdout.read() if proc.stdout else ''}")
+        try:
+            if httpx.get(base + "/health", timeout=0.5).status_code == 200:
+                return
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    raise AssertionError("gateway did not come up")
+
+
+def test_check_prints_decisions_and_rejects_bad_files(tmp_path):
+    shipped = os.path.join(os.path.dirname(__file__), "..", "..", "policies", "default.yaml")
+    env = {**os.environ, "OPENAI_API_KEY": "k", "ANTHROPIC_API_KEY": "k"}
+    out = subprocess.run(gateway_cmd("check", shipped), capture_output=True, text=True, env=env, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "confidential data" in out.stdout and "refused" not in out.stdout.split("confidential data")[1].splitlines()[0]
+    assert "image input" in out.stdout
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("backends: {}\nmodels: {}\nextra_key: 1\n")
+    out = subprocess.run(gateway_cmd("check", str(bad)), capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2 and "extra_key" in out.stderr
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_serve_sighup_reload_and_workers(tmp_path, workers):
+    with running_mock_openai() as (url, control):
+        policy = tmp_path / "p.yaml"
+        policy.write_text(POLICY.format(url=url))
+        port = free_port()
+        base = f"http://127.0.0.1:{port}"
+        proc = subprocess.Popen(
+            gateway_cmd("serve", "--policy", str(policy), "--port", str(port), "--workers", str(workers), "--watch-interval", "0"),
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )
+        try:
+            wait_ready(base, proc)
+            body = {"model": "auto", "messages": [{"role": "user", "content": "hi"}]}
+            for _ in range(6):
+                r = httpx.post(base + "/v1/chat/completions", json=body, timeout=10)
+                assert r.status_code == 200 and r.headers["x-gateway-backend"] == "local"
+            metrics = httpx.get(base + "/metrics").text
+            # with several workers every scrape still sees all requests
+            line = next(x for x in metrics.splitlines() if x.startswith("gateway_requests_total{"))
+            assert float(line.rsplit(" ", 1)[1]) == 6.0
+            if workers == 1:
+                policy.write_text(POLICY.format(url=url) + "  alias:\n    route: local\n")
+                time.sleep(1.5)  # watching is off: nothing changes by itself
+                assert "alias" not in httpx.get(base + "/v1/models").text
+                proc.send_signal(signal.SIGHUP)
+                deadline = time.monotonic() + 10
+                while "alias" not in httpx.get(base + "/v1/models").text:
+                    assert time.monotonic() < deadline, "SIGHUP did not reload the policy"
+                    time.sleep(0.1)
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=20)

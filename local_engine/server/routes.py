@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request
 from starlette.responses import Response
@@ -24,6 +25,9 @@ def get_context(request: Request) -> ServerContext:
     return request.app.state.ctx
 
 
+Context = Annotated[ServerContext, Depends(get_context)]
+
+
 def _check_model(ctx: ServerContext, model: str) -> None:
     if model != ctx.model_name:
         raise APIError(404, f"the model {model!r} does not exist; this server serves {ctx.model_name!r}",
@@ -32,32 +36,32 @@ def _check_model(ctx: ServerContext, model: str) -> None:
 
 @router.post("/v1/chat/completions")
 async def chat_completions(body: ChatCompletionRequest, request: Request,
-                           ctx: ServerContext = Depends(get_context)) -> Response:
+                           ctx: Context) -> Response:
     _check_model(ctx, body.model)
     return await create_chat_completion(ctx, body, request)
 
 
 @router.post("/v1/completions")
 async def completions(body: CompletionRequest, request: Request,
-                      ctx: ServerContext = Depends(get_context)) -> Response:
+                      ctx: Context) -> Response:
     _check_model(ctx, body.model)
     return await create_completion(ctx, body, request)
 
 
 @router.get("/v1/models")
-async def models(ctx: ServerContext = Depends(get_context)) -> Response:
+async def models(ctx: Context) -> Response:
     card = {"id": ctx.model_name, "object": "model", "created": int(time.time()),
             "owned_by": "local-engine", "max_model_len": ctx.max_model_len}
     return JSONResponse({"object": "list", "data": [card]})
 
 
 @router.get("/health")
-async def health(ctx: ServerContext = Depends(get_context)) -> Response:
+async def health(ctx: Context) -> Response:
     if not ctx.engine.is_running:
         raise APIError(503, "the engine loop is not running", code="engine_dead")
     return JSONResponse({"status": "ok"})
 
 
 @router.get("/metrics")
-async def metrics(ctx: ServerContext = Depends(get_context)) -> Response:
+async def metrics(ctx: Context) -> Response:
     return Response(ctx.metrics.render(), media_type=CONTENT_TYPE)

@@ -99,7 +99,7 @@ def test_completion_matches_transformers_greedy(client, model_dir):
     lp = r.choices[0].logprobs
     assert len(lp.token_logprobs) == 10 and all(x <= 0 for x in lp.token_logprobs)
     # greedy: the chosen token is the most likely one
-    assert all(abs(max(top.values()) - chosen) < 1e-4 for top, chosen in zip(lp.top_logprobs, lp.token_logprobs))
+    assert all(abs(max(top.values()) - chosen) < 1e-4 for top, chosen in zip(lp.top_logprobs, lp.token_logprobs, strict=True))
 
 
 def test_completion_text_prompt_streaming(client):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -194,13 +195,19 @@ async def test_bad_request_carries_an_openai_shaped_body(backend, control):
     assert orjson.loads(info.value.body) == {"error": {"message": "mock failure 400", "type": "invalid_request_error", "param": None, "code": None}}
 
 
-async def test_wrong_key_never_appears_in_the_error(upstream):
+async def test_wrong_key_never_appears_in_the_error_or_logs(upstream, caplog, capsys):
+    caplog.set_level(logging.DEBUG)
     b = make(upstream[0])
     b._common["api_key"] = "sk-ant-WRONG-789"
     with pytest.raises(UpstreamError) as info:
         await b.complete(chat(messages=[{"role": "user", "content": "x"}]))
+    stream = await make(upstream[0]).open_stream(chat(messages=[{"role": "user", "content": "x"}], stream=True))
+    await collect(stream)
     assert info.value.upstream_status == 401
     assert "WRONG" not in info.value.message and KEY not in info.value.message
+    out = capsys.readouterr()
+    for text in (caplog.text, out.out, out.err):
+        assert "WRONG" not in text and KEY not in text
 
 
 async def test_connection_refused_and_dropped_are_unavailable(backend, control):

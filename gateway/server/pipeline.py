@@ -63,6 +63,7 @@ class Outcome:
     savings: float = 0.0
     upstream_s: float = 0.0
     ttft_s: float | None = None
+    started: bool = False  # response headers are out: errors can only go in-band now
 
 
 def _fmt_headers(o: Outcome, overhead_ms: float) -> list[tuple[bytes, bytes]]:
@@ -137,7 +138,12 @@ class Pipeline:
         except TimeoutError:
             status = 504
             self.metrics.record_error(vmodel, o.backend or "none", "RequestTimeout")
-            await send_error(send, UpstreamTimeoutError("the request took longer than server.request_timeout_s"))
+            exc = UpstreamTimeoutError("the request took longer than server.request_timeout_s")
+            if o.started:  # mid-stream: end the stream with an error event
+                await send_chunk(send, b"data: " + exc.to_json() + b"\n\n")
+                await end_body(send)
+            else:
+                await send_error(send, exc)
         total = time.perf_counter() - t0
         self.metrics.record_request(
             virtual_model=vmodel,
@@ -299,6 +305,7 @@ class Pipeline:
         o.cost = f.prompt_tokens * p_in  # the header can only carry the prompt side of a stream's cost
         overhead_ms = (time.perf_counter() - t0 - o.upstream_s) * 1000
         await start_sse(send, _fmt_headers(o, overhead_ms))
+        o.started = True
         assembler = StreamAssembler() if key is not None else None
         pump = asyncio.ensure_future(self._pump(stream, send, client_usage, assembler, o, f.virtual_model))
         watcher = asyncio.ensure_future(receive())

@@ -32,11 +32,13 @@ from gateway.router.shared_data import Example, load_split  # noqa: E402
 from gateway.routing.heuristic import HeuristicScorer  # noqa: E402
 
 CONFIGS: dict[str, RouterConfig] = {
-    "default": RouterConfig(),
+    "default": RouterConfig(),  # prior-anchored, static-embedding anchors, c=0.001
+    "weak-prior": RouterConfig(c=0.01),
+    "no-prior": RouterConfig(use_prior=False, c=0.01),
     "features-only": RouterConfig(embedding="none"),
     "anchors-6layer": RouterConfig(encoder_layers=6, encoder_max_tokens=128),
-    "raw-static": RouterConfig(embedding="raw"),
-    "raw-6layer": RouterConfig(embedding="raw", encoder_layers=6, encoder_max_tokens=128),
+    "raw-static": RouterConfig(embedding="raw", use_prior=False, c=0.01),
+    "raw-6layer": RouterConfig(embedding="raw", use_prior=False, c=0.01, encoder_layers=6, encoder_max_tokens=128),
     "no-source-effects": RouterConfig(source_effects=False),
 }
 
@@ -91,7 +93,7 @@ def _fit_predict(cfg: RouterConfig, train_sets: dict[str, list[Example]], test: 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "routing")
-    ap.add_argument("--configs", default="default,features-only,anchors-6layer,raw-static,no-source-effects")
+    ap.add_argument("--configs", default=",".join(CONFIGS))
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "router_eval.json")
     args = ap.parse_args()
     names = args.configs.split(",")

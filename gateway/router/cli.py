@@ -11,6 +11,7 @@ File formats: see gateway.router.dataset. ``build-default`` rebuilds the shipped
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
 import time
@@ -34,24 +35,24 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     t.add_argument("--embedding", choices=["anchors", "none", "raw"], default="anchors")
     t.add_argument("--c", type=float, default=RouterConfig().c, help="inverse pull toward the prior weights")
     t.add_argument("--no-prior", action="store_true", help="regularise toward zero instead of the prior")
-    t.set_defaults(func=_train)
+    t.set_defaults(func=functools.partial(_guarded, _train))
 
     s = sub.add_parser("score", help="score prompts offline: {id, prompt} -> {id, score}")
     s.add_argument("--input", type=Path, required=True)
     s.add_argument("--output", type=Path, required=True)
     s.add_argument("--model", default=None, help="artefact directory (default: the built-in one)")
-    s.set_defaults(func=_score)
+    s.set_defaults(func=functools.partial(_guarded, _score))
 
     b = sub.add_parser("build-default", help="rebuild the shipped artefact from shared/data/routing")
     b.add_argument("--data", type=Path, required=True, help="the shared/data/routing directory")
     b.add_argument("--out", type=Path, default=artifact.BUILTIN_DIR)
-    b.set_defaults(func=_build_default)
+    b.set_defaults(func=functools.partial(_guarded, _build_default))
 
 
-def run(args: argparse.Namespace) -> int:
-    """Run a parsed `router` subcommand; user errors print one line and return 2."""
+def _guarded(func, args: argparse.Namespace) -> int:
+    """User errors (bad file, bad artefact) print one line and exit 2, without a traceback."""
     try:
-        return args.func(args)
+        return func(args)
     except RouterError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -119,7 +120,8 @@ def main(argv: list[str] | None = None) -> int:
     """Standalone entry (`python -m gateway.router.cli router ...`), same as `gateway router`."""
     ap = argparse.ArgumentParser(prog="gateway")
     register(ap.add_subparsers(dest="command", required=True))
-    return run(ap.parse_args(argv))
+    args = ap.parse_args(argv)
+    return args.func(args)
 
 
 if __name__ == "__main__":

@@ -86,7 +86,9 @@ class RouterConfig(BaseModel):
     embedding: Literal["none", "anchors", "raw"] = "anchors"
     encoder_layers: int = Field(0, ge=0, le=6)
     encoder_max_tokens: int = Field(256, ge=8, le=512)
-    c: float = Field(0.01, gt=0, description="inverse strength of the L2 pull toward PRIOR")
+    # 0.001: the prior dominates unless the data disagree consistently; a weak prior (0.01)
+    # lets the shared sets' format artefacts in (bench/results/router_eval.md compares both)
+    c: float = Field(0.001, gt=0, description="inverse strength of the L2 pull toward PRIOR")
     use_prior: bool = True
     source_effects: bool = True
     balance_sources: bool = True
@@ -154,13 +156,15 @@ class RouterModel:
 
 
 def _fit_logistic(
-    x: np.ndarray, y: np.ndarray, w: np.ndarray, prior: np.ndarray, lam: float
+    x: np.ndarray, y: np.ndarray, w: np.ndarray, prior: np.ndarray, lam: np.ndarray | float
 ) -> tuple[np.ndarray, float]:
     """Weighted logistic regression with soft targets and an L2 penalty centred on ``prior``
-    (not on zero): lam/2 * ||coef - prior||^2. The intercept is not penalised."""
+    (not on zero): sum(lam/2 * (coef - prior)^2), ``lam`` per column or one for all. The
+    intercept is not penalised."""
     from scipy.optimize import minimize
 
     ws = w / w.sum() * len(w)  # weights average 1, so lam means the same at any n
+    lam_d = np.broadcast_to(np.asarray(lam, dtype=np.float64), prior.shape)
 
     def loss(theta: np.ndarray) -> tuple[float, np.ndarray]:
         coef, b = theta[:-1], theta[-1]
@@ -170,8 +174,8 @@ def _fit_logistic(
         p = 0.5 * (1.0 + np.tanh(0.5 * z))  # sigmoid, overflow-free
         r = ws * (p - y)  # [N]
         d = coef - prior
-        f = float(ws @ nll) + 0.5 * lam * float(d @ d)
-        grad = np.concatenate([x.T @ r + lam * d, [r.sum()]])
+        f = float(ws @ nll) + 0.5 * float(lam_d @ (d * d))
+        grad = np.concatenate([x.T @ r + lam_d * d, [r.sum()]])
         return f, grad
 
     theta0 = np.concatenate([prior, [0.0]])
@@ -227,7 +231,9 @@ def train(
     prior = prior_vector(columns, len(sources) if use_effects else 0)
     if not config.use_prior:
         prior = np.zeros_like(prior)
-    lam = 1.0 / config.c
+    # source indicators act as per-source intercepts: (almost) unpenalised
+    lam = np.full(prior.shape, 1.0 / config.c)
+    lam[len(columns) :] = 1e-3
 
     coef, intercept = _fit_logistic(xs_fit, y, w, prior, lam)
     if use_effects:  # fold the source columns into the intercept at their weighted mean
@@ -243,7 +249,10 @@ def train(
         ck, bk = _fit_logistic(xs_fit[tr], y[tr], w[tr], prior, lam)
         oof[te] = xs_fit[te] @ ck + bk
     ab, platt_b = _fit_logistic(oof[:, None], y, w, np.zeros(1), 1e-6)
-    platt_a = float(ab[0])
+    # a <= 0 would mean the held-out decisions rank backwards; keep the model's order (a
+    # near-flat score) rather than flip it, and say so in the artefact
+    platt_a = max(float(ab[0]), 1e-3)
+    meta = dict(meta or {}, calibration_slope=round(float(ab[0]), 4))
     return RouterModel(
         config=config,
         columns=columns,
@@ -253,6 +262,6 @@ def train(
         intercept=intercept,
         platt_a=platt_a,
         platt_b=platt_b,
-        meta=dict(meta or {}, n_examples=n, sources=sources),
+        meta=dict(meta, n_examples=n, sources=sources),
         _anchors=anchors,
     )

@@ -24,6 +24,7 @@ from gateway.errors import (
     NoBackendError,
     NotFoundError,
     PermissionDeniedError,
+    RateLimitError,
     UpstreamError,
     UpstreamTimeoutError,
     UpstreamUnavailableError,
@@ -246,6 +247,10 @@ class Pipeline:
         if decision.self_hosted_only:
             raise NoBackendError(
                 f"request must stay on self-hosted backends (rule {decision.reason!r}) and none could serve it: {last.message}"
+            ) from last
+        if last.upstream_status == 429:  # every candidate is rate-limiting us: tell the client to back off
+            raise RateLimitError(
+                f"upstream rate limit: {last.message}", code="upstream_rate_limited", retry_after=last.retry_after
             ) from last
         raise last
 

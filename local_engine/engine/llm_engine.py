@@ -6,10 +6,8 @@ Not thread-safe: one caller drives ``step()`` (AsyncLLMEngine's background threa
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Protocol
 
 from local_engine.config import EngineConfig
@@ -43,25 +41,21 @@ class _Request:
     stop_ids: frozenset[int]  # stop_token_ids, plus eos unless ignore_eos
 
 
-def _read_hf_config(model_dir: Path) -> dict:
-    path = model_dir / "config.json"
-    if not path.is_file():
-        raise EngineError(f"{model_dir} is not a checkpoint directory (no config.json)")
-    with path.open(encoding="utf-8") as f:
-        return json.load(f)
-
-
 class LLMEngine:
     def __init__(self, config: EngineConfig, runner: Runner | None = None, tokenizer: Any = None) -> None:
-        model_dir = Path(config.model)
-        if runner is None:
-            from local_engine.engine.model_runner import ModelRunner  # torch only when needed
+        if runner is None or tokenizer is None:
+            # torch and the hub client are imported only when a real model is loaded
+            from local_engine.loader import read_hf_config, resolve_model_dir
 
-            runner = ModelRunner(config, model_dir, _read_hf_config(model_dir))
-        if tokenizer is None:
-            from local_engine.tokenizer import Tokenizer
+            model_dir = resolve_model_dir(config.model)
+            if runner is None:
+                from local_engine.engine.model_runner import ModelRunner
 
-            tokenizer = Tokenizer.from_dir(model_dir)
+                runner = ModelRunner(config, model_dir, read_hf_config(model_dir))
+            if tokenizer is None:
+                from local_engine.tokenizer import Tokenizer
+
+                tokenizer = Tokenizer.from_dir(model_dir)
         self.config = config
         self.runner = runner
         self.tokenizer = tokenizer

@@ -8,13 +8,13 @@ import gc
 import time
 
 import pytest
-from engine_fakes import EOS, PagedFakeRunner, train_tokenizer
 
 from local_engine.config import EngineConfig
 from local_engine.engine.async_engine import AsyncLLMEngine
 from local_engine.engine.llm_engine import LLMEngine
 from local_engine.errors import EngineDeadError, QueueFullError, RequestValidationError
 from local_engine.sampling_params import SamplingParams
+from tests.local_engine.engine_fakes import EOS, PagedFakeRunner, train_tokenizer
 
 BS = 4
 

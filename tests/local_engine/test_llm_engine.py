@@ -10,12 +10,12 @@ from __future__ import annotations
 import random
 
 import pytest
-from engine_fakes import EOS, PagedFakeRunner, train_tokenizer
 
 from local_engine.config import EngineConfig
 from local_engine.engine.llm_engine import LLMEngine
 from local_engine.errors import QueueFullError, RequestValidationError
 from local_engine.sampling_params import SamplingParams
+from tests.local_engine.engine_fakes import EOS, PagedFakeRunner, train_tokenizer
 
 BS = 4
 

@@ -1,5 +1,7 @@
 """Incremental detokenization with stop-string hold-back, one instance per request.
 
+Per token the work is bounded by the window and the held-back tail, never by the output length.
+
 Text is decoded over a short sliding window of token ids (never the whole output), TGI-style:
 ``decode(ids[prefix:])`` minus ``decode(ids[prefix:read])``, waiting while the window ends in an
 incomplete UTF-8 sequence (U+FFFD). The window starts on the last few prompt tokens so a first
@@ -50,9 +52,8 @@ class Detokenizer:
         self._read_offset = len(self._ids)
         self._stops = [s for s in (stop or []) if s]
         self._max_stop = max((len(s) for s in self._stops), default=0)
-        self.text = ""  # the output so far, cut before a stop string once one is found
-        self.stopped = False  # a stop string was found
-        self._released = 0
+        self._unreleased = ""  # decoded text not handed out yet (a held-back tail, mostly)
+        self.stopped = False  # a stop string was found; the text was cut before it
 
     def _decode(self, start: int, end: int | None = None) -> str:
         return self._tokenizer.decode(self._ids[start:end], skip_special_tokens=self._skip_special)
@@ -71,16 +72,18 @@ class Detokenizer:
         return self.stopped
 
     def _append(self, delta: str) -> None:
-        start = max(len(self.text) - self._max_stop + 1, 0)  # a match must touch the new text
-        self.text += delta
+        # released text never holds part of a stop string, so only the unreleased tail is searched
+        start = max(len(self._unreleased) - self._max_stop + 1, 0)  # a match must touch the delta
+        text = self._unreleased + delta
         cut = -1
         for stop in self._stops:
-            i = self.text.find(stop, start)
+            i = text.find(stop, start)
             if i != -1 and (cut == -1 or i < cut):
                 cut = i
         if cut != -1:
-            self.text = self.text[:cut]
+            text = text[:cut]
             self.stopped = True
+        self._unreleased = text
 
     def flush(self) -> None:
         """At the end of the request: decode whatever the window still holds back."""
@@ -95,11 +98,9 @@ class Detokenizer:
     def release(self, final: bool = False) -> str:
         """Text not yet handed out that can no longer turn into a stop string (all of it when
         ``final`` or once a stop string has cut the text)."""
-        end = len(self.text)
+        text = self._unreleased
+        end = len(text)
         if not final and not self.stopped and self._stops:
-            end -= _held_suffix_len(self.text[-self._max_stop :], self._stops)
-        if end <= self._released:
-            return ""
-        out = self.text[self._released : end]
-        self._released = end
-        return out
+            end -= _held_suffix_len(text[-self._max_stop :], self._stops)
+        self._unreleased = text[end:]
+        return text[:end]

@@ -1,9 +1,9 @@
 """Per-step model inputs for a mixed batch of prefill chunks and decodes, rebuilt every step.
 
 Python touches each sequence once (its new token ids and its block table); positions, cache
-slots and attention masks are then computed with a handful of vectorised tensor ops. Flat
-token order is decodes first, then prefill chunks, so attention can run one padded SDPA call
-per group; ``order`` maps rows back to the caller's sequence order.
+slots and the decode mask are then computed with a handful of vectorised tensor ops. Flat
+token order is decodes first, then prefill chunks, so decodes run as one padded SDPA call;
+``order`` maps rows back to the caller's sequence order.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import torch
 
 from local_engine.engine.sequence import Sequence
 from local_engine.errors import EngineError
-from local_engine.layers.attention import AttentionGroup, AttentionMetadata
+from local_engine.layers.attention import AttentionGroup, AttentionMetadata, PrefillChunk
 
 
 @dataclass(slots=True)
@@ -32,25 +32,34 @@ def _block_tables(tables: list[list[int]], device: torch.device) -> torch.Tensor
     return torch.tensor([t + [0] * (width - len(t)) for t in tables], dtype=torch.int64, device=device)
 
 
-def _group(
-    start: int, end: int, bt: torch.Tensor, q_list: list[int], ctx_list: list[int],
-    block_size: int, window: int | None, dtype: torch.dtype,
+def _decode_group(
+    bt: torch.Tensor, ctx_list: list[int], block_size: int, window: int | None, dtype: torch.dtype
 ) -> AttentionGroup:
-    # bt: [B, NB] covering every row's context; q_list, ctx_list: B ints
-    q_max = max(q_list)
+    # bt: [B, NB] covering every row's context; ctx_list: B context lengths (new token included)
     bt = bt[:, : (max(ctx_list) + block_size - 1) // block_size]
-    q_lens = torch.tensor(q_list, dtype=torch.int64, device=bt.device)  # [B]
     ctx_lens = torch.tensor(ctx_list, dtype=torch.int64, device=bt.device)  # [B]
     keys = torch.arange(bt.shape[1] * block_size, device=bt.device)  # [L]
-    rows = torch.arange(q_max, device=bt.device)  # [Qmax]
-    # absolute position of each (padded) query row; padding rows repeat the last real one
-    q_pos = torch.minimum((ctx_lens - q_lens)[:, None] + rows[None, :], (ctx_lens - 1)[:, None])  # [B, Qmax]
-    allowed = keys[None, None, :] <= q_pos[:, :, None]  # [B, Qmax, L]
+    q_pos = (ctx_lens - 1)[:, None]  # [B, 1] the new token's position
+    allowed = keys[None, :] <= q_pos  # [B, L]
     if window is not None:
-        allowed &= keys[None, None, :] > q_pos[:, :, None] - window
+        allowed &= keys[None, :] > q_pos - window
     mask = torch.zeros(allowed.shape, dtype=dtype, device=bt.device).masked_fill_(~allowed, float("-inf"))
-    q_valid = None if min(q_list) == q_max else rows[None, :] < q_lens[:, None]
-    return AttentionGroup(start, end, bt, mask.unsqueeze(1), q_valid)
+    return AttentionGroup(0, len(ctx_list), bt, mask[:, None, None, :])
+
+
+def _chunk(
+    start: int, end: int, table: list[int], q: int, ctx: int, window: int | None, device: torch.device
+) -> PrefillChunk:
+    """A prefill chunk of ``q`` tokens ending at context length ``ctx``, flat tokens [start, end)."""
+    if q == ctx and (window is None or ctx <= window):
+        return PrefillChunk(start, end, None, None)
+    keys = torch.arange(ctx, device=device)  # [ctx]
+    q_pos = torch.arange(ctx - q, ctx, device=device)  # [q]
+    allowed = keys[None, :] <= q_pos[:, None]  # [q, ctx]
+    if window is not None:
+        allowed &= keys[None, :] > q_pos[:, None] - window
+    bt = None if q == ctx else torch.tensor(table, dtype=torch.int64, device=device)
+    return PrefillChunk(start, end, bt, allowed)
 
 
 def prepare_step(
@@ -94,9 +103,13 @@ def prepare_step(
     meta = AttentionMetadata(slot_mapping=slots.to(device))
     d = num_decode
     if d:
-        meta.decode = _group(0, d, bt[:d], q_lens[:d], ctx_lens[:d], block_size, sliding_window, dtype)
+        meta.decode = _decode_group(bt[:d], ctx_lens[:d], block_size, sliding_window, dtype)
     if d < len(order):
-        meta.prefill = _group(d, t, bt[d:], q_lens[d:], ctx_lens[d:], block_size, sliding_window, dtype)
+        first = first_token.tolist()
+        meta.prefill = [
+            _chunk(first[r], first[r] + q_lens[r], tables[r], q_lens[r], ctx_lens[r], sliding_window, device)
+            for r in range(d, len(order))
+        ]
     return StepInputs(
         input_ids=torch.tensor(ids, dtype=torch.int64, device=device),
         positions=positions.to(device),

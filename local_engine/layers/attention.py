@@ -1,13 +1,18 @@
 """Attention over the paged KV cache with PyTorch SDPA only (runs on CPU and CUDA).
 
 One step's tokens are laid out flat, decodes first: ``[decode tokens | prefill-chunk tokens]``.
-New K/V are written into the cache by slot (``index_copy_``); each group then gathers its
-sequences' blocks into a padded ``[B, Hkv, L, D]`` view and runs one SDPA call with an additive
-mask built once per step (causal by absolute position, optional sliding window).
+New K/V are written into the cache by slot (``index_copy_``). Then:
 
-Decodes put the ``G = H / Hkv`` query heads that share a KV head on the query-length axis, so
-SDPA sees plain multi-head attention with no KV repetition. With ``AttentionMetadata.cache_free``
-the layer attends over the step's own K/V only (whole-prompt prefill, used by parity tests).
+- decodes (one new token each) run as one batch: their blocks are gathered into a padded
+  ``[B, Hkv, L, D]`` view and one SDPA call uses an additive mask built once per step. The
+  ``G = H / Hkv`` query heads sharing a KV head ride on the query-length axis, so SDPA sees
+  plain multi-head attention with no KV repetition;
+- prefill chunks run one SDPA call per sequence (no padding waste on long prompts). A chunk
+  that is its whole context attends causally over its own K/V; a chunk after cached tokens
+  gathers its blocks and uses an offset causal mask.
+
+With ``AttentionMetadata.cache_free`` the layer attends over the step's own K/V only
+(whole-prompt prefill, used by parity tests).
 """
 
 from __future__ import annotations
@@ -21,20 +26,29 @@ from torch import nn
 
 @dataclass(slots=True)
 class AttentionGroup:
-    """Sequences attended together in one padded SDPA call."""
+    """The decoding sequences, attended together in one padded SDPA call."""
 
     start: int  # first flat token of the group
     end: int  # one past its last flat token
     block_tables: torch.Tensor  # [B, NB] int64, padded with block 0
-    mask: torch.Tensor  # [B, 1, Qmax, NB * block_size] additive, model dtype
-    q_valid: torch.Tensor | None  # [B, Qmax] bool, None when every sequence has Qmax tokens
+    mask: torch.Tensor  # [B, 1, 1, NB * block_size] additive, model dtype
+
+
+@dataclass(slots=True)
+class PrefillChunk:
+    """One sequence's chunk of several new tokens."""
+
+    start: int  # first flat token of the chunk
+    end: int  # one past its last flat token
+    block_table: torch.Tensor | None  # [NB] int64 when earlier tokens are cached; None: own K/V only
+    mask: torch.Tensor | None  # [q, ctx] bool (True = attend); None: plain causal
 
 
 @dataclass(slots=True)
 class AttentionMetadata:
     slot_mapping: torch.Tensor | None  # [T] int64 cache slot per new token; None when cache_free
     decode: AttentionGroup | None = None  # sequences with exactly one new token
-    prefill: AttentionGroup | None = None  # sequences with a chunk of several tokens
+    prefill: list[PrefillChunk] | None = None  # sequences with a chunk of several tokens
     cache_free: bool = False
     sliding_window: int | None = None  # only read on the cache-free path
 
@@ -58,9 +72,8 @@ class PagedAttention(nn.Module):
         if meta.decode is not None:
             g = meta.decode
             out[g.start : g.end] = self._decode(q[g.start : g.end], g)
-        if meta.prefill is not None:
-            g = meta.prefill
-            out[g.start : g.end] = self._prefill(q[g.start : g.end], g)
+        for c in meta.prefill or ():
+            out[c.start : c.end] = self._prefill(q[c.start : c.end], k[c.start : c.end], v[c.start : c.end], c)
         return out.flatten(1)
 
     def _gather(self, block_tables: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -80,18 +93,19 @@ class PagedAttention(nn.Module):
         o = F.scaled_dot_product_attention(qg, k, v, attn_mask=g.mask)  # [B, Hkv, G, D]
         return o.reshape(b, self.num_heads, self.head_dim)
 
-    def _prefill(self, q: torch.Tensor, g: AttentionGroup) -> torch.Tensor:
-        # q: [Tp, H, D] -> padded [B, H, Qmax, D]
-        b, _, q_max, _ = g.mask.shape
-        if g.q_valid is None:
-            qp = q.view(b, q_max, self.num_heads, self.head_dim)
+    def _prefill(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, c: PrefillChunk) -> torch.Tensor:
+        # q: [q, H, D]; k, v: [q, Hkv, D] -> [q, H, D]
+        if c.block_table is not None:
+            k, v = self._gather(c.block_table.unsqueeze(0))  # [1, Hkv, ctx, D]
+            k, v = k[:, :, : c.mask.shape[1]], v[:, :, : c.mask.shape[1]]
         else:
-            qp = q.new_zeros(b, q_max, self.num_heads, self.head_dim)
-            qp[g.q_valid] = q
-        k, v = self._gather(g.block_tables)
-        o = F.scaled_dot_product_attention(qp.transpose(1, 2), k, v, attn_mask=g.mask, enable_gqa=True)
-        o = o.transpose(1, 2)  # [B, Qmax, H, D]
-        return o.reshape(-1, self.num_heads, self.head_dim) if g.q_valid is None else o[g.q_valid]
+            k, v = k.transpose(0, 1).unsqueeze(0), v.transpose(0, 1).unsqueeze(0)
+        qt = q.transpose(0, 1).unsqueeze(0)  # [1, H, q, D]
+        if c.mask is None:
+            o = F.scaled_dot_product_attention(qt, k, v, is_causal=True, enable_gqa=True)
+        else:
+            o = F.scaled_dot_product_attention(qt, k, v, attn_mask=c.mask, enable_gqa=True)
+        return o.squeeze(0).transpose(0, 1)
 
     def _cache_free(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, window: int | None) -> torch.Tensor:
         # one sequence, all tokens new: q [T, H, D] -> [1, H, T, D]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 import signal
@@ -32,6 +33,7 @@ class Settings:
     policy_path: Path
     env: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
     watch_interval_s: float = 1.0  # 0: do not watch the policy file
+    freeze_heap: bool = False  # gc.freeze() after start-up: only in a process the gateway owns
 
 
 class MethodNotAllowed(GatewayError):
@@ -111,6 +113,8 @@ class GatewayApp:
         self.pipeline = Pipeline(store, metrics, cache, state)
         if self.settings.watch_interval_s > 0:
             store.start(self.settings.watch_interval_s)
+        if self.settings.freeze_heap:
+            _freeze_startup_heap()
         try:
             asyncio.get_running_loop().add_signal_handler(
                 signal.SIGHUP, lambda: asyncio.ensure_future(store.reload("SIGHUP"))
@@ -195,6 +199,15 @@ class GatewayApp:
         await send_bytes(send, 200, orjson.dumps({"status": "reloaded"}))
 
 
+def _freeze_startup_heap() -> None:
+    """Take what start-up built (imports, the policy, litellm's price map: ~200k objects) out
+    of the cyclic GC's reach. Otherwise every full collection walks all of it: under load that
+    was a pause of hundreds of ms every few seconds (the p99) and ~15% of the CPU. Objects
+    stay refcounted; a reload's new runtime is collected normally."""
+    gc.collect()
+    gc.freeze()
+
+
 def _model_card(name: str, description: str) -> dict:
     return {"id": name, "object": "model", "created": 0, "owned_by": "gateway", "description": description}
 
@@ -208,4 +221,6 @@ def app_from_env() -> GatewayApp:
     path = os.environ.get("GATEWAY_POLICY")
     if not path:
         raise RuntimeError("GATEWAY_POLICY is not set")
-    return create_app(path, watch_interval_s=float(os.environ.get("GATEWAY_WATCH_INTERVAL", "1.0")))
+    app = create_app(path, watch_interval_s=float(os.environ.get("GATEWAY_WATCH_INTERVAL", "1.0")))
+    app.settings.freeze_heap = True  # this process is the gateway's own (CLI, uvicorn workers)
+    return app

@@ -155,7 +155,7 @@ def ratios(targets: dict[str, Target], stream: bool) -> dict[str, float]:
     m = {k: v for k, v in m.items() if v[0] is not None}
     out: dict[str, float] = {}
     d_lat = m["direct"][1]["p50_ms"]
-    for name in ("gateway", "floor", "litellm"):
+    for name in ("gateway", "gateway@baseline", "floor", "litellm"):
         if name in m:
             out[f"{name}_added_p50_ms"] = round(m[name][1]["p50_ms"] - d_lat, 3)
     if "gateway" in m and "litellm" in m:
@@ -165,6 +165,11 @@ def ratios(targets: dict[str, Target], stream: bool) -> dict[str, float]:
         out["litellm_vs_gateway_added_p50_x"] = round(out["litellm_added_p50_ms"] / max(out["gateway_added_p50_ms"], 1e-3), 1)
         if g[0]["cpu_us_per_req"] and ll[0]["cpu_us_per_req"]:
             out["litellm_vs_gateway_cpu_per_req_x"] = round(ll[0]["cpu_us_per_req"] / g[0]["cpu_us_per_req"], 1)
+    if "gateway" in m and "gateway@baseline" in m:
+        g, b = m["gateway"], m["gateway@baseline"]
+        out["gateway_vs_baseline_throughput_x"] = round(g[0]["rps"] / b[0]["rps"], 2)
+        if g[0]["cpu_us_per_req"] and b[0]["cpu_us_per_req"]:
+            out["gateway_vs_baseline_cpu_per_req_x"] = round(g[0]["cpu_us_per_req"] / b[0]["cpu_us_per_req"], 2)
     if "gateway" in m and "floor" in m:
         out["gateway_vs_floor_throughput_x"] = round(m["gateway"][0]["rps"] / m["floor"][0]["rps"], 2)
     return out
@@ -232,11 +237,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--no-floor", action="store_true", help="skip the bare FastAPI pass-through")
     p.add_argument("--litellm-bin", default=os.environ.get("LITELLM_BIN") or shutil.which("litellm") or "litellm",
                    help="the litellm CLI of litellm[proxy] (default: $LITELLM_BIN, else litellm on PATH)")
+    p.add_argument("--baseline", type=Path, help="another source tree (e.g. `git worktree add /tmp/base HEAD~1`): "
+                   "its gateway runs as an extra target, for before/after numbers in one run")
     p.add_argument("--out", default=str(RESULTS / "gateway_bench"), help="results path without extension")
     args = p.parse_args(argv)
     for name, hi in (("rounds", 20), ("duration", 300), ("latency_duration", 300), ("warmup", 60), ("chunks", 1000)):
         if not 1 <= getattr(args, name) <= hi:
             p.error(f"--{name.replace('_', '-')} must be in [1, {hi}]")
+    if args.baseline is not None and not (args.baseline / "gateway" / "cli.py").is_file():
+        p.error(f"--baseline {args.baseline} is not a source tree with gateway/cli.py")
     if not 1 <= args.concurrency <= 1024:
         p.error("--concurrency must be in [1, 1024]")
     if shutil.which("wrk") is None:
@@ -267,6 +276,10 @@ def main(argv: list[str] | None = None) -> int:
         result["gateway_policy"] = policy.read_text()
         headers = check_answer(gw, body, stream=False)
         result["gateway_route"] = {k: headers.get(k) for k in ("x-gateway-backend", "x-gateway-route-reason")}
+        if args.baseline:
+            base, _ = start_gateway(stack, work, SERVER_CORE, upstream, tree=args.baseline, name="gateway@baseline")
+            check_answer(base, body, stream=False)
+            targets[base.name] = Target(base)
         if not args.no_floor:
             targets["floor"] = Target(start_floor(stack, work, SERVER_CORE, upstream))
         if not args.no_litellm:

@@ -119,10 +119,10 @@ def free_port() -> int:
 
 
 @contextmanager
-def process(cmd: list[str], log_path: Path, env: dict[str, str] | None = None):
+def process(cmd: list[str], log_path: Path, env: dict[str, str] | None = None, cwd: Path = ROOT):
     """Start ``cmd`` in its own session; stop its process group on exit."""
     with open(log_path, "wb") as log:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True, cwd=ROOT)
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True, cwd=cwd)
     try:
         yield proc
     finally:
@@ -172,23 +172,25 @@ def start_mock(stack: ExitStack, workdir: Path, core: int, chunks: int) -> str:
     return f"http://{HOST}:{port}/v1"
 
 
-def gateway_env() -> dict[str, str]:
+def gateway_env(tree: Path = ROOT) -> dict[str, str]:
     env = {**os.environ, "GATEWAY_BENCH_KEY": CLIENT_KEY, "GATEWAY_BENCH_KEY_2": CLIENT_KEY + "-2",
-           "GATEWAY_BENCH_UPSTREAM_KEY": UPSTREAM_KEY, "PYTHONPATH": str(ROOT)}
+           "GATEWAY_BENCH_UPSTREAM_KEY": UPSTREAM_KEY, "PYTHONPATH": str(tree)}
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
     return env
 
 
-def start_gateway(stack: ExitStack, workdir: Path, core: int, upstream: str) -> tuple[Server, Path]:
+def start_gateway(stack: ExitStack, workdir: Path, core: int, upstream: str, tree: Path = ROOT,
+                  name: str = "gateway") -> tuple[Server, Path]:
+    """Our gateway from the source tree ``tree`` (another checkout gives an A/B comparison)."""
     policy = workdir / "gateway-policy.yaml"
     policy.write_text(POLICY.format(upstream=upstream))
     port = free_port()
-    log = workdir / "gateway.log"
+    log = workdir / f"{name}.log"
     proc = stack.enter_context(process(_pinned(core, [
         sys.executable, "-m", "gateway.cli", "serve", "--policy", str(policy), "--host", HOST, "--port", str(port),
-        "--workers", "1", "--log-level", "warning"]), log, gateway_env()))
+        "--workers", "1", "--log-level", "warning"]), log, gateway_env(tree), cwd=tree))
     wait_ready(f"http://{HOST}:{port}/health", proc, log)
-    return Server("gateway", f"http://{HOST}:{port}/v1/chat/completions", CLIENT_KEY, proc.pid), policy
+    return Server(name, f"http://{HOST}:{port}/v1/chat/completions", CLIENT_KEY, proc.pid), policy
 
 
 def start_floor(stack: ExitStack, workdir: Path, core: int, upstream: str) -> Server:

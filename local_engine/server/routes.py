@@ -28,8 +28,13 @@ def get_context(request: Request) -> ServerContext:
 Context = Annotated[ServerContext, Depends(get_context)]
 
 
+# A gateway policy written before the model was chosen can name the self-hosted model "default"
+# (policies/default.yaml does, unless LOCAL_ENGINE_MODEL is set); a one-model server accepts it.
+DEFAULT_ALIAS = "default"
+
+
 def _check_model(ctx: ServerContext, model: str) -> None:
-    if model != ctx.model_name:
+    if model != ctx.model_name and model != DEFAULT_ALIAS:
         raise APIError(404, f"the model {model!r} does not exist; this server serves {ctx.model_name!r}",
                        param="model", code="model_not_found")
 

@@ -142,6 +142,11 @@ def test_unknown_model_is_404(client):
     assert err.value.body["code"] == "model_not_found" and err.value.body["param"] == "model"
 
 
+def test_default_alias_names_the_served_model(client):
+    r = client.chat.completions.create(model="default", messages=CONVERSATION, max_tokens=4)
+    assert r.choices[0].message.content is not None
+
+
 @pytest.mark.parametrize(("kw", "param"), [
     ({"n": 2}, "n"),
     ({"max_tokens": 10**6}, "max_tokens"),

@@ -3,12 +3,14 @@
 ``execute`` takes the scheduler's choice (sequences and how many new tokens each computes),
 builds the step's inputs once (``step_inputs.py``), runs the model over the flat token batch,
 computes logits only for the rows that sample, and samples them all in one batched call.
-CUDA-only work (profiling for cache size, CUDA graphs for decode) sits behind device checks.
+CUDA-only work (profiling for cache size, the Triton decode kernel, CUDA graphs for decode)
+sits behind device checks, so a CPU run never imports or touches it.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,7 +21,7 @@ from local_engine.config import EngineConfig
 from local_engine.engine import kv_cache
 from local_engine.engine.sequence import Sequence
 from local_engine.engine.step_inputs import StepInputs, prepare_step
-from local_engine.layers.attention import AttentionMetadata
+from local_engine.layers.attention import AttentionMetadata, PagedAttention
 from local_engine.layers.sampler import build_sampling_batch, compute_logprobs, sample
 from local_engine.loader import eos_token_ids, iter_safetensors, read_generation_config
 from local_engine.models.decoder_args import ModelConfigError
@@ -42,6 +44,16 @@ class TokenSample:
     token_id: int
     logprob: float | None  # log_softmax of the raw logits; None unless requested
     top_logprobs: list[tuple[int, float]] | None
+
+
+def _triton_decode() -> Callable[..., torch.Tensor] | None:
+    """The Triton paged-decode kernel, or None when Triton is not installed (SDPA is used)."""
+    try:
+        from local_engine.layers.triton_decode import paged_decode
+    except ImportError:
+        logger.info("triton is not importable: decode attention uses SDPA and no CUDA graphs")
+        return None
+    return paged_decode
 
 
 def resolve_device(name: str) -> torch.device:
@@ -82,8 +94,10 @@ class ModelRunner:
             self.num_kv_blocks = kv_cache.cuda_num_blocks(config, per_block, self.device)
         else:
             self.num_kv_blocks = kv_cache.cpu_num_blocks(config, per_block)
+        use_graphs = self.device.type == "cuda" and not config.enforce_eager and _triton_decode() is not None
+        # CUDA graphs pad the batch; padded rows write into one spare block the scheduler never sees
         self.kv_cache = kv_cache.allocate(
-            self.model, self.args, self.num_kv_blocks, self.block_size, self.dtype, self.device
+            self.model, self.args, self.num_kv_blocks + int(use_graphs), self.block_size, self.dtype, self.device
         )
         if self.num_kv_blocks * self.block_size < self.max_model_len:
             logger.warning("KV cache holds %d tokens; max_model_len lowered from %d",
@@ -91,11 +105,21 @@ class ModelRunner:
             self.max_model_len = self.num_kv_blocks * self.block_size
         self._gen = torch.Generator(self.device).manual_seed(config.seed)  # unseeded requests
         self._seed_gen = torch.Generator(self.device)  # reseeded per seeded row
+        self.decode_kernel: Callable[..., torch.Tensor] | None = None
+        if self.device.type == "cuda":
+            self.set_decode_kernel(_triton_decode())
         self.graphs = None
-        if self.device.type == "cuda" and not config.enforce_eager:
+        if use_graphs:
             from local_engine.engine.cuda_graphs import DecodeGraphs  # CUDA only
 
-            self.graphs = DecodeGraphs.capture(self)
+            self.graphs = DecodeGraphs.capture(self, spare_block=self.num_kv_blocks)
+
+    def set_decode_kernel(self, kernel: Callable[..., torch.Tensor] | None) -> None:
+        """Decode attention through ``kernel`` (layers/triton_decode.paged_decode) or SDPA (None)."""
+        self.decode_kernel = kernel
+        for m in self.model.modules():
+            if isinstance(m, PagedAttention):
+                m.decode_kernel = kernel
 
     def _max_model_len(self, config: EngineConfig) -> int:
         limit = self.args.max_position_embeddings
@@ -121,7 +145,7 @@ class ModelRunner:
         if not seqs:
             return []
         step = prepare_step(seqs, num_new_tokens, self.block_size, self.device, self.dtype,
-                            self.args.sliding_window)
+                            self.args.sliding_window, decode_kernel=self.decode_kernel is not None)
         hidden = self._forward(step)
         results: list[TokenSample | None] = [None] * len(seqs)
         if not step.sample_rows:

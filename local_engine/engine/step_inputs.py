@@ -33,10 +33,13 @@ def _block_tables(tables: list[list[int]], device: torch.device) -> torch.Tensor
 
 
 def _decode_group(
-    bt: torch.Tensor, ctx_list: list[int], block_size: int, window: int | None, dtype: torch.dtype
+    bt: torch.Tensor, ctx_list: list[int], block_size: int, window: int | None, dtype: torch.dtype,
+    kernel: bool,
 ) -> AttentionGroup:
     # bt: [B, NB] covering every row's context; ctx_list: B context lengths (new token included)
     bt = bt[:, : (max(ctx_list) + block_size - 1) // block_size]
+    if kernel:  # the kernel masks by length itself
+        return AttentionGroup(0, len(ctx_list), bt, None, torch.tensor(ctx_list, dtype=torch.int32).to(bt.device))
     ctx_lens = torch.tensor(ctx_list, dtype=torch.int64, device=bt.device)  # [B]
     keys = torch.arange(bt.shape[1] * block_size, device=bt.device)  # [L]
     q_pos = (ctx_lens - 1)[:, None]  # [B, 1] the new token's position
@@ -64,7 +67,7 @@ def _chunk(
 
 def prepare_step(
     seqs: list[Sequence], num_new_tokens: list[int], block_size: int, device: torch.device,
-    dtype: torch.dtype, sliding_window: int | None,
+    dtype: torch.dtype, sliding_window: int | None, decode_kernel: bool = False,
 ) -> StepInputs:
     if len(seqs) != len(num_new_tokens):
         raise EngineError("execute: seqs and num_new_tokens differ in length")
@@ -100,10 +103,10 @@ def prepare_step(
     sample_idx = torch.tensor(sample_rows, dtype=torch.int64)
     logits_indices = first_token[sample_idx] + q[sample_idx] - 1  # [N]
     bt = bt.to(device)
-    meta = AttentionMetadata(slot_mapping=slots.to(device))
+    meta = AttentionMetadata(slot_mapping=slots.to(device), sliding_window=sliding_window)
     d = num_decode
     if d:
-        meta.decode = _decode_group(bt[:d], ctx_lens[:d], block_size, sliding_window, dtype)
+        meta.decode = _decode_group(bt[:d], ctx_lens[:d], block_size, sliding_window, dtype, decode_kernel)
     if d < len(order):
         first = first_token.tolist()
         meta.prefill = [

@@ -11,12 +11,14 @@ New K/V are written into the cache by slot (``index_copy_``). Then:
   that is its whole context attends causally over its own K/V; a chunk after cached tokens
   gathers its blocks and uses an offset causal mask.
 
-With ``AttentionMetadata.cache_free`` the layer attends over the step's own K/V only
+On CUDA with Triton, decodes instead run ``layers/triton_decode.py`` (reads only each
+sequence's own blocks; static shapes for CUDA graphs). With ``AttentionMetadata.cache_free`` the layer attends over the step's own K/V only
 (whole-prompt prefill, used by parity tests).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -31,7 +33,8 @@ class AttentionGroup:
     start: int  # first flat token of the group
     end: int  # one past its last flat token
     block_tables: torch.Tensor  # [B, NB] int64, padded with block 0
-    mask: torch.Tensor  # [B, 1, 1, NB * block_size] additive, model dtype
+    mask: torch.Tensor | None  # [B, 1, 1, NB * block_size] additive, model dtype (SDPA path)
+    ctx_lens: torch.Tensor | None = None  # [B] int32 context lengths (kernel path: mask is None)
 
 
 @dataclass(slots=True)
@@ -50,7 +53,7 @@ class AttentionMetadata:
     decode: AttentionGroup | None = None  # sequences with exactly one new token
     prefill: list[PrefillChunk] | None = None  # sequences with a chunk of several tokens
     cache_free: bool = False
-    sliding_window: int | None = None  # only read on the cache-free path
+    sliding_window: int | None = None  # read by the cache-free and kernel paths (masks carry it otherwise)
 
 
 class PagedAttention(nn.Module):
@@ -60,6 +63,8 @@ class PagedAttention(nn.Module):
         # k_cache / v_cache: [num_blocks, block_size, Hkv, D], views into the runner's allocation
         self.k_cache = torch.empty(0)
         self.v_cache = torch.empty(0)
+        # set by the runner on CUDA when Triton is importable: layers/triton_decode.paged_decode
+        self.decode_kernel: Callable[..., torch.Tensor] | None = None
 
     def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, meta: AttentionMetadata) -> torch.Tensor:
         # q: [T, H, D]; k, v: [T, Hkv, D] -> [T, H * D]
@@ -71,7 +76,12 @@ class PagedAttention(nn.Module):
         out = torch.empty_like(q)
         if meta.decode is not None:
             g = meta.decode
-            out[g.start : g.end] = self._decode(q[g.start : g.end], g)
+            if g.mask is None:
+                out[g.start : g.end] = self.decode_kernel(
+                    q[g.start : g.end], self.k_cache, self.v_cache, g.block_tables, g.ctx_lens, meta.sliding_window
+                )
+            else:
+                out[g.start : g.end] = self._decode(q[g.start : g.end], g)
         for c in meta.prefill or ():
             out[c.start : c.end] = self._prefill(q[c.start : c.end], k[c.start : c.end], v[c.start : c.end], c)
         return out.flatten(1)

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from gateway.router.errors import RouterModelError
+from gateway.router.features import clip_text
 
 EMBED_DIM = 384
 DEFAULT_MAX_TOKENS = 64
@@ -170,8 +171,11 @@ class MiniLMEncoder:
         self._ensure()
         assert self._model is not None and self._tok is not None  # narrowed by _ensure
         out = np.empty((len(texts), EMBED_DIM), dtype=np.float32)
+        # Tokenising costs with the whole text even when truncated after: read a head and a tail
+        # of ~4 chars per token instead (instructions sit at either end of a long prompt).
+        limit = 4 * self.max_tokens
+        encs = self._tok.encode_batch([clip_text(t, limit) for t in texts])
         # sort by length so batches pad little; restore order at the end
-        encs = self._tok.encode_batch(list(texts))
         order = sorted(range(len(texts)), key=lambda i: len(encs[i].ids))
         with torch.inference_mode():
             for start in range(0, len(order), batch_size):

@@ -26,10 +26,16 @@ def test_static_embedding_is_unit_norm_and_batch_independent():
     np.testing.assert_allclose(together, alone, atol=1e-5)  # padding does not leak into pooling
 
 
-def test_truncation_limits_what_is_read():
-    enc = MiniLMEncoder(max_tokens=16, layers=0)
-    a, b = enc.encode(["word " * 20, "word " * 20 + "completely different ending " * 10])
+def test_long_texts_are_read_as_head_and_tail():
+    enc = MiniLMEncoder(max_tokens=16, layers=0)  # reads ~32 chars of each end
+    head, tail = "please summarize the text below ", " and answer in french at the end"
+    a, b, c = enc.encode([
+        head + "apples and pears " * 20 + tail,
+        head + "rockets, orbits, fuel " * 20 + tail,  # only the middle differs: not read
+        head + "apples and pears " * 20 + " then write it as a poem please",
+    ])
     np.testing.assert_allclose(a, b, atol=1e-6)
+    assert not np.allclose(a, c, atol=1e-3)  # the tail is read
 
 
 def test_bad_settings_and_missing_model(tmp_path):

@@ -90,8 +90,10 @@ class PagedAttention(nn.Module):
         # block_tables: [B, NB] -> k, v: [B, Hkv, NB * block_size, D]
         b, nb = block_tables.shape
         bs = self.k_cache.shape[1]
-        k = self.k_cache[block_tables].view(b, nb * bs, self.num_kv_heads, self.head_dim)
-        v = self.v_cache[block_tables].view(b, nb * bs, self.num_kv_heads, self.head_dim)
+        ids = block_tables.flatten()
+        # index_select copies whole blocks; advanced indexing (cache[bt]) is ~15x slower on CPU
+        k = self.k_cache.index_select(0, ids).view(b, nb * bs, self.num_kv_heads, self.head_dim)
+        v = self.v_cache.index_select(0, ids).view(b, nb * bs, self.num_kv_heads, self.head_dim)
         return k.permute(0, 2, 1, 3), v.permute(0, 2, 1, 3)
 
     def _decode(self, q: torch.Tensor, g: AttentionGroup) -> torch.Tensor:

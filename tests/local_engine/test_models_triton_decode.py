@@ -73,8 +73,9 @@ CHECK = textwrap.dedent('''
 ''')
 
 
+@pytest.mark.slow  # the interpreter runs every kernel program in numpy: ~10 s alone, more on a busy box
 def test_triton_decode_kernel_matches_sdpa(tiny_checkpoint: Callable[..., Path]) -> None:
-    dirs = [str(tiny_checkpoint("qwen3")), str(tiny_checkpoint("mistral"))]  # mistral: sliding window 12
+    dirs = [str(tiny_checkpoint("mistral"))]  # GQA, and a sliding window (12) shorter than the sequences
     env = {**os.environ, "TRITON_INTERPRET": "1", "OMP_NUM_THREADS": "1"}
     proc = subprocess.run([sys.executable, "-c", CHECK, *dirs], env=env, capture_output=True, text=True,
                           timeout=240, cwd=Path(__file__).resolve().parents[2])

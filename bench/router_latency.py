@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import sys
 import time
@@ -35,12 +36,17 @@ def _pcts(ms: list[float]) -> dict:
             "max_ms": round(float(a.max()), 3), "n": len(ms)}
 
 
-def _timed(fn, items) -> list[float]:
+def _timed(fn, items, cpu: list[float] | None = None) -> list[float]:
+    """Wall ms per call; with ``cpu``, also this thread's CPU ms (what the call itself costs,
+    without the time other processes on a busy machine take the core away)."""
     out = []
     for x in items:
+        c = time.thread_time()
         t = time.perf_counter()
         fn(x)
         out.append((time.perf_counter() - t) * 1000)
+        if cpu is not None:
+            cpu.append((time.thread_time() - c) * 1000)
     return out
 
 
@@ -64,12 +70,15 @@ def main() -> None:
     scorer = LearnedScorer.load(strict=True)
     scorer.warm_up()
     sample = [msgs[i % len(msgs)] + [{"role": "user", "content": f"#{i}"}] * (i >= len(msgs)) for i in range(args.n)]
-    miss = _timed(scorer.score, sample)
+    cpu: list[float] = []
+    miss = _timed(scorer.score, sample, cpu)
     hit = _timed(scorer.score, sample[:500])
     result = {
         "machine": f"{platform.processor() or platform.machine()}, torch threads=1 for per-request",
         "prompt_chars": {"median": int(np.median(chars)), "p90": int(np.percentile(chars, 90))},
+        "load_average_1m": round(os.getloadavg()[0], 2),
         "learned_cache_miss": _pcts(miss),
+        "learned_cache_miss_cpu": _pcts(cpu),
         "learned_cache_hit": _pcts(hit),
         "failures": scorer.failures,
     }
@@ -94,9 +103,11 @@ def main() -> None:
     result["batch"] = {"prompts": args.batch, "threads": 2, "seconds": round(secs, 2), "prompts_per_s": round(args.batch / secs, 1)}
     args.out.write_text(json.dumps(result, indent=1))
     print(json.dumps(result, indent=1))
-    m = result["learned_cache_miss"]
-    verdict = "within" if m["p99_ms"] <= 10 else "OVER"
-    print(f"request path p99 {m['p99_ms']} ms on one core: {verdict} the 10 ms budget")
+    for key in ("learned_cache_miss", "learned_cache_miss_cpu"):
+        m = result[key]
+        verdict = "within" if m["p99_ms"] <= 10 else "OVER"
+        print(f"{key}: p50 {m['p50_ms']} ms, p99 {m['p99_ms']} ms on one core: {verdict} the 10 ms budget")
+    print(f"(load average {result['load_average_1m']} on {os.cpu_count()} cores while measuring)")
 
 
 if __name__ == "__main__":

@@ -23,9 +23,12 @@ def load_json(rel: str) -> Any:
 
 
 def k8s_objects() -> dict[tuple[str, str], dict]:
-    """(kind, name) -> object, over every manifest in deploy/k8s."""
+    """(kind, name) -> object, over the manifests in deploy/k8s (not kustomization.yaml or
+    the *.example.yaml ones, which are not applied)."""
     out = {}
     for path in sorted((DEPLOY / "k8s").glob("*.yaml")):
+        if path.name == "kustomization.yaml" or path.name.endswith(".example.yaml"):
+            continue
         for doc in yaml.safe_load_all(path.read_text(encoding="utf-8")):
             if doc is not None:
                 out[(doc["kind"], doc["metadata"]["name"])] = doc

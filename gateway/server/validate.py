@@ -13,6 +13,9 @@ import orjson
 from gateway.errors import InvalidRequestError
 
 ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
+# orjson reads JSON nested up to 1024 levels but writes only up to 254: a deeper body would
+# parse here and then fail where the gateway re-encodes it (model swap, cache key).
+MAX_ENCODABLE_DEPTH = 254
 
 
 def parse_json(raw: bytes) -> dict[str, Any]:
@@ -22,6 +25,11 @@ def parse_json(raw: bytes) -> dict[str, Any]:
         raise InvalidRequestError(f"request body is not valid JSON: {exc.args[0] if exc.args else exc}") from None
     if not isinstance(body, dict):
         raise InvalidRequestError("request body must be a JSON object")
+    if raw.count(b"[") + raw.count(b"{") > MAX_ENCODABLE_DEPTH:  # cheap pre-check; deep bodies are rare
+        try:
+            orjson.dumps(body)
+        except orjson.JSONEncodeError:
+            raise InvalidRequestError(f"request body is nested more than {MAX_ENCODABLE_DEPTH} levels deep") from None
     return body
 
 
@@ -37,6 +45,29 @@ def _positive_int(body: dict, name: str) -> None:
     v = body.get(name)
     if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
         raise InvalidRequestError(f"'{name}' must be a positive integer", param=name)
+
+
+def _content_parts(parts: list, i: int) -> None:
+    """Routing reads part types, text and images: those must have their documented types."""
+    for j, part in enumerate(parts):
+        where = f"messages[{i}].content[{j}]"
+        if not isinstance(part, dict) or not isinstance(part.get("type"), str):
+            raise InvalidRequestError(f"{where} must be an object with a string 'type'", param=where)
+        if part["type"] == "text" and not isinstance(part.get("text"), str):
+            raise InvalidRequestError(f"{where}.text must be a string", param=f"{where}.text")
+
+
+def _tool_calls(calls: Any, i: int) -> None:
+    where = f"messages[{i}].tool_calls"
+    if not isinstance(calls, list):
+        raise InvalidRequestError(f"{where} must be an array", param=where)
+    for j, call in enumerate(calls):
+        fn = call.get("function") if isinstance(call, dict) else None
+        if not isinstance(fn, dict):
+            raise InvalidRequestError(f"{where}[{j}] must be an object with a 'function' object", param=f"{where}[{j}]")
+        for name in ("name", "arguments"):
+            if fn.get(name) is not None and not isinstance(fn[name], str):
+                raise InvalidRequestError(f"{where}[{j}].function.{name} must be a string", param=f"{where}[{j}].function.{name}")
 
 
 def validate(operation: str, body: dict[str, Any]) -> None:
@@ -72,13 +103,18 @@ def validate(operation: str, body: dict[str, Any]) -> None:
     for i, m in enumerate(messages):
         if not isinstance(m, dict):
             raise InvalidRequestError(f"messages[{i}] must be an object", param=f"messages[{i}]")
-        if m.get("role") not in ROLES:
+        role = m.get("role")
+        if not isinstance(role, str) or role not in ROLES:  # a list or object role is unhashable
             raise InvalidRequestError(
                 f"messages[{i}].role must be one of {', '.join(sorted(ROLES))}", param=f"messages[{i}].role"
             )
         content = m.get("content")
         if content is not None and not isinstance(content, str | list):
             raise InvalidRequestError(f"messages[{i}].content must be a string or an array", param=f"messages[{i}].content")
+        if isinstance(content, list):
+            _content_parts(content, i)
+        if m.get("tool_calls") is not None:
+            _tool_calls(m["tool_calls"], i)
     tools = body.get("tools")
     if tools is not None and not isinstance(tools, list):
         raise InvalidRequestError("'tools' must be an array", param="tools")

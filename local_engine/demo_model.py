@@ -151,6 +151,9 @@ def _weights(cfg: dict[str, Any], seed: int, dtype: torch.dtype) -> dict[str, to
         w[f"{p}mlp.gate_proj.weight"] = rand(inter, h)
         w[f"{p}mlp.up_proj.weight"] = rand(inter, h)
         w[f"{p}mlp.down_proj.weight"] = rand(h, inter)
+        if cfg.get("mlp_bias", False):
+            for name, size in (("gate_proj", inter), ("up_proj", inter), ("down_proj", h)):
+                w[f"{p}mlp.{name}.bias"] = rand(size, std=NORM_STD)
         w[f"{p}input_layernorm.weight"] = norm(h)
         w[f"{p}post_attention_layernorm.weight"] = norm(h)
     w["model.norm.weight"] = norm(h)

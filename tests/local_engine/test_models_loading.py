@@ -135,3 +135,17 @@ def test_wrong_shape_and_missing_tensor(tmp_path: Path, tiny_checkpoint: Callabl
 def test_bad_dtype_name(tiny_checkpoint: Callable[..., Path]) -> None:
     with pytest.raises(ModelConfigError, match="dtype 'float8'"):
         runner_for(tiny_checkpoint("qwen2"), dtype="float8")
+
+
+@pytest.mark.parametrize(("arch", "overrides"), [
+    ("llama", {"attention_bias": True, "mlp_bias": True}),  # o_proj and MLP biases too
+    ("qwen2", {"tie_word_embeddings": False}),  # Qwen2.5-7B style: separate lm_head
+    ("qwen3", {"tie_word_embeddings": False, "head_dim": 32}),  # head_dim != hidden / heads
+])
+def test_config_variants_match_transformers(tmp_path: Path, arch: str, overrides: dict) -> None:
+    transformers = pytest.importorskip("transformers")
+    d = build_tiny_checkpoint(tmp_path / "m", arch, seed=7, **overrides)
+    hf = transformers.AutoModelForCausalLM.from_pretrained(d, dtype=torch.float32).eval()
+    with torch.no_grad():
+        ref = hf(torch.tensor([PROMPT])).logits[0]
+    torch.testing.assert_close(runner_for(d).prefill_logits(PROMPT), ref, atol=1e-4, rtol=0)

@@ -24,7 +24,9 @@ def _serve(args: argparse.Namespace) -> int:
     except PolicyError as exc:
         print(exc, file=sys.stderr)
         return 2
-    os.environ["GATEWAY_POLICY"] = str(Path(args.policy).resolve())
+    # absolute(), not resolve(): a Kubernetes ConfigMap file is a symlink whose target folder is
+    # replaced on update; watching the link path is what sees the change.
+    os.environ["GATEWAY_POLICY"] = str(Path(args.policy).absolute())
     os.environ["GATEWAY_WATCH_INTERVAL"] = str(args.watch_interval)
     if args.workers > 1:
         from gateway.metrics import prepare_multiprocess

@@ -120,8 +120,6 @@ def test_configmap_update_is_hot_reloaded(live_gateway):
     assert re.search(r'^gateway_policy_reloads_total\{result="success"\} [1-9]', text, re.M)
 
 
-@pytest.mark.xfail(strict=True, reason="gateway serve resolves symlinks in --policy, so it keeps watching the "
-                   "ConfigMap's old timestamped directory after an update (fix: absolute(), not resolve())")
 def test_cli_watches_the_configmap_path_not_its_current_target(tmp_path, monkeypatch):
     cm = ConfigMapDir(tmp_path, "policy.yaml")
     cm.write((REPO / "policies" / "default.yaml").read_text(encoding="utf-8"))

@@ -182,7 +182,7 @@ def gateway_env(tree: Path = ROOT) -> dict[str, str]:
 def start_gateway(stack: ExitStack, workdir: Path, core: int, upstream: str, tree: Path = ROOT,
                   name: str = "gateway") -> tuple[Server, Path]:
     """Our gateway from the source tree ``tree`` (another checkout gives an A/B comparison)."""
-    policy = workdir / "gateway-policy.yaml"
+    policy = workdir / f"{name}-policy.yaml"  # one file each: a rewrite would make the other reload
     policy.write_text(POLICY.format(upstream=upstream))
     port = free_port()
     log = workdir / f"{name}.log"

@@ -458,10 +458,10 @@ def test_policy_hot_reload_good_bad_and_admin(gateway, upstreams, client):
 
 
 def test_upstream_rate_limits_everywhere_become_429(client, upstreams):
-    upstreams["local"][1].fail_next(2, status=429, retry_after="3")
-    upstreams["openai"][1].fail_next(2, status=429, retry_after="3")
-    upstreams["anthropic"][1].fail_next(2, status=429, retry_after="3")
+    upstreams["local"][1].fail_next(2, status=429, retry_after="1")
+    upstreams["openai"][1].fail_next(2, status=429, retry_after="1")
+    upstreams["anthropic"][1].fail_next(2, status=429, retry_after="1")
     with pytest.raises(openai.RateLimitError) as e:
         client.chat.completions.create(model="auto", messages=user("x"))
     assert e.value.body["code"] == "upstream_rate_limited"
-    assert e.value.response.headers["retry-after"] == "3"
+    assert e.value.response.headers["retry-after"] == "1"

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-
 import sys
 import time
 from pathlib import Path
@@ -108,6 +107,10 @@ def main() -> None:
     for src, test in test_sets.items():
         row: dict = {"n": len(test)}
         row["random"] = {"apgr": 0.5, "cpt50": 0.5, "cpt80": 0.8, "share_for_95pct_quality": None}
+        # noise band: spread of APGR over random orderings of this (small) test set
+        rng = np.random.default_rng(0)
+        rand = [_metrics(rng.random(len(test)), test)["apgr"] for _ in range(200)]
+        row["random"]["apgr_sd_over_orderings"] = round(float(np.std(rand)), 4)
         row["length"] = _metrics([len(e.prompt) for e in test], test)
         row["heuristic"] = _metrics(heur.score_batch(_msgs(test)), test)
         row["oracle"] = _metrics([e.strong_quality - e.weak_quality for e in test], test)

@@ -17,10 +17,10 @@ import sys
 import time
 from pathlib import Path
 
-from gateway.router import artifact
-from gateway.router.dataset import read_scoring, read_training
 from gateway.router.errors import RouterError
-from gateway.router.model import RouterConfig, train
+
+# torch, numpy and the model load only when a router command runs, not when `gateway`
+# builds its parser for another command
 
 SCORE_CHUNK = 512
 
@@ -33,7 +33,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     t.add_argument("--data", type=Path, required=True, help="training JSONL (see docs for the format)")
     t.add_argument("--out", type=Path, required=True, help="directory to write router.json into")
     t.add_argument("--embedding", choices=["anchors", "none", "raw"], default="anchors")
-    t.add_argument("--c", type=float, default=RouterConfig().c, help="inverse pull toward the prior weights")
+    t.add_argument("--c", type=float, default=None, help="inverse pull toward the prior weights (default 0.001)")
     t.add_argument("--no-prior", action="store_true", help="regularise toward zero instead of the prior")
     t.set_defaults(func=functools.partial(_guarded, _train))
 
@@ -45,7 +45,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     b = sub.add_parser("build-default", help="rebuild the shipped artefact from shared/data/routing")
     b.add_argument("--data", type=Path, required=True, help="the shared/data/routing directory")
-    b.add_argument("--out", type=Path, default=artifact.BUILTIN_DIR)
+    b.add_argument("--out", type=Path, default=None, help="default: the built-in artefact's directory")
     b.set_defaults(func=functools.partial(_guarded, _build_default))
 
 
@@ -59,8 +59,15 @@ def _guarded(func, args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
+    from gateway.router import artifact
+    from gateway.router.dataset import read_training
+    from gateway.router.model import RouterConfig, train
+
+    if args.c is not None and not args.c > 0:
+        raise RouterError("--c must be > 0")
     rows = read_training(args.data)
-    config = RouterConfig(embedding=args.embedding, c=args.c, use_prior=not args.no_prior)
+    extra = {} if args.c is None else {"c": args.c}
+    config = RouterConfig(embedding=args.embedding, use_prior=not args.no_prior, **extra)
     t0 = time.perf_counter()
     model = train(
         [r.messages for r in rows],
@@ -76,6 +83,9 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _score(args: argparse.Namespace) -> int:
+    from gateway.router import artifact
+    from gateway.router.dataset import read_scoring
+
     model = artifact.load(args.model)
     n, t0 = 0, time.perf_counter()
     ids: list = []
@@ -102,6 +112,8 @@ def _score(args: argparse.Namespace) -> int:
 
 
 def _build_default(args: argparse.Namespace) -> int:
+    from gateway.router import artifact
+    from gateway.router.model import train
     from gateway.router.shared_data import load_split
 
     sets = load_split(args.data, "train")
@@ -112,7 +124,8 @@ def _build_default(args: argparse.Namespace) -> int:
         groups=[e.source for e in ex],
         meta={"trained_on": "shared/data/routing train splits: " + ", ".join(sorted(sets))},
     )
-    print(f"built from {len(ex)} examples -> {artifact.save(model, args.out)}")
+    out = artifact.BUILTIN_DIR if args.out is None else args.out
+    print(f"built from {len(ex)} examples -> {artifact.save(model, out)}")
     return 0
 
 

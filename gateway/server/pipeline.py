@@ -122,7 +122,7 @@ class Pipeline:
                 if f.stream and operation != "embeddings":
                     status = await self._stream(rt, operation, body, raw, headers, decision, f, o, receive, send, t0)
                 else:
-                    status = await self._whole(rt, operation, body, raw, headers, decision, f, o, send, t0)
+                    status = await self._whole(rt, operation, body, raw, headers, decision, f, o, receive, send, t0)
         except ClientDisconnected:
             status = 499
         except GatewayError as exc:
@@ -254,7 +254,36 @@ class Pipeline:
             ) from last
         raise last
 
-    async def _whole(self, rt, operation, body, raw, headers, decision, f, o, send, t0) -> int:
+    async def _unless_disconnected(self, call, receive, o: Outcome, vmodel: str):
+        """Await ``call`` unless the client goes away first: then cancel it, which closes the
+        upstream request (a non-streamed generation would otherwise run on for nobody).
+        One watcher task and a callback, not a second task plus asyncio.wait: this is the hot path."""
+        me = asyncio.current_task()
+        gone = False
+
+        def on_message(w: asyncio.Future) -> None:
+            nonlocal gone
+            if not w.cancelled() and w.exception() is None and w.result()["type"] == "http.disconnect":
+                gone = True
+                me.cancel()
+
+        watcher = asyncio.ensure_future(receive())
+        watcher.add_done_callback(on_message)
+        try:
+            result = await call
+        except asyncio.CancelledError:
+            if not gone:
+                raise
+        finally:
+            watcher.remove_done_callback(on_message)
+            watcher.cancel()
+        if not gone:  # nothing can set it between the await and here: no yield point
+            return result
+        me.uncancel()  # our own cancel, taken back; an outer one (timeout, shutdown) still counts
+        self.metrics.record_error(vmodel, o.backend or "none", "ClientDisconnected")
+        raise ClientDisconnected
+
+    async def _whole(self, rt, operation, body, raw, headers, decision, f, o, receive, send, t0) -> int:
         mode, key = self._cache_plan(rt, operation, body, headers, f.team)
         if mode == "use":
             entry = await self.cache.get(key)
@@ -263,7 +292,8 @@ class Pipeline:
                 return await self._send_cached(rt, entry, o, send, t0, stream=False, include_usage=False)
         o.cache = "miss" if key else "bypass"
         req = UpstreamRequest(operation=operation, body=body, raw=raw, headers=_forward(headers))
-        resp = await self._over_candidates(rt, decision, o, lambda b: b.complete(req), f.virtual_model)
+        call = self._over_candidates(rt, decision, o, lambda b: b.complete(req), f.virtual_model)
+        resp = await self._unless_disconnected(call, receive, o, f.virtual_model)
         self._account(rt, o, resp.usage)
         overhead_ms = (time.perf_counter() - t0 - o.upstream_s) * 1000
         await send_bytes(send, resp.status, resp.body, extra=_fmt_headers(o, overhead_ms))

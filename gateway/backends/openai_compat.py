@@ -77,7 +77,11 @@ class OpenAICompatBackend(Backend):
             connector = aiohttp.TCPConnector(
                 limit=self.cfg.max_connections, keepalive_timeout=KEEPALIVE_S, ttl_dns_cache=300
             )
-            self._session = aiohttp.ClientSession(connector=connector, headers=self._headers)
+            # No cookie jar: a cookie one upstream answer sets must never ride along on other
+            # clients' requests through the shared session.
+            self._session = aiohttp.ClientSession(
+                connector=connector, headers=self._headers, cookie_jar=aiohttp.DummyCookieJar()
+            )
             self._loop = loop
         return self._session
 

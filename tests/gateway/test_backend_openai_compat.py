@@ -345,3 +345,26 @@ async def test_connections_are_pooled_and_closed(backend, control):
     assert len(idle) == 1  # one keep-alive connection, reused five times
     await backend.close()
     assert session.closed
+
+
+async def test_upstream_cookies_are_never_replayed():
+    seen: list[str | None] = []
+
+    async def handler(request: web.Request) -> web.Response:
+        seen.append(request.headers.get("Cookie"))
+        body = {"id": "x", "object": "chat.completion", "model": "m1", "choices": [], "usage": {"prompt_tokens": 1, "completion_tokens": 1}}
+        resp = web.json_response(body)
+        resp.set_cookie("session", "belongs-to-the-first-client")
+        return resp
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", handler)
+    with running(app) as base:
+        b = make(base + "/v1", api_key=None)
+        try:
+            raw = orjson.dumps({"model": "m1", "messages": [{"role": "user", "content": "hi"}]})
+            await b.complete(chat(raw))
+            await b.complete(chat(raw))
+        finally:
+            await b.close()
+    assert seen == [None, None]

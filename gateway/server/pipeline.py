@@ -354,16 +354,17 @@ class Pipeline:
             await stream.aclose()
         if pump in done and not pump.cancelled():
             ok = pump.result()
+            status = 200 if ok else 502  # broken after the first byte: the upstream failed, not the client
         else:
             self.metrics.record_error(f.virtual_model, o.backend, "ClientDisconnected")
-            ok = False
+            ok, status = False, 499
         o.upstream_s += time.perf_counter() - t_open - (o.ttft_s or 0.0)
         self._account(rt, o, stream.usage)
         if ok and assembler is not None:
             full = assembler.result()
             if full is not None:
                 await self.cache.set(key, _entry(full, stream.model, o))
-        return 200 if ok else 499
+        return status
 
     async def _pump(self, stream: UpstreamStream, send, client_usage: bool, assembler, o: Outcome, vmodel: str) -> bool:
         """Relay events; a failure after the first byte ends the stream with an error event."""

@@ -41,6 +41,21 @@ class MethodNotAllowed(GatewayError):
     type = "invalid_request_error"
     default_code = "method_not_allowed"
 
+    def __init__(self, message: str, *, allow: str) -> None:
+        super().__init__(message)
+        self.allow = allow  # the Allow header a 405 must carry (RFC 9110 15.5.6)
+
+
+def _headers_only(send):
+    """A ``send`` for HEAD: the GET answer's status and headers (Content-Length included), no body."""
+
+    async def head_send(message) -> None:
+        if message["type"] == "http.response.body":
+            message = {"type": "http.response.body", "body": b"", "more_body": False}
+        await send(message)
+
+    return head_send
+
 
 class GatewayApp:
     def __init__(self, settings: Settings) -> None:
@@ -80,10 +95,14 @@ class GatewayApp:
                 raise NotFoundError(f"no route for {scope['method']} {path}", code="not_found")
             method, handler = entry
             if scope["method"] != method:
-                raise MethodNotAllowed(f"{scope['method']} is not allowed on {path}; use {method}")
+                if scope["method"] == "HEAD" and method == "GET":  # load balancers' health checks
+                    await handler(scope, receive, _headers_only(send))
+                    return
+                raise MethodNotAllowed(f"{scope['method']} is not allowed on {path}; use {method}", allow=method)
             await handler(scope, receive, send)
         except GatewayError as exc:
-            await send_error(send, exc)
+            allow = getattr(exc, "allow", None)
+            await send_error(send, exc, [(b"allow", allow.encode())] if allow else None)
 
     async def _lifespan(self, receive, send) -> None:
         while True:

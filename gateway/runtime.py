@@ -8,7 +8,7 @@ it in with one assignment; requests in flight finish on the runtime they started
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from gateway.auth import KeyRing
 from gateway.backends.base import Backend
@@ -17,8 +17,8 @@ from gateway.backends.registry import build_backend
 from gateway.backends.resilience import CircuitBreaker
 from gateway.config.loader import LoadedPolicy
 from gateway.config.schema import BackendConfig, Policy, VirtualModel
-from gateway.routing.decide import BackendView
 from gateway.routing.calibrate import calibrate_share
+from gateway.routing.decide import BackendView
 from gateway.routing.heuristic import HeuristicScorer
 from gateway.routing.scorer import DifficultyScorer
 
@@ -105,10 +105,9 @@ class Runtime:
         key = tuple(b.state != "open" for b in self.breakers.values())
         if key != self._views_key:
             views = dict(self._static_views)
-            for (name, breaker), ok in zip(self.breakers.items(), key, strict=True):
+            for name, ok in zip(self.breakers, key, strict=True):
                 if not ok:
-                    v = views[name]
-                    views[name] = BackendView(**{s: getattr(v, s) for s in BackendView.__slots__} | {"available": False})
+                    views[name] = replace(views[name], available=False)
             self._views, self._views_key = views, key
         return self._views
 

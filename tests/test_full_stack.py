@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from openai import OpenAI
-
 from gateway_server import running_gateway
+from openai import OpenAI
+from server_harness import running_server
+
 from local_engine.config import EngineConfig
 from local_engine.demo_model import build_tiny_checkpoint
-from server_harness import running_server
 
 POLICY = """
 backends:

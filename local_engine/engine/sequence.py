@@ -12,7 +12,7 @@ Contract shared by the scheduler, the block manager and the model runner:
 
 from __future__ import annotations
 
-from enum import Enum, auto
+from enum import Enum, StrEnum, auto
 from itertools import count
 
 from local_engine.sampling_params import SamplingParams
@@ -24,7 +24,7 @@ class SequenceStatus(Enum):
     FINISHED = auto()
 
 
-class FinishReason(str, Enum):
+class FinishReason(StrEnum):
     STOP = "stop"  # eos, stop token id or stop string
     LENGTH = "length"  # max_tokens or max_model_len
     ABORT = "abort"  # client went away / cancelled

@@ -10,8 +10,8 @@ import time
 
 import httpx
 import pytest
-
 from gateway_server import free_port
+
 from tests.support.mock_openai import running_mock_openai
 
 POLICY = """

@@ -6,9 +6,9 @@ import uuid
 
 import openai
 import pytest
+from gateway_server import running_gateway
 from openai import OpenAI
 
-from gateway_server import running_gateway
 from tests.support.mock_openai import running_mock_openai
 from tests.support.servers import MockControl
 

@@ -30,6 +30,7 @@ DEFAULT_MAX_CONNECTIONS = 64
 DEFAULT_FAILURE_THRESHOLD = 3  # consecutive connection failures that mark Redis down
 DEFAULT_BACKOFF_S = 0.5
 DEFAULT_MAX_BACKOFF_S = 15.0
+PROBE_EXPIRY_S = 2.0  # far longer than any probe's timeouts (connect 0.25 s + command 0.1 s)
 
 # What a Redis call can raise that the request path must survive.
 REDIS_ERRORS = (RedisError, OSError, TimeoutError)
@@ -79,6 +80,7 @@ class RedisGuard:
         self._failures = 0  # consecutive connection failures
         self._down = False
         self._probing = False
+        self._probe_started = 0.0
         self._retry_at = 0.0
         self._next_backoff = backoff_s
 
@@ -90,9 +92,13 @@ class RedisGuard:
         """True if the caller may talk to Redis now; False means skip it (and call ``skipped``)."""
         if not self._down:
             return True
-        if self._probing or self._clock() < self._retry_at:
+        now = self._clock()
+        # A probe that never reported back (its call was cancelled: timeout, shutdown) stops
+        # counting after PROBE_EXPIRY_S, or Redis would never be tried again.
+        if (self._probing and now - self._probe_started < PROBE_EXPIRY_S) or now < self._retry_at:
             return False
         self._probing = True
+        self._probe_started = now
         return True
 
     def skipped(self) -> None:

@@ -135,6 +135,22 @@ def test_guard_lets_one_probe_through_after_the_backoff():
     assert errors.n == 3
 
 
+def test_a_probe_that_never_reports_back_expires():
+    from gateway.state.redis_guard import PROBE_EXPIRY_S
+
+    now = [0.0]
+    g = RedisGuard("g", Errors(), backoff_s=1.0, failure_threshold=1, clock=lambda: now[0])
+    g.failed(ConnectionError("refused"))
+    now[0] = 1.0
+    assert g.should_try()  # the probe's call is then cancelled: neither ok() nor failed()
+    now[0] = 1.0 + PROBE_EXPIRY_S / 2
+    assert not g.should_try()
+    now[0] = 1.0 + PROBE_EXPIRY_S
+    assert g.should_try()  # Redis is tried again instead of being skipped forever
+    g.ok()
+    assert g.up
+
+
 def test_guard_does_not_mark_down_on_a_redis_reply_error():
     from redis.exceptions import ResponseError
 

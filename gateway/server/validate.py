@@ -41,10 +41,13 @@ def _number(body: dict, name: str, lo: float, hi: float) -> None:
         raise InvalidRequestError(f"'{name}' must be a number between {lo} and {hi}", param=name)
 
 
+MAX_INT_FIELD = 2**31 - 1  # no model generates more; larger values are mistakes, not requests
+
+
 def _positive_int(body: dict, name: str) -> None:
     v = body.get(name)
-    if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
-        raise InvalidRequestError(f"'{name}' must be a positive integer", param=name)
+    if v is not None and (isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= MAX_INT_FIELD):
+        raise InvalidRequestError(f"'{name}' must be an integer between 1 and {MAX_INT_FIELD}", param=name)
 
 
 def _content_parts(parts: list, i: int) -> None:

@@ -298,6 +298,9 @@ def test_bad_requests_in_openai_format(client, gateway):
     assert e.value.body["param"] == "messages"
     with pytest.raises(openai.BadRequestError):
         client.chat.completions.create(model="auto", messages=user("x"), temperature=5)
+    with pytest.raises(openai.BadRequestError) as e:
+        client.chat.completions.create(model="auto", messages=user("x"), max_tokens=2**64)
+    assert e.value.body["param"] == "max_tokens"
     hdr = {"Authorization": f"Bearer {CLIENT_KEY}", "Content-Type": "application/json"}
     r = httpx.post(gateway["base"] + "/v1/chat/completions", content=b"{not json", headers=hdr)
     assert r.status_code == 400 and r.json()["error"]["type"] == "invalid_request_error"

@@ -207,6 +207,17 @@ class Pipeline:
             return mode, None
         return mode, cache_key(operation, body, team)
 
+    async def _lookup(self, mode: str, key: str | None) -> CacheEntry | None:
+        if mode != "use":
+            return None
+        entry = await self.cache.get(key)
+        if entry is not None:
+            self.metrics.record_cache("hit")
+        elif self.cache.available:
+            self.metrics.record_cache("miss")
+        # else: the store is down; the cache counted the error itself, and this is a bypass
+        return entry
+
     # ------------------------------------------------------------ calling backends
 
     async def _attempt(self, rt: Runtime, name: str, fn):
@@ -285,12 +296,10 @@ class Pipeline:
 
     async def _whole(self, rt, operation, body, raw, headers, decision, f, o, receive, send, t0) -> int:
         mode, key = self._cache_plan(rt, operation, body, headers, f.team)
-        if mode == "use":
-            entry = await self.cache.get(key)
-            self.metrics.record_cache("hit" if entry else "miss")
-            if entry is not None:
-                return await self._send_cached(rt, entry, o, send, t0, stream=False, include_usage=False)
-        o.cache = "miss" if key else "bypass"
+        entry = await self._lookup(mode, key)
+        if entry is not None:
+            return await self._send_cached(rt, entry, o, send, t0, stream=False, include_usage=False)
+        o.cache = "miss" if key and self.cache.available else "bypass"
         req = UpstreamRequest(operation=operation, body=body, raw=raw, headers=_forward(headers))
         call = self._over_candidates(rt, decision, o, lambda b: b.complete(req), f.virtual_model)
         resp = await self._unless_disconnected(call, receive, o, f.virtual_model)
@@ -322,12 +331,10 @@ class Pipeline:
         so = body.get("stream_options") or {}
         client_usage = bool(so.get("include_usage"))
         mode, key = self._cache_plan(rt, operation, body, headers, f.team)
-        if mode == "use":
-            entry = await self.cache.get(key)
-            self.metrics.record_cache("hit" if entry else "miss")
-            if entry is not None:
-                return await self._send_cached(rt, entry, o, send, t0, stream=True, include_usage=client_usage)
-        o.cache = "miss" if key else "bypass"
+        entry = await self._lookup(mode, key)
+        if entry is not None:
+            return await self._send_cached(rt, entry, o, send, t0, stream=True, include_usage=client_usage)
+        o.cache = "miss" if key and self.cache.available else "bypass"
         up_body, up_raw = body, raw
         if not client_usage:  # ask for usage anyway (for cost), and strip it from the client's stream
             up_body = {**body, "stream_options": {**so, "include_usage": True}}

@@ -61,11 +61,15 @@ def test_redis_dies_and_comes_back(private_redis, tmp_path):
             private_redis.stop()
             m0 = metrics()
             upstream_before = len(local_ctl.requests)
+            seen = []
             for i in range(20):
                 t = time.monotonic()
                 cache, content = ask(client, f"during {i}")
+                seen.append(cache)
                 assert content == f"echo: during {i}"
                 assert time.monotonic() - t < FAST_WHILE_DOWN_S
+            # once Redis is known to be down, the header says so: no lookup happened
+            assert seen[-10:] == ["bypass"] * 10
             assert ask(client, q)[1] == f"echo: {q}"  # the cached answer is out of reach: served fresh
             assert len(local_ctl.requests) == upstream_before + 21
             m1 = metrics()

@@ -10,7 +10,12 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from local_engine.server.encoding import SSE_DONE, JSONResponse, sse_event
-from local_engine.server.generation import Generation, ServerContext, start_generation, until_disconnect
+from local_engine.server.generation import (
+    Generation,
+    ServerContext,
+    start_generation,
+    until_disconnect,
+)
 from local_engine.server.logprobs import chat_logprobs
 from local_engine.server.protocol import ChatCompletionRequest
 from local_engine.server.request_mapping import chat_prompt_ids, sampling_params, tools_enabled

@@ -10,7 +10,12 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from local_engine.server.encoding import SSE_DONE, JSONResponse, sse_event
-from local_engine.server.generation import Generation, ServerContext, start_generation, until_disconnect
+from local_engine.server.generation import (
+    Generation,
+    ServerContext,
+    start_generation,
+    until_disconnect,
+)
 from local_engine.server.logprobs import completion_logprobs, merge_completion_logprobs
 from local_engine.server.protocol import CompletionRequest
 from local_engine.server.request_mapping import completion_prompt_ids, sampling_params

@@ -14,7 +14,16 @@ import random
 import httpx
 
 from tests.gateway.gateway_server import running_gateway
-from tests.gateway.qa_support import AUTH, ENV, OPENAI_KEY, PATHS, check_error_body, check_no_leak, metric_value, write_policy
+from tests.gateway.qa_support import (
+    AUTH,
+    ENV,
+    OPENAI_KEY,
+    PATHS,
+    check_error_body,
+    check_no_leak,
+    metric_value,
+    write_policy,
+)
 from tests.support.mock_openai import running_mock_openai
 from tests.support.servers import MockControl
 

@@ -19,7 +19,7 @@ import pytest
 from aiohttp import web
 
 from tests.gateway.gateway_server import running_gateway
-from tests.gateway.qa_support import AUTH, CLIENT_KEY, ENV, PATHS, metric_value, write_policy
+from tests.gateway.qa_support import CLIENT_KEY, ENV, PATHS, metric_value, write_policy
 from tests.support.mock_openai import running_mock_openai
 from tests.support.servers import running
 

@@ -13,7 +13,16 @@ import httpx
 import pytest
 
 from tests.gateway.gateway_server import running_gateway
-from tests.gateway.qa_support import AUTH, CLIENT_KEY, ENV, PATHS, check_error_body, check_no_leak, valid_chat, write_policy
+from tests.gateway.qa_support import (
+    AUTH,
+    CLIENT_KEY,
+    ENV,
+    PATHS,
+    check_error_body,
+    check_no_leak,
+    valid_chat,
+    write_policy,
+)
 from tests.support.mock_openai import running_mock_openai
 
 

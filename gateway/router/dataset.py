@@ -17,12 +17,12 @@ output: {"id": same, "score": float in [0, 1]} per line, higher = needs the stro
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from gateway.jsonl import iter_json_objects, read_lines
 from gateway.router.errors import TrainingDataError
 
 
@@ -35,21 +35,7 @@ class TrainingRow:
 
 
 def _lines(path: Path) -> Iterator[tuple[int, dict]]:
-    try:
-        f = path.open(encoding="utf-8")
-    except OSError as exc:
-        raise TrainingDataError(f"cannot open {path}: {exc.strerror}") from exc
-    with f:
-        for no, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise TrainingDataError(f"{path}:{no}: not valid JSON ({exc.msg})") from exc
-            if not isinstance(obj, dict):
-                raise TrainingDataError(f"{path}:{no}: each line must be a JSON object")
-            yield no, obj
+    return iter_json_objects(read_lines(path, TrainingDataError, "data file"), str(path), TrainingDataError)
 
 
 def to_messages(value: Any, where: str) -> list[dict[str, Any]]:

@@ -10,11 +10,9 @@ operators should point ``calibration_sample`` at prompts from their own traffic.
 from __future__ import annotations
 
 from importlib import resources
-from pathlib import Path
-
-import orjson
 
 from gateway.errors import PolicyError
+from gateway.jsonl import iter_json_objects, read_lines
 from gateway.router.calibration import threshold_for_share
 from gateway.routing.scorer import DifficultyScorer
 
@@ -24,22 +22,12 @@ __all__ = ["calibrate_share", "load_sample"]
 def load_sample(path: str | None) -> list[list[dict]]:
     """Prompts as chat messages; each JSONL line is {"prompt": str} or {"messages": [...]}."""
     if path is None:
-        text = resources.files("gateway.routing").joinpath("calibration_prompts.jsonl").read_bytes()
+        lines = resources.files("gateway.routing").joinpath("calibration_prompts.jsonl").read_bytes().splitlines()
         source = "built-in calibration sample"
     else:
-        try:
-            text = Path(path).read_bytes()
-        except OSError as exc:
-            raise PolicyError(f"calibration_sample {path}: {exc.strerror}") from exc
-        source = path
+        lines, source = read_lines(path, PolicyError, "calibration_sample"), path
     out: list[list[dict]] = []
-    for n, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = orjson.loads(line)
-        except orjson.JSONDecodeError as exc:
-            raise PolicyError(f"{source}:{n}: not JSON ({exc})") from None
+    for n, row in iter_json_objects(lines, source, PolicyError):
         if isinstance(row.get("messages"), list):
             out.append(row["messages"])
         elif isinstance(row.get("prompt"), str):

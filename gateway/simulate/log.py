@@ -23,7 +23,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import orjson
+from gateway.jsonl import iter_json_objects, read_lines
 
 __all__ = ["Label", "LogError", "LoggedRequest", "read_log", "parse_line"]
 
@@ -161,22 +161,11 @@ def parse_line(obj: Any, line: int) -> LoggedRequest:
 
 def iter_log(path: str | Path) -> Iterator[LoggedRequest]:
     p = Path(path)
-    try:
-        f = p.open("rb")
-    except OSError as exc:
-        raise LogError(f"cannot read request log {p}: {exc.strerror}") from exc
-    with f:
-        for n, raw in enumerate(f, start=1):
-            if not raw.strip():
-                continue
-            try:
-                obj = orjson.loads(raw)
-            except orjson.JSONDecodeError as exc:
-                raise LogError(f"{p}:{n}: not valid JSON: {exc}") from None
-            try:
-                yield parse_line(obj, n)
-            except ValueError as exc:
-                raise LogError(f"{p}:{n}: {exc}") from None
+    for n, obj in iter_json_objects(read_lines(p, LogError, "request log"), str(p), LogError):
+        try:
+            yield parse_line(obj, n)
+        except ValueError as exc:
+            raise LogError(f"{p}:{n}: {exc}") from None
 
 
 def read_log(path: str | Path) -> list[LoggedRequest]:

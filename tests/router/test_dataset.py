@@ -48,7 +48,7 @@ def test_bad_training_lines_name_file_and_line(tmp_path, line, msg):
 
 
 def test_missing_and_empty_files(tmp_path):
-    with pytest.raises(TrainingDataError, match="cannot open"):
+    with pytest.raises(TrainingDataError, match="cannot read data file"):
         read_training(tmp_path / "nope.jsonl")
     with pytest.raises(TrainingDataError, match="no training rows"):
         read_training(_write(tmp_path, [""]))

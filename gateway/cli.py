@@ -98,18 +98,11 @@ def build_parser() -> argparse.ArgumentParser:
     j.add_argument("--out", help="write to this file instead of stdout")
     j.set_defaults(func=_schema)
 
-    try:
-        from gateway.router import cli as router_cli
-    except ImportError:  # pragma: no cover - the router package is part of the distribution
-        router_cli = None
-    if router_cli is not None and hasattr(router_cli, "register"):
-        router_cli.register(sub)
-    try:
-        from gateway.simulate import cli as simulate_cli
-    except ImportError:
-        simulate_cli = None
-    if simulate_cli is not None:
-        simulate_cli.register(sub)
+    from gateway.router import cli as router_cli
+    from gateway.simulate import cli as simulate_cli
+
+    router_cli.register(sub)
+    simulate_cli.register(sub)
     return p
 
 

@@ -45,7 +45,7 @@ class DecodeGraphs:
 
     def _meta(self, size: int) -> AttentionMetadata:
         group = AttentionGroup(0, size, self.block_tables[:size], None, self.ctx_lens[:size])
-        return AttentionMetadata(self.slots[:size], decode=group, sliding_window=self.runner.args.sliding_window)
+        return AttentionMetadata(self.slots[:size], decode=[group], sliding_window=self.runner.args.sliding_window)
 
     @classmethod
     @torch.inference_mode()
@@ -66,7 +66,8 @@ class DecodeGraphs:
     def run(self, step: StepInputs) -> torch.Tensor:
         """hidden [n, hidden] for a decode-only step."""
         n = step.input_ids.shape[0]
-        g = step.meta.decode
+        groups = step.meta.decode
+        g = groups[0] if groups is not None and len(groups) == 1 else None
         if n > self.sizes[-1] or g is None or g.ctx_lens is None:
             return self.runner.model(step.input_ids, step.positions, step.meta)
         size = self.sizes[bisect.bisect_left(self.sizes, n)]

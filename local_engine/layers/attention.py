@@ -3,10 +3,10 @@
 One step's tokens are laid out flat, decodes first: ``[decode tokens | prefill-chunk tokens]``.
 New K/V are written into the cache by slot (``index_copy_``). Then:
 
-- decodes (one new token each) run as one batch: their blocks are gathered into a padded
-  ``[B, Hkv, L, D]`` view and one SDPA call uses an additive mask built once per step. The
-  ``G = H / Hkv`` query heads sharing a KV head ride on the query-length axis, so SDPA sees
-  plain multi-head attention with no KV repetition;
+- decodes (one new token each) run in groups of similar context length (``step_inputs``): a
+  group's blocks are gathered into a padded ``[B, Hkv, L, D]`` view and one SDPA call uses an
+  additive mask built once per step. The ``G = H / Hkv`` query heads sharing a KV head ride
+  on the query-length axis, so SDPA sees plain multi-head attention with no KV repetition;
 - prefill chunks run one SDPA call per sequence (no padding waste on long prompts). A chunk
   that is its whole context attends causally over its own K/V; a chunk after cached tokens
   gathers its blocks and uses an offset causal mask.
@@ -28,7 +28,7 @@ from torch import nn
 
 @dataclass(slots=True)
 class AttentionGroup:
-    """The decoding sequences, attended together in one padded SDPA call."""
+    """Decoding sequences attended together in one padded SDPA call (or one kernel call)."""
 
     start: int  # first flat token of the group
     end: int  # one past its last flat token
@@ -50,7 +50,7 @@ class PrefillChunk:
 @dataclass(slots=True)
 class AttentionMetadata:
     slot_mapping: torch.Tensor | None  # [T] int64 cache slot per new token; None when cache_free
-    decode: AttentionGroup | None = None  # sequences with exactly one new token
+    decode: list[AttentionGroup] | None = None  # sequences with exactly one new token (one group with the kernel)
     prefill: list[PrefillChunk] | None = None  # sequences with a chunk of several tokens
     cache_free: bool = False
     sliding_window: int | None = None  # read by the cache-free and kernel paths (masks carry it otherwise)
@@ -74,8 +74,7 @@ class PagedAttention(nn.Module):
         self.k_cache.view(kv_shape).index_copy_(0, meta.slot_mapping, k)
         self.v_cache.view(kv_shape).index_copy_(0, meta.slot_mapping, v)
         out = torch.empty_like(q)
-        if meta.decode is not None:
-            g = meta.decode
+        for g in meta.decode or ():
             if g.mask is None:
                 out[g.start : g.end] = self.decode_kernel(
                     q[g.start : g.end], self.k_cache, self.v_cache, g.block_tables, g.ctx_lens, meta.sliding_window

@@ -129,3 +129,13 @@ def test_seeds_reproducible_whatever_the_batch(model_dir, prompts):
     assert engine.generate(prompts, mixed)[2] == ref
     other_seed = SamplingParams(temperature=1.0, max_tokens=12, ignore_eos=True, seed=99)
     assert LLMEngine(config(model_dir)).generate([prompts[2]], other_seed)[0] != ref
+
+
+def test_batched_equals_alone_when_decodes_split_by_length(model_dir, vocab):
+    # contexts far apart in length: the SDPA path attends them in separate decode groups
+    rng = random.Random(1)
+    low = min(100, vocab // 4)
+    mixed = [[rng.randrange(low, vocab) for _ in range(n)] for n in (5, 300, 12, 330, 140)]
+    solo = [LLMEngine(config(model_dir, enable_prefix_caching=False)).generate([p], GREEDY)[0] for p in mixed]
+    engine = LLMEngine(config(model_dir, enable_prefix_caching=False))
+    assert engine.generate(mixed, GREEDY) == solo

@@ -13,16 +13,17 @@ import asyncio
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
 
 from aiohttp import web
 
 from tests.support.servers import (
     MockControl,
     RecordedRequest,
+    content_text,
     drop_connection,
     public_headers,
     running,
+    word_count,
 )
 
 __all__ = ["create_app", "running_mock_anthropic", "TOOL_USE_ID"]
@@ -40,16 +41,6 @@ ERROR_TYPES = {
 }
 
 
-def _text(content: Any) -> str:
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return " ".join(b.get("text", "") for b in content if isinstance(b, dict) and b.get("type") == "text")
-    return ""
-
-
-def _words(text: str) -> int:
-    return max(1, len(text.split()))
 
 
 def _error(status: int, message: str, retry_after: str | None = None, body: bytes | None = None) -> web.Response:
@@ -61,7 +52,7 @@ def _error(status: int, message: str, retry_after: str | None = None, body: byte
 def _answer(body: dict) -> tuple[list[dict], str]:
     """(content blocks, stop_reason)."""
     users = [m for m in body.get("messages", []) if m.get("role") == "user"]
-    text = _text(users[-1].get("content")) if users else ""
+    text = content_text(users[-1].get("content")) if users else ""
     tools = body.get("tools") or []
     choice = body.get("tool_choice") or {}
     if tools and choice.get("type") != "none":
@@ -126,9 +117,9 @@ def create_app(control: MockControl) -> web.Application:
         counter["n"] += 1
         msg_id = f"msg_mock_{counter['n']}"
         blocks, stop = _answer(body)
-        prompt = " ".join(_text(m.get("content")) for m in body["messages"]) + " " + _text(body.get("system", ""))
+        prompt = " ".join(content_text(m.get("content")) for m in body["messages"]) + " " + content_text(body.get("system", ""))
         out_text = " ".join(b.get("text") or json.dumps(b.get("input")) for b in blocks)
-        in_tokens, out_tokens = _words(prompt), _words(out_text)
+        in_tokens, out_tokens = word_count(prompt), word_count(out_text)
         model = body.get("model", "claude-mock")
         if not body.get("stream"):
             return web.json_response({

@@ -22,9 +22,11 @@ from aiohttp import web
 from tests.support.servers import (
     MockControl,
     RecordedRequest,
+    content_text,
     drop_connection,
     public_headers,
     running,
+    word_count,
 )
 
 __all__ = ["create_app", "running_mock_openai", "reply_text", "TOOL_CALL_ID"]
@@ -35,22 +37,12 @@ EMBED_DIM = 8
 ERROR_TYPES = {400: "invalid_request_error", 401: "invalid_request_error", 404: "invalid_request_error", 429: "rate_limit_error"}
 
 
-def _text(content: Any) -> str:
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return " ".join(p.get("text", "") for p in content if isinstance(p, dict) and p.get("type") == "text")
-    return ""
-
-
-def _words(text: str) -> int:
-    return max(1, len(text.split()))
 
 
 def reply_text(body: dict) -> str:
     """The text a chat request's answer echoes: its last user message's text."""
     users = [m for m in body.get("messages", []) if isinstance(m, dict) and m.get("role") == "user"]
-    return _text(users[-1].get("content")) if users else ""
+    return content_text(users[-1].get("content")) if users else ""
 
 
 def _tool_name(body: dict) -> str | None:
@@ -76,10 +68,10 @@ def _chat_answer(body: dict) -> tuple[dict, str]:
 
 
 def _usage(body: dict, completion: str) -> dict:
-    prompt = " ".join(_text(m.get("content")) for m in body.get("messages", []) if isinstance(m, dict))
+    prompt = " ".join(content_text(m.get("content")) for m in body.get("messages", []) if isinstance(m, dict))
     if "prompt" in body:
         prompt = body["prompt"] if isinstance(body["prompt"], str) else " ".join(map(str, body["prompt"]))
-    p, c = _words(prompt), _words(completion)
+    p, c = word_count(prompt), word_count(completion)
     return {"prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c}
 
 
@@ -197,7 +189,7 @@ def create_app(control: MockControl) -> web.Application:
         texts = inputs if isinstance(inputs, list) else [inputs]
         dim = int(body.get("dimensions") or EMBED_DIM)
         data = [{"object": "embedding", "index": i, "embedding": _embedding(str(t), dim)} for i, t in enumerate(texts)]
-        tokens = sum(_words(str(t)) for t in texts)
+        tokens = sum(word_count(str(t)) for t in texts)
         return web.json_response(
             {"object": "list", "data": data, "model": body.get("model", "mock-embed"), "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
         )

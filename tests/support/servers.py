@@ -99,6 +99,20 @@ class MockControl:
             self.delay_s = 0.0
 
 
+def content_text(content: Any) -> str:
+    """The text of an OpenAI message content or Anthropic content blocks (text parts joined)."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return " ".join(p.get("text", "") for p in content if isinstance(p, dict) and p.get("type") == "text")
+    return ""
+
+
+def word_count(text: str) -> int:
+    """The mocks' token count: words, at least one."""
+    return max(1, len(text.split()))
+
+
 def public_headers(headers) -> dict[str, str]:
     return {k.lower(): v for k, v in headers.items() if k.lower() not in SECRET_HEADERS}
 

@@ -170,8 +170,11 @@ class Pipeline:
         routing = rt.routing[f.virtual_model]
         if routing.scorer is None or f.operation != "chat":
             return
+        failures = getattr(routing.scorer, "failures", 0)  # scorers that fall back by themselves count it
         try:
             f.difficulty = routing.scorer.score(body["messages"])
+            if getattr(routing.scorer, "failures", 0) != failures:
+                self.metrics.record_router_failure()
         except Exception:  # noqa: BLE001 - a scorer bug must never fail the request
             log.exception("difficulty scorer %s failed; using the heuristic", routing.scorer.name)
             self.metrics.record_router_failure()

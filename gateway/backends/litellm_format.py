@@ -86,9 +86,17 @@ def chat_body(resp: Any, fallback_model: str) -> dict[str, Any]:
         if calls:
             message["tool_calls"] = [_tool_call(tc, streaming=False) for tc in calls]
         choices.append({"index": _get(ch, "index") or 0, "message": message, "finish_reason": _get(ch, "finish_reason"), "logprobs": None})
+    out = _envelope(resp, "chat.completion", fallback_model, choices)
+    if _get(resp, "system_fingerprint"):
+        out["system_fingerprint"] = _get(resp, "system_fingerprint")
+    return out
+
+
+def _envelope(resp: Any, obj: str, fallback_model: str, choices: list[dict[str, Any]]) -> dict[str, Any]:
+    """The fields every OpenAI completion object shares, usage included when litellm has it."""
     out: dict[str, Any] = {
         "id": _get(resp, "id"),
-        "object": "chat.completion",
+        "object": obj,
         "created": _get(resp, "created"),
         "model": _get(resp, "model") or fallback_model,
         "choices": choices,
@@ -96,8 +104,6 @@ def chat_body(resp: Any, fallback_model: str) -> dict[str, Any]:
     u = usage_of(resp)
     if u is not None:
         out["usage"] = usage_dict(u)
-    if _get(resp, "system_fingerprint"):
-        out["system_fingerprint"] = _get(resp, "system_fingerprint")
     return out
 
 
@@ -107,17 +113,7 @@ def completion_body(resp: Any, fallback_model: str) -> dict[str, Any]:
         {"index": _get(ch, "index") or 0, "text": _get(ch, "text") or "", "finish_reason": _get(ch, "finish_reason"), "logprobs": None}
         for ch in _get(resp, "choices") or []
     ]
-    out: dict[str, Any] = {
-        "id": _get(resp, "id"),
-        "object": "text_completion",
-        "created": _get(resp, "created"),
-        "model": _get(resp, "model") or fallback_model,
-        "choices": choices,
-    }
-    u = usage_of(resp)
-    if u is not None:
-        out["usage"] = usage_dict(u)
-    return out
+    return _envelope(resp, "text_completion", fallback_model, choices)
 
 
 def embedding_body(resp: Any, fallback_model: str) -> dict[str, Any]:

@@ -16,7 +16,7 @@ from gateway.runtime import Runtime
 from gateway.state.periods import period_bounds
 
 RPM_WINDOW_S = 60
-PERIOD_SECONDS = {"minute": 60, "hour": 3600, "day": 86400, "month": 30 * 86400}
+PERIOD_SECONDS = {"minute": 60, "hour": 3600, "day": 86400}  # fixed-length periods; months are calendar months
 
 
 class Limits:

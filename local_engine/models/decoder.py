@@ -14,12 +14,14 @@ from torch import nn
 from local_engine.layers.attention import AttentionMetadata, PagedAttention
 from local_engine.layers.linear import Linear, default_weight_loader, qkv_linear
 from local_engine.layers.rmsnorm import RMSNorm
-from local_engine.layers.rotary import RotaryEmbedding
+from local_engine.layers.rotary import RotaryEmbedding, apply_rotary
 from local_engine.models.decoder_args import DecoderArgs
+
+RopeCosSin = tuple[torch.Tensor, torch.Tensor]  # cos, sin: [T, 1, head_dim / 2], computed once per step
 
 
 class DecoderAttention(nn.Module):
-    def __init__(self, a: DecoderArgs, rotary: RotaryEmbedding, dtype: torch.dtype, device: torch.device) -> None:
+    def __init__(self, a: DecoderArgs, dtype: torch.dtype, device: torch.device) -> None:
         super().__init__()
         self.q_size, self.kv_size = a.num_heads * a.head_dim, a.num_kv_heads * a.head_dim
         self.num_heads, self.num_kv_heads, self.head_dim = a.num_heads, a.num_kv_heads, a.head_dim
@@ -29,10 +31,9 @@ class DecoderAttention(nn.Module):
             self.q_norm = RMSNorm(a.head_dim, a.rms_norm_eps, dtype, device)
             self.k_norm = RMSNorm(a.head_dim, a.rms_norm_eps, dtype, device)
         self.qk_norm = a.qk_norm
-        self.rotary = rotary  # shared by every layer; not a parameter
         self.attn = PagedAttention(a.num_heads, a.num_kv_heads, a.head_dim)
 
-    def forward(self, positions: torch.Tensor, x: torch.Tensor, meta: AttentionMetadata) -> torch.Tensor:
+    def forward(self, rope: RopeCosSin, x: torch.Tensor, meta: AttentionMetadata) -> torch.Tensor:
         # x: [T, hidden]
         t = x.shape[0]
         q, k, v = self.qkv_proj(x).split([self.q_size, self.kv_size, self.kv_size], dim=-1)
@@ -41,7 +42,7 @@ class DecoderAttention(nn.Module):
         v = v.view(t, self.num_kv_heads, self.head_dim)
         if self.qk_norm:
             q, k = self.q_norm(q), self.k_norm(k)
-        q, k = self.rotary(positions, q, k)
+        q, k = apply_rotary(q, k, rope)
         return self.o_proj(self.attn(q, k, v, meta))
 
 
@@ -57,15 +58,15 @@ class DecoderMLP(nn.Module):
 
 
 class DecoderLayer(nn.Module):
-    def __init__(self, a: DecoderArgs, rotary: RotaryEmbedding, dtype: torch.dtype, device: torch.device) -> None:
+    def __init__(self, a: DecoderArgs, dtype: torch.dtype, device: torch.device) -> None:
         super().__init__()
         self.input_layernorm = RMSNorm(a.hidden_size, a.rms_norm_eps, dtype, device)
-        self.self_attn = DecoderAttention(a, rotary, dtype, device)
+        self.self_attn = DecoderAttention(a, dtype, device)
         self.post_attention_layernorm = RMSNorm(a.hidden_size, a.rms_norm_eps, dtype, device)
         self.mlp = DecoderMLP(a, dtype, device)
 
-    def forward(self, positions: torch.Tensor, x: torch.Tensor, meta: AttentionMetadata) -> torch.Tensor:
-        x = x + self.self_attn(positions, self.input_layernorm(x), meta)
+    def forward(self, rope: RopeCosSin, x: torch.Tensor, meta: AttentionMetadata) -> torch.Tensor:
+        x = x + self.self_attn(rope, self.input_layernorm(x), meta)
         return x + self.mlp(self.post_attention_layernorm(x))
 
 
@@ -75,15 +76,16 @@ class DecoderModel(nn.Module):
         weight = torch.empty(a.vocab_size, a.hidden_size, dtype=dtype, device=device)
         self.embed_tokens = nn.Embedding(a.vocab_size, a.hidden_size, _weight=weight, _freeze=True)
         self.embed_tokens.weight.weight_loader = default_weight_loader
-        rotary = RotaryEmbedding(a.head_dim, max_positions, a.rope, device)
-        self.layers = nn.ModuleList(DecoderLayer(a, rotary, dtype, device) for _ in range(a.num_layers))
+        self.rotary = RotaryEmbedding(a.head_dim, max_positions, a.rope, device)
+        self.layers = nn.ModuleList(DecoderLayer(a, dtype, device) for _ in range(a.num_layers))
         self.norm = RMSNorm(a.hidden_size, a.rms_norm_eps, dtype, device)
 
     def forward(self, input_ids: torch.Tensor, positions: torch.Tensor, meta: AttentionMetadata) -> torch.Tensor:
         # input_ids, positions: [T] -> hidden: [T, hidden]
         x = self.embed_tokens(input_ids)
+        rope = self.rotary.cos_sin(positions, x.dtype)
         for layer in self.layers:
-            x = layer(positions, x, meta)
+            x = layer(rope, x, meta)
         return self.norm(x)
 
 

@@ -46,6 +46,8 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
                    help="waiting-queue bound; past it requests get 503 + Retry-After")
     p.add_argument("--no-prefix-caching", action="store_true")
     p.add_argument("--enforce-eager", action="store_true", help="no CUDA graphs / torch.compile")
+    p.add_argument("--no-cpu-malloc-tuning", action="store_true",
+                   help="CPU: let glibc return freed tensor memory to the kernel (slower; see host_memory.py)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
 
@@ -71,7 +73,8 @@ def engine_config_from_args(args: argparse.Namespace) -> EngineConfig:
         gpu_memory_utilization=args.gpu_memory_utilization, max_num_seqs=args.max_num_seqs,
         max_num_batched_tokens=args.max_num_batched_tokens, max_model_len=args.max_model_len,
         max_waiting=args.max_waiting, enable_prefix_caching=not args.no_prefix_caching,
-        enforce_eager=args.enforce_eager, served_model_name=args.served_model_name, seed=args.seed,
+        enforce_eager=args.enforce_eager, cpu_malloc_tuning=not args.no_cpu_malloc_tuning,
+        served_model_name=args.served_model_name, seed=args.seed,
     )
 
 

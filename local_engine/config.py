@@ -27,6 +27,7 @@ class EngineConfig:
     max_waiting: int = DEFAULT_MAX_WAITING  # waiting queue bound; past it the server answers 503
     enable_prefix_caching: bool = True
     enforce_eager: bool = False  # True: no CUDA graphs / torch.compile
+    cpu_malloc_tuning: bool = True  # CPU: keep freed tensor memory for reuse (see host_memory.py)
     served_model_name: str | None = None
     seed: int = 0
 

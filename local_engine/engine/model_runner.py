@@ -21,6 +21,7 @@ from local_engine.config import EngineConfig
 from local_engine.engine import kv_cache
 from local_engine.engine.sequence import Sequence
 from local_engine.engine.step_inputs import StepInputs, prepare_step
+from local_engine.host_memory import tune_malloc
 from local_engine.layers.attention import AttentionMetadata, PagedAttention
 from local_engine.layers.sampler import build_sampling_batch, compute_logprobs, sample
 from local_engine.loader import eos_token_ids, iter_safetensors, read_generation_config
@@ -81,6 +82,8 @@ class ModelRunner:
         self.device = resolve_device(config.device)
         self.dtype = resolve_dtype(config.dtype, self.device)
         self.block_size = config.block_size
+        if self.device.type == "cpu" and config.cpu_malloc_tuning:
+            tune_malloc()
         self.generation_config = read_generation_config(model_dir)
         self.eos_token_ids: set[int] = eos_token_ids(hf_config, self.generation_config)
         self.args = decoder_args(hf_config)

@@ -235,11 +235,29 @@ def create_app(policy_path: str | Path, env: Mapping[str, str] | None = None, wa
     return GatewayApp(Settings(Path(policy_path), dict(os.environ) if env is None else env, watch_interval_s))
 
 
+class QueryStringRedactor(logging.Filter):
+    """Drop query strings from uvicorn's access-log lines (``gateway serve --access-log``).
+
+    The gateway reads keys from headers only, but a misconfigured client may still append
+    ``?api_key=...``; the path is kept, the query replaced by ``?<redacted>``.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        # uvicorn.access: (client, method, path with query, http version, status)
+        if isinstance(args, tuple) and len(args) == 5 and isinstance(args[2], str) and "?" in args[2]:
+            record.args = (*args[:2], args[2].split("?", 1)[0] + "?<redacted>", *args[3:])
+        return True
+
+
 def app_from_env() -> GatewayApp:
     """Factory for ``uvicorn --factory`` and for worker processes: policy from GATEWAY_POLICY."""
     path = os.environ.get("GATEWAY_POLICY")
     if not path:
         raise RuntimeError("GATEWAY_POLICY is not set")
+    access = logging.getLogger("uvicorn.access")  # each worker process builds its app here
+    if not any(isinstance(f, QueryStringRedactor) for f in access.filters):
+        access.addFilter(QueryStringRedactor())
     app = create_app(path, watch_interval_s=float(os.environ.get("GATEWAY_WATCH_INTERVAL", "1.0")))
     app.settings.freeze_heap = True  # this process is the gateway's own (CLI, uvicorn workers)
     return app

@@ -85,3 +85,23 @@ def test_serve_sighup_reload_and_workers(tmp_path, workers):
         finally:
             proc.send_signal(signal.SIGTERM)
             proc.wait(timeout=20)
+
+
+def test_access_log_never_prints_a_query_string_key(tmp_path):
+    with running_mock_openai() as (url, _control):
+        policy = tmp_path / "p.yaml"
+        policy.write_text(POLICY.format(url=url))
+        port = free_port()
+        base = f"http://127.0.0.1:{port}"
+        proc = subprocess.Popen(
+            gateway_cmd("serve", "--policy", str(policy), "--port", str(port), "--access-log", "--watch-interval", "0"),
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )
+        try:
+            wait_ready(base, proc)
+            assert httpx.get(base + "/v1/models?api_key=sk-live-SECRET123", timeout=10).status_code == 200
+        finally:
+            proc.terminate()
+            out, _ = proc.communicate(timeout=30)
+    assert "/v1/models?<redacted>" in out  # the line is logged ...
+    assert "SECRET123" not in out  # ... without the key

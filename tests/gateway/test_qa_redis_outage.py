@@ -8,6 +8,7 @@ gateway on uvicorn, a loopback OpenAI-compatible mock, the official openai SDK a
 
 from __future__ import annotations
 
+import statistics
 import time
 import uuid
 
@@ -61,13 +62,16 @@ def test_redis_dies_and_comes_back(private_redis, tmp_path):
             private_redis.stop()
             m0 = metrics()
             upstream_before = len(local_ctl.requests)
-            seen = []
+            seen, took = [], []
             for i in range(20):
                 t = time.monotonic()
                 cache, content = ask(client, f"during {i}")
+                took.append(time.monotonic() - t)
                 seen.append(cache)
                 assert content == f"echo: during {i}"
-                assert time.monotonic() - t < FAST_WHILE_DOWN_S
+            # the median, not each request: a shared VM stalls a whole process for a second at
+            # times, while a gateway waiting on Redis would be slow on every request
+            assert statistics.median(took) < FAST_WHILE_DOWN_S, took
             # once Redis is known to be down, the header says so: no lookup happened
             assert seen[-10:] == ["bypass"] * 10
             assert ask(client, q)[1] == f"echo: {q}"  # the cached answer is out of reach: served fresh

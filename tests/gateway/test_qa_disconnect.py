@@ -159,7 +159,8 @@ def test_disconnect_mid_stream_aborts_the_upstream(slow_gateway):
         t0 = time.monotonic()
         s.close()
         _wait_for(lambda i=i: upstream.aborted == 2 + i)
-        assert time.monotonic() - t0 < 2.0  # aborted promptly, not after the ~10 s the stream would take
+        # aborted promptly, not after the ~10 s the stream would take (margin for VM stalls of ~1.5 s)
+        assert time.monotonic() - t0 < 5.0
     assert upstream.started == started_before + 10 and upstream.finished == 0
     _wait_for(lambda: task_count(app) <= tasks_before)
     _wait_for(lambda: upstream_connections(app) == 0)  # an aborted stream's connection is closed, not pooled
@@ -208,5 +209,5 @@ def test_disconnect_while_waiting_for_a_whole_answer_aborts_the_upstream(slow_ga
     _wait_for(lambda: upstream.started == started + 1)
     t0 = time.monotonic()
     s.close()
-    _wait_for(lambda: upstream.aborted == aborted + 1, limit_s=3.0)
-    assert time.monotonic() - t0 < 2.0
+    _wait_for(lambda: upstream.aborted == aborted + 1, limit_s=6.0)
+    assert time.monotonic() - t0 < 5.0  # the answer would take ~10 s; margin for VM stalls

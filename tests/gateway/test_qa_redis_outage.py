@@ -23,7 +23,7 @@ from tests.gateway.redis_harness import PrivateRedis
 from tests.support.mock_openai import running_mock_openai
 
 RECOVERY_LIMIT_S = 25.0  # the guard's backoff doubles from 0.5 s up to 15 s while Redis is down
-FAST_WHILE_DOWN_S = 1.0  # a dead Redis must cost a request little (100 ms command timeout, then skipped)
+FAST_WHILE_DOWN_S = 1.0  # a dead Redis must cost a request little (500 ms command timeout, then skipped)
 
 
 @pytest.fixture

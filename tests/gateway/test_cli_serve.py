@@ -26,6 +26,18 @@ def gateway_cmd(*args: str) -> list[str]:
     return [sys.executable, "-m", "gateway.cli", *args]
 
 
+def start_serve(tmp_path, upstream_url: str, *flags: str) -> tuple[subprocess.Popen, str, object]:
+    """`gateway serve` on a free port with a one-backend policy; returns (process, base URL, policy path)."""
+    policy = tmp_path / "p.yaml"
+    policy.write_text(POLICY.format(url=upstream_url))
+    port = free_port()
+    proc = subprocess.Popen(
+        gateway_cmd("serve", "--policy", str(policy), "--port", str(port), "--watch-interval", "0", *flags),
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    return proc, f"http://127.0.0.1:{port}", policy
+
+
 def wait_ready(base: str, proc: subprocess.Popen, timeout: float = 30) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -55,14 +67,7 @@ def test_check_prints_decisions_and_rejects_bad_files(tmp_path):
 @pytest.mark.parametrize("workers", [1, 2])
 def test_serve_sighup_reload_and_workers(tmp_path, workers):
     with running_mock_openai() as (url, control):
-        policy = tmp_path / "p.yaml"
-        policy.write_text(POLICY.format(url=url))
-        port = free_port()
-        base = f"http://127.0.0.1:{port}"
-        proc = subprocess.Popen(
-            gateway_cmd("serve", "--policy", str(policy), "--port", str(port), "--workers", str(workers), "--watch-interval", "0"),
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        )
+        proc, base, policy = start_serve(tmp_path, url, "--workers", str(workers))
         try:
             wait_ready(base, proc)
             body = {"model": "auto", "messages": [{"role": "user", "content": "hi"}]}
@@ -89,14 +94,7 @@ def test_serve_sighup_reload_and_workers(tmp_path, workers):
 
 def test_access_log_never_prints_a_query_string_key(tmp_path):
     with running_mock_openai() as (url, _control):
-        policy = tmp_path / "p.yaml"
-        policy.write_text(POLICY.format(url=url))
-        port = free_port()
-        base = f"http://127.0.0.1:{port}"
-        proc = subprocess.Popen(
-            gateway_cmd("serve", "--policy", str(policy), "--port", str(port), "--access-log", "--watch-interval", "0"),
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        )
+        proc, base, _policy = start_serve(tmp_path, url, "--access-log")
         try:
             wait_ready(base, proc)
             assert httpx.get(base + "/v1/models?api_key=sk-live-SECRET123", timeout=10).status_code == 200

@@ -27,14 +27,35 @@ from engine_cpu_bench import Req, _free_port, run_ours, start_server  # noqa: E4
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results" / "engine_gpu.json"
 SHAPES = {
-    "0.5b": dict(hidden_size=896, intermediate_size=4864, num_hidden_layers=24, num_attention_heads=14,
-                 num_key_value_heads=2, vocab_size=151936, tie_word_embeddings=True),
-    "7b": dict(hidden_size=3584, intermediate_size=18944, num_hidden_layers=28, num_attention_heads=28,
-               num_key_value_heads=4, vocab_size=152064, tie_word_embeddings=False),
+    "0.5b": dict(
+        hidden_size=896,
+        intermediate_size=4864,
+        num_hidden_layers=24,
+        num_attention_heads=14,
+        num_key_value_heads=2,
+        vocab_size=151936,
+        tie_word_embeddings=True,
+    ),
+    "7b": dict(
+        hidden_size=3584,
+        intermediate_size=18944,
+        num_hidden_layers=28,
+        num_attention_heads=28,
+        num_key_value_heads=4,
+        vocab_size=152064,
+        tie_word_embeddings=False,
+    ),
 }
 # HBM bandwidth by device name fragment, GB/s (vendor peak)
-HBM_GBPS = {"H200": 4800, "H100 SXM": 3350, "H100 80GB HBM3": 3350, "H100 PCIe": 2000, "H100": 3350,
-            "A100-SXM4-80GB": 2039, "A100": 1555}
+HBM_GBPS = {
+    "H200": 4800,
+    "H100 SXM": 3350,
+    "H100 80GB HBM3": 3350,
+    "H100 PCIe": 2000,
+    "H100": 3350,
+    "A100-SXM4-80GB": 2039,
+    "A100": 1555,
+}
 PROMPT_LEN, OUTPUT_LEN = 256, 256
 
 
@@ -55,9 +76,15 @@ def build_checkpoint(size: str, out: Path) -> tuple[Path, int]:
     from local_engine.demo_model import build_tiny_checkpoint
 
     tiny = Path(build_tiny_checkpoint(out / "tiny", arch="qwen2"))
-    config = Qwen2Config(**SHAPES[size], max_position_embeddings=32768, rope_theta=1e6,
-                         rms_norm_eps=1e-6, torch_dtype="bfloat16", bos_token_id=None,
-                         eos_token_id=json.loads((tiny / "config.json").read_text()).get("eos_token_id"))
+    config = Qwen2Config(
+        **SHAPES[size],
+        max_position_embeddings=32768,
+        rope_theta=1e6,
+        rms_norm_eps=1e-6,
+        torch_dtype="bfloat16",
+        bos_token_id=None,
+        eos_token_id=json.loads((tiny / "config.json").read_text()).get("eos_token_id"),
+    )
     torch.set_default_dtype(torch.bfloat16)
     with torch.device("cuda"):
         model = Qwen2ForCausalLM(config)
@@ -100,16 +127,31 @@ def transformers_throughput(model_dir: Path, reqs: list[Req], batch_size: int) -
     import torch
     from transformers import AutoModelForCausalLM
 
-    model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.bfloat16,
-                                                 attn_implementation="sdpa").cuda().eval()
+    model = (
+        AutoModelForCausalLM.from_pretrained(
+            str(model_dir), dtype=torch.bfloat16, attn_implementation="sdpa"
+        )
+        .cuda()
+        .eval()
+    )
     with torch.inference_mode():
-        model.generate(torch.tensor([reqs[0].prompt[:16]], device="cuda"), max_new_tokens=4, do_sample=False)
+        model.generate(
+            torch.tensor([reqs[0].prompt[:16]], device="cuda"), max_new_tokens=4, do_sample=False
+        )
         torch.cuda.synchronize()
         t0 = time.perf_counter()
         for i in range(0, len(reqs), batch_size):
-            ids = torch.tensor([r.prompt for r in reqs[i:i + batch_size]], device="cuda")  # same length: no pad
-            model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=OUTPUT_LEN,
-                           min_new_tokens=OUTPUT_LEN, do_sample=False, pad_token_id=0)
+            ids = torch.tensor(
+                [r.prompt for r in reqs[i : i + batch_size]], device="cuda"
+            )  # same length: no pad
+            model.generate(
+                input_ids=ids,
+                attention_mask=torch.ones_like(ids),
+                max_new_tokens=OUTPUT_LEN,
+                min_new_tokens=OUTPUT_LEN,
+                do_sample=False,
+                pad_token_id=0,
+            )
         torch.cuda.synchronize()
         wall = time.perf_counter() - t0
     del model
@@ -120,10 +162,14 @@ def transformers_throughput(model_dir: Path, reqs: list[Req], batch_size: int) -
 def main() -> int:
     import torch
 
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--sizes", default="0.5b,7b")
     parser.add_argument("--concurrency", default="64,256")
-    parser.add_argument("--hf-max-batch", type=int, default=64, help="transformers batch cap (memory)")
+    parser.add_argument(
+        "--hf-max-batch", type=int, default=64, help="transformers batch cap (memory)"
+    )
     parser.add_argument("--hbm-gbps", type=float, default=None)
     parser.add_argument("--skip-transformers", action="store_true")
     args = parser.parse_args()
@@ -131,23 +177,43 @@ def main() -> int:
         print("no CUDA device: this benchmark runs only on a GPU machine", file=sys.stderr)
         return 2
     bw = hbm_gbps(args.hbm_gbps)
-    results: dict = {"bench": "engine_gpu", "device": torch.cuda.get_device_name(), "hbm_gbps": bw,
-                     "weights": "random", "prompt_len": PROMPT_LEN, "output_len": OUTPUT_LEN, "models": {}}
+    results: dict = {
+        "bench": "engine_gpu",
+        "device": torch.cuda.get_device_name(),
+        "hbm_gbps": bw,
+        "weights": "random",
+        "prompt_len": PROMPT_LEN,
+        "output_len": OUTPUT_LEN,
+        "models": {},
+    }
     with tempfile.TemporaryDirectory() as tmp:
         for size in args.sizes.split(","):
             model_dir, n_params = build_checkpoint(size, Path(tmp))
             tps = batch1_decode(model_dir)
             torch.cuda.empty_cache()
             roofline = bw * 1e9 / (n_params * 2)
-            entry: dict = {"params": n_params, "batch1_decode_tok_s": tps, "roofline_tok_s": roofline,
-                           "fraction_of_roofline": tps / roofline, "throughput": {}}
-            print(f"{size}: batch-1 decode {tps:.1f} tok/s = {tps / roofline:.1%} of HBM roofline "
-                  f"({roofline:.0f} tok/s)", flush=True)
+            entry: dict = {
+                "params": n_params,
+                "batch1_decode_tok_s": tps,
+                "roofline_tok_s": roofline,
+                "fraction_of_roofline": tps / roofline,
+                "throughput": {},
+            }
+            print(
+                f"{size}: batch-1 decode {tps:.1f} tok/s = {tps / roofline:.1%} of HBM roofline "
+                f"({roofline:.0f} tok/s)",
+                flush=True,
+            )
             for conc in (int(c) for c in args.concurrency.split(",")):
                 rng = random.Random(conc)
-                reqs = [Req([rng.randrange(10, 500) for _ in range(PROMPT_LEN)], OUTPUT_LEN) for _ in range(conc)]
+                reqs = [
+                    Req([rng.randrange(10, 500) for _ in range(PROMPT_LEN)], OUTPUT_LEN)
+                    for _ in range(conc)
+                ]
                 port = _free_port()
-                server_args = argparse.Namespace(max_num_seqs=max(conc, 256), max_num_batched_tokens=8192)
+                server_args = argparse.Namespace(
+                    max_num_seqs=max(conc, 256), max_num_batched_tokens=8192
+                )
                 proc = start_server(model_dir, port, server_args, device="cuda", dtype="bfloat16")
                 try:
                     wall, tokens = asyncio.run(run_ours(port, reqs, stream=True))
@@ -156,7 +222,9 @@ def main() -> int:
                     proc.wait(timeout=60)
                 row = {"ours_tok_s": tokens / wall}
                 if not args.skip_transformers:
-                    row["transformers_tok_s"] = transformers_throughput(model_dir, reqs, min(conc, args.hf_max_batch))
+                    row["transformers_tok_s"] = transformers_throughput(
+                        model_dir, reqs, min(conc, args.hf_max_batch)
+                    )
                     row["ratio"] = row["ours_tok_s"] / row["transformers_tok_s"]
                 entry["throughput"][str(conc)] = row
                 print(f"{size} @ {conc} concurrent: {row}", flush=True)

@@ -70,9 +70,18 @@ MODES = ("throughput", "latency", "stream_throughput", "stream_latency")
 REQUEST = {
     "model": "auto",
     "messages": [
-        {"role": "system", "content": "You are a concise assistant for an online bookshop. Answer in two sentences."},
-        {"role": "user", "content": "Do you ship to Canada, and how long does delivery usually take?"},
-        {"role": "assistant", "content": "Yes, we ship to Canada. Delivery usually takes five to eight business days."},
+        {
+            "role": "system",
+            "content": "You are a concise assistant for an online bookshop. Answer in two sentences.",
+        },
+        {
+            "role": "user",
+            "content": "Do you ship to Canada, and how long does delivery usually take?",
+        },
+        {
+            "role": "assistant",
+            "content": "Yes, we ship to Canada. Delivery usually takes five to eight business days.",
+        },
         {"role": "user", "content": "Great. Can I return a book if it arrives damaged?"},
     ],
     "max_tokens": 128,
@@ -103,8 +112,12 @@ class Target:
 
 def check_answer(server: Server, body: bytes, stream: bool) -> dict[str, str]:
     """One request before the load: the answer must be a real completion; returns its headers."""
-    req = urllib.request.Request(server.url, data=body, method="POST", headers={
-        "Content-Type": "application/json", "Authorization": f"Bearer {server.key}"})
+    req = urllib.request.Request(
+        server.url,
+        data=body,
+        method="POST",
+        headers={"Content-Type": "application/json", "Authorization": f"Bearer {server.key}"},
+    )
     try:
         with urllib.request.urlopen(req, timeout=60) as resp:
             data = resp.read()
@@ -121,7 +134,9 @@ def check_answer(server: Server, body: bytes, stream: bool) -> dict[str, str]:
     return headers
 
 
-def measure_round(t: Target, body: bytes, script_dir: Path, args: argparse.Namespace, stream: bool) -> None:
+def measure_round(
+    t: Target, body: bytes, script_dir: Path, args: argparse.Namespace, stream: bool
+) -> None:
     s = t.server
     check_answer(s, body, stream)
     script = write_script(script_dir / f"{s.name}{'-stream' if stream else ''}.lua", body, s.key)
@@ -130,8 +145,12 @@ def measure_round(t: Target, body: bytes, script_dir: Path, args: argparse.Names
     # gateways showed the one measured first after `direct` 25% slower without this).
     run_wrk(s.url, script, args.concurrency, args.warmup, LOAD_CORE, None)
     prefix = "stream_" if stream else ""
-    t.runs[prefix + "throughput"].append(run_wrk(s.url, script, args.concurrency, args.duration, LOAD_CORE, s.pid))
-    t.runs[prefix + "latency"].append(run_wrk(s.url, script, 1, args.latency_duration, LOAD_CORE, s.pid))
+    t.runs[prefix + "throughput"].append(
+        run_wrk(s.url, script, args.concurrency, args.duration, LOAD_CORE, s.pid)
+    )
+    t.runs[prefix + "latency"].append(
+        run_wrk(s.url, script, 1, args.latency_duration, LOAD_CORE, s.pid)
+    )
 
 
 def gateway_overhead_ms(gateway: Server) -> float | None:
@@ -164,23 +183,33 @@ def ratios(targets: dict[str, Target], stream: bool) -> dict[str, float]:
         g, ll = m["gateway"], m["litellm"]
         out["gateway_vs_litellm_throughput_x"] = round(g[0]["rps"] / ll[0]["rps"], 2)
         out["litellm_vs_gateway_p50_latency_x"] = round(ll[1]["p50_ms"] / g[1]["p50_ms"], 2)
-        out["litellm_vs_gateway_added_p50_x"] = round(out["litellm_added_p50_ms"] / max(out["gateway_added_p50_ms"], 1e-3), 1)
+        out["litellm_vs_gateway_added_p50_x"] = round(
+            out["litellm_added_p50_ms"] / max(out["gateway_added_p50_ms"], 1e-3), 1
+        )
         if g[0]["cpu_us_per_req"] and ll[0]["cpu_us_per_req"]:
-            out["litellm_vs_gateway_cpu_per_req_x"] = round(ll[0]["cpu_us_per_req"] / g[0]["cpu_us_per_req"], 1)
+            out["litellm_vs_gateway_cpu_per_req_x"] = round(
+                ll[0]["cpu_us_per_req"] / g[0]["cpu_us_per_req"], 1
+            )
     if "gateway" in m and "gateway@baseline" in m:
         g, b = m["gateway"], m["gateway@baseline"]
         out["gateway_vs_baseline_throughput_x"] = round(g[0]["rps"] / b[0]["rps"], 2)
         if g[0]["cpu_us_per_req"] and b[0]["cpu_us_per_req"]:
-            out["gateway_vs_baseline_cpu_per_req_x"] = round(g[0]["cpu_us_per_req"] / b[0]["cpu_us_per_req"], 2)
+            out["gateway_vs_baseline_cpu_per_req_x"] = round(
+                g[0]["cpu_us_per_req"] / b[0]["cpu_us_per_req"], 2
+            )
     if "gateway" in m and "floor" in m:
-        out["gateway_vs_floor_throughput_x"] = round(m["gateway"][0]["rps"] / m["floor"][0]["rps"], 2)
+        out["gateway_vs_floor_throughput_x"] = round(
+            m["gateway"][0]["rps"] / m["floor"][0]["rps"], 2
+        )
     return out
 
 
 def table(targets: dict[str, Target], stream: bool, c: int) -> str:
     p = "stream_" if stream else ""
-    rows = [f"| target | req/s (c={c}) | CPU µs/req | p50 ms (c={c}) | p99 ms (c={c}) | p50 ms (c=1) | p99 ms (c=1) | added p50 ms (c=1) |",
-            "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    rows = [
+        f"| target | req/s (c={c}) | CPU µs/req | p50 ms (c={c}) | p99 ms (c={c}) | p50 ms (c=1) | p99 ms (c=1) | added p50 ms (c=1) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     base = targets["direct"].median(p + "latency")["p50_ms"]
     for name, t in targets.items():
         tp, lat = t.median(p + "throughput"), t.median(p + "latency")
@@ -188,38 +217,58 @@ def table(targets: dict[str, Target], stream: bool, c: int) -> str:
             continue
         cpu = "-" if tp["cpu_us_per_req"] is None else f"{tp['cpu_us_per_req']:.0f}"
         added = "-" if name == "direct" else f"{lat['p50_ms'] - base:.3f}"
-        rows.append(f"| {name} | {tp['rps']:,.0f} | {cpu} | {tp['p50_ms']:.2f} | {tp['p99_ms']:.2f} | "
-                    f"{lat['p50_ms']:.3f} | {lat['p99_ms']:.3f} | {added} |")
+        rows.append(
+            f"| {name} | {tp['rps']:,.0f} | {cpu} | {tp['p50_ms']:.2f} | {tp['p99_ms']:.2f} | "
+            f"{lat['p50_ms']:.3f} | {lat['p99_ms']:.3f} | {added} |"
+        )
     return "\n".join(rows)
 
 
 def markdown(result: dict, targets: dict[str, Target], args: argparse.Namespace) -> str:
     c = args.concurrency
     lines = [
-        "# Gateway benchmark", "",
-        f"Command: `{result['command']}`", "",
+        "# Gateway benchmark",
+        "",
+        f"Command: `{result['command']}`",
+        "",
         f"Machine: {result['machine']}; load average at start {result['loadavg_start']}. Server under test pinned to "
         f"core {SERVER_CORE}; wrk and the mock upstream on core {LOAD_CORE}. Medians of {args.rounds} interleaved "
         f"rounds; each: {c} connections for {args.duration} s, then one keep-alive connection for "
         f"{args.latency_duration} s. Gateway: one worker; auth, metrics and rules routing (heuristic difficulty "
         "scorer) on; cache off. CPU µs/req: the server process's CPU time over requests served (unaffected by "
-        "other work on the machine; 1e6 / it is the throughput one dedicated core would give).", "",
-        "## Non-streaming", "", table(targets, False, c), "",
+        "other work on the machine; 1e6 / it is the throughput one dedicated core would give).",
+        "",
+        "## Non-streaming",
+        "",
+        table(targets, False, c),
+        "",
         "Ratios: " + ", ".join(f"{k} = {v}" for k, v in result["ratios"].items()),
     ]
     if result.get("gateway_self_reported_overhead_ms") is not None:
-        lines += ["", f"Gateway's own overhead histogram (mean over all requests of the run): "
-                  f"{result['gateway_self_reported_overhead_ms']} ms."]
+        lines += [
+            "",
+            f"Gateway's own overhead histogram (mean over all requests of the run): "
+            f"{result['gateway_self_reported_overhead_ms']} ms.",
+        ]
     if args.stream:
-        lines += ["", f"## Streaming (SSE, {args.chunks} content chunks)", "", table(targets, True, c), "",
-                  "Ratios: " + ", ".join(f"{k} = {v}" for k, v in result["stream_ratios"].items())]
+        lines += [
+            "",
+            f"## Streaming (SSE, {args.chunks} content chunks)",
+            "",
+            table(targets, True, c),
+            "",
+            "Ratios: " + ", ".join(f"{k} = {v}" for k, v in result["stream_ratios"].items()),
+        ]
     if result.get("litellm_error"):
         lines += ["", f"LiteLLM was not measured: {result['litellm_error']}"]
     g = result["goal"]
-    lines += ["", f"Goal (>= {GOAL_RPS:,.0f} req/s on one core, < {GOAL_ADDED_P50_MS} ms added p50 at c=1): "
-              f"measured {g['gateway_rps']:,.0f} req/s ({'met' if g['rps_ok'] else 'NOT met'}; CPU-implied "
-              f"{g['cpu_implied_rps']:,.0f} req/s), added p50 {g['added_p50_ms']} ms "
-              f"({'met' if g['p50_ok'] else 'NOT met'})."]
+    lines += [
+        "",
+        f"Goal (>= {GOAL_RPS:,.0f} req/s on one core, < {GOAL_ADDED_P50_MS} ms added p50 at c=1): "
+        f"measured {g['gateway_rps']:,.0f} req/s ({'met' if g['rps_ok'] else 'NOT met'}; CPU-implied "
+        f"{g['cpu_implied_rps']:,.0f} req/s), added p50 {g['added_p50_ms']} ms "
+        f"({'met' if g['p50_ok'] else 'NOT met'}).",
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -228,22 +277,51 @@ def markdown(result: dict, targets: dict[str, Target], args: argparse.Namespace)
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--rounds", type=int, default=3, help="interleaved rounds over all targets (medians reported)")
-    p.add_argument("--duration", type=int, default=10, help="seconds of throughput load per target and round")
-    p.add_argument("--latency-duration", type=int, default=5, help="seconds of concurrency-1 load per target and round")
-    p.add_argument("--warmup", type=int, default=2, help="seconds of unmeasured load before each measured run")
+    p.add_argument(
+        "--rounds",
+        type=int,
+        default=3,
+        help="interleaved rounds over all targets (medians reported)",
+    )
+    p.add_argument(
+        "--duration", type=int, default=10, help="seconds of throughput load per target and round"
+    )
+    p.add_argument(
+        "--latency-duration",
+        type=int,
+        default=5,
+        help="seconds of concurrency-1 load per target and round",
+    )
+    p.add_argument(
+        "--warmup", type=int, default=2, help="seconds of unmeasured load before each measured run"
+    )
     p.add_argument("--concurrency", type=int, default=64)
     p.add_argument("--stream", action="store_true", help="also measure streamed answers")
     p.add_argument("--chunks", type=int, default=8, help="content chunks per streamed answer")
     p.add_argument("--no-litellm", action="store_true", help="skip LiteLLM's proxy")
     p.add_argument("--no-floor", action="store_true", help="skip the bare FastAPI pass-through")
-    p.add_argument("--litellm-bin", default=os.environ.get("LITELLM_BIN") or shutil.which("litellm") or "litellm",
-                   help="the litellm CLI of litellm[proxy] (default: $LITELLM_BIN, else litellm on PATH)")
-    p.add_argument("--baseline", type=Path, help="another source tree (e.g. `git worktree add /tmp/base HEAD~1`): "
-                   "its gateway runs as an extra target, for before/after numbers in one run")
-    p.add_argument("--out", default=str(RESULTS / "gateway_bench"), help="results path without extension")
+    p.add_argument(
+        "--litellm-bin",
+        default=os.environ.get("LITELLM_BIN") or shutil.which("litellm") or "litellm",
+        help="the litellm CLI of litellm[proxy] (default: $LITELLM_BIN, else litellm on PATH)",
+    )
+    p.add_argument(
+        "--baseline",
+        type=Path,
+        help="another source tree (e.g. `git worktree add /tmp/base HEAD~1`): "
+        "its gateway runs as an extra target, for before/after numbers in one run",
+    )
+    p.add_argument(
+        "--out", default=str(RESULTS / "gateway_bench"), help="results path without extension"
+    )
     args = p.parse_args(argv)
-    for name, hi in (("rounds", 20), ("duration", 300), ("latency_duration", 300), ("warmup", 60), ("chunks", 1000)):
+    for name, hi in (
+        ("rounds", 20),
+        ("duration", 300),
+        ("latency_duration", 300),
+        ("warmup", 60),
+        ("chunks", 1000),
+    ):
         if not 1 <= getattr(args, name) <= hi:
             p.error(f"--{name.replace('_', '-')} must be in [1, {hi}]")
     if args.baseline is not None and not (args.baseline / "gateway" / "cli.py").is_file():
@@ -253,7 +331,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if shutil.which("wrk") is None:
         p.error("wrk is not installed (apt-get install -y wrk)")
     if not {SERVER_CORE, LOAD_CORE} <= os.sched_getaffinity(0):
-        p.error(f"needs CPU cores {SERVER_CORE} and {LOAD_CORE} (server under test on one, wrk and the mock on the other)")
+        p.error(
+            f"needs CPU cores {SERVER_CORE} and {LOAD_CORE} (server under test on one, wrk and the mock on the other)"
+        )
     return args
 
 
@@ -262,7 +342,8 @@ def main(argv: list[str] | None = None) -> int:
     body = json.dumps(REQUEST, separators=(",", ":")).encode()
     stream_body = json.dumps({**REQUEST, "stream": True}, separators=(",", ":")).encode()
     result: dict = {
-        "command": "python bench/gateway_bench.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "command": "python bench/gateway_bench.py "
+        + " ".join(argv if argv is not None else sys.argv[1:]),
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
         "loadavg_start": " ".join(f"{x:.2f}" for x in os.getloadavg()),
         "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -272,21 +353,29 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="gateway-bench-") as tmp, ExitStack() as stack:
         work = Path(tmp)
         upstream = start_mock(stack, work, LOAD_CORE, args.chunks)
-        targets["direct"] = Target(Server("direct", upstream + "/chat/completions", UPSTREAM_KEY, None))
+        targets["direct"] = Target(
+            Server("direct", upstream + "/chat/completions", UPSTREAM_KEY, None)
+        )
         gw, policy = start_gateway(stack, work, SERVER_CORE, upstream)
         targets["gateway"] = Target(gw)
         result["gateway_policy"] = policy.read_text()
         headers = check_answer(gw, body, stream=False)
-        result["gateway_route"] = {k: headers.get(k) for k in ("x-gateway-backend", "x-gateway-route-reason")}
+        result["gateway_route"] = {
+            k: headers.get(k) for k in ("x-gateway-backend", "x-gateway-route-reason")
+        }
         if args.baseline:
-            base, _ = start_gateway(stack, work, SERVER_CORE, upstream, tree=args.baseline, name="gateway@baseline")
+            base, _ = start_gateway(
+                stack, work, SERVER_CORE, upstream, tree=args.baseline, name="gateway@baseline"
+            )
             check_answer(base, body, stream=False)
             targets[base.name] = Target(base)
         if not args.no_floor:
             targets["floor"] = Target(start_floor(stack, work, SERVER_CORE, upstream))
         if not args.no_litellm:
             try:
-                targets["litellm"] = Target(start_litellm(stack, work, SERVER_CORE, upstream, args.litellm_bin))
+                targets["litellm"] = Target(
+                    start_litellm(stack, work, SERVER_CORE, upstream, args.litellm_bin)
+                )
                 result["litellm_version"] = litellm_version(args.litellm_bin)
             except BenchError as exc:
                 result["litellm_error"] = str(exc)
@@ -296,11 +385,16 @@ def main(argv: list[str] | None = None) -> int:
             for stream in (False, True) if args.stream else (False,):
                 names = list(targets)
                 k = rnd % len(names)
-                for name in names[k:] + names[:k]:  # rotate the order each round: no target always goes first
+                for name in (
+                    names[k:] + names[:k]
+                ):  # rotate the order each round: no target always goes first
                     t = targets[name]
                     if stream and not t.server.streams:
                         continue
-                    print(f"round {rnd + 1}/{args.rounds}: {name}{' stream' if stream else ''}", flush=True)
+                    print(
+                        f"round {rnd + 1}/{args.rounds}: {name}{' stream' if stream else ''}",
+                        flush=True,
+                    )
                     try:
                         measure_round(t, stream_body if stream else body, work, args, stream)
                     except (BenchError, LoadError) as exc:
@@ -311,17 +405,26 @@ def main(argv: list[str] | None = None) -> int:
                         del targets[name]
         result["gateway_self_reported_overhead_ms"] = gateway_overhead_ms(gw)
 
-    result["targets"] = {n: {"runs": {m: [asdict(r) for r in rs] for m, rs in t.runs.items() if rs},
-                             "median": {m: t.median(m) for m in MODES if t.runs[m]}} for n, t in targets.items()}
+    result["targets"] = {
+        n: {
+            "runs": {m: [asdict(r) for r in rs] for m, rs in t.runs.items() if rs},
+            "median": {m: t.median(m) for m in MODES if t.runs[m]},
+        }
+        for n, t in targets.items()
+    }
     result["ratios"] = ratios(targets, stream=False)
     if args.stream:
         result["stream_ratios"] = ratios(targets, stream=True)
     gtp = targets["gateway"].median("throughput")
     added = result["ratios"]["gateway_added_p50_ms"]
     cpu = gtp["cpu_us_per_req"]
-    result["goal"] = {"gateway_rps": gtp["rps"], "rps_ok": gtp["rps"] >= GOAL_RPS,
-                      "cpu_implied_rps": round(1e6 / cpu) if cpu else 0,
-                      "added_p50_ms": added, "p50_ok": added < GOAL_ADDED_P50_MS}
+    result["goal"] = {
+        "gateway_rps": gtp["rps"],
+        "rps_ok": gtp["rps"] >= GOAL_RPS,
+        "cpu_implied_rps": round(1e6 / cpu) if cpu else 0,
+        "added_p50_ms": added,
+        "p50_ok": added < GOAL_ADDED_P50_MS,
+    }
 
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -122,7 +122,9 @@ def free_port() -> int:
 def process(cmd: list[str], log_path: Path, env: dict[str, str] | None = None, cwd: Path = ROOT):
     """Start ``cmd`` in its own session; stop its process group on exit."""
     with open(log_path, "wb") as log:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True, cwd=cwd)
+        proc = subprocess.Popen(
+            cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True, cwd=cwd
+        )
     try:
         yield proc
     finally:
@@ -135,11 +137,15 @@ def process(cmd: list[str], log_path: Path, env: dict[str, str] | None = None, c
                 proc.wait(timeout=5)
 
 
-def wait_ready(url: str, proc: subprocess.Popen, log_path: Path, timeout_s: float = START_TIMEOUT_S) -> None:
+def wait_ready(
+    url: str, proc: subprocess.Popen, log_path: Path, timeout_s: float = START_TIMEOUT_S
+) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise BenchError(f"{proc.args[0]} exited with {proc.returncode}; last log lines:\n{tail(log_path)}")
+            raise BenchError(
+                f"{proc.args[0]} exited with {proc.returncode}; last log lines:\n{tail(log_path)}"
+            )
         try:
             with urllib.request.urlopen(url, timeout=2):
                 return
@@ -147,7 +153,9 @@ def wait_ready(url: str, proc: subprocess.Popen, log_path: Path, timeout_s: floa
             return  # it answers (an auth error is fine here)
         except (urllib.error.URLError, ConnectionError, TimeoutError):
             time.sleep(0.2)
-    raise BenchError(f"{url} did not answer within {timeout_s:.0f} s; last log lines:\n{tail(log_path)}")
+    raise BenchError(
+        f"{url} did not answer within {timeout_s:.0f} s; last log lines:\n{tail(log_path)}"
+    )
 
 
 def tail(path: Path, n: int = 25) -> str:
@@ -165,30 +173,76 @@ def start_mock(stack: ExitStack, workdir: Path, core: int, chunks: int) -> str:
     """Returns the mock's OpenAI base URL (``.../v1``)."""
     port = free_port()
     log = workdir / "mock.log"
-    proc = stack.enter_context(process(
-        [sys.executable, str(ROOT / "bench" / "mock_upstream.py"), "--port", str(port), "--cpu", str(core),
-         "--chunks", str(chunks)], log))
+    proc = stack.enter_context(
+        process(
+            [
+                sys.executable,
+                str(ROOT / "bench" / "mock_upstream.py"),
+                "--port",
+                str(port),
+                "--cpu",
+                str(core),
+                "--chunks",
+                str(chunks),
+            ],
+            log,
+        )
+    )
     wait_ready(f"http://{HOST}:{port}/health", proc, log)
     return f"http://{HOST}:{port}/v1"
 
 
 def gateway_env(tree: Path = ROOT) -> dict[str, str]:
-    env = {**os.environ, "GATEWAY_BENCH_KEY": CLIENT_KEY, "GATEWAY_BENCH_KEY_2": CLIENT_KEY + "-2",
-           "GATEWAY_BENCH_UPSTREAM_KEY": UPSTREAM_KEY, "PYTHONPATH": str(tree)}
+    env = {
+        **os.environ,
+        "GATEWAY_BENCH_KEY": CLIENT_KEY,
+        "GATEWAY_BENCH_KEY_2": CLIENT_KEY + "-2",
+        "GATEWAY_BENCH_UPSTREAM_KEY": UPSTREAM_KEY,
+        "PYTHONPATH": str(tree),
+    }
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
     return env
 
 
-def start_gateway(stack: ExitStack, workdir: Path, core: int, upstream: str, tree: Path = ROOT,
-                  name: str = "gateway") -> tuple[Server, Path]:
+def start_gateway(
+    stack: ExitStack,
+    workdir: Path,
+    core: int,
+    upstream: str,
+    tree: Path = ROOT,
+    name: str = "gateway",
+) -> tuple[Server, Path]:
     """Our gateway from the source tree ``tree`` (another checkout gives an A/B comparison)."""
     policy = workdir / f"{name}-policy.yaml"  # one file each: a rewrite would make the other reload
     policy.write_text(POLICY.format(upstream=upstream))
     port = free_port()
     log = workdir / f"{name}.log"
-    proc = stack.enter_context(process(_pinned(core, [
-        sys.executable, "-m", "gateway.cli", "serve", "--policy", str(policy), "--host", HOST, "--port", str(port),
-        "--workers", "1", "--log-level", "warning"]), log, gateway_env(tree), cwd=tree))
+    proc = stack.enter_context(
+        process(
+            _pinned(
+                core,
+                [
+                    sys.executable,
+                    "-m",
+                    "gateway.cli",
+                    "serve",
+                    "--policy",
+                    str(policy),
+                    "--host",
+                    HOST,
+                    "--port",
+                    str(port),
+                    "--workers",
+                    "1",
+                    "--log-level",
+                    "warning",
+                ],
+            ),
+            log,
+            gateway_env(tree),
+            cwd=tree,
+        )
+    )
     wait_ready(f"http://{HOST}:{port}/health", proc, log)
     return Server(name, f"http://{HOST}:{port}/v1/chat/completions", CLIENT_KEY, proc.pid), policy
 
@@ -196,34 +250,85 @@ def start_gateway(stack: ExitStack, workdir: Path, core: int, upstream: str, tre
 def start_floor(stack: ExitStack, workdir: Path, core: int, upstream: str) -> Server:
     port = free_port()
     log = workdir / "floor.log"
-    proc = stack.enter_context(process(_pinned(core, [
-        sys.executable, str(ROOT / "bench" / "passthrough_floor.py"), "--port", str(port), "--upstream", upstream]), log))
+    proc = stack.enter_context(
+        process(
+            _pinned(
+                core,
+                [
+                    sys.executable,
+                    str(ROOT / "bench" / "passthrough_floor.py"),
+                    "--port",
+                    str(port),
+                    "--upstream",
+                    upstream,
+                ],
+            ),
+            log,
+        )
+    )
     wait_ready(f"http://{HOST}:{port}/health", proc, log)
-    return Server("floor", f"http://{HOST}:{port}/v1/chat/completions", "unused", proc.pid, streams=False)
+    return Server(
+        "floor", f"http://{HOST}:{port}/v1/chat/completions", "unused", proc.pid, streams=False
+    )
 
 
-def start_litellm(stack: ExitStack, workdir: Path, core: int, upstream: str, litellm_bin: str) -> Server:
+def start_litellm(
+    stack: ExitStack, workdir: Path, core: int, upstream: str, litellm_bin: str
+) -> Server:
     cfg = workdir / "litellm.yaml"
-    cfg.write_text(LITELLM_CONFIG.format(upstream=upstream, upstream_key=UPSTREAM_KEY, master=LITELLM_MASTER_KEY))
+    cfg.write_text(
+        LITELLM_CONFIG.format(
+            upstream=upstream, upstream_key=UPSTREAM_KEY, master=LITELLM_MASTER_KEY
+        )
+    )
     port = free_port()
     # offline: the bundled model-cost map, no telemetry; no database, no Redis
-    env = {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True", "LITELLM_LOG": "ERROR", "LITELLM_TELEMETRY": "False",
-           "DISABLE_ADMIN_UI": "True"}
+    env = {
+        **os.environ,
+        "LITELLM_LOCAL_MODEL_COST_MAP": "True",
+        "LITELLM_LOG": "ERROR",
+        "LITELLM_TELEMETRY": "False",
+        "DISABLE_ADMIN_UI": "True",
+    }
     for var in ("DATABASE_URL", "REDIS_HOST", "REDIS_URL", "PROMETHEUS_MULTIPROC_DIR"):
         env.pop(var, None)
     log = workdir / "litellm.log"
     try:
-        proc = stack.enter_context(process(_pinned(core, [
-            litellm_bin, "--config", str(cfg), "--host", HOST, "--port", str(port), "--num_workers", "1"]), log, env))
+        proc = stack.enter_context(
+            process(
+                _pinned(
+                    core,
+                    [
+                        litellm_bin,
+                        "--config",
+                        str(cfg),
+                        "--host",
+                        HOST,
+                        "--port",
+                        str(port),
+                        "--num_workers",
+                        "1",
+                    ],
+                ),
+                log,
+                env,
+            )
+        )
     except FileNotFoundError as exc:
         raise BenchError(f"cannot run {litellm_bin!r}: {exc}") from exc
     wait_ready(f"http://{HOST}:{port}/health/liveliness", proc, log)
-    return Server("litellm", f"http://{HOST}:{port}/v1/chat/completions", LITELLM_MASTER_KEY, proc.pid)
+    return Server(
+        "litellm", f"http://{HOST}:{port}/v1/chat/completions", LITELLM_MASTER_KEY, proc.pid
+    )
 
 
 def litellm_version(litellm_bin: str) -> str | None:
     py = Path(litellm_bin).resolve().parent / "python"
     exe = str(py) if py.exists() else sys.executable
-    out = subprocess.run([exe, "-c", "import importlib.metadata as m; print(m.version('litellm'))"],
-                         capture_output=True, text=True, check=False)
+    out = subprocess.run(
+        [exe, "-c", "import importlib.metadata as m; print(m.version('litellm'))"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     return out.stdout.strip() or None

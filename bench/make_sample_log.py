@@ -43,11 +43,19 @@ TOOLS = [
         "function": {
             "name": "search_docs",
             "description": "Search the internal knowledge base",
-            "parameters": {"type": "object", "properties": {"query": {"type": "string"}}, "required": ["query"]},
+            "parameters": {
+                "type": "object",
+                "properties": {"query": {"type": "string"}},
+                "required": ["query"],
+            },
         },
     }
 ]
-IMAGE_ASKS = ("What does this chart show?", "Describe this screenshot of the error.", "Read the numbers off this receipt.")
+IMAGE_ASKS = (
+    "What does this chart show?",
+    "Describe this screenshot of the error.",
+    "Read the numbers off this receipt.",
+)
 
 
 def _timestamp(rng: random.Random) -> str:
@@ -79,9 +87,13 @@ def _answers(data: Path) -> dict[str, str]:
     return {r["instruction"]: r["output_2"] for r in rows}
 
 
-def _line(rng: random.Random, team: str, messages: list, *, label=None, completion: int, **body) -> dict:
+def _line(
+    rng: random.Random, team: str, messages: list, *, label=None, completion: int, **body
+) -> dict:
     req = {"model": "auto", "messages": messages, **body}
-    prompt = sum(_tokens(m["content"]) if isinstance(m["content"], str) else 85 + 10 for m in messages) + 4 * len(messages)
+    prompt = sum(
+        _tokens(m["content"]) if isinstance(m["content"], str) else 85 + 10 for m in messages
+    ) + 4 * len(messages)
     out: dict = {"request": req, "team": team, "timestamp": _timestamp(rng)}
     if team == "legal" or rng.random() < CONFIDENTIAL_SHARE:
         out["headers"] = {"x-data-classification": "confidential"}
@@ -101,34 +113,87 @@ def build(data: Path) -> list[dict]:
     split = load_split(data, "test")
     answers = _answers(data)
     lines: list[dict] = []
-    for e in rng.sample(split["arc_challenge"], COUNTS["arc_challenge"]) + rng.sample(split["winograde"], COUNTS["winograde"]):
+    for e in rng.sample(split["arc_challenge"], COUNTS["arc_challenge"]) + rng.sample(
+        split["winograde"], COUNTS["winograde"]
+    ):
         team = rng.choice(("support", "research", "marketing"))
-        lines.append(_line(rng, team, _chat(rng, team, _question(e.prompt, rng)), label=_label(e), completion=rng.randint(1, 40), temperature=0, max_tokens=64))
+        lines.append(
+            _line(
+                rng,
+                team,
+                _chat(rng, team, _question(e.prompt, rng)),
+                label=_label(e),
+                completion=rng.randint(1, 40),
+                temperature=0,
+                max_tokens=64,
+            )
+        )
     for e in rng.sample(split["mbpp"], COUNTS["mbpp"]):
         team = "engineering"
-        lines.append(_line(rng, team, _chat(rng, team, e.prompt), label=_label(e), completion=rng.randint(80, 450), max_tokens=1024, stream=rng.random() < 0.5))
+        lines.append(
+            _line(
+                rng,
+                team,
+                _chat(rng, team, e.prompt),
+                label=_label(e),
+                completion=rng.randint(80, 450),
+                max_tokens=1024,
+                stream=rng.random() < 0.5,
+            )
+        )
     alpaca = rng.sample(split["alpacaeval"], COUNTS["alpacaeval"])
     for i, e in enumerate(alpaca):
         team = rng.choice(TEAMS)
         msgs = _chat(rng, team, e.prompt)
         if i % 6 == 0:  # a follow-up in a longer conversation: an earlier turn and its answer first
             prev = rng.choice(list(answers))
-            msgs[-1:-1] = [{"role": "user", "content": prev}, {"role": "assistant", "content": answers[prev][:1500]}]
+            msgs[-1:-1] = [
+                {"role": "user", "content": prev},
+                {"role": "assistant", "content": answers[prev][:1500]},
+            ]
         extra = {"tools": TOOLS, "tool_choice": "auto"} if i % 10 == 3 else {}
         completion = _tokens(answers.get(e.prompt, "x" * 1200))
-        lines.append(_line(rng, team, msgs, label=_label(e), completion=completion, stream=rng.random() < 0.6, **extra))
+        lines.append(
+            _line(
+                rng,
+                team,
+                msgs,
+                label=_label(e),
+                completion=completion,
+                stream=rng.random() < 0.6,
+                **extra,
+            )
+        )
     for i in range(IMAGES):
         team = rng.choice(("support", "marketing"))
-        content = [{"type": "text", "text": IMAGE_ASKS[i % len(IMAGE_ASKS)]}, {"type": "image_url", "image_url": {"url": TINY_PNG}}]
-        lines.append(_line(rng, team, [{"role": "user", "content": content}], completion=rng.randint(60, 250), max_tokens=512))
+        content = [
+            {"type": "text", "text": IMAGE_ASKS[i % len(IMAGE_ASKS)]},
+            {"type": "image_url", "image_url": {"url": TINY_PNG}},
+        ]
+        lines.append(
+            _line(
+                rng,
+                team,
+                [{"role": "user", "content": content}],
+                completion=rng.randint(60, 250),
+                max_tokens=512,
+            )
+        )
     corpus = [a for a in answers.values() if len(a) > 400]
-    for size, n in ((130_000, LONG_DOCS), (30_000, MEDIUM_DOCS)):  # over / well under the local 32k window
+    for size, n in (
+        (130_000, LONG_DOCS),
+        (30_000, MEDIUM_DOCS),
+    ):  # over / well under the local 32k window
         for _ in range(n):
             team = rng.choice(("research", "legal", "support"))
             doc, parts = "", rng.sample(corpus, len(corpus))
             while len(doc) < size:
                 doc += parts.pop() + "\n\n"
-            msgs = _chat(rng, team, f"Summarize the key points of this document in five bullets.\n\n{doc[:size]}")
+            msgs = _chat(
+                rng,
+                team,
+                f"Summarize the key points of this document in five bullets.\n\n{doc[:size]}",
+            )
             lines.append(_line(rng, team, msgs, completion=rng.randint(150, 400), max_tokens=800))
     lines.sort(key=lambda x: x["timestamp"])
     return lines

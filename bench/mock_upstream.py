@@ -36,8 +36,14 @@ MAX_BODY_BYTES = 16 * 1024 * 1024
 
 def _response(status: bytes, body: bytes, ctype: bytes = b"application/json") -> bytes:
     return (
-        b"HTTP/1.1 " + status + b"\r\ncontent-type: " + ctype
-        + b"\r\ncontent-length: " + str(len(body)).encode() + b"\r\n\r\n" + body
+        b"HTTP/1.1 "
+        + status
+        + b"\r\ncontent-type: "
+        + ctype
+        + b"\r\ncontent-length: "
+        + str(len(body)).encode()
+        + b"\r\n\r\n"
+        + body
     )
 
 
@@ -47,17 +53,49 @@ def _chunk(data: bytes) -> bytes:
 
 def _sse_response(events: list[bytes]) -> bytes:
     head = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncache-control: no-cache\r\ntransfer-encoding: chunked\r\n\r\n"
-    return head + b"".join(_chunk(b"data: " + e + b"\n\n") for e in events) + _chunk(b"data: [DONE]\n\n") + b"0\r\n\r\n"
+    return (
+        head
+        + b"".join(_chunk(b"data: " + e + b"\n\n") for e in events)
+        + _chunk(b"data: [DONE]\n\n")
+        + b"0\r\n\r\n"
+    )
 
 
 def _stream_events(chunks: int, with_usage: bool) -> list[bytes]:
-    base = {"id": "chatcmpl-mock", "object": "chat.completion.chunk", "created": CREATED, "model": MODEL}
-    events = [orjson.dumps({**base, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}]})]
+    base = {
+        "id": "chatcmpl-mock",
+        "object": "chat.completion.chunk",
+        "created": CREATED,
+        "model": MODEL,
+    }
+    events = [
+        orjson.dumps(
+            {
+                **base,
+                "choices": [
+                    {
+                        "index": 0,
+                        "delta": {"role": "assistant", "content": ""},
+                        "finish_reason": None,
+                    }
+                ],
+            }
+        )
+    ]
     n = len(REPLY_TEXT)
     for i in range(chunks):  # ``chunks`` content events that together spell REPLY_TEXT
         text = REPLY_TEXT[i * n // chunks : (i + 1) * n // chunks]
-        events.append(orjson.dumps({**base, "choices": [{"index": 0, "delta": {"content": text}, "finish_reason": None}]}))
-    events.append(orjson.dumps({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}))
+        events.append(
+            orjson.dumps(
+                {
+                    **base,
+                    "choices": [{"index": 0, "delta": {"content": text}, "finish_reason": None}],
+                }
+            )
+        )
+    events.append(
+        orjson.dumps({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
+    )
     if with_usage:
         events.append(orjson.dumps({**base, "choices": [], "usage": USAGE}))
     return events
@@ -66,18 +104,38 @@ def _stream_events(chunks: int, with_usage: bool) -> list[bytes]:
 def build_answers(chunks: int = DEFAULT_CHUNKS) -> dict[str, bytes]:
     """Every whole HTTP response the mock can send, keyed by kind; built once."""
     chat = {
-        "id": "chatcmpl-mock", "object": "chat.completion", "created": CREATED, "model": MODEL,
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": REPLY_TEXT}, "finish_reason": "stop", "logprobs": None}],
+        "id": "chatcmpl-mock",
+        "object": "chat.completion",
+        "created": CREATED,
+        "model": MODEL,
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": REPLY_TEXT},
+                "finish_reason": "stop",
+                "logprobs": None,
+            }
+        ],
         "usage": USAGE,
     }
     text = {
-        "id": "cmpl-mock", "object": "text_completion", "created": CREATED, "model": MODEL,
+        "id": "cmpl-mock",
+        "object": "text_completion",
+        "created": CREATED,
+        "model": MODEL,
         "choices": [{"index": 0, "text": REPLY_TEXT, "finish_reason": "stop", "logprobs": None}],
         "usage": USAGE,
     }
-    emb = {"object": "list", "model": MODEL, "data": [{"object": "embedding", "index": 0, "embedding": [0.1, 0.2, 0.3, 0.4]}],
-           "usage": {"prompt_tokens": 4, "total_tokens": 4}}
-    models = {"object": "list", "data": [{"id": MODEL, "object": "model", "created": CREATED, "owned_by": "mock"}]}
+    emb = {
+        "object": "list",
+        "model": MODEL,
+        "data": [{"object": "embedding", "index": 0, "embedding": [0.1, 0.2, 0.3, 0.4]}],
+        "usage": {"prompt_tokens": 4, "total_tokens": 4},
+    }
+    models = {
+        "object": "list",
+        "data": [{"id": MODEL, "object": "model", "created": CREATED, "owned_by": "mock"}],
+    }
     return {
         "chat": _response(b"200 OK", orjson.dumps(chat)),
         "completions": _response(b"200 OK", orjson.dumps(text)),
@@ -86,13 +144,26 @@ def build_answers(chunks: int = DEFAULT_CHUNKS) -> dict[str, bytes]:
         "health": _response(b"200 OK", b'{"status":"ok"}'),
         "chat_stream": _sse_response(_stream_events(chunks, with_usage=False)),
         "chat_stream_usage": _sse_response(_stream_events(chunks, with_usage=True)),
-        "not_found": _response(b"404 Not Found", b'{"error":{"message":"no such route","type":"invalid_request_error"}}'),
-        "bad_request": _response(b"400 Bad Request", b'{"error":{"message":"body must be a JSON object","type":"invalid_request_error"}}'),
-        "too_large": _response(b"413 Payload Too Large", b'{"error":{"message":"body too large","type":"invalid_request_error"}}'),
+        "not_found": _response(
+            b"404 Not Found",
+            b'{"error":{"message":"no such route","type":"invalid_request_error"}}',
+        ),
+        "bad_request": _response(
+            b"400 Bad Request",
+            b'{"error":{"message":"body must be a JSON object","type":"invalid_request_error"}}',
+        ),
+        "too_large": _response(
+            b"413 Payload Too Large",
+            b'{"error":{"message":"body too large","type":"invalid_request_error"}}',
+        ),
     }
 
 
-POST_ROUTES = {b"/v1/chat/completions": "chat", b"/v1/completions": "completions", b"/v1/embeddings": "embeddings"}
+POST_ROUTES = {
+    b"/v1/chat/completions": "chat",
+    b"/v1/completions": "completions",
+    b"/v1/embeddings": "embeddings",
+}
 GET_ROUTES = {b"/v1/models": "models", b"/health": "health"}
 
 
@@ -182,7 +253,9 @@ async def serve(host: str, port: int, chunks: int = DEFAULT_CHUNKS) -> asyncio.A
     """Start listening; the caller owns the returned server."""
     answers = build_answers(chunks)
     loop = asyncio.get_running_loop()
-    return await loop.create_server(lambda: MockUpstream(answers), host, port, backlog=4096, reuse_address=True)
+    return await loop.create_server(
+        lambda: MockUpstream(answers), host, port, backlog=4096, reuse_address=True
+    )
 
 
 async def _main(args: argparse.Namespace) -> None:
@@ -201,7 +274,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--host", default=DEFAULT_HOST)
     p.add_argument("--port", type=int, required=True)
     p.add_argument("--cpu", type=int, help="pin the process to this CPU core")
-    p.add_argument("--chunks", type=int, default=DEFAULT_CHUNKS, help="content chunks per streamed answer")
+    p.add_argument(
+        "--chunks", type=int, default=DEFAULT_CHUNKS, help="content chunks per streamed answer"
+    )
     args = p.parse_args(argv)
     if args.chunks < 1:
         p.error("--chunks must be at least 1")

@@ -34,7 +34,9 @@ def build_app(upstream: str) -> FastAPI:
     @app.post("/v1/chat/completions")
     async def chat(request: Request) -> Response:
         body = await request.body()
-        async with state["session"].post(url, data=body, headers={"Content-Type": "application/json"}) as resp:
+        async with state["session"].post(
+            url, data=body, headers={"Content-Type": "application/json"}
+        ) as resp:
             data = await resp.read()
             return Response(data, status_code=resp.status, media_type="application/json")
 
@@ -49,10 +51,21 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, required=True)
-    p.add_argument("--upstream", required=True, help="OpenAI-compatible base URL, e.g. http://127.0.0.1:9100/v1")
+    p.add_argument(
+        "--upstream",
+        required=True,
+        help="OpenAI-compatible base URL, e.g. http://127.0.0.1:9100/v1",
+    )
     args = p.parse_args(argv)
-    uvicorn.run(build_app(args.upstream), host=args.host, port=args.port, loop="uvloop", http="httptools",
-                log_level="warning", access_log=False)
+    uvicorn.run(
+        build_app(args.upstream),
+        host=args.host,
+        port=args.port,
+        loop="uvloop",
+        http="httptools",
+        log_level="warning",
+        access_log=False,
+    )
     return 0
 
 

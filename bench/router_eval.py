@@ -37,7 +37,9 @@ CONFIGS: dict[str, RouterConfig] = {
     "features-only": RouterConfig(embedding="none"),
     "anchors-6layer": RouterConfig(encoder_layers=6, encoder_max_tokens=128),
     "raw-static": RouterConfig(embedding="raw", use_prior=False, c=0.01),
-    "raw-6layer": RouterConfig(embedding="raw", use_prior=False, c=0.01, encoder_layers=6, encoder_max_tokens=128),
+    "raw-6layer": RouterConfig(
+        embedding="raw", use_prior=False, c=0.01, encoder_layers=6, encoder_max_tokens=128
+    ),
     "no-source-effects": RouterConfig(source_effects=False),
 }
 
@@ -57,7 +59,9 @@ def _memoise_encoders() -> None:
                 if todo:
                     for t, v in zip(todo, raw(todo, batch_size), strict=True):
                         memo[t] = v
-                return np.stack([memo[t] for t in texts]) if texts else np.zeros((0, 384), np.float32)
+                return (
+                    np.stack([memo[t] for t in texts]) if texts else np.zeros((0, 384), np.float32)
+                )
 
             enc._memo = memo
             enc.encode = encode
@@ -74,7 +78,9 @@ def _metrics(scores, test: list[Example]) -> dict:
     curve = routing_curve(scores, [e.weak_quality for e in test], [e.strong_quality for e in test])
     weak = float(np.mean([e.weak_quality for e in test]))
     strong = float(np.mean([e.strong_quality for e in test]))
-    share95 = next((float(s) for s in curve.shares if curve.quality_share(weak, strong, s) >= 0.95), 1.0)
+    share95 = next(
+        (float(s) for s in curve.shares if curve.quality_share(weak, strong, s) >= 0.95), 1.0
+    )
     return {
         "apgr": round(curve.apgr(), 4),
         "cpt50": round(curve.cpt(0.5), 4),
@@ -83,14 +89,18 @@ def _metrics(scores, test: list[Example]) -> dict:
     }
 
 
-def _fit_predict(cfg: RouterConfig, train_sets: dict[str, list[Example]], test: list[Example]) -> np.ndarray:
+def _fit_predict(
+    cfg: RouterConfig, train_sets: dict[str, list[Example]], test: list[Example]
+) -> np.ndarray:
     ex = [e for v in train_sets.values() for e in v]
     m = train(_msgs(ex), [e.target for e in ex], groups=[e.source for e in ex], config=cfg)
     return m.predict(_msgs(test))
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "routing")
     ap.add_argument("--configs", default=",".join(CONFIGS))
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "router_eval.json")
@@ -103,7 +113,12 @@ def main() -> None:
     t0 = time.perf_counter()
     train_sets, test_sets = load_split(args.data, "train"), load_split(args.data, "test")
     heur = HeuristicScorer()
-    results: dict = {"command": " ".join(sys.argv), "weak": "mixtral-8x7b", "strong": "gpt-4-1106/turbo", "splits": {}}
+    results: dict = {
+        "command": " ".join(sys.argv),
+        "weak": "mixtral-8x7b",
+        "strong": "gpt-4-1106/turbo",
+        "splits": {},
+    }
     for src, test in test_sets.items():
         row: dict = {"n": len(test)}
         row["random"] = {"apgr": 0.5, "cpt50": 0.5, "cpt80": 0.8, "share_for_95pct_quality": None}
@@ -123,25 +138,41 @@ def main() -> None:
     methods = [k for k in next(iter(results["splits"].values())) if k != "n"]
     results["mean"] = {
         m: {
-            k: round(float(np.mean([r[m][k] for r in results["splits"].values() if r[m][k] is not None])), 4)
+            k: round(
+                float(
+                    np.mean([r[m][k] for r in results["splits"].values() if r[m][k] is not None])
+                ),
+                4,
+            )
             for k in ("apgr", "cpt50", "cpt80")
         }
         for m in methods
     }
     results["seconds"] = round(time.perf_counter() - t0, 1)
     args.out.write_text(json.dumps(results, indent=1))
-    print(f"{'method':34s}" + "".join(f"{s[:12]:>28s}" for s in results["splits"]) + f"{'mean':>22s}")
-    print(f"{'':34s}" + "".join(f"{'APGR CPT50 CPT80 95%Q':>28s}" for _ in results["splits"]) + f"{'APGR CPT50 CPT80':>22s}")
+    print(
+        f"{'method':34s}" + "".join(f"{s[:12]:>28s}" for s in results["splits"]) + f"{'mean':>22s}"
+    )
+    print(
+        f"{'':34s}"
+        + "".join(f"{'APGR CPT50 CPT80 95%Q':>28s}" for _ in results["splits"])
+        + f"{'APGR CPT50 CPT80':>22s}"
+    )
     for m in methods:
         cells = []
         for r in results["splits"].values():
             v = r[m]
             q = v["share_for_95pct_quality"]
-            cells.append(f"{v['apgr']:6.3f} {v['cpt50']:5.2f} {v['cpt80']:5.2f} {'' if q is None else f'{q:5.2f}':>5s}")
+            cells.append(
+                f"{v['apgr']:6.3f} {v['cpt50']:5.2f} {v['cpt80']:5.2f} {'' if q is None else f'{q:5.2f}':>5s}"
+            )
         mu = results["mean"][m]
-        print(f"{m:34s}" + "".join(f"{c:>28s}" for c in cells) + f"{mu['apgr']:8.3f} {mu['cpt50']:5.2f} {mu['cpt80']:5.2f}")
+        print(
+            f"{m:34s}"
+            + "".join(f"{c:>28s}" for c in cells)
+            + f"{mu['apgr']:8.3f} {mu['cpt50']:5.2f} {mu['cpt80']:5.2f}"
+        )
     print(f"({results['seconds']} s; written to {args.out})")
-
 
 
 if __name__ == "__main__":

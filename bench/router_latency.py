@@ -32,8 +32,12 @@ from gateway.router.shared_data import load_split  # noqa: E402
 
 def _pcts(ms: list[float]) -> dict:
     a = np.asarray(ms)
-    return {"p50_ms": round(float(np.percentile(a, 50)), 3), "p99_ms": round(float(np.percentile(a, 99)), 3),
-            "max_ms": round(float(a.max()), 3), "n": len(ms)}
+    return {
+        "p50_ms": round(float(np.percentile(a, 50)), 3),
+        "p99_ms": round(float(np.percentile(a, 99)), 3),
+        "max_ms": round(float(a.max()), 3),
+        "n": len(ms),
+    }
 
 
 def _timed(fn, items, cpu: list[float] | None = None) -> list[float]:
@@ -51,15 +55,24 @@ def _timed(fn, items, cpu: list[float] | None = None) -> list[float]:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "routing")
-    ap.add_argument("--n", type=int, default=2000, help="distinct prompts for the per-request timing")
+    ap.add_argument(
+        "--n", type=int, default=2000, help="distinct prompts for the per-request timing"
+    )
     ap.add_argument("--batch", type=int, default=15000, help="prompts for the batch throughput")
-    ap.add_argument("--peer-n", type=int, default=200, help="prompts for the sentence-transformers peer")
+    ap.add_argument(
+        "--peer-n", type=int, default=200, help="prompts for the sentence-transformers peer"
+    )
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "router_latency.json")
     args = ap.parse_args()
 
-    sets = {**load_split(args.data, "train"), **{f"{k}-test": v for k, v in load_split(args.data, "test").items()}}
+    sets = {
+        **load_split(args.data, "train"),
+        **{f"{k}-test": v for k, v in load_split(args.data, "test").items()},
+    }
     prompts = list(dict.fromkeys(e.prompt for v in sets.values() for e in v))
     rng = np.random.default_rng(0)
     rng.shuffle(prompts)
@@ -69,7 +82,10 @@ def main() -> None:
     torch.set_num_threads(1)
     scorer = LearnedScorer.load(strict=True)
     scorer.warm_up()
-    sample = [msgs[i % len(msgs)] + [{"role": "user", "content": f"#{i}"}] * (i >= len(msgs)) for i in range(args.n)]
+    sample = [
+        msgs[i % len(msgs)] + [{"role": "user", "content": f"#{i}"}] * (i >= len(msgs))
+        for i in range(args.n)
+    ]
     cpu: list[float] = []
     miss = _timed(scorer.score, sample, cpu)
     hit = _timed(scorer.score, sample[:500])
@@ -91,7 +107,9 @@ def main() -> None:
         st.encode(["warm up"])
         peer = _timed(lambda m: st.encode([m[0]["content"]]), sample[: args.peer_n])
         result["peer_sentence_transformers"] = _pcts(peer)
-        result["ratio_p50_peer_over_ours"] = round(float(np.percentile(peer, 50) / np.percentile(miss, 50)), 1)
+        result["ratio_p50_peer_over_ours"] = round(
+            float(np.percentile(peer, 50) / np.percentile(miss, 50)), 1
+        )
     except ImportError:
         result["peer_sentence_transformers"] = None
 
@@ -100,13 +118,20 @@ def main() -> None:
     t = time.perf_counter()
     scorer.model.predict(batch)
     secs = time.perf_counter() - t
-    result["batch"] = {"prompts": args.batch, "threads": 2, "seconds": round(secs, 2), "prompts_per_s": round(args.batch / secs, 1)}
+    result["batch"] = {
+        "prompts": args.batch,
+        "threads": 2,
+        "seconds": round(secs, 2),
+        "prompts_per_s": round(args.batch / secs, 1),
+    }
     args.out.write_text(json.dumps(result, indent=1))
     print(json.dumps(result, indent=1))
     for key in ("learned_cache_miss", "learned_cache_miss_cpu"):
         m = result[key]
         verdict = "within" if m["p99_ms"] <= 10 else "OVER"
-        print(f"{key}: p50 {m['p50_ms']} ms, p99 {m['p99_ms']} ms on one core: {verdict} the 10 ms budget")
+        print(
+            f"{key}: p50 {m['p50_ms']} ms, p99 {m['p99_ms']} ms on one core: {verdict} the 10 ms budget"
+        )
     print(f"(load average {result['load_average_1m']} on {os.cpu_count()} cores while measuring)")
 
 

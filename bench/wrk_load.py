@@ -55,7 +55,9 @@ class Run:
 
 def write_script(path: Path, body: bytes, key: str) -> Path:
     if b"]==]" in body:
-        raise ValueError("the request body may not contain ']==]' (it is written as a Lua long string)")
+        raise ValueError(
+            "the request body may not contain ']==]' (it is written as a Lua long string)"
+        )
     path.write_text(WRK_SCRIPT.format(body="[==[" + body.decode() + "]==]", key=key))
     return path
 
@@ -77,7 +79,9 @@ def cpu_seconds(pid: int) -> float:
     return total / TICKS
 
 
-def wait_idle(pid: int, max_s: float = 60.0, interval_s: float = 0.25, busy_share: float = 0.1) -> bool:
+def wait_idle(
+    pid: int, max_s: float = 60.0, interval_s: float = 0.25, busy_share: float = 0.1
+) -> bool:
     """Wait until ``pid`` uses under ``busy_share`` of a core (it may still be working off the
     requests a finished load left queued); False if it stayed busy for ``max_s``."""
     deadline = time.monotonic() + max_s
@@ -89,14 +93,34 @@ def wait_idle(pid: int, max_s: float = 60.0, interval_s: float = 0.25, busy_shar
     return False
 
 
-def run_wrk(url: str, script: Path, connections: int, seconds: int, core: int, server_pid: int | None,
-            timeout_s: int = 10) -> Run:
-    cmd = ["taskset", "-c", str(core), "wrk", "-t1", f"-c{connections}", f"-d{seconds}s", f"--timeout={timeout_s}s",
-           "-s", str(script), url]
+def run_wrk(
+    url: str,
+    script: Path,
+    connections: int,
+    seconds: int,
+    core: int,
+    server_pid: int | None,
+    timeout_s: int = 10,
+) -> Run:
+    cmd = [
+        "taskset",
+        "-c",
+        str(core),
+        "wrk",
+        "-t1",
+        f"-c{connections}",
+        f"-d{seconds}s",
+        f"--timeout={timeout_s}s",
+        "-s",
+        str(script),
+        url,
+    ]
     if server_pid:
         wait_idle(server_pid)
     cpu0 = cpu_seconds(server_pid) if server_pid else None
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + timeout_s + 30, check=False)
+    out = subprocess.run(
+        cmd, capture_output=True, text=True, timeout=seconds + timeout_s + 30, check=False
+    )
     cpu1 = cpu_seconds(server_pid) if server_pid else None
     line = next((x for x in out.stdout.splitlines() if x.startswith("BENCH_JSON ")), None)
     if out.returncode != 0 or line is None:
@@ -105,9 +129,19 @@ def run_wrk(url: str, script: Path, connections: int, seconds: int, core: int, s
     if d["requests"] == 0:
         raise LoadError(f"{url}: no request completed in {seconds} s")
     if d["non2xx"] or d["socket_errors"]:
-        raise LoadError(f"{url}: {d['non2xx']} non-2xx answers and {d['socket_errors']} socket errors under load")
+        raise LoadError(
+            f"{url}: {d['non2xx']} non-2xx answers and {d['socket_errors']} socket errors under load"
+        )
     secs = d["duration_us"] / 1e6
     cpu = None if cpu0 is None else round((cpu1 - cpu0) * 1e6 / d["requests"], 1)
-    return Run(connections=connections, requests=d["requests"], seconds=round(secs, 3),
-               rps=round(d["requests"] / secs, 1), p50_ms=d["p50_us"] / 1000, p90_ms=d["p90_us"] / 1000,
-               p99_ms=d["p99_us"] / 1000, mean_ms=round(d["mean_us"] / 1000, 3), cpu_us_per_req=cpu)
+    return Run(
+        connections=connections,
+        requests=d["requests"],
+        seconds=round(secs, 3),
+        rps=round(d["requests"] / secs, 1),
+        p50_ms=d["p50_us"] / 1000,
+        p90_ms=d["p90_us"] / 1000,
+        p99_ms=d["p99_us"] / 1000,
+        mean_ms=round(d["mean_us"] / 1000, 3),
+        cpu_us_per_req=cpu,
+    )

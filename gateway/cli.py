@@ -77,15 +77,29 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     s = sub.add_parser("serve", help="run the gateway")
-    s.add_argument("--policy", default="policies/default.yaml", help="policy YAML (default: %(default)s)")
+    s.add_argument(
+        "--policy", default="policies/default.yaml", help="policy YAML (default: %(default)s)"
+    )
     s.add_argument("--host", default=os.environ.get("GATEWAY_HOST", DEFAULT_HOST))
     s.add_argument("--port", type=int, default=int(os.environ.get("GATEWAY_PORT", DEFAULT_PORT)))
-    s.add_argument("--workers", type=int, default=1, help="worker processes (metrics stay correct across them)")
-    s.add_argument("--metrics-dir", help="directory for multi-process metrics (default: a temp dir)")
-    s.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
-    s.add_argument("--access-log", action="store_true", help="log every request line (off by default: it costs throughput)")
     s.add_argument(
-        "--watch-interval", type=float, default=1.0,
+        "--workers", type=int, default=1, help="worker processes (metrics stay correct across them)"
+    )
+    s.add_argument(
+        "--metrics-dir", help="directory for multi-process metrics (default: a temp dir)"
+    )
+    s.add_argument(
+        "--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"]
+    )
+    s.add_argument(
+        "--access-log",
+        action="store_true",
+        help="log every request line (off by default: it costs throughput)",
+    )
+    s.add_argument(
+        "--watch-interval",
+        type=float,
+        default=1.0,
         help="seconds between checks of the policy file for changes; 0 turns watching off (SIGHUP and /admin/reload still work)",
     )
     s.set_defaults(func=_serve)
@@ -107,7 +121,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     args = build_parser().parse_args(argv)
     return args.func(args)
 

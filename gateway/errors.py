@@ -65,7 +65,14 @@ class GatewayError(Exception):
         return False
 
     def to_dict(self) -> dict:
-        return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
+        return {
+            "error": {
+                "message": self.message,
+                "type": self.type,
+                "param": self.param,
+                "code": self.code,
+            }
+        }
 
     def to_json(self) -> bytes:
         return orjson.dumps(self.to_dict())

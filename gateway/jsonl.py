@@ -20,7 +20,9 @@ def read_lines(path: str | Path, error: type[Exception], what: str = "file") -> 
         raise error(f"cannot read {what} {p}: {exc.strerror}") from exc
 
 
-def iter_json_objects(lines: Iterable[bytes | str], source: str, error: type[Exception]) -> Iterator[tuple[int, dict[str, Any]]]:
+def iter_json_objects(
+    lines: Iterable[bytes | str], source: str, error: type[Exception]
+) -> Iterator[tuple[int, dict[str, Any]]]:
     """(line number, object) for each non-blank line; ``error`` for one that is not a JSON object."""
     for no, line in enumerate(lines, 1):
         if not line.strip():

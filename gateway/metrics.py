@@ -36,7 +36,23 @@ PREFIX = "gateway_"
 CIRCUIT_STATES = {"closed": 0, "half_open": 1, "half-open": 1, "open": 2, 0: 0, 1: 1, 2: 2}
 CACHE_RESULTS = ("hit", "miss", "bypass", "error")
 
-LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
+LATENCY_BUCKETS = (
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+    60.0,
+    120.0,
+    300.0,
+)
 OVERHEAD_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25)
 TTFT_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 
@@ -68,34 +84,86 @@ class GatewayMetrics:
         self.registry = CollectorRegistry(auto_describe=True)
         self.multiprocess_dir = multiprocess_dir or os.environ.get(MULTIPROC_ENV) or None
         r, p = self.registry, PREFIX
-        self.errors = Counter(p + "errors_total", "Requests that ended in an error, by error type.",
-                              ["virtual_model", "backend", "error_type"], registry=r)
-        self.fallbacks = Counter(p + "fallbacks_total", "Moves from a failed backend to the next candidate.",
-                                 ["virtual_model", "from_backend", "to_backend"], registry=r)
-        self.retries = Counter(p + "retries_total", "Retries against the same backend.", ["backend"], registry=r)
-        self.circuit_state = Gauge(p + "circuit_state", "Circuit breaker per backend: 0 closed, 1 half-open, 2 open.",
-                                   ["backend"], registry=r, multiprocess_mode="livemax")
-        self.request_duration = Histogram(p + "request_duration_seconds", "End-to-end request time in the gateway.",
-                                          ["virtual_model", "backend"], buckets=LATENCY_BUCKETS, registry=r)
-        self.upstream_duration = Histogram(p + "upstream_duration_seconds", "Time spent waiting on upstreams.",
-                                           ["backend"], buckets=LATENCY_BUCKETS, registry=r)
-        self.overhead = Histogram(p + "overhead_seconds", "Time spent in the gateway itself (request minus upstream).",
-                                  buckets=OVERHEAD_BUCKETS, registry=r)
-        self.ttft = Histogram(p + "time_to_first_token_seconds", "Time to the first event of a streamed answer.",
-                              ["backend"], buckets=TTFT_BUCKETS, registry=r)
-        self.cache_requests = Counter(p + "cache_requests_total", "Answer-cache lookups by result.",
-                                      ["result"], registry=r)
-        self.policy_reloads = Counter(p + "policy_reloads_total", "Policy reloads by result.", ["result"], registry=r)
-        self.stream_errors = Counter(p + "stream_errors_total", "Streams that failed after the first byte.",
-                                     ["backend"], registry=r)
-        self.router_failures = Counter(p + "router_failures_total", "Difficulty scorer failures (heuristic used).",
-                                       registry=r)
-        self.state_errors = Counter(p + "state_errors_total", "Shared-state (Redis) calls that failed or were skipped.",
-                                    registry=r)
-        self.rate_limited = Counter(p + "rate_limited_total", "Requests refused by a rate limit or budget.",
-                                    ["kind"], registry=r)
+        self.errors = Counter(
+            p + "errors_total",
+            "Requests that ended in an error, by error type.",
+            ["virtual_model", "backend", "error_type"],
+            registry=r,
+        )
+        self.fallbacks = Counter(
+            p + "fallbacks_total",
+            "Moves from a failed backend to the next candidate.",
+            ["virtual_model", "from_backend", "to_backend"],
+            registry=r,
+        )
+        self.retries = Counter(
+            p + "retries_total", "Retries against the same backend.", ["backend"], registry=r
+        )
+        self.circuit_state = Gauge(
+            p + "circuit_state",
+            "Circuit breaker per backend: 0 closed, 1 half-open, 2 open.",
+            ["backend"],
+            registry=r,
+            multiprocess_mode="livemax",
+        )
+        self.request_duration = Histogram(
+            p + "request_duration_seconds",
+            "End-to-end request time in the gateway.",
+            ["virtual_model", "backend"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.upstream_duration = Histogram(
+            p + "upstream_duration_seconds",
+            "Time spent waiting on upstreams.",
+            ["backend"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.overhead = Histogram(
+            p + "overhead_seconds",
+            "Time spent in the gateway itself (request minus upstream).",
+            buckets=OVERHEAD_BUCKETS,
+            registry=r,
+        )
+        self.ttft = Histogram(
+            p + "time_to_first_token_seconds",
+            "Time to the first event of a streamed answer.",
+            ["backend"],
+            buckets=TTFT_BUCKETS,
+            registry=r,
+        )
+        self.cache_requests = Counter(
+            p + "cache_requests_total", "Answer-cache lookups by result.", ["result"], registry=r
+        )
+        self.policy_reloads = Counter(
+            p + "policy_reloads_total", "Policy reloads by result.", ["result"], registry=r
+        )
+        self.stream_errors = Counter(
+            p + "stream_errors_total",
+            "Streams that failed after the first byte.",
+            ["backend"],
+            registry=r,
+        )
+        self.router_failures = Counter(
+            p + "router_failures_total", "Difficulty scorer failures (heuristic used).", registry=r
+        )
+        self.state_errors = Counter(
+            p + "state_errors_total",
+            "Shared-state (Redis) calls that failed or were skipped.",
+            registry=r,
+        )
+        self.rate_limited = Counter(
+            p + "rate_limited_total",
+            "Requests refused by a rate limit or budget.",
+            ["kind"],
+            registry=r,
+        )
         self._cache_children = {res: self.cache_requests.labels(res) for res in CACHE_RESULTS}
-        self._reload_children = {True: self.policy_reloads.labels("success"), False: self.policy_reloads.labels("failure")}
+        self._reload_children = {
+            True: self.policy_reloads.labels("success"),
+            False: self.policy_reloads.labels("failure"),
+        }
         self._simple: dict[tuple[Any, ...], Any] = {}  # (metric, *labels) -> child
         self._team_label = team_label
         self._build_team_metrics()
@@ -111,22 +179,41 @@ class GatewayMetrics:
         """Switching the team label rebuilds the series that carry it (their counts restart)."""
         if on != self._team_label:
             self._team_label = on
-            for m in (self.requests, self.prompt_tokens, self.completion_tokens, self.cost, self.savings):
+            for m in (
+                self.requests,
+                self.prompt_tokens,
+                self.completion_tokens,
+                self.cost,
+                self.savings,
+            ):
                 self.registry.unregister(m)
             self._build_team_metrics()
 
     def _build_team_metrics(self) -> None:
         r, p = self.registry, PREFIX
         team = ["team"] if self._team_label else []
-        self.requests = Counter(p + "requests_total", "Requests by virtual model, backend, route reason, status, cache.",
-                                ["virtual_model", "backend", "route_reason", "status_class", "cache", *team], registry=r)
+        self.requests = Counter(
+            p + "requests_total",
+            "Requests by virtual model, backend, route reason, status, cache.",
+            ["virtual_model", "backend", "route_reason", "status_class", "cache", *team],
+            registry=r,
+        )
         usage = ["virtual_model", "backend", *team]
-        self.prompt_tokens = Counter(p + "prompt_tokens_total", "Prompt tokens processed.", usage, registry=r)
-        self.completion_tokens = Counter(p + "completion_tokens_total", "Completion tokens generated.", usage, registry=r)
-        self.cost = Counter(p + "cost_usd_total", "What the answers cost, in USD.", usage, registry=r)
-        self.savings = Counter(p + "savings_usd_total",
-                               "What the same tokens would have cost on the reference model, minus the real cost, in USD.",
-                               usage, registry=r)
+        self.prompt_tokens = Counter(
+            p + "prompt_tokens_total", "Prompt tokens processed.", usage, registry=r
+        )
+        self.completion_tokens = Counter(
+            p + "completion_tokens_total", "Completion tokens generated.", usage, registry=r
+        )
+        self.cost = Counter(
+            p + "cost_usd_total", "What the answers cost, in USD.", usage, registry=r
+        )
+        self.savings = Counter(
+            p + "savings_usd_total",
+            "What the same tokens would have cost on the reference model, minus the real cost, in USD.",
+            usage,
+            registry=r,
+        )
         self._req_children: dict[tuple[Any, ...], tuple[Any, ...]] = {}
 
     def _request_children(self, key: tuple[Any, ...]) -> tuple[Any, ...]:
@@ -165,7 +252,14 @@ class GatewayMetrics:
         ttft_s: float | None = None,
     ) -> None:
         """Everything about one finished request, in one call."""
-        key = (virtual_model, backend, route_reason, status, cache, team if self._team_label else None)
+        key = (
+            virtual_model,
+            backend,
+            route_reason,
+            status,
+            cache,
+            team if self._team_label else None,
+        )
         c = self._req_children.get(key) or self._request_children(key)
         c[0].inc()
         c[1].observe(duration_s)

@@ -48,7 +48,12 @@ def build_model_routing(name: str, model: VirtualModel) -> ModelRouting:
     threshold = cfg.threshold
     if cfg.escalate_share is not None:
         threshold = calibrate_share(scorer, cfg.escalate_share, cfg.calibration_sample)
-        log.info("model %s: threshold %.3f escalates %.0f%% of the calibration sample", name, threshold, 100 * cfg.escalate_share)
+        log.info(
+            "model %s: threshold %.3f escalates %.0f%% of the calibration sample",
+            name,
+            threshold,
+            100 * cfg.escalate_share,
+        )
     return ModelRouting(scorer, threshold)
 
 

@@ -29,10 +29,14 @@ RANDOM_WEIGHTS_NOTE = (
 
 def _add_serve(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("serve", help="serve a local checkpoint over the OpenAI API")
-    p.add_argument("--model", required=True, help="local checkpoint directory (or a hub id when online)")
+    p.add_argument(
+        "--model", required=True, help="local checkpoint directory (or a hub id when online)"
+    )
     p.add_argument("--host", default=DEFAULT_HOST)
     p.add_argument("--port", type=int, default=DEFAULT_PORT)
-    p.add_argument("--served-model-name", default=None, help="model name clients use (default: dir name)")
+    p.add_argument(
+        "--served-model-name", default=None, help="model name clients use (default: dir name)"
+    )
     p.add_argument("--dtype", default="auto", choices=["auto", "float32", "float16", "bfloat16"])
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
     p.add_argument("--block-size", type=int, default=DEFAULT_BLOCK_SIZE)
@@ -42,14 +46,23 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-num-seqs", type=int, default=DEFAULT_MAX_NUM_SEQS)
     p.add_argument("--max-num-batched-tokens", type=int, default=DEFAULT_MAX_NUM_BATCHED_TOKENS)
     p.add_argument("--max-model-len", type=int, default=None)
-    p.add_argument("--max-waiting", type=int, default=DEFAULT_MAX_WAITING,
-                   help="waiting-queue bound; past it requests get 503 + Retry-After")
+    p.add_argument(
+        "--max-waiting",
+        type=int,
+        default=DEFAULT_MAX_WAITING,
+        help="waiting-queue bound; past it requests get 503 + Retry-After",
+    )
     p.add_argument("--no-prefix-caching", action="store_true")
     p.add_argument("--enforce-eager", action="store_true", help="no CUDA graphs / torch.compile")
-    p.add_argument("--no-cpu-malloc-tuning", action="store_true",
-                   help="CPU: let glibc return freed tensor memory to the kernel (slower; see host_memory.py)")
+    p.add_argument(
+        "--no-cpu-malloc-tuning",
+        action="store_true",
+        help="CPU: let glibc return freed tensor memory to the kernel (slower; see host_memory.py)",
+    )
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
+    p.add_argument(
+        "--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"]
+    )
 
 
 def _add_make_demo(sub: argparse._SubParsersAction) -> None:
@@ -68,13 +81,22 @@ def build_parser() -> argparse.ArgumentParser:
 
 def engine_config_from_args(args: argparse.Namespace) -> EngineConfig:
     return EngineConfig(
-        model=args.model, dtype=args.dtype, device=args.device, block_size=args.block_size,
-        num_kv_blocks=args.num_kv_blocks, cpu_kv_cache_bytes=args.cpu_kv_cache_bytes,
-        gpu_memory_utilization=args.gpu_memory_utilization, max_num_seqs=args.max_num_seqs,
-        max_num_batched_tokens=args.max_num_batched_tokens, max_model_len=args.max_model_len,
-        max_waiting=args.max_waiting, enable_prefix_caching=not args.no_prefix_caching,
-        enforce_eager=args.enforce_eager, cpu_malloc_tuning=not args.no_cpu_malloc_tuning,
-        served_model_name=args.served_model_name, seed=args.seed,
+        model=args.model,
+        dtype=args.dtype,
+        device=args.device,
+        block_size=args.block_size,
+        num_kv_blocks=args.num_kv_blocks,
+        cpu_kv_cache_bytes=args.cpu_kv_cache_bytes,
+        gpu_memory_utilization=args.gpu_memory_utilization,
+        max_num_seqs=args.max_num_seqs,
+        max_num_batched_tokens=args.max_num_batched_tokens,
+        max_model_len=args.max_model_len,
+        max_waiting=args.max_waiting,
+        enable_prefix_caching=not args.no_prefix_caching,
+        enforce_eager=args.enforce_eager,
+        cpu_malloc_tuning=not args.no_cpu_malloc_tuning,
+        served_model_name=args.served_model_name,
+        seed=args.seed,
     )
 
 

@@ -22,7 +22,9 @@ class EngineConfig:
     cpu_kv_cache_bytes: int = DEFAULT_CPU_KV_CACHE_BYTES
     gpu_memory_utilization: float = DEFAULT_GPU_MEMORY_UTILIZATION
     max_num_seqs: int = DEFAULT_MAX_NUM_SEQS  # running sequences per step
-    max_num_batched_tokens: int = DEFAULT_MAX_NUM_BATCHED_TOKENS  # token budget per step (chunked prefill)
+    max_num_batched_tokens: int = (
+        DEFAULT_MAX_NUM_BATCHED_TOKENS  # token budget per step (chunked prefill)
+    )
     max_model_len: int | None = None  # None: from config.json
     max_waiting: int = DEFAULT_MAX_WAITING  # waiting queue bound; past it the server answers 503
     enable_prefix_caching: bool = True

@@ -42,33 +42,69 @@ _COMMON: dict[str, Any] = {
 }
 # arch name -> config.json fields on top of _COMMON (data, not code paths)
 ARCH_PRESETS: dict[str, dict[str, Any]] = {
-    "llama": {"model_type": "llama", "architectures": ["LlamaForCausalLM"], "attention_bias": False,
-              "mlp_bias": False},
-    "llama3": {"model_type": "llama", "architectures": ["LlamaForCausalLM"], "attention_bias": False,
-               "mlp_bias": False, "rope_theta": 500000.0,
-               "rope_scaling": {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
-                                "high_freq_factor": 4.0, "original_max_position_embeddings": 32}},
-    "mistral": {"model_type": "mistral", "architectures": ["MistralForCausalLM"], "sliding_window": 4096},
-    "qwen2": {"model_type": "qwen2", "architectures": ["Qwen2ForCausalLM"], "tie_word_embeddings": True,
-              "use_sliding_window": False, "sliding_window": None},
-    "qwen3": {"model_type": "qwen3", "architectures": ["Qwen3ForCausalLM"], "tie_word_embeddings": True,
-              "attention_bias": False, "use_sliding_window": False, "sliding_window": None},
+    "llama": {
+        "model_type": "llama",
+        "architectures": ["LlamaForCausalLM"],
+        "attention_bias": False,
+        "mlp_bias": False,
+    },
+    "llama3": {
+        "model_type": "llama",
+        "architectures": ["LlamaForCausalLM"],
+        "attention_bias": False,
+        "mlp_bias": False,
+        "rope_theta": 500000.0,
+        "rope_scaling": {
+            "rope_type": "llama3",
+            "factor": 8.0,
+            "low_freq_factor": 1.0,
+            "high_freq_factor": 4.0,
+            "original_max_position_embeddings": 32,
+        },
+    },
+    "mistral": {
+        "model_type": "mistral",
+        "architectures": ["MistralForCausalLM"],
+        "sliding_window": 4096,
+    },
+    "qwen2": {
+        "model_type": "qwen2",
+        "architectures": ["Qwen2ForCausalLM"],
+        "tie_word_embeddings": True,
+        "use_sliding_window": False,
+        "sliding_window": None,
+    },
+    "qwen3": {
+        "model_type": "qwen3",
+        "architectures": ["Qwen3ForCausalLM"],
+        "tie_word_embeddings": True,
+        "attention_bias": False,
+        "use_sliding_window": False,
+        "sliding_window": None,
+    },
 }
-EXTRA_OVERRIDES = {"vocab_size", "head_dim", "sliding_window", "rope_scaling", "attention_bias", "mlp_bias"}
+EXTRA_OVERRIDES = {
+    "vocab_size",
+    "head_dim",
+    "sliding_window",
+    "rope_scaling",
+    "attention_bias",
+    "mlp_bias",
+}
 
 CHAT_TEMPLATE = (
     "{%- if tools %}<|im_start|>system\n"
     "{%- if messages[0].role == 'system' %}{{ messages[0].content }}\n\n{% endif %}"
     "# Tools\n\nYou may call functions. Signatures:\n<tools>"
     "{%- for tool in tools %}\n{{ tool | tojson }}{%- endfor %}\n</tools>\n"
-    "Return each call as <tool_call>{\"name\": ..., \"arguments\": {...}}</tool_call><|im_end|>\n"
+    'Return each call as <tool_call>{"name": ..., "arguments": {...}}</tool_call><|im_end|>\n'
     "{%- elif messages[0].role == 'system' %}<|im_start|>system\n{{ messages[0].content }}<|im_end|>\n"
     "{%- endif %}"
     "{%- for m in messages %}"
     "{%- if m.role != 'system' or not loop.first %}"
     "<|im_start|>{{ m.role }}\n{{ m.content or '' }}"
     "{%- for call in m.tool_calls or [] %}{% set f = call.function if call.function is defined else call %}"
-    "\n<tool_call>{\"name\": \"{{ f.name }}\", \"arguments\": {{ f.arguments | tojson }}}</tool_call>"
+    '\n<tool_call>{"name": "{{ f.name }}", "arguments": {{ f.arguments | tojson }}}</tool_call>'
     "{%- endfor %}<|im_end|>\n"
     "{%- endif %}"
     "{%- endfor %}"
@@ -106,7 +142,9 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
     path.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
 
 
-def _config(arch: str, vocab: int, overrides: dict[str, Any], ids: dict[str, int], dtype: str) -> dict[str, Any]:
+def _config(
+    arch: str, vocab: int, overrides: dict[str, Any], ids: dict[str, int], dtype: str
+) -> dict[str, Any]:
     if arch not in ARCH_PRESETS:
         raise ValueError(f"unknown arch {arch!r} (known: {', '.join(ARCH_PRESETS)})")
     cfg = {**_COMMON, **ARCH_PRESETS[arch]}
@@ -135,10 +173,17 @@ def _weights(cfg: dict[str, Any], seed: int, dtype: torch.dtype) -> dict[str, to
     def norm(dim: int) -> torch.Tensor:
         return rand(dim, mean=1.0, std=NORM_STD)
 
-    w: dict[str, torch.Tensor] = {"model.embed_tokens.weight": rand(cfg["vocab_size"], h, std=EMBED_STD)}
+    w: dict[str, torch.Tensor] = {
+        "model.embed_tokens.weight": rand(cfg["vocab_size"], h, std=EMBED_STD)
+    }
     for i in range(cfg["num_hidden_layers"]):
         p = f"model.layers.{i}."
-        for name, shape in (("q_proj", (q, h)), ("k_proj", (kv, h)), ("v_proj", (kv, h)), ("o_proj", (h, q))):
+        for name, shape in (
+            ("q_proj", (q, h)),
+            ("k_proj", (kv, h)),
+            ("v_proj", (kv, h)),
+            ("o_proj", (h, q)),
+        ):
             w[f"{p}self_attn.{name}.weight"] = rand(*shape)
         if qkv_bias:
             for name, size in (("q_proj", q), ("k_proj", kv), ("v_proj", kv)):
@@ -174,27 +219,39 @@ def _save_weights(out: Path, weights: dict[str, torch.Tensor], num_shards: int) 
         save_file(shard, out / file, metadata={"format": "pt"})
         weight_map.update(dict.fromkeys(shard, file))
     total = sum(t.numel() * t.element_size() for t in weights.values())
-    _write_json(out / "model.safetensors.index.json", {"metadata": {"total_size": total}, "weight_map": weight_map})
+    _write_json(
+        out / "model.safetensors.index.json",
+        {"metadata": {"total_size": total}, "weight_map": weight_map},
+    )
 
 
 def _save_tokenizer(out: Path, tok: Tokenizer, cfg: dict[str, Any]) -> None:
     tok.save(str(out / "tokenizer.json"))
     added = {
-        str(tok.token_to_id(t)): {"content": t, "lstrip": False, "normalized": False, "rstrip": False,
-                                  "single_word": False, "special": True}
+        str(tok.token_to_id(t)): {
+            "content": t,
+            "lstrip": False,
+            "normalized": False,
+            "rstrip": False,
+            "single_word": False,
+            "special": True,
+        }
         for t in SPECIAL_TOKENS
     }
-    _write_json(out / "tokenizer_config.json", {
-        "tokenizer_class": "PreTrainedTokenizerFast",
-        "bos_token": None,
-        "eos_token": "<|im_end|>",
-        "pad_token": "<|endoftext|>",
-        "unk_token": None,
-        "added_tokens_decoder": added,
-        "model_max_length": cfg["max_position_embeddings"],
-        "clean_up_tokenization_spaces": False,
-        "chat_template": CHAT_TEMPLATE,
-    })
+    _write_json(
+        out / "tokenizer_config.json",
+        {
+            "tokenizer_class": "PreTrainedTokenizerFast",
+            "bos_token": None,
+            "eos_token": "<|im_end|>",
+            "pad_token": "<|endoftext|>",
+            "unk_token": None,
+            "added_tokens_decoder": added,
+            "model_max_length": cfg["max_position_embeddings"],
+            "clean_up_tokenization_spaces": False,
+            "chat_template": CHAT_TEMPLATE,
+        },
+    )
 
 
 def build_tiny_checkpoint(
@@ -219,7 +276,9 @@ def build_tiny_checkpoint(
     cfg = _config(arch, tok.get_vocab_size(), overrides, ids, dtype)
     _write_json(out / "config.json", cfg)
     eos = [ids["<|im_end|>"], ids["<|endoftext|>"]]
-    _write_json(out / "generation_config.json", {"eos_token_id": eos, "pad_token_id": ids["<|endoftext|>"]})
+    _write_json(
+        out / "generation_config.json", {"eos_token_id": eos, "pad_token_id": ids["<|endoftext|>"]}
+    )
     _save_weights(out, _weights(cfg, seed, DTYPES[dtype]), num_shards)
     _save_tokenizer(out, tok, cfg)
     return out

@@ -50,8 +50,11 @@ def tune_malloc() -> bool:
         logger.info("malloc tuning skipped: no glibc mallopt")
         return False
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
-    settings = ((M_MMAP_THRESHOLD, MMAP_THRESHOLD_MAX), (M_TRIM_THRESHOLD, TRIM_THRESHOLD),
-                (M_TOP_PAD, TOP_PAD))
+    settings = (
+        (M_MMAP_THRESHOLD, MMAP_THRESHOLD_MAX),
+        (M_TRIM_THRESHOLD, TRIM_THRESHOLD),
+        (M_TOP_PAD, TOP_PAD),
+    )
     ok = all(mallopt(param, value) == 1 for param, value in settings)
     if ok:
         _applied = True

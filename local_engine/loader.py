@@ -55,7 +55,9 @@ def resolve_model_dir(model: str, require_tokenizer: bool = True) -> Path:
             raise CheckpointError(f"model directory {path} lacks {', '.join(missing)}")
         return path
     if path.is_absolute() or model.startswith(".") or model.count("/") != 1:
-        raise CheckpointError(f"model {model!r} is neither a local directory nor a hub id (org/name)")
+        raise CheckpointError(
+            f"model {model!r} is neither a local directory nor a hub id (org/name)"
+        )
     return _download(model)
 
 

@@ -86,11 +86,17 @@ def _load_chat_templates(path: Path, tokenizer_config: dict) -> str | dict[str, 
     return configured
 
 
-def _tojson(x: Any, ensure_ascii: bool = False, indent: Any = None, separators: Any = None,
-            sort_keys: bool = False) -> str:
+def _tojson(
+    x: Any,
+    ensure_ascii: bool = False,
+    indent: Any = None,
+    separators: Any = None,
+    sort_keys: bool = False,
+) -> str:
     # jinja's own tojson HTML-escapes; transformers overrides it with plain json.dumps
-    return json.dumps(x, ensure_ascii=ensure_ascii, indent=indent, separators=separators,
-                      sort_keys=sort_keys)
+    return json.dumps(
+        x, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys
+    )
 
 
 def _raise_exception(message: str) -> None:
@@ -144,7 +150,9 @@ class Tokenizer:
     def from_dir(cls, path: Path | str) -> Tokenizer:
         path = Path(path)
         if not (path / TOKENIZER_FILE).is_file():
-            raise FileNotFoundError(f"{path} has no {TOKENIZER_FILE} (only fast tokenizers are supported)")
+            raise FileNotFoundError(
+                f"{path} has no {TOKENIZER_FILE} (only fast tokenizers are supported)"
+            )
         hf_tok = HFTokenizer.from_file(str(path / TOKENIZER_FILE))
         config = _read_json(path / TOKENIZER_CONFIG_FILE)
         legacy_map = _read_json(path / SPECIAL_TOKENS_MAP_FILE)
@@ -155,7 +163,10 @@ class Tokenizer:
                 special[name] = content
         eos_ids = _as_id_set(_read_json(path / "generation_config.json").get("eos_token_id"))
         eos_ids |= _as_id_set(_read_json(path / "config.json").get("eos_token_id"))
-        if "eos_token" in special and (eos_id := hf_tok.token_to_id(special["eos_token"])) is not None:
+        if (
+            "eos_token" in special
+            and (eos_id := hf_tok.token_to_id(special["eos_token"])) is not None
+        ):
             eos_ids.add(eos_id)
         return cls(hf_tok, special, _load_chat_templates(path, config), eos_ids)
 
@@ -205,7 +216,9 @@ class Tokenizer:
             except jinja2.TemplateSyntaxError as exc:
                 raise ChatTemplateError(f"chat template does not compile: {exc}") from exc
         # like transformers: drop None-valued keys (OpenAI sends content=None with tool_calls)
-        messages = [_alias_reasoning({k: v for k, v in m.items() if v is not None}) for m in messages]
+        messages = [
+            _alias_reasoning({k: v for k, v in m.items() if v is not None}) for m in messages
+        ]
         try:
             return template.render(
                 messages=messages,

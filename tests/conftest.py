@@ -10,6 +10,9 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-for path in [HERE.parent, *(p for p in sorted(HERE.iterdir()) if p.is_dir() and not p.name.startswith("_"))]:
+for path in [
+    HERE.parent,
+    *(p for p in sorted(HERE.iterdir()) if p.is_dir() and not p.name.startswith("_")),
+]:
     if str(path) not in sys.path:
         sys.path.insert(0, str(path))

@@ -26,7 +26,9 @@ models:
 
 def test_conversation_through_gateway_to_local_engine(tmp_path):
     model_dir = build_tiny_checkpoint(tmp_path / "model", "qwen2")
-    config = EngineConfig(model=str(model_dir), num_kv_blocks=64, max_num_seqs=8, max_num_batched_tokens=256)
+    config = EngineConfig(
+        model=str(model_dir), num_kv_blocks=64, max_num_seqs=8, max_num_batched_tokens=256
+    )
     with running_server(config) as engine_url:
         policy = tmp_path / "policy.yaml"
         policy.write_text(POLICY.format(engine=engine_url, tokenizer=model_dir / "tokenizer.json"))
@@ -36,13 +38,36 @@ def test_conversation_through_gateway_to_local_engine(tmp_path):
                 {"role": "system", "content": "You are terse."},
                 {"role": "user", "content": "Name a colour."},
             ]
-            raw = client.chat.completions.with_raw_response.create(model="auto", messages=convo, max_tokens=12, temperature=0)
+            raw = client.chat.completions.with_raw_response.create(
+                model="auto", messages=convo, max_tokens=12, temperature=0
+            )
             r = raw.parse()
             assert raw.headers["x-gateway-backend"] == "local"
-            assert r.usage.completion_tokens > 0 and r.choices[0].finish_reason in ("stop", "length")
-            convo += [{"role": "assistant", "content": r.choices[0].message.content}, {"role": "user", "content": "Another."}]
-            chunks = list(client.chat.completions.create(model="auto", messages=convo, max_tokens=12, temperature=0, stream=True, stream_options={"include_usage": True}))
+            assert r.usage.completion_tokens > 0 and r.choices[0].finish_reason in (
+                "stop",
+                "length",
+            )
+            convo += [
+                {"role": "assistant", "content": r.choices[0].message.content},
+                {"role": "user", "content": "Another."},
+            ]
+            chunks = list(
+                client.chat.completions.create(
+                    model="auto",
+                    messages=convo,
+                    max_tokens=12,
+                    temperature=0,
+                    stream=True,
+                    stream_options={"include_usage": True},
+                )
+            )
             text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
-            whole = client.chat.completions.create(model="auto", messages=convo, max_tokens=12, temperature=0, extra_headers={"Cache-Control": "no-cache"})
+            whole = client.chat.completions.create(
+                model="auto",
+                messages=convo,
+                max_tokens=12,
+                temperature=0,
+                extra_headers={"Cache-Control": "no-cache"},
+            )
             assert text == whole.choices[0].message.content  # greedy: streamed == whole
             assert chunks[-1].usage.completion_tokens == whole.usage.completion_tokens

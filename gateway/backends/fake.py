@@ -41,7 +41,14 @@ class FakeReply:
 
 
 class FakeStream(UpstreamStream):
-    def __init__(self, events: list[bytes], model: str, usage: Usage, fail_after: int | None, error: UpstreamError | None) -> None:
+    def __init__(
+        self,
+        events: list[bytes],
+        model: str,
+        usage: Usage,
+        fail_after: int | None,
+        error: UpstreamError | None,
+    ) -> None:
         self.model = model
         self.usage = None
         self._events = events
@@ -87,11 +94,19 @@ class FakeBackend(Backend):
         self._script.extend([error] * times)
         return self
 
-    def reply(self, content: str, prompt_tokens: int = 1, completion_tokens: int = 1, model: str | None = None) -> FakeBackend:
+    def reply(
+        self,
+        content: str,
+        prompt_tokens: int = 1,
+        completion_tokens: int = 1,
+        model: str | None = None,
+    ) -> FakeBackend:
         self._script.append(FakeReply(content, prompt_tokens, completion_tokens, model))
         return self
 
-    def fail_mid_stream(self, after_events: int, error: UpstreamError | None = None, content: str = "a b c d e f") -> FakeBackend:
+    def fail_mid_stream(
+        self, after_events: int, error: UpstreamError | None = None, content: str = "a b c d e f"
+    ) -> FakeBackend:
         self._script.append(FakeReply(content, 1, len(content.split()), None, after_events, error))
         return self
 
@@ -110,14 +125,18 @@ class FakeBackend(Backend):
         r = await self._next(request)
         model = r.model or self.model
         usage = Usage(r.prompt_tokens, r.completion_tokens)
-        return UpstreamResponse(body=orjson.dumps(_whole_body(request, r, model)), model=model, usage=usage)
+        return UpstreamResponse(
+            body=orjson.dumps(_whole_body(request, r, model)), model=model, usage=usage
+        )
 
     async def open_stream(self, request: UpstreamRequest) -> UpstreamStream:
         r = await self._next(request)
         model = r.model or self.model
         include_usage = bool((request.body.get("stream_options") or {}).get("include_usage"))
         events = _stream_events(r, model, include_usage)
-        return FakeStream(events, model, Usage(r.prompt_tokens, r.completion_tokens), r.fail_after_events, r.error)
+        return FakeStream(
+            events, model, Usage(r.prompt_tokens, r.completion_tokens), r.fail_after_events, r.error
+        )
 
     async def probe(self) -> bool:
         return self.probe_ok
@@ -127,7 +146,11 @@ class FakeBackend(Backend):
 
 
 def _usage(r: FakeReply) -> dict:
-    return {"prompt_tokens": r.prompt_tokens, "completion_tokens": r.completion_tokens, "total_tokens": r.prompt_tokens + r.completion_tokens}
+    return {
+        "prompt_tokens": r.prompt_tokens,
+        "completion_tokens": r.completion_tokens,
+        "total_tokens": r.prompt_tokens + r.completion_tokens,
+    }
 
 
 def _whole_body(request: UpstreamRequest, r: FakeReply, model: str) -> dict:
@@ -135,17 +158,48 @@ def _whole_body(request: UpstreamRequest, r: FakeReply, model: str) -> dict:
     if request.operation == "embeddings":
         inputs = request.body.get("input")
         n = len(inputs) if isinstance(inputs, list) else 1
-        data = [{"object": "embedding", "index": i, "embedding": [0.1 * (i + 1), 0.2, 0.3]} for i in range(n)]
-        return {"object": "list", "data": data, "model": model, "usage": {"prompt_tokens": r.prompt_tokens, "total_tokens": r.prompt_tokens}}
+        data = [
+            {"object": "embedding", "index": i, "embedding": [0.1 * (i + 1), 0.2, 0.3]}
+            for i in range(n)
+        ]
+        return {
+            "object": "list",
+            "data": data,
+            "model": model,
+            "usage": {"prompt_tokens": r.prompt_tokens, "total_tokens": r.prompt_tokens},
+        }
     if request.operation == "completions":
         choice = {"index": 0, "text": r.content, "finish_reason": "stop", "logprobs": None}
-        return {"id": "cmpl-fake", "object": "text_completion", "created": created, "model": model, "choices": [choice], "usage": _usage(r)}
-    choice = {"index": 0, "message": {"role": "assistant", "content": r.content}, "finish_reason": "stop"}
-    return {"id": "chatcmpl-fake", "object": "chat.completion", "created": created, "model": model, "choices": [choice], "usage": _usage(r)}
+        return {
+            "id": "cmpl-fake",
+            "object": "text_completion",
+            "created": created,
+            "model": model,
+            "choices": [choice],
+            "usage": _usage(r),
+        }
+    choice = {
+        "index": 0,
+        "message": {"role": "assistant", "content": r.content},
+        "finish_reason": "stop",
+    }
+    return {
+        "id": "chatcmpl-fake",
+        "object": "chat.completion",
+        "created": created,
+        "model": model,
+        "choices": [choice],
+        "usage": _usage(r),
+    }
 
 
 def _stream_events(r: FakeReply, model: str, include_usage: bool) -> list[bytes]:
-    head = {"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": int(time.time()), "model": model}
+    head = {
+        "id": "chatcmpl-fake",
+        "object": "chat.completion.chunk",
+        "created": int(time.time()),
+        "model": model,
+    }
     deltas = [{"role": "assistant", "content": ""}] + [{"content": w} for w in _pieces(r.content)]
     chunks = [head | {"choices": [{"index": 0, "delta": d, "finish_reason": None}]} for d in deltas]
     chunks.append(head | {"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})

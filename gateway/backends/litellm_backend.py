@@ -37,15 +37,48 @@ __all__ = ["LiteLLMBackend", "LiteLLMStream", "load_litellm", "CHAT_PARAMS"]
 
 # OpenAI parameters handed to litellm; the rest (metadata, unknown fields) stays in the gateway.
 # ``drop_params`` makes litellm drop the ones a provider does not support (e.g. seed on Anthropic).
-CHAT_PARAMS = frozenset({
-    "messages", "tools", "tool_choice", "parallel_tool_calls", "response_format", "stop",
-    "temperature", "top_p", "max_tokens", "max_completion_tokens", "seed", "user", "n",
-    "presence_penalty", "frequency_penalty", "logit_bias", "logprobs", "top_logprobs", "reasoning_effort",
-})
-COMPLETION_PARAMS = frozenset({
-    "prompt", "suffix", "stop", "temperature", "top_p", "max_tokens", "seed", "user", "n",
-    "presence_penalty", "frequency_penalty", "logit_bias", "logprobs", "echo", "best_of",
-})
+CHAT_PARAMS = frozenset(
+    {
+        "messages",
+        "tools",
+        "tool_choice",
+        "parallel_tool_calls",
+        "response_format",
+        "stop",
+        "temperature",
+        "top_p",
+        "max_tokens",
+        "max_completion_tokens",
+        "seed",
+        "user",
+        "n",
+        "presence_penalty",
+        "frequency_penalty",
+        "logit_bias",
+        "logprobs",
+        "top_logprobs",
+        "reasoning_effort",
+    }
+)
+COMPLETION_PARAMS = frozenset(
+    {
+        "prompt",
+        "suffix",
+        "stop",
+        "temperature",
+        "top_p",
+        "max_tokens",
+        "seed",
+        "user",
+        "n",
+        "presence_penalty",
+        "frequency_penalty",
+        "logit_bias",
+        "logprobs",
+        "echo",
+        "best_of",
+    }
+)
 PROBE_TIMEOUT_S = 2.0
 EMBEDDING_PARAMS = frozenset({"input", "dimensions", "encoding_format", "user"})
 PARAMS = {"chat": CHAT_PARAMS, "completions": COMPLETION_PARAMS, "embeddings": EMBEDDING_PARAMS}
@@ -137,7 +170,10 @@ class LiteLLMBackend(Backend):
 
     async def open_stream(self, request: UpstreamRequest) -> UpstreamStream:
         if request.operation != "chat":
-            raise UpstreamError(f"backend {self.name!r}: streaming is supported for chat completions only", upstream_status=400)
+            raise UpstreamError(
+                f"backend {self.name!r}: streaming is supported for chat completions only",
+                upstream_status=400,
+            )
         ll = self._litellm
         kw = self._kwargs(request)
         kw["stream"] = True
@@ -159,7 +195,9 @@ class LiteLLMBackend(Backend):
         url = urlsplit(self.cfg.base_url)
         port = url.port or (443 if url.scheme == "https" else 80)
         try:
-            _, writer = await asyncio.wait_for(asyncio.open_connection(url.hostname, port), PROBE_TIMEOUT_S)
+            _, writer = await asyncio.wait_for(
+                asyncio.open_connection(url.hostname, port), PROBE_TIMEOUT_S
+            )
         except (OSError, TimeoutError):
             return False
         writer.close()
@@ -195,7 +233,10 @@ class LiteLLMStream(UpstreamStream):
             u = usage_of(chunk)
             if u is not None and (u.prompt_tokens or u.completion_tokens):
                 self.usage = u
-            self._last_head = {"id": getattr(chunk, "id", None), "created": getattr(chunk, "created", None)}
+            self._last_head = {
+                "id": getattr(chunk, "id", None),
+                "created": getattr(chunk, "created", None),
+            }
             event = chunk_event(chunk, self.model)
             if event is not None:
                 return event
@@ -208,13 +249,21 @@ class LiteLLMStream(UpstreamStream):
             raise
         if self._first is None:
             await self.aclose()
-            raise UpstreamError(f"backend {self._backend.name!r} closed the stream before the first event")
+            raise UpstreamError(
+                f"backend {self._backend.name!r} closed the stream before the first event"
+            )
         model = orjson.loads(self._first[6:]).get("model")
         if isinstance(model, str):
             self.model = model
 
     def _usage_event(self, u: Usage) -> bytes:
-        out = {**self._last_head, "object": "chat.completion.chunk", "model": self.model, "choices": [], "usage": usage_dict(u)}
+        out = {
+            **self._last_head,
+            "object": "chat.completion.chunk",
+            "model": self.model,
+            "choices": [],
+            "usage": usage_dict(u),
+        }
         return b"data: " + orjson.dumps(out) + b"\n\n"
 
     async def __aiter__(self) -> AsyncIterator[bytes]:

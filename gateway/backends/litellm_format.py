@@ -44,11 +44,17 @@ def usage_of(obj: Any) -> Usage | None:
         return None
     details = _get(u, "prompt_tokens_details")
     cached = (_get(details, "cached_tokens") or 0) if details is not None else 0
-    return Usage(int(_get(u, "prompt_tokens") or 0), int(_get(u, "completion_tokens") or 0), int(cached))
+    return Usage(
+        int(_get(u, "prompt_tokens") or 0), int(_get(u, "completion_tokens") or 0), int(cached)
+    )
 
 
 def usage_dict(u: Usage) -> dict[str, Any]:
-    out: dict[str, Any] = {"prompt_tokens": u.prompt_tokens, "completion_tokens": u.completion_tokens, "total_tokens": u.total_tokens}
+    out: dict[str, Any] = {
+        "prompt_tokens": u.prompt_tokens,
+        "completion_tokens": u.completion_tokens,
+        "total_tokens": u.total_tokens,
+    }
     if u.cached_tokens:
         out["prompt_tokens_details"] = {"cached_tokens": u.cached_tokens}
     return out
@@ -81,18 +87,30 @@ def chat_body(resp: Any, fallback_model: str) -> dict[str, Any]:
     choices = []
     for ch in _get(resp, "choices") or []:
         msg = _get(ch, "message")
-        message: dict[str, Any] = {"role": _get(msg, "role") or "assistant", "content": _get(msg, "content")}
+        message: dict[str, Any] = {
+            "role": _get(msg, "role") or "assistant",
+            "content": _get(msg, "content"),
+        }
         calls = _get(msg, "tool_calls")
         if calls:
             message["tool_calls"] = [_tool_call(tc, streaming=False) for tc in calls]
-        choices.append({"index": _get(ch, "index") or 0, "message": message, "finish_reason": _get(ch, "finish_reason"), "logprobs": None})
+        choices.append(
+            {
+                "index": _get(ch, "index") or 0,
+                "message": message,
+                "finish_reason": _get(ch, "finish_reason"),
+                "logprobs": None,
+            }
+        )
     out = _envelope(resp, "chat.completion", fallback_model, choices)
     if _get(resp, "system_fingerprint"):
         out["system_fingerprint"] = _get(resp, "system_fingerprint")
     return out
 
 
-def _envelope(resp: Any, obj: str, fallback_model: str, choices: list[dict[str, Any]]) -> dict[str, Any]:
+def _envelope(
+    resp: Any, obj: str, fallback_model: str, choices: list[dict[str, Any]]
+) -> dict[str, Any]:
     """The fields every OpenAI completion object shares, usage included when litellm has it."""
     out: dict[str, Any] = {
         "id": _get(resp, "id"),
@@ -110,7 +128,12 @@ def _envelope(resp: Any, obj: str, fallback_model: str, choices: list[dict[str, 
 def completion_body(resp: Any, fallback_model: str) -> dict[str, Any]:
     """A litellm TextCompletionResponse as an OpenAI ``text_completion`` object."""
     choices = [
-        {"index": _get(ch, "index") or 0, "text": _get(ch, "text") or "", "finish_reason": _get(ch, "finish_reason"), "logprobs": None}
+        {
+            "index": _get(ch, "index") or 0,
+            "text": _get(ch, "text") or "",
+            "finish_reason": _get(ch, "finish_reason"),
+            "logprobs": None,
+        }
         for ch in _get(resp, "choices") or []
     ]
     return _envelope(resp, "text_completion", fallback_model, choices)
@@ -148,7 +171,14 @@ def chunk_event(chunk: Any, fallback_model: str) -> bytes | None:
         finish = _get(ch, "finish_reason")
         if not delta and finish is None:
             continue
-        choices.append({"index": _get(ch, "index") or 0, "delta": delta, "finish_reason": finish, "logprobs": None})
+        choices.append(
+            {
+                "index": _get(ch, "index") or 0,
+                "delta": delta,
+                "finish_reason": finish,
+                "logprobs": None,
+            }
+        )
     if not choices:
         return None
     out = {
@@ -189,7 +219,11 @@ def _no_answer(exc: BaseException) -> bool:
     while x is not None and seen < 10:
         if isinstance(x, (httpx.TransportError, ConnectionError)):
             return True
-        if type(x).__module__.startswith("aiohttp") and type(x).__name__ in ("ClientConnectorError", "ServerDisconnectedError", "ClientOSError"):
+        if type(x).__module__.startswith("aiohttp") and type(x).__name__ in (
+            "ClientConnectorError",
+            "ServerDisconnectedError",
+            "ClientOSError",
+        ):
             return True
         x = x.__cause__ or x.__context__
         seen += 1
@@ -212,7 +246,9 @@ def map_exception(name: str, exc: BaseException, secret: str | None) -> Upstream
     body = None
     if 400 <= status < 500:
         err_type = "invalid_request_error" if status in (400, 413, 422) else "upstream_error"
-        body = orjson.dumps({"error": {"message": detail, "type": err_type, "param": None, "code": None}})
+        body = orjson.dumps(
+            {"error": {"message": detail, "type": err_type, "param": None, "code": None}}
+        )
     return class_for_status(status)(
         f"backend {name!r} answered {status}: {detail}",
         upstream_status=status,

@@ -43,7 +43,9 @@ def usage_from(obj: dict[str, Any]) -> Usage | None:
         return None
     details = u.get("prompt_tokens_details")
     cached = (details.get("cached_tokens") or 0) if isinstance(details, dict) else 0
-    return Usage(int(u.get("prompt_tokens") or 0), int(u.get("completion_tokens") or 0), int(cached))
+    return Usage(
+        int(u.get("prompt_tokens") or 0), int(u.get("completion_tokens") or 0), int(cached)
+    )
 
 
 class OpenAICompatBackend(Backend):
@@ -65,7 +67,9 @@ class OpenAICompatBackend(Backend):
         self._headers = headers
         self._timeout = aiohttp.ClientTimeout(total=cfg.timeout_s, connect=cfg.connect_timeout_s)
         # streams may run long; the limit is on the wait between two chunks instead
-        self._stream_timeout = aiohttp.ClientTimeout(total=None, connect=cfg.connect_timeout_s, sock_read=cfg.timeout_s)
+        self._stream_timeout = aiohttp.ClientTimeout(
+            total=None, connect=cfg.connect_timeout_s, sock_read=cfg.timeout_s
+        )
         self._session: aiohttp.ClientSession | None = None
         self._loop = None
 
@@ -95,7 +99,9 @@ class OpenAICompatBackend(Backend):
         if request.timeout_s is None:
             return self._stream_timeout if stream else self._timeout
         if stream:
-            return aiohttp.ClientTimeout(total=None, connect=self.cfg.connect_timeout_s, sock_read=request.timeout_s)
+            return aiohttp.ClientTimeout(
+                total=None, connect=self.cfg.connect_timeout_s, sock_read=request.timeout_s
+            )
         return aiohttp.ClientTimeout(total=request.timeout_s, connect=self.cfg.connect_timeout_s)
 
     async def _post(self, request: UpstreamRequest, stream: bool) -> aiohttp.ClientResponse:
@@ -137,20 +143,34 @@ class OpenAICompatBackend(Backend):
         try:
             parsed = orjson.loads(body)
         except orjson.JSONDecodeError as exc:
-            raise UpstreamError(f"backend {self.name!r} answered with invalid JSON", upstream_status=resp.status) from exc
+            raise UpstreamError(
+                f"backend {self.name!r} answered with invalid JSON", upstream_status=resp.status
+            ) from exc
         if not isinstance(parsed, dict):
-            raise UpstreamError(f"backend {self.name!r} answered with a JSON {type(parsed).__name__}, not an object", upstream_status=resp.status)
-        return UpstreamResponse(body=body, model=parsed.get("model") or self.model, usage=usage_from(parsed), status=resp.status)
+            raise UpstreamError(
+                f"backend {self.name!r} answered with a JSON {type(parsed).__name__}, not an object",
+                upstream_status=resp.status,
+            )
+        return UpstreamResponse(
+            body=body,
+            model=parsed.get("model") or self.model,
+            usage=usage_from(parsed),
+            status=resp.status,
+        )
 
     async def open_stream(self, request: UpstreamRequest) -> UpstreamStream:
         resp = await self._post(request, stream=True)
         stream = SSEStream(self, resp)
-        await stream.prime()  # a failure before the first event raises here: the pipeline can fall back
+        await (
+            stream.prime()
+        )  # a failure before the first event raises here: the pipeline can fall back
         return stream
 
     async def probe(self) -> bool:
         try:
-            async with self._client().get(self._base + "/models", timeout=aiohttp.ClientTimeout(total=PROBE_TIMEOUT_S)) as resp:
+            async with self._client().get(
+                self._base + "/models", timeout=aiohttp.ClientTimeout(total=PROBE_TIMEOUT_S)
+            ) as resp:
                 return 200 <= resp.status < 300
         except (TimeoutError, aiohttp.ClientError, OSError):
             return False
@@ -181,7 +201,9 @@ class SSEStream(UpstreamStream):
             raise
         if self._first is None:
             self._resp.close()
-            raise UpstreamError(f"backend {self._backend.name!r} closed the stream before the first event")
+            raise UpstreamError(
+                f"backend {self._backend.name!r} closed the stream before the first event"
+            )
         self._inspect_first(self._first)
 
     def _inspect_first(self, event: bytes) -> None:
@@ -235,7 +257,9 @@ class SSEStream(UpstreamStream):
         while True:
             event = await self._next_event()
             if event is None:
-                raise UpstreamError(f"backend {self._backend.name!r} ended the stream without [DONE]")
+                raise UpstreamError(
+                    f"backend {self._backend.name!r} ended the stream without [DONE]"
+                )
             if event == DONE:
                 self._done = True
                 yield event

@@ -84,7 +84,9 @@ def _map_entry(cfg: BackendConfig) -> dict[str, Any] | None:
 
 
 def _entry_prices(entry: dict[str, Any]) -> Prices:
-    return float(entry.get("input_cost_per_token") or 0.0), float(entry.get("output_cost_per_token") or 0.0)
+    return float(entry.get("input_cost_per_token") or 0.0), float(
+        entry.get("output_cost_per_token") or 0.0
+    )
 
 
 def resolve_pricing(cfg: BackendConfig) -> Prices:

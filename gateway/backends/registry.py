@@ -25,7 +25,9 @@ def build_backend(name: str, cfg: BackendConfig) -> Backend:
     try:
         target = ADAPTERS[cfg.kind]
     except KeyError:
-        raise ValueError(f"backend {name!r}: unknown kind {cfg.kind!r}; known: {sorted(ADAPTERS)}") from None
+        raise ValueError(
+            f"backend {name!r}: unknown kind {cfg.kind!r}; known: {sorted(ADAPTERS)}"
+        ) from None
     module_name, cls_name = target.split(":")
     cls = getattr(importlib.import_module(module_name), cls_name)
     return cls(name, cfg)

@@ -19,7 +19,13 @@ from typing import Literal, TypeVar
 from gateway.config.schema import CircuitBreakerConfig, RetryConfig
 from gateway.errors import UpstreamError
 
-__all__ = ["CircuitBreaker", "CircuitState", "backoff_delay", "call_with_retries", "counts_as_failure"]
+__all__ = [
+    "CircuitBreaker",
+    "CircuitState",
+    "backoff_delay",
+    "call_with_retries",
+    "counts_as_failure",
+]
 
 CircuitState = Literal["closed", "open", "half_open"]
 STATE_VALUE: dict[str, int] = {"closed": 0, "half_open": 1, "open": 2}  # for a Prometheus gauge
@@ -44,7 +50,9 @@ class CircuitBreaker:
 
     __slots__ = ("cfg", "_clock", "_open", "_opened_at", "_failures", "_probe_at")
 
-    def __init__(self, cfg: CircuitBreakerConfig, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, cfg: CircuitBreakerConfig, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.cfg = cfg
         self._clock = clock
         self._open = False
@@ -108,7 +116,7 @@ def backoff_delay(
     """
     if retry_after is not None and retry_after > cfg.max_retry_after_s:
         return None
-    cap = min(cfg.backoff_max_s, cfg.backoff_base_s * (2.0 ** attempt))
+    cap = min(cfg.backoff_max_s, cfg.backoff_base_s * (2.0**attempt))
     jittered = (rng or random).uniform(0.0, cap) if cap > 0 else 0.0
     if retry_after is not None:
         return max(retry_after, jittered)

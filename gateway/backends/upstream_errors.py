@@ -101,19 +101,27 @@ def _snippet(body: bytes) -> str:
     return text[:SNIPPET_CHARS]
 
 
-def error_from_response(name: str, status: int, headers: Mapping[str, str], body: bytes, secret: str | None) -> UpstreamError:
+def error_from_response(
+    name: str, status: int, headers: Mapping[str, str], body: bytes, secret: str | None
+) -> UpstreamError:
     message, openai_shaped = _error_message(body)
     if message is None:
         detail = _snippet(body)
         message = f"HTTP {status}" + (f": {detail}" if detail else "")
     message = scrub(f"backend {name!r} answered {status}: {message}", secret)
     relay = body if openai_shaped and not (secret and secret.encode() in body) else None
-    return class_for_status(status)(message, upstream_status=status, body=relay, retry_after=parse_retry_after(headers))
+    return class_for_status(status)(
+        message, upstream_status=status, body=relay, retry_after=parse_retry_after(headers)
+    )
 
 
-def connection_error(name: str, exc: BaseException, secret: str | None, when: str = "") -> UpstreamUnavailableError:
+def connection_error(
+    name: str, exc: BaseException, secret: str | None, when: str = ""
+) -> UpstreamUnavailableError:
     where = f" {when}" if when else ""
-    return UpstreamUnavailableError(scrub(f"backend {name!r} unreachable{where}: {type(exc).__name__}: {exc}", secret))
+    return UpstreamUnavailableError(
+        scrub(f"backend {name!r} unreachable{where}: {type(exc).__name__}: {exc}", secret)
+    )
 
 
 def timeout_error(name: str, exc: BaseException, when: str = "") -> UpstreamTimeoutError:
@@ -124,4 +132,6 @@ def timeout_error(name: str, exc: BaseException, when: str = "") -> UpstreamTime
 def stream_error(name: str, payload: bytes, secret: str | None) -> UpstreamError:
     """An error event the upstream sent in the middle of a stream."""
     message, _ = _error_message(payload)
-    return UpstreamError(scrub(f"backend {name!r} failed while streaming: {message or _snippet(payload)}", secret))
+    return UpstreamError(
+        scrub(f"backend {name!r} failed while streaming: {message or _snippet(payload)}", secret)
+    )

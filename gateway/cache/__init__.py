@@ -25,7 +25,9 @@ __all__ = [
 ]
 
 
-def build_cache(cfg: CacheConfig, on_error: Callable[[], None] | None = None) -> ResponseCache | None:
+def build_cache(
+    cfg: CacheConfig, on_error: Callable[[], None] | None = None
+) -> ResponseCache | None:
     """The configured cache: Redis when ``redis_url`` is set, else an in-process LRU; None when disabled.
 
     ``on_error`` is called once per cache call that Redis failed or that was skipped while
@@ -34,5 +36,7 @@ def build_cache(cfg: CacheConfig, on_error: Callable[[], None] | None = None) ->
     if not cfg.enabled:
         return None
     if cfg.redis_url:
-        return RedisCache(cfg.redis_url, cfg.ttl_s, cfg.max_entry_bytes, cfg.namespace, on_error=on_error)
+        return RedisCache(
+            cfg.redis_url, cfg.ttl_s, cfg.max_entry_bytes, cfg.namespace, on_error=on_error
+        )
     return MemoryCache(cfg.max_entries, cfg.ttl_s, cfg.max_entry_bytes)

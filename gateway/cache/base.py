@@ -26,7 +26,14 @@ class CacheEntry:
     def to_bytes(self) -> bytes:
         """A one-line JSON header, a newline, then the body untouched (no re-encoding)."""
         head = orjson.dumps(
-            [_FORMAT, self.model, self.backend, self.prompt_tokens, self.completion_tokens, self.created_at]
+            [
+                _FORMAT,
+                self.model,
+                self.backend,
+                self.prompt_tokens,
+                self.completion_tokens,
+                self.created_at,
+            ]
         )
         return head + b"\n" + self.body
 

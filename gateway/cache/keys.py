@@ -37,7 +37,15 @@ IGNORED_FIELDS = frozenset(
     }
 )
 # Sampling numbers: 0 and 0.0 must give the same key.
-_NUMERIC = ("temperature", "top_p", "top_k", "min_p", "presence_penalty", "frequency_penalty", "repetition_penalty")
+_NUMERIC = (
+    "temperature",
+    "top_p",
+    "top_k",
+    "min_p",
+    "presence_penalty",
+    "frequency_penalty",
+    "repetition_penalty",
+)
 
 
 def cache_key(operation: str, body: dict[str, Any], team: str) -> str:

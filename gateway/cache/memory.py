@@ -11,14 +11,18 @@ __all__ = ["MemoryCache"]
 
 
 class MemoryCache(ResponseCache):
-    def __init__(self, max_entries: int, ttl_s: float, max_entry_bytes: int, clock=time.monotonic) -> None:
+    def __init__(
+        self, max_entries: int, ttl_s: float, max_entry_bytes: int, clock=time.monotonic
+    ) -> None:
         if max_entries < 1 or ttl_s <= 0 or max_entry_bytes < 1:
             raise ValueError("max_entries, ttl_s and max_entry_bytes must be positive")
         self.max_entries = max_entries
         self.ttl_s = ttl_s
         self.max_entry_bytes = max_entry_bytes
         self._clock = clock
-        self._data: OrderedDict[str, tuple[float, CacheEntry]] = OrderedDict()  # key -> (expires, entry)
+        self._data: OrderedDict[str, tuple[float, CacheEntry]] = (
+            OrderedDict()
+        )  # key -> (expires, entry)
 
     @property
     def available(self) -> bool:

@@ -58,11 +58,20 @@ def _chat_pieces(choice: dict[str, Any]) -> list[dict[str, Any]]:
     i = choice.get("index", 0)
     msg = choice.get("message") or {}
 
-    def piece(delta: dict[str, Any], finish: str | None = None, logprobs: Any = None) -> dict[str, Any]:
+    def piece(
+        delta: dict[str, Any], finish: str | None = None, logprobs: Any = None
+    ) -> dict[str, Any]:
         return {"index": i, "delta": delta, "logprobs": logprobs, "finish_reason": finish}
 
     content = msg.get("content")
-    out = [piece({"role": msg.get("role", "assistant"), "content": "" if isinstance(content, str) else None})]
+    out = [
+        piece(
+            {
+                "role": msg.get("role", "assistant"),
+                "content": "" if isinstance(content, str) else None,
+            }
+        )
+    ]
     for name in ("reasoning_content", "reasoning", "refusal"):
         if msg.get(name):
             out.append(piece({name: msg[name]}))
@@ -70,11 +79,17 @@ def _chat_pieces(choice: dict[str, Any]) -> list[dict[str, Any]]:
         out.append(piece({"content": content}, logprobs=choice.get("logprobs")))
     for j, tc in enumerate(msg.get("tool_calls") or ()):
         fn = tc.get("function") or {}
-        first = {"index": j, "id": tc.get("id"), "type": tc.get("type", "function"),
-                 "function": {"name": fn.get("name", ""), "arguments": ""}}
+        first = {
+            "index": j,
+            "id": tc.get("id"),
+            "type": tc.get("type", "function"),
+            "function": {"name": fn.get("name", ""), "arguments": ""},
+        }
         out.append(piece({"tool_calls": [first]}))
         if fn.get("arguments"):
-            out.append(piece({"tool_calls": [{"index": j, "function": {"arguments": fn["arguments"]}}]}))
+            out.append(
+                piece({"tool_calls": [{"index": j, "function": {"arguments": fn["arguments"]}}]})
+            )
     if msg.get("function_call"):
         out.append(piece({"function_call": msg["function_call"]}))
     out.append(piece({}, finish=choice.get("finish_reason") or "stop"))
@@ -84,8 +99,18 @@ def _chat_pieces(choice: dict[str, Any]) -> list[dict[str, Any]]:
 def _text_pieces(choice: dict[str, Any]) -> list[dict[str, Any]]:
     i = choice.get("index", 0)
     return [
-        {"text": choice.get("text") or "", "index": i, "logprobs": choice.get("logprobs"), "finish_reason": None},
-        {"text": "", "index": i, "logprobs": None, "finish_reason": choice.get("finish_reason") or "stop"},
+        {
+            "text": choice.get("text") or "",
+            "index": i,
+            "logprobs": choice.get("logprobs"),
+            "finish_reason": None,
+        },
+        {
+            "text": "",
+            "index": i,
+            "logprobs": None,
+            "finish_reason": choice.get("finish_reason") or "stop",
+        },
     ]
 
 
@@ -97,7 +122,9 @@ class _Choice:
 
     def __init__(self) -> None:
         self.role = "assistant"
-        self.parts: dict[str, list[str]] = {}  # content / reasoning_content / reasoning / refusal / text
+        self.parts: dict[
+            str, list[str]
+        ] = {}  # content / reasoning_content / reasoning / refusal / text
         self.tools: dict[int, dict[str, Any]] = {}
         self.function_call: dict[str, str] | None = None
         self.logprobs: dict[str, Any] | None = None
@@ -119,7 +146,9 @@ class _Choice:
                 self.logprobs[k] = v
 
     def add_tool(self, tc: dict[str, Any]) -> None:
-        slot = self.tools.setdefault(tc.get("index", 0), {"id": None, "type": "function", "name": [], "args": []})
+        slot = self.tools.setdefault(
+            tc.get("index", 0), {"id": None, "type": "function", "name": [], "args": []}
+        )
         if tc.get("id"):
             slot["id"] = tc["id"]
         if tc.get("type"):
@@ -166,7 +195,11 @@ class StreamAssembler:
             self._broken = True
             return
         if self._head is None:
-            self._head = {k: chunk[k] for k in ("id", "created", "model", "system_fingerprint") if chunk.get(k) is not None}
+            self._head = {
+                k: chunk[k]
+                for k in ("id", "created", "model", "system_fingerprint")
+                if chunk.get(k) is not None
+            }
             self._text = chunk.get("object") == "text_completion"
         if chunk.get("usage"):
             self._usage = chunk["usage"]
@@ -227,7 +260,11 @@ def _chat_choice(i: int, st: _Choice) -> dict[str, Any]:
             msg[name] = st.joined(name)
     if st.tools:
         msg["tool_calls"] = [
-            {"id": t["id"], "type": t["type"], "function": {"name": "".join(t["name"]), "arguments": "".join(t["args"])}}
+            {
+                "id": t["id"],
+                "type": t["type"],
+                "function": {"name": "".join(t["name"]), "arguments": "".join(t["args"])},
+            }
             for _, t in sorted(st.tools.items())
         ]
     if st.function_call is not None:
@@ -236,4 +273,9 @@ def _chat_choice(i: int, st: _Choice) -> dict[str, Any]:
 
 
 def _text_choice(i: int, st: _Choice) -> dict[str, Any]:
-    return {"index": i, "text": st.joined("text") or "", "logprobs": st.logprobs, "finish_reason": st.finish}
+    return {
+        "index": i,
+        "text": st.joined("text") or "",
+        "logprobs": st.logprobs,
+        "finish_reason": st.finish,
+    }

@@ -14,7 +14,10 @@ SAMPLES: list[tuple[str, dict]] = [
     ("tool calling", {"prompt_tokens": 500, "needs": frozenset({"tools"})}),
     ("JSON schema output", {"prompt_tokens": 400, "needs": frozenset({"json_schema"})}),
     ("very long context (150k tokens)", {"prompt_tokens": 150_000}),
-    ("confidential data", {"prompt_tokens": 300, "headers": {"x-data-classification": "confidential"}}),
+    (
+        "confidential data",
+        {"prompt_tokens": 300, "headers": {"x-data-classification": "confidential"}},
+    ),
 ]
 
 
@@ -53,7 +56,12 @@ def explain(loaded: LoadedPolicy) -> str:
             continue
         out.append("  would route:")
         for label, kw in SAMPLES:
-            f = RequestFeatures(operation="chat", virtual_model=mname, difficulty_threshold=m.difficulty.threshold, **kw)
+            f = RequestFeatures(
+                operation="chat",
+                virtual_model=mname,
+                difficulty_threshold=m.difficulty.threshold,
+                **kw,
+            )
             if m.uses_difficulty() and f.difficulty is None:
                 f.difficulty = 0.1
             try:

@@ -28,7 +28,9 @@ class LoadedPolicy:
 
     @property
     def enabled_backends(self) -> list[str]:
-        return [n for n, b in self.policy.backends.items() if b.enabled and b.disabled_reason is None]
+        return [
+            n for n, b in self.policy.backends.items() if b.enabled and b.disabled_reason is None
+        ]
 
 
 class _LineLoader(yaml.SafeLoader):
@@ -117,7 +119,9 @@ def parse_policy(text: str, env: Mapping[str, str], source: str = "<policy>") ->
     return loaded
 
 
-def _disable_unset(policy: Policy, data: dict, env: Mapping[str, str], loaded: LoadedPolicy) -> None:
+def _disable_unset(
+    policy: Policy, data: dict, env: Mapping[str, str], loaded: LoadedPolicy
+) -> None:
     """A backend whose api_key reference is unset is switched off with one clear line."""
     from gateway.config.schema import ENV_REF
 

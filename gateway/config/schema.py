@@ -114,7 +114,9 @@ class Pricing(Strict):
         per_token = self.input_usd_per_mtok is not None or self.output_usd_per_mtok is not None
         gpu = self.gpu_usd_per_hour is not None or self.tokens_per_second is not None
         if per_token and gpu:
-            raise ValueError("give either *_usd_per_mtok prices or gpu_usd_per_hour + tokens_per_second, not both")
+            raise ValueError(
+                "give either *_usd_per_mtok prices or gpu_usd_per_hour + tokens_per_second, not both"
+            )
         if gpu and (self.gpu_usd_per_hour is None or self.tokens_per_second is None):
             raise ValueError("gpu_usd_per_hour and tokens_per_second go together")
         return self
@@ -201,7 +203,9 @@ class BackendConfig(Strict):
                 raise ValueError("base_url is required for kind openai_compatible")
             self.disable(f"environment variable {unset} is not set")
         if self.kind == "litellm" and "/" not in self.model:
-            raise ValueError("litellm models are written provider/model, e.g. anthropic/claude-3-5-sonnet-latest")
+            raise ValueError(
+                "litellm models are written provider/model, e.g. anthropic/claude-3-5-sonnet-latest"
+            )
         return self
 
 
@@ -333,7 +337,9 @@ class TeamConfig(Strict):
 
 
 class ApiKey(Strict):
-    name: str = Field(pattern=r"^[A-Za-z0-9_.:-]{1,64}$")  # shown in logs and metrics, never the key
+    name: str = Field(
+        pattern=r"^[A-Za-z0-9_.:-]{1,64}$"
+    )  # shown in logs and metrics, never the key
     key: SecretStr | None
     team: str = Field("default", pattern=r"^[A-Za-z0-9_.:-]{1,64}$")
     models: list[str] | None = None  # allowed virtual models; None: all
@@ -364,7 +370,9 @@ class CacheConfig(Strict):
     max_entries: int = Field(DEFAULT_CACHE_MAX_ENTRIES, gt=0)  # in-process LRU only
     max_entry_bytes: int = Field(1024 * 1024, gt=0)
     deterministic_only: bool = True  # cache only temperature 0 or seeded requests
-    namespace: str = "gw"  # key prefix for everything the gateway keeps in Redis (cache, spend, limits)
+    namespace: str = (
+        "gw"  # key prefix for everything the gateway keeps in Redis (cache, spend, limits)
+    )
 
     @field_validator("redis_url", mode="before")
     @classmethod
@@ -397,7 +405,9 @@ class Policy(Strict):
     cache: CacheConfig = CacheConfig()
     savings: SavingsConfig = SavingsConfig()
     metrics: MetricsConfig = MetricsConfig()
-    state_redis_url: str | None = None  # shared state (budgets, rate limits); None: the cache's redis_url, else in-process
+    state_redis_url: str | None = (
+        None  # shared state (budgets, rate limits); None: the cache's redis_url, else in-process
+    )
     teams: dict[str, TeamConfig] = {}
     backends: Annotated[dict[str, BackendConfig], Field(min_length=1)]
     models: Annotated[dict[str, VirtualModel], Field(min_length=1)]
@@ -415,9 +425,13 @@ class Policy(Strict):
                 refs = list(r.route) + _condition_refs(r.when)
                 for b in refs:
                     if b not in names:
-                        raise ValueError(f"models.{mname} rule {r.name!r} names unknown backend {b!r}")
+                        raise ValueError(
+                            f"models.{mname} rule {r.name!r} names unknown backend {b!r}"
+                        )
                 if r.self_hosted_only and not any(self.backends[b].self_hosted for b in r.route):
-                    raise ValueError(f"models.{mname} rule {r.name!r} is self_hosted_only but routes to no self_hosted backend")
+                    raise ValueError(
+                        f"models.{mname} rule {r.name!r} is self_hosted_only but routes to no self_hosted backend"
+                    )
             for b in list(m.fallbacks) + list(m.embeddings):
                 if b not in names:
                     raise ValueError(f"models.{mname} names unknown backend {b!r}")

@@ -63,7 +63,9 @@ def load(path: str | Path | None = None) -> RouterModel:
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
         raise RouterModelError(f"{p} is not a gateway router artefact")
     if doc.get("version") != VERSION:
-        raise RouterModelError(f"{p}: artefact version {doc.get('version')} is not supported (want {VERSION})")
+        raise RouterModelError(
+            f"{p}: artefact version {doc.get('version')} is not supported (want {VERSION})"
+        )
     try:
         config = RouterConfig.model_validate(doc["config"])
         columns = list(doc["columns"])
@@ -74,7 +76,11 @@ def load(path: str | Path | None = None) -> RouterModel:
         raise RouterModelError(f"{p}: malformed artefact: {exc}") from exc
     if columns != column_names(config):
         raise RouterModelError(f"{p}: its feature columns do not match this version of the router")
-    if any(arr.shape != (len(columns),) for arr in arrays) or not all(np.isfinite(arr).all() for arr in arrays):
+    if any(arr.shape != (len(columns),) for arr in arrays) or not all(
+        np.isfinite(arr).all() for arr in arrays
+    ):
         raise RouterModelError(f"{p}: weight vectors must be finite and have one entry per column")
     mean, scale, coef = arrays
-    return RouterModel(config, columns, mean, scale, coef, intercept, a, b, dict(doc.get("meta") or {}))
+    return RouterModel(
+        config, columns, mean, scale, coef, intercept, a, b, dict(doc.get("meta") or {})
+    )

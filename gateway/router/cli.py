@@ -30,11 +30,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     sub = router.add_subparsers(dest="router_command", required=True)
 
     t = sub.add_parser("train", help="train a router on labelled prompts (JSONL)")
-    t.add_argument("--data", type=Path, required=True, help="training JSONL (see docs for the format)")
+    t.add_argument(
+        "--data", type=Path, required=True, help="training JSONL (see docs for the format)"
+    )
     t.add_argument("--out", type=Path, required=True, help="directory to write router.json into")
     t.add_argument("--embedding", choices=["anchors", "none", "raw"], default="anchors")
-    t.add_argument("--c", type=float, default=None, help="inverse pull toward the prior weights (default 0.001)")
-    t.add_argument("--no-prior", action="store_true", help="regularise toward zero instead of the prior")
+    t.add_argument(
+        "--c",
+        type=float,
+        default=None,
+        help="inverse pull toward the prior weights (default 0.001)",
+    )
+    t.add_argument(
+        "--no-prior", action="store_true", help="regularise toward zero instead of the prior"
+    )
     t.set_defaults(func=functools.partial(_guarded, _train))
 
     s = sub.add_parser("score", help="score prompts offline: {id, prompt} -> {id, score}")
@@ -43,9 +52,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     s.add_argument("--model", default=None, help="artefact directory (default: the built-in one)")
     s.set_defaults(func=functools.partial(_guarded, _score))
 
-    b = sub.add_parser("build-default", help="rebuild the shipped artefact from shared/data/routing")
+    b = sub.add_parser(
+        "build-default", help="rebuild the shipped artefact from shared/data/routing"
+    )
     b.add_argument("--data", type=Path, required=True, help="the shared/data/routing directory")
-    b.add_argument("--out", type=Path, default=None, help="default: the built-in artefact's directory")
+    b.add_argument(
+        "--out", type=Path, default=None, help="default: the built-in artefact's directory"
+    )
     b.set_defaults(func=functools.partial(_guarded, _build_default))
 
 
@@ -107,7 +120,9 @@ def _score(args: argparse.Namespace) -> int:
                 print(f"\rscored {n}", end="", file=sys.stderr)
         if batch:
             flush()
-    print(f"\rscored {n} prompts in {time.perf_counter() - t0:.1f}s -> {args.output}", file=sys.stderr)
+    print(
+        f"\rscored {n} prompts in {time.perf_counter() - t0:.1f}s -> {args.output}", file=sys.stderr
+    )
     return 0
 
 

@@ -35,16 +35,24 @@ class TrainingRow:
 
 
 def _lines(path: Path) -> Iterator[tuple[int, dict]]:
-    return iter_json_objects(read_lines(path, TrainingDataError, "data file"), str(path), TrainingDataError)
+    return iter_json_objects(
+        read_lines(path, TrainingDataError, "data file"), str(path), TrainingDataError
+    )
 
 
 def to_messages(value: Any, where: str) -> list[dict[str, Any]]:
     """A prompt as chat messages: a string becomes one user turn."""
     if isinstance(value, str):
         return [{"role": "user", "content": value}]
-    if isinstance(value, list) and value and all(isinstance(m, dict) and "role" in m for m in value):
+    if (
+        isinstance(value, list)
+        and value
+        and all(isinstance(m, dict) and "role" in m for m in value)
+    ):
         return value
-    raise TrainingDataError(f"{where}: 'prompt' must be a string or a non-empty list of chat messages")
+    raise TrainingDataError(
+        f"{where}: 'prompt' must be a string or a non-empty list of chat messages"
+    )
 
 
 def _number(obj: dict, key: str, where: str) -> float:
@@ -74,7 +82,11 @@ def read_training(path: Path) -> list[TrainingRow]:
         weight = _number(obj, "weight", where) if "weight" in obj else 1.0
         if weight < 0:
             raise TrainingDataError(f"{where}: 'weight' must be >= 0")
-        rows.append(TrainingRow(to_messages(prompt, where), target, weight, str(obj.get("source", "default"))))
+        rows.append(
+            TrainingRow(
+                to_messages(prompt, where), target, weight, str(obj.get("source", "default"))
+            )
+        )
     if not rows:
         raise TrainingDataError(f"{path}: no training rows")
     return rows

@@ -20,7 +20,9 @@ from gateway.routing.scorer import Messages, prompt_text
 _WORD = re.compile(r"[a-z][a-z+#'-]*")
 
 
-def _category(words: str, prefixes: str = "", phrases: str = "") -> tuple[frozenset, tuple, frozenset]:
+def _category(
+    words: str, prefixes: str = "", phrases: str = ""
+) -> tuple[frozenset, tuple, frozenset]:
     """A marker category: whole words, word prefixes (stems), and two-word phrases."""
     return frozenset(words.split()), tuple(prefixes.split()), frozenset(phrases.split(","))
 
@@ -60,7 +62,9 @@ _CATEGORIES = (
 
 @lru_cache(maxsize=1 << 16)
 def _word_hits(word: str) -> tuple[int, ...]:
-    return tuple(int(word in exact or (bool(pre) and word.startswith(pre))) for exact, pre, _ in _CATEGORIES)
+    return tuple(
+        int(word in exact or (bool(pre) and word.startswith(pre))) for exact, pre, _ in _CATEGORIES
+    )
 
 
 def _marker_counts(text: str) -> list[int]:
@@ -85,10 +89,25 @@ _CHOICE_LINE = re.compile(r"^\s*\(?[A-Ea-e][).:]\s+\S", re.MULTILINE)
 MAX_FEATURE_CHARS = 8000
 
 FEATURE_NAMES: tuple[str, ...] = (
-    "log_chars", "log_words", "log_lines", "log_numbers", "digit_share", "math_symbols",
-    "math_words", "code_words", "code_symbols", "has_code_block", "reason_words",
-    "constraint_words", "creative_words", "questions", "choice_lines", "non_ascii_share",
-    "avg_word_len", "log_user_turns", "has_system",
+    "log_chars",
+    "log_words",
+    "log_lines",
+    "log_numbers",
+    "digit_share",
+    "math_symbols",
+    "math_words",
+    "code_words",
+    "code_symbols",
+    "has_code_block",
+    "reason_words",
+    "constraint_words",
+    "creative_words",
+    "questions",
+    "choice_lines",
+    "non_ascii_share",
+    "avg_word_len",
+    "log_user_turns",
+    "has_system",
 )
 
 

@@ -45,7 +45,9 @@ def routing_curve(
         raise ValueError("scores and qualities must be non-empty and of equal length")
     total = g.sum()
     if total <= 0:
-        raise ValueError("the strong model is not better than the weak one on this set: PGR undefined")
+        raise ValueError(
+            "the strong model is not better than the weak one on this set: PGR undefined"
+        )
     order = np.argsort(-s, kind="stable")
     s_sorted, g_sorted = s[order], g[order]
     # replace each gain by its tie group's mean: the expected gain under random tie-breaking

@@ -100,7 +100,9 @@ def shared_encoder(layers: int, max_tokens: int) -> MiniLMEncoder:
     return MiniLMEncoder(max_tokens=max_tokens, layers=layers)
 
 
-def _design(config: RouterConfig, batch: Sequence[Messages], anchor_vecs: np.ndarray | None) -> np.ndarray:
+def _design(
+    config: RouterConfig, batch: Sequence[Messages], anchor_vecs: np.ndarray | None
+) -> np.ndarray:
     x = feature_matrix(batch)  # [N, F]
     if config.embedding == "none":
         return x

@@ -106,7 +106,9 @@ class LearnedScorer:
             p = self.model.predict(batch)
         except _LEARNED_PATH_ERRORS as exc:
             self._count(len(batch))
-            log.warning("learned router failed (%s: %s); using the heuristic", type(exc).__name__, exc)
+            log.warning(
+                "learned router failed (%s: %s); using the heuristic", type(exc).__name__, exc
+            )
             return None
         if not np.isfinite(p).all():
             self._count(len(batch))

@@ -22,7 +22,12 @@ __all__ = ["calibrate_share", "load_sample"]
 def load_sample(path: str | None) -> list[list[dict]]:
     """Prompts as chat messages; each JSONL line is {"prompt": str} or {"messages": [...]}."""
     if path is None:
-        lines = resources.files("gateway.routing").joinpath("calibration_prompts.jsonl").read_bytes().splitlines()
+        lines = (
+            resources.files("gateway.routing")
+            .joinpath("calibration_prompts.jsonl")
+            .read_bytes()
+            .splitlines()
+        )
         source = "built-in calibration sample"
     else:
         lines, source = read_lines(path, PolicyError, "calibration_sample"), path

@@ -48,7 +48,9 @@ def _match_values(want: str | list[str], got: object) -> bool:
     return got_s in want if isinstance(want, list) else got_s == want
 
 
-def matches(cond: Condition | None, f: RequestFeatures, backends: Mapping[str, BackendView]) -> bool:
+def matches(
+    cond: Condition | None, f: RequestFeatures, backends: Mapping[str, BackendView]
+) -> bool:
     """Whether every field of ``cond`` holds for ``f`` (``any`` is an OR of sub-conditions)."""
     if cond is None:
         return True
@@ -139,7 +141,11 @@ def _choose(
             skipped.append((name, why))
     if not candidates:
         detail = "; ".join(f"{n}: {w}" for n, w in skipped) or "no backends listed"
-        prefix = "request must stay on self-hosted backends and none can serve it" if self_hosted_only else "no backend can serve this request"
+        prefix = (
+            "request must stay on self-hosted backends and none can serve it"
+            if self_hosted_only
+            else "no backend can serve this request"
+        )
         raise NoBackendError(f"{prefix} (rule {reason!r}: {detail})")
     return Decision(reason, tuple(candidates), self_hosted_only, tuple(skipped))
 
@@ -158,5 +164,7 @@ def route(f: RequestFeatures, model: VirtualModel, backends: Mapping[str, Backen
     for rule in model.rules:
         if matches(rule.when, f, backends):
             names = list(rule.route) + (list(model.fallbacks) if rule.use_fallbacks else [])
-            return _choose(rule.name, names, f, backends, f.self_hosted_only or rule.self_hosted_only)
+            return _choose(
+                rule.name, names, f, backends, f.self_hosted_only or rule.self_hosted_only
+            )
     raise NoBackendError(f"no rule of model {f.virtual_model!r} matches this request")

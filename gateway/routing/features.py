@@ -48,7 +48,11 @@ def _needs(body: dict[str, Any]) -> frozenset[str]:
         content = m.get("content") if isinstance(m, dict) else None
         if isinstance(content, list):
             for part in content:
-                if isinstance(part, dict) and part.get("type") in ("image_url", "input_image", "image"):
+                if isinstance(part, dict) and part.get("type") in (
+                    "image_url",
+                    "input_image",
+                    "image",
+                ):
                     needs.add("vision")
                     break
     return frozenset(needs)

@@ -18,20 +18,62 @@ __all__ = ["HeuristicScorer", "WEIGHTS"]
 
 # name: (pattern, logit added when present)
 WEIGHTS: dict[str, tuple[re.Pattern[str], float]] = {
-    "code": (re.compile(r"```|\bdef \w+\(|\bclass \w+[:(]|#include|\bfunction\s*\(|=>|\bSELECT\b.+\bFROM\b", re.S), 0.6),
-    "math": (re.compile(r"\\frac|\\sum|\\int|\$[^$]+\$|\b\d+\s*[\^*/]\s*\d+|\b(integral|derivative|equation|theorem|probability)\b", re.I), 0.7),
+    "code": (
+        re.compile(
+            r"```|\bdef \w+\(|\bclass \w+[:(]|#include|\bfunction\s*\(|=>|\bSELECT\b.+\bFROM\b",
+            re.S,
+        ),
+        0.6,
+    ),
+    "math": (
+        re.compile(
+            r"\\frac|\\sum|\\int|\$[^$]+\$|\b\d+\s*[\^*/]\s*\d+|\b(integral|derivative|equation|theorem|probability)\b",
+            re.I,
+        ),
+        0.7,
+    ),
     "proof": (re.compile(r"\b(prove|proof|derive|show that|formally|rigorous)\b", re.I), 0.8),
-    "reasoning": (re.compile(r"\b(step[- ]by[- ]step|reason(ing)? about|analy[sz]e|trade-?offs?|compare and contrast|optimi[sz]e|design an?)\b", re.I), 0.5),
-    "constraints": (re.compile(r"\b(must|should not|exactly|at least|at most|without using|ensure)\b", re.I), 0.15),
+    "reasoning": (
+        re.compile(
+            r"\b(step[- ]by[- ]step|reason(ing)? about|analy[sz]e|trade-?offs?|compare and contrast|optimi[sz]e|design an?)\b",
+            re.I,
+        ),
+        0.5,
+    ),
+    "constraints": (
+        re.compile(r"\b(must|should not|exactly|at least|at most|without using|ensure)\b", re.I),
+        0.15,
+    ),
 }
 # Every alternative of WEIGHTS[name] contains one of KEYS[name] (case-folded): a cheap
 # substring test rules most patterns out before the regex runs.
 KEYS: dict[str, tuple[str, ...]] = {
     "code": ("```", "def ", "class ", "#include", "function", "=>", "select"),
-    "math": ("\\frac", "\\sum", "\\int", "$", "^", "*", "/", "integral", "derivative", "equation", "theorem", "probability"),
+    "math": (
+        "\\frac",
+        "\\sum",
+        "\\int",
+        "$",
+        "^",
+        "*",
+        "/",
+        "integral",
+        "derivative",
+        "equation",
+        "theorem",
+        "probability",
+    ),
     "proof": ("prove", "proof", "derive", "show that", "formally", "rigorous"),
     "reasoning": ("step", "reason", "analy", "trade", "compare and contrast", "optimi", "design a"),
-    "constraints": ("must", "should not", "exactly", "at least", "at most", "without using", "ensure"),
+    "constraints": (
+        "must",
+        "should not",
+        "exactly",
+        "at least",
+        "at most",
+        "without using",
+        "ensure",
+    ),
 }
 BIAS = -1.6
 LOG_LENGTH_WEIGHT = 0.45  # per natural-log unit of prompt characters above 200

@@ -74,7 +74,11 @@ def messages_text(body: dict[str, Any]) -> str:
         if isinstance(content, str):
             parts.append(content)
         elif isinstance(content, list):
-            parts.extend(p.get("text", "") for p in content if isinstance(p, dict) and p.get("type") == "text")
+            parts.extend(
+                p.get("text", "")
+                for p in content
+                if isinstance(p, dict) and p.get("type") == "text"
+            )
     return "\n".join(parts)
 
 
@@ -92,7 +96,11 @@ def count_with_tokenizer(path: str, operation: str, body: dict[str, Any]) -> int
         msgs = [m for m in body.get("messages") or () if isinstance(m, dict)]
         images = sum(_text_len(m.get("content"))[1] for m in msgs)
         text = messages_text(body)
-        return len(tok.encode(text, add_special_tokens=False).ids) + TOKENS_PER_MESSAGE * len(msgs) + images * TOKENS_PER_IMAGE
+        return (
+            len(tok.encode(text, add_special_tokens=False).ids)
+            + TOKENS_PER_MESSAGE * len(msgs)
+            + images * TOKENS_PER_IMAGE
+        )
     data = body.get("prompt") if operation == "completions" else body.get("input")
     if isinstance(data, str):
         return len(tok.encode(data, add_special_tokens=False).ids)

@@ -98,7 +98,9 @@ class GatewayApp:
                 if scope["method"] == "HEAD" and method == "GET":  # load balancers' health checks
                     await handler(scope, receive, _headers_only(send))
                     return
-                raise MethodNotAllowed(f"{scope['method']} is not allowed on {path}; use {method}", allow=method)
+                raise MethodNotAllowed(
+                    f"{scope['method']} is not allowed on {path}; use {method}", allow=method
+                )
             await handler(scope, receive, send)
         except GatewayError as exc:
             allow = getattr(exc, "allow", None)
@@ -125,9 +127,15 @@ class GatewayApp:
         self.store = store = PolicyStore(self.settings.policy_path, self.settings.env, metrics)
         policy = store.runtime.policy
         metrics.team_label = policy.metrics.team_label
-        cache = build_cache(policy.cache, on_error=lambda: metrics.record_cache("error")) if policy.cache.enabled else None
+        cache = (
+            build_cache(policy.cache, on_error=lambda: metrics.record_cache("error"))
+            if policy.cache.enabled
+            else None
+        )
         state_url = policy.state_redis_url or policy.cache.redis_url
-        state = build_state(state_url, on_error=metrics.record_state_error, namespace=policy.cache.namespace)
+        state = build_state(
+            state_url, on_error=metrics.record_state_error, namespace=policy.cache.namespace
+        )
         self._cache, self._state = cache, state
         self.pipeline = Pipeline(store, metrics, cache, state)
         if self.settings.watch_interval_s > 0:
@@ -138,7 +146,11 @@ class GatewayApp:
             asyncio.get_running_loop().add_signal_handler(
                 signal.SIGHUP, lambda: asyncio.ensure_future(store.reload("SIGHUP"))
             )
-        except (NotImplementedError, RuntimeError, ValueError):  # not the main thread (tests) or no signals
+        except (
+            NotImplementedError,
+            RuntimeError,
+            ValueError,
+        ):  # not the main thread (tests) or no signals
             pass
         log.info(
             "gateway ready: policy %s, backends %s, models %s",
@@ -201,7 +213,13 @@ class GatewayApp:
             up = [n for n, r in zip(names, results, strict=True) if r]
             ok = bool(up)
             self._ready = (time.monotonic(), ok, up)
-        body = orjson.dumps({"status": "ready" if ok else "not_ready", "policy": str(self.settings.policy_path), "backends_up": up})
+        body = orjson.dumps(
+            {
+                "status": "ready" if ok else "not_ready",
+                "policy": str(self.settings.policy_path),
+                "backends_up": up,
+            }
+        )
         await send_bytes(send, 200 if ok else 503, body)
 
     async def _metrics(self, scope, receive, send) -> None:
@@ -228,11 +246,21 @@ def _freeze_startup_heap() -> None:
 
 
 def _model_card(name: str, description: str) -> dict:
-    return {"id": name, "object": "model", "created": 0, "owned_by": "gateway", "description": description}
+    return {
+        "id": name,
+        "object": "model",
+        "created": 0,
+        "owned_by": "gateway",
+        "description": description,
+    }
 
 
-def create_app(policy_path: str | Path, env: Mapping[str, str] | None = None, watch_interval_s: float = 1.0) -> GatewayApp:
-    return GatewayApp(Settings(Path(policy_path), dict(os.environ) if env is None else env, watch_interval_s))
+def create_app(
+    policy_path: str | Path, env: Mapping[str, str] | None = None, watch_interval_s: float = 1.0
+) -> GatewayApp:
+    return GatewayApp(
+        Settings(Path(policy_path), dict(os.environ) if env is None else env, watch_interval_s)
+    )
 
 
 class QueryStringRedactor(logging.Filter):
@@ -245,7 +273,12 @@ class QueryStringRedactor(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         args = record.args
         # uvicorn.access: (client, method, path with query, http version, status)
-        if isinstance(args, tuple) and len(args) == 5 and isinstance(args[2], str) and "?" in args[2]:
+        if (
+            isinstance(args, tuple)
+            and len(args) == 5
+            and isinstance(args[2], str)
+            and "?" in args[2]
+        ):
             record.args = (*args[:2], args[2].split("?", 1)[0] + "?<redacted>", *args[3:])
         return True
 

@@ -53,7 +53,9 @@ def gateway_headers(values: Iterable[tuple[str, str]]) -> Headers:
     return [(k.encode(), v.encode()) for k, v in values]
 
 
-async def send_bytes(send, status: int, body: bytes, content_type: bytes = JSON, extra: Headers | None = None) -> None:
+async def send_bytes(
+    send, status: int, body: bytes, content_type: bytes = JSON, extra: Headers | None = None
+) -> None:
     headers = [(b"content-type", content_type), (b"content-length", str(len(body)).encode())]
     if extra:
         headers.extend(extra)
@@ -69,7 +71,11 @@ async def send_error(send, exc: GatewayError, extra: Headers | None = None) -> N
 
 
 async def start_sse(send, extra: Headers | None = None) -> None:
-    headers = [(b"content-type", SSE), (b"cache-control", b"no-cache"), (b"x-accel-buffering", b"no")]
+    headers = [
+        (b"content-type", SSE),
+        (b"cache-control", b"no-cache"),
+        (b"x-accel-buffering", b"no"),
+    ]
     if extra:
         headers.extend(extra)
     await send({"type": "http.response.start", "status": 200, "headers": headers})

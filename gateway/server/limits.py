@@ -16,7 +16,11 @@ from gateway.runtime import Runtime
 from gateway.state.periods import period_bounds
 
 RPM_WINDOW_S = 60
-PERIOD_SECONDS = {"minute": 60, "hour": 3600, "day": 86400}  # fixed-length periods; months are calendar months
+PERIOD_SECONDS = {
+    "minute": 60,
+    "hour": 3600,
+    "day": 86400,
+}  # fixed-length periods; months are calendar months
 
 
 class Limits:
@@ -54,10 +58,13 @@ class Limits:
         if not res.allowed:
             self.metrics.record_rate_limited("rpm")
             raise RateLimitError(
-                f"{what} rate limit of {limit} requests per minute reached", retry_after=res.retry_after_s
+                f"{what} rate limit of {limit} requests per minute reached",
+                retry_after=res.retry_after_s,
             )
 
-    async def record_spend(self, rt: Runtime, team: str, vmodel: str, usd: float, self_hosted: bool) -> None:
+    async def record_spend(
+        self, rt: Runtime, team: str, vmodel: str, usd: float, self_hosted: bool
+    ) -> None:
         t = rt.policy.teams.get(team)
         if t is not None and t.budget_usd is not None:
             await self.state.incr_spend(f"team:{team}", usd, t.budget_period)
@@ -75,7 +82,9 @@ class Limits:
             return base
         ctl = SpendCapController(budget_usd=cfg.spend_cap_usd, base_threshold=base)
         spent = self._cap_spend.get(vmodel, 0.0)
-        return ctl.threshold(spent_usd=spent, elapsed_fraction=elapsed_fraction(cfg.spend_cap_period, time.time()))
+        return ctl.threshold(
+            spent_usd=spent, elapsed_fraction=elapsed_fraction(cfg.spend_cap_period, time.time())
+        )
 
 
 def elapsed_fraction(period: str, now: float) -> float:

@@ -1,9 +1,9 @@
 """One request's way through the gateway.
 
-    read body -> authenticate -> parse + validate -> resolve virtual model -> limits
-    -> features (+ difficulty score if a rule needs it) -> route() -> cache lookup
-    -> candidates in order: circuit check, retries with backoff, fallback
-    -> respond (x-gateway-* headers) -> metrics, spend, cache store
+read body -> authenticate -> parse + validate -> resolve virtual model -> limits
+-> features (+ difficulty score if a rule needs it) -> route() -> cache lookup
+-> candidates in order: circuit check, retries with backoff, fallback
+-> respond (x-gateway-* headers) -> metrics, spend, cache store
 """
 
 from __future__ import annotations
@@ -99,7 +99,9 @@ class Pipeline:
         team = "default"
         status = 200
         try:
-            raw = await read_body(receive, rt.policy.server.max_body_bytes, headers.get("content-length"))
+            raw = await read_body(
+                receive, rt.policy.server.max_body_bytes, headers.get("content-length")
+            )
             caller = rt.keys.authenticate(headers)
             team = caller.team
             body = parse_json(raw)
@@ -108,11 +110,17 @@ class Pipeline:
             model = rt.policy.models.get(vmodel)
             if model is None:
                 vmodel = "unknown"
-                raise NotFoundError(f"model {body['model']!r} does not exist; see GET /v1/models", param="model")
+                raise NotFoundError(
+                    f"model {body['model']!r} does not exist; see GET /v1/models", param="model"
+                )
             if caller.models is not None and vmodel not in caller.models:
-                raise PermissionDeniedError(f"this API key may not use model {vmodel!r}", param="model")
+                raise PermissionDeniedError(
+                    f"this API key may not use model {vmodel!r}", param="model"
+                )
             over_budget = await self.limits.check(rt, caller)
-            f = extract_features(operation, body, team=team, key_name=caller.key_name, headers=headers)
+            f = extract_features(
+                operation, body, team=team, key_name=caller.key_name, headers=headers
+            )
             f.self_hosted_only = over_budget
             self._score(rt, f, body)
             self._exact_tokens(rt, f, body)
@@ -120,9 +128,13 @@ class Pipeline:
             o.reason = decision.reason
             async with asyncio.timeout(rt.policy.server.request_timeout_s):
                 if f.stream and operation != "embeddings":
-                    status = await self._stream(rt, operation, body, raw, headers, decision, f, o, receive, send, t0)
+                    status = await self._stream(
+                        rt, operation, body, raw, headers, decision, f, o, receive, send, t0
+                    )
                 else:
-                    status = await self._whole(rt, operation, body, raw, headers, decision, f, o, receive, send, t0)
+                    status = await self._whole(
+                        rt, operation, body, raw, headers, decision, f, o, receive, send, t0
+                    )
         except ClientDisconnected:
             status = 499
         except GatewayError as exc:
@@ -162,7 +174,9 @@ class Pipeline:
             ttft_s=o.ttft_s,
         )
         if o.cost > 0:
-            await self.limits.record_spend(rt, team, vmodel, o.cost, rt.configs[o.backend].self_hosted)
+            await self.limits.record_spend(
+                rt, team, vmodel, o.cost, rt.configs[o.backend].self_hosted
+            )
 
     # ------------------------------------------------------------ routing inputs
 
@@ -170,7 +184,9 @@ class Pipeline:
         routing = rt.routing[f.virtual_model]
         if routing.scorer is None or f.operation != "chat":
             return
-        failures = getattr(routing.scorer, "failures", 0)  # scorers that fall back by themselves count it
+        failures = getattr(
+            routing.scorer, "failures", 0
+        )  # scorers that fall back by themselves count it
         try:
             f.difficulty = routing.scorer.score(body["messages"])
             if getattr(routing.scorer, "failures", 0) != failures:
@@ -201,7 +217,9 @@ class Pipeline:
         o.cost = usage.prompt_tokens * p_in + usage.completion_tokens * p_out
         o.savings = max(0.0, usage.prompt_tokens * r_in + usage.completion_tokens * r_out - o.cost)
 
-    def _cache_plan(self, rt: Runtime, operation: str, body: dict, headers: dict, team: str) -> tuple[str, str | None]:
+    def _cache_plan(
+        self, rt: Runtime, operation: str, body: dict, headers: dict, team: str
+    ) -> tuple[str, str | None]:
         if self.cache is None:
             return "bypass", None
         mode = cache_decision(body, headers.get("cache-control"), rt.policy.cache, operation)
@@ -231,12 +249,17 @@ class Pipeline:
         cfg = rt.configs[name]
         try:
             return await call_with_retries(
-                fn, cfg.retry, breaker, on_retry=lambda _attempt, _exc: self.metrics.record_retry(name)
+                fn,
+                cfg.retry,
+                breaker,
+                on_retry=lambda _attempt, _exc: self.metrics.record_retry(name),
             )
         finally:
             self.metrics.set_circuit_state(name, breaker.state)
 
-    async def _over_candidates(self, rt: Runtime, decision: Decision, o: Outcome, make_call, vmodel: str):
+    async def _over_candidates(
+        self, rt: Runtime, decision: Decision, o: Outcome, make_call, vmodel: str
+    ):
         last: UpstreamError | None = None
         for i, name in enumerate(decision.candidates):
             backend = rt.backends[name]
@@ -262,9 +285,13 @@ class Pipeline:
             raise NoBackendError(
                 f"request must stay on self-hosted backends (rule {decision.reason!r}) and none could serve it: {last.message}"
             ) from last
-        if last.upstream_status == 429:  # every candidate is rate-limiting us: tell the client to back off
+        if (
+            last.upstream_status == 429
+        ):  # every candidate is rate-limiting us: tell the client to back off
             raise RateLimitError(
-                f"upstream rate limit: {last.message}", code="upstream_rate_limited", retry_after=last.retry_after
+                f"upstream rate limit: {last.message}",
+                code="upstream_rate_limited",
+                retry_after=last.retry_after,
             ) from last
         raise last
 
@@ -277,7 +304,11 @@ class Pipeline:
 
         def on_message(w: asyncio.Future) -> None:
             nonlocal gone
-            if not w.cancelled() and w.exception() is None and w.result()["type"] == "http.disconnect":
+            if (
+                not w.cancelled()
+                and w.exception() is None
+                and w.result()["type"] == "http.disconnect"
+            ):
                 gone = True
                 me.cancel()
 
@@ -297,11 +328,15 @@ class Pipeline:
         self.metrics.record_error(vmodel, o.backend or "none", "ClientDisconnected")
         raise ClientDisconnected
 
-    async def _whole(self, rt, operation, body, raw, headers, decision, f, o, receive, send, t0) -> int:
+    async def _whole(
+        self, rt, operation, body, raw, headers, decision, f, o, receive, send, t0
+    ) -> int:
         mode, key = self._cache_plan(rt, operation, body, headers, f.team)
         entry = await self._lookup(mode, key)
         if entry is not None:
-            return await self._send_cached(rt, entry, o, send, t0, stream=False, include_usage=False)
+            return await self._send_cached(
+                rt, entry, o, send, t0, stream=False, include_usage=False
+            )
         o.cache = "miss" if key and self.cache.available else "bypass"
         req = UpstreamRequest(operation=operation, body=body, raw=raw, headers=_forward(headers))
         call = self._over_candidates(rt, decision, o, lambda b: b.complete(req), f.virtual_model)
@@ -313,7 +348,9 @@ class Pipeline:
             await self.cache.set(key, _entry(resp.body, resp.model, o))
         return resp.status
 
-    async def _send_cached(self, rt, entry: CacheEntry, o: Outcome, send, t0, stream: bool, include_usage: bool) -> int:
+    async def _send_cached(
+        self, rt, entry: CacheEntry, o: Outcome, send, t0, stream: bool, include_usage: bool
+    ) -> int:
         o.backend, o.cache = entry.backend, "hit"
         if entry.backend not in rt.prices:  # cached under an older policy
             o.backend = "cache"
@@ -330,29 +367,43 @@ class Pipeline:
         await end_body(send)
         return 200
 
-    async def _stream(self, rt, operation, body, raw, headers, decision, f, o, receive, send, t0) -> int:
+    async def _stream(
+        self, rt, operation, body, raw, headers, decision, f, o, receive, send, t0
+    ) -> int:
         so = body.get("stream_options") or {}
         client_usage = bool(so.get("include_usage"))
         mode, key = self._cache_plan(rt, operation, body, headers, f.team)
         entry = await self._lookup(mode, key)
         if entry is not None:
-            return await self._send_cached(rt, entry, o, send, t0, stream=True, include_usage=client_usage)
+            return await self._send_cached(
+                rt, entry, o, send, t0, stream=True, include_usage=client_usage
+            )
         o.cache = "miss" if key and self.cache.available else "bypass"
         up_body, up_raw = body, raw
-        if not client_usage:  # ask for usage anyway (for cost), and strip it from the client's stream
+        if (
+            not client_usage
+        ):  # ask for usage anyway (for cost), and strip it from the client's stream
             up_body = {**body, "stream_options": {**so, "include_usage": True}}
             up_raw = None
-        req = UpstreamRequest(operation=operation, body=up_body, raw=up_raw, stream=True, headers=_forward(headers))
+        req = UpstreamRequest(
+            operation=operation, body=up_body, raw=up_raw, stream=True, headers=_forward(headers)
+        )
         t_open = time.perf_counter()
-        stream: UpstreamStream = await self._over_candidates(rt, decision, o, lambda b: b.open_stream(req), f.virtual_model)
+        stream: UpstreamStream = await self._over_candidates(
+            rt, decision, o, lambda b: b.open_stream(req), f.virtual_model
+        )
         o.ttft_s = time.perf_counter() - t_open
         p_in, _ = rt.prices[o.backend]
-        o.cost = f.prompt_tokens * p_in  # the header can only carry the prompt side of a stream's cost
+        o.cost = (
+            f.prompt_tokens * p_in
+        )  # the header can only carry the prompt side of a stream's cost
         overhead_ms = (time.perf_counter() - t0 - o.upstream_s) * 1000
         await start_sse(send, _fmt_headers(o, overhead_ms))
         o.started = True
         assembler = StreamAssembler() if key is not None else None
-        pump = asyncio.ensure_future(self._pump(stream, send, client_usage, assembler, o, f.virtual_model))
+        pump = asyncio.ensure_future(
+            self._pump(stream, send, client_usage, assembler, o, f.virtual_model)
+        )
         watcher = asyncio.ensure_future(receive())
         try:
             done, _ = await asyncio.wait({pump, watcher}, return_when=asyncio.FIRST_COMPLETED)
@@ -364,7 +415,9 @@ class Pipeline:
             await stream.aclose()
         if pump in done and not pump.cancelled():
             ok = pump.result()
-            status = 200 if ok else 502  # broken after the first byte: the upstream failed, not the client
+            status = (
+                200 if ok else 502
+            )  # broken after the first byte: the upstream failed, not the client
         else:
             self.metrics.record_error(f.virtual_model, o.backend, "ClientDisconnected")
             ok, status = False, 499
@@ -376,7 +429,9 @@ class Pipeline:
                 await self.cache.set(key, _entry(full, stream.model, o))
         return status
 
-    async def _pump(self, stream: UpstreamStream, send, client_usage: bool, assembler, o: Outcome, vmodel: str) -> bool:
+    async def _pump(
+        self, stream: UpstreamStream, send, client_usage: bool, assembler, o: Outcome, vmodel: str
+    ) -> bool:
         """Relay events; a failure after the first byte ends the stream with an error event."""
         try:
             async for event in stream:
@@ -416,4 +471,3 @@ def _entry(body: bytes, model: str, o: Outcome) -> CacheEntry:
         completion_tokens=u.completion_tokens,
         created_at=time.time(),
     )
-

@@ -42,7 +42,9 @@ class PolicyStore:
 
     def _file_stamp(self) -> tuple[float, int, int] | None:
         try:
-            st = os.stat(self.path)  # follows symlinks: a Kubernetes ConfigMap swap changes the target
+            st = os.stat(
+                self.path
+            )  # follows symlinks: a Kubernetes ConfigMap swap changes the target
         except OSError:
             return None
         return (st.st_mtime, st.st_size, st.st_ino)

@@ -22,14 +22,20 @@ def parse_json(raw: bytes) -> dict[str, Any]:
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
-        raise InvalidRequestError(f"request body is not valid JSON: {exc.args[0] if exc.args else exc}") from None
+        raise InvalidRequestError(
+            f"request body is not valid JSON: {exc.args[0] if exc.args else exc}"
+        ) from None
     if not isinstance(body, dict):
         raise InvalidRequestError("request body must be a JSON object")
-    if raw.count(b"[") + raw.count(b"{") > MAX_ENCODABLE_DEPTH:  # cheap pre-check; deep bodies are rare
+    if (
+        raw.count(b"[") + raw.count(b"{") > MAX_ENCODABLE_DEPTH
+    ):  # cheap pre-check; deep bodies are rare
         try:
             orjson.dumps(body)
         except orjson.JSONEncodeError:
-            raise InvalidRequestError(f"request body is nested more than {MAX_ENCODABLE_DEPTH} levels deep") from None
+            raise InvalidRequestError(
+                f"request body is nested more than {MAX_ENCODABLE_DEPTH} levels deep"
+            ) from None
     return body
 
 
@@ -46,8 +52,12 @@ MAX_INT_FIELD = 2**31 - 1  # no model generates more; larger values are mistakes
 
 def _positive_int(body: dict, name: str) -> None:
     v = body.get(name)
-    if v is not None and (isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= MAX_INT_FIELD):
-        raise InvalidRequestError(f"'{name}' must be an integer between 1 and {MAX_INT_FIELD}", param=name)
+    if v is not None and (
+        isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= MAX_INT_FIELD
+    ):
+        raise InvalidRequestError(
+            f"'{name}' must be an integer between 1 and {MAX_INT_FIELD}", param=name
+        )
 
 
 def _content_parts(parts: list, i: int) -> None:
@@ -55,7 +65,9 @@ def _content_parts(parts: list, i: int) -> None:
     for j, part in enumerate(parts):
         where = f"messages[{i}].content[{j}]"
         if not isinstance(part, dict) or not isinstance(part.get("type"), str):
-            raise InvalidRequestError(f"{where} must be an object with a string 'type'", param=where)
+            raise InvalidRequestError(
+                f"{where} must be an object with a string 'type'", param=where
+            )
         if part["type"] == "text" and not isinstance(part.get("text"), str):
             raise InvalidRequestError(f"{where}.text must be a string", param=f"{where}.text")
 
@@ -67,10 +79,15 @@ def _tool_calls(calls: Any, i: int) -> None:
     for j, call in enumerate(calls):
         fn = call.get("function") if isinstance(call, dict) else None
         if not isinstance(fn, dict):
-            raise InvalidRequestError(f"{where}[{j}] must be an object with a 'function' object", param=f"{where}[{j}]")
+            raise InvalidRequestError(
+                f"{where}[{j}] must be an object with a 'function' object", param=f"{where}[{j}]"
+            )
         for name in ("name", "arguments"):
             if fn.get(name) is not None and not isinstance(fn[name], str):
-                raise InvalidRequestError(f"{where}[{j}].function.{name} must be a string", param=f"{where}[{j}].function.{name}")
+                raise InvalidRequestError(
+                    f"{where}[{j}].function.{name} must be a string",
+                    param=f"{where}[{j}].function.{name}",
+                )
 
 
 def validate(operation: str, body: dict[str, Any]) -> None:
@@ -98,7 +115,10 @@ def validate(operation: str, body: dict[str, Any]) -> None:
     if operation == "completions":
         prompt = body.get("prompt")
         if prompt is None or not isinstance(prompt, str | list):
-            raise InvalidRequestError("'prompt' is required (a string, an array of strings or of token ids)", param="prompt")
+            raise InvalidRequestError(
+                "'prompt' is required (a string, an array of strings or of token ids)",
+                param="prompt",
+            )
         return
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
@@ -109,11 +129,15 @@ def validate(operation: str, body: dict[str, Any]) -> None:
         role = m.get("role")
         if not isinstance(role, str) or role not in ROLES:  # a list or object role is unhashable
             raise InvalidRequestError(
-                f"messages[{i}].role must be one of {', '.join(sorted(ROLES))}", param=f"messages[{i}].role"
+                f"messages[{i}].role must be one of {', '.join(sorted(ROLES))}",
+                param=f"messages[{i}].role",
             )
         content = m.get("content")
         if content is not None and not isinstance(content, str | list):
-            raise InvalidRequestError(f"messages[{i}].content must be a string or an array", param=f"messages[{i}].content")
+            raise InvalidRequestError(
+                f"messages[{i}].content must be a string or an array",
+                param=f"messages[{i}].content",
+            )
         if isinstance(content, list):
             _content_parts(content, i)
         if m.get("tool_calls") is not None:
@@ -122,5 +146,10 @@ def validate(operation: str, body: dict[str, Any]) -> None:
     if tools is not None and not isinstance(tools, list):
         raise InvalidRequestError("'tools' must be an array", param="tools")
     rf = body.get("response_format")
-    if rf is not None and (not isinstance(rf, dict) or rf.get("type") not in ("text", "json_object", "json_schema")):
-        raise InvalidRequestError("'response_format.type' must be text, json_object or json_schema", param="response_format")
+    if rf is not None and (
+        not isinstance(rf, dict) or rf.get("type") not in ("text", "json_object", "json_schema")
+    ):
+        raise InvalidRequestError(
+            "'response_format.type' must be text, json_object or json_schema",
+            param="response_format",
+        )

@@ -58,7 +58,9 @@ class Report:
     rate: Rate
     reference_model: str
     curve: Curve | None
-    errors: list[tuple[int, str]] = field(default_factory=list)  # (line, why) of unroutable requests
+    errors: list[tuple[int, str]] = field(
+        default_factory=list
+    )  # (line, why) of unroutable requests
     error_count: int = 0
     scorer_failures: int = 0
     notes: list[str] = field(default_factory=list)
@@ -80,16 +82,28 @@ class Report:
 
 def _rate(routed: Sequence[Routed], assumed_per_day: float | None) -> Rate:
     if assumed_per_day is not None:
-        return Rate(assumed_per_day, f"assumed {assumed_per_day:,.0f} requests/day (--requests-per-day)")
+        return Rate(
+            assumed_per_day, f"assumed {assumed_per_day:,.0f} requests/day (--requests-per-day)"
+        )
     ts = [r.req.timestamp for r in routed if r.req.timestamp is not None]
     if len(ts) < 2:
-        return Rate(None, "no timestamps in the log: per-request numbers only (give --requests-per-day for monthly figures)")
+        return Rate(
+            None,
+            "no timestamps in the log: per-request numbers only (give --requests-per-day for monthly figures)",
+        )
     span = max(ts) - min(ts)
     if span < MIN_SPAN_S:
-        return Rate(None, f"timestamps span only {span:.0f} s: per-request numbers only (give --requests-per-day)")
+        return Rate(
+            None,
+            f"timestamps span only {span:.0f} s: per-request numbers only (give --requests-per-day)",
+        )
     # n timestamps mark n-1 gaps: (n-1)/span is the unbiased arrival rate.
     per_day = (len(ts) - 1) / span * 86400
-    return Rate(per_day, f"{per_day:,.0f} requests/day, from the log's timestamps over {span / 3600:.1f} h", span)
+    return Rate(
+        per_day,
+        f"{per_day:,.0f} requests/day, from the log's timestamps over {span / 3600:.1f} h",
+        span,
+    )
 
 
 def _add(groups: dict[str, Group], key: str, r: Routed, self_hosted: bool | None) -> None:
@@ -128,7 +142,12 @@ def summarize(
     rules: dict[str, Group] = {}
     for r in ok:
         _add(backends, r.chosen.backend, r, r.chosen.self_hosted)
-        _add(rules, r.chosen.rule if len(models) == 1 else f"{r.virtual_model}/{r.chosen.rule}", r, None)
+        _add(
+            rules,
+            r.chosen.rule if len(models) == 1 else f"{r.virtual_model}/{r.chosen.rule}",
+            r,
+            None,
+        )
     tokens = sum(r.prompt_tokens + r.completion_tokens for r in ok)
     prop = [r for r in ok if not r.chosen.self_hosted]
     return Report(
@@ -141,7 +160,9 @@ def summarize(
         cost_usd=sum(r.chosen.cost for r in ok),
         baseline_usd=sum(r.baseline_cost for r in ok),
         proprietary_request_share=len(prop) / len(ok) if ok else 0.0,
-        proprietary_token_share=sum(r.prompt_tokens + r.completion_tokens for r in prop) / tokens if tokens else 0.0,
+        proprietary_token_share=sum(r.prompt_tokens + r.completion_tokens for r in prop) / tokens
+        if tokens
+        else 0.0,
         tokens_from_log_share=sum(r.tokens_from_log for r in ok) / len(ok) if ok else 0.0,
         rate=_rate(ok, requests_per_day),
         reference_model=reference_model,

@@ -18,12 +18,31 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="replay a request log through a policy offline: shares, cost, savings, cost-quality curve",
         description="Replays a JSONL log of OpenAI request bodies through a policy without calling any backend.",
     )
-    s.add_argument("--policy", type=Path, default=Path("policies/default.yaml"), help="policy YAML (default: %(default)s)")
-    s.add_argument("--requests", type=Path, required=True, help="JSONL log: one request body (or wrapper) per line")
-    s.add_argument("--model", help="replay every request as if it asked for this virtual model (default: each request's own)")
+    s.add_argument(
+        "--policy",
+        type=Path,
+        default=Path("policies/default.yaml"),
+        help="policy YAML (default: %(default)s)",
+    )
+    s.add_argument(
+        "--requests",
+        type=Path,
+        required=True,
+        help="JSONL log: one request body (or wrapper) per line",
+    )
+    s.add_argument(
+        "--model",
+        help="replay every request as if it asked for this virtual model (default: each request's own)",
+    )
     s.add_argument("--threshold", type=float, help="override the models' 'hard' threshold (0..1)")
-    s.add_argument("--requests-per-day", type=float, help="traffic rate for monthly figures (default: from the log's timestamps)")
-    s.add_argument("--html", type=Path, help="also write a self-contained HTML report with charts here")
+    s.add_argument(
+        "--requests-per-day",
+        type=float,
+        help="traffic rate for monthly figures (default: from the log's timestamps)",
+    )
+    s.add_argument(
+        "--html", type=Path, help="also write a self-contained HTML report with charts here"
+    )
     s.add_argument("--json", type=Path, help="also write the report as JSON here")
     s.add_argument(
         "--env-all-backends",
@@ -31,7 +50,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=True,
         help="treat every configured backend as enabled even if its key variable is unset here (default: on)",
     )
-    s.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None, help="progress bar (default: large logs on a terminal)")
+    s.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="progress bar (default: large logs on a terminal)",
+    )
     s.set_defaults(func=_simulate)
 
 
@@ -70,7 +94,12 @@ def _simulate(args: argparse.Namespace) -> int:
             _write(args.html, render_html(rep).encode())
             print(f"HTML report: {args.html}")
         if args.json:
-            _write(args.json, orjson.dumps(report_dict(rep), option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY))
+            _write(
+                args.json,
+                orjson.dumps(
+                    report_dict(rep), option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY
+                ),
+            )
             print(f"JSON report: {args.json}")
     except OSError as exc:
         print(f"error: cannot write the report: {exc}", file=sys.stderr)

@@ -78,7 +78,9 @@ def cost_quality_curve(routed: Sequence[Routed]) -> Curve | None:
         )
 
     scored = ~np.isnan(score)
-    points = tuple(point(float(t), scored & (np.nan_to_num(score, nan=-1.0) >= t)) for t in THRESHOLDS)
+    points = tuple(
+        point(float(t), scored & (np.nan_to_num(score, nan=-1.0) >= t)) for t in THRESHOLDS
+    )
     chosen_hard = np.array([r.score is not None and r.chosen == r.hard for r in rows])
     operating = point(None, chosen_hard)
     reach = [p for p in points if p.quality_share >= QUALITY_TARGET]

@@ -44,32 +44,68 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]], marked: int | N
 
 
 def _group_rows(groups: Sequence[Group]) -> list[list[str]]:
-    return [[g.name, f"{g.requests:,}", pct(g.request_share), f"{g.tokens:,}", pct(g.token_share), usd(g.cost_usd)] for g in groups]
+    return [
+        [
+            g.name,
+            f"{g.requests:,}",
+            pct(g.request_share),
+            f"{g.tokens:,}",
+            pct(g.token_share),
+            usd(g.cost_usd),
+        ]
+        for g in groups
+    ]
 
 
 def _cards(rep: Report) -> str:
     month = rep.per_month(rep.savings_usd)
     cards = [
         ("savings", pct(rep.savings_share), f"of the all-{rep.reference_model} cost"),
-        ("per month", usd(month) if month is not None else "n/a", rep.rate.source if month is not None else "no rate: see notes"),
-        ("to proprietary", pct(rep.proprietary_request_share), f"of requests ({pct(rep.proprietary_token_share)} of tokens)"),
+        (
+            "per month",
+            usd(month) if month is not None else "n/a",
+            rep.rate.source if month is not None else "no rate: see notes",
+        ),
+        (
+            "to proprietary",
+            pct(rep.proprietary_request_share),
+            f"of requests ({pct(rep.proprietary_token_share)} of tokens)",
+        ),
     ]
     if rep.curve is not None:
-        cards.append(("quality", pct(rep.curve.operating.quality_share), "of the all-proprietary quality (labelled requests)"))
-    return '<div class="cards">' + "".join(
-        f'<div class="card">{escape(t)}<b>{escape(v)}</b><span class="muted">{escape(s)}</span></div>' for t, v, s in cards
-    ) + "</div>"
+        cards.append(
+            (
+                "quality",
+                pct(rep.curve.operating.quality_share),
+                "of the all-proprietary quality (labelled requests)",
+            )
+        )
+    return (
+        '<div class="cards">'
+        + "".join(
+            f'<div class="card">{escape(t)}<b>{escape(v)}</b><span class="muted">{escape(s)}</span></div>'
+            for t, v, s in cards
+        )
+        + "</div>"
+    )
 
 
 def _shares(rep: Report, colors: dict[str, str]) -> str:
-    req = [Bar(g.name, g.request_share, pct(g.request_share), colors[g.name]) for g in rep.by_backend]
+    req = [
+        Bar(g.name, g.request_share, pct(g.request_share), colors[g.name]) for g in rep.by_backend
+    ]
     tok = [Bar(g.name, g.token_share, pct(g.token_share), colors[g.name]) for g in rep.by_backend]
-    rules = [Bar(g.name, g.request_share, pct(g.request_share), PALETTE[i % len(PALETTE)]) for i, g in enumerate(rep.by_rule)]
+    rules = [
+        Bar(g.name, g.request_share, pct(g.request_share), PALETTE[i % len(PALETTE)])
+        for i, g in enumerate(rep.by_rule)
+    ]
     return (
         "<h2>Where requests go</h2>"
         f"<p class=muted>Share of requests per backend (green: self-hosted)</p>{bar_chart('share of requests per backend', req)}"
         f"<p class=muted>Share of tokens per backend</p>{bar_chart('share of tokens per backend', tok)}"
-        + _table(["backend", "requests", "share", "tokens", "share", "cost"], _group_rows(rep.by_backend))
+        + _table(
+            ["backend", "requests", "share", "tokens", "share", "cost"], _group_rows(rep.by_backend)
+        )
         + f"<p class=muted>Share of requests per rule</p>{bar_chart('share of requests per rule', rules)}"
         + _table(["rule", "requests", "share", "tokens", "share", "cost"], _group_rows(rep.by_rule))
     )
@@ -81,8 +117,16 @@ def _cost(rep: Report, colors: dict[str, str]) -> str:
         return usd(x) + (f"  ({usd(m)}/month)" if m is not None else "")
 
     rows = [
-        (f"all on {rep.reference_model}", [Segment(f"{rep.reference_model} (baseline)", rep.baseline_usd, BASELINE_COLOR)], text(rep.baseline_usd)),
-        ("this policy", [Segment(g.name, g.cost_usd, colors[g.name]) for g in rep.by_backend], text(rep.cost_usd)),
+        (
+            f"all on {rep.reference_model}",
+            [Segment(f"{rep.reference_model} (baseline)", rep.baseline_usd, BASELINE_COLOR)],
+            text(rep.baseline_usd),
+        ),
+        (
+            "this policy",
+            [Segment(g.name, g.cost_usd, colors[g.name]) for g in rep.by_backend],
+            text(rep.cost_usd),
+        ),
     ]
     return (
         "<h2>Cost</h2>"
@@ -102,7 +146,12 @@ def _curve(c: Curve) -> str:
         "cost-quality curve over thresholds",
         [
             Series("threshold sweep", pts, PALETTE[0], markers=True),
-            Series("random routing", [(lo.cost_share, lo.quality_share), (hi.cost_share, hi.quality_share)], BASELINE_COLOR, dashed=True),
+            Series(
+                "random routing",
+                [(lo.cost_share, lo.quality_share), (hi.cost_share, hi.quality_share)],
+                BASELINE_COLOR,
+                dashed=True,
+            ),
         ],
         x_label="cost, as a share of the all-proprietary baseline",
         y_label="quality, as a share of all-proprietary quality",
@@ -110,7 +159,10 @@ def _curve(c: Curve) -> str:
         y_range=(y_min, y_max),
         h_lines=[(QUALITY_TARGET, f"{pct(QUALITY_TARGET)} of all-proprietary quality")],
     )
-    rows = [[f"{p.threshold:.2f}", pct(p.escalated_share), pct(p.cost_share), pct(p.quality_share)] for p in c.points[::CURVE_STEP]]
+    rows = [
+        [f"{p.threshold:.2f}", pct(p.escalated_share), pct(p.cost_share), pct(p.quality_share)]
+        for p in c.points[::CURVE_STEP]
+    ]
     rows.append(["policy", pct(o.escalated_share), pct(o.cost_share), pct(o.quality_share)])
     t = c.cheapest_at_target
     target = (
@@ -125,7 +177,11 @@ def _curve(c: Curve) -> str:
         f"(all self-hosted: {pct(c.weak_quality)}, all proprietary: {pct(c.strong_quality)}).</p>"
         + chart
         + target
-        + _table(["threshold", "escalated", "cost vs baseline", "quality vs all-strong"], rows, marked=len(rows) - 1)
+        + _table(
+            ["threshold", "escalated", "cost vs baseline", "quality vs all-strong"],
+            rows,
+            marked=len(rows) - 1,
+        )
     )
 
 
@@ -135,10 +191,16 @@ def render_html(rep: Report) -> str:
     if rep.scorer_failures:
         notes += f"<li><b>the difficulty scorer failed on {rep.scorer_failures:,} requests</b> (heuristic used, as in serve)</li>"
     if rep.error_count:
-        notes += f"<li>{rep.error_count:,} requests no backend could take, e.g. " + "; ".join(
-            f"line {ln}: {escape(why)}" for ln, why in rep.errors
-        ) + "</li>"
-    curve = _curve(rep.curve) if rep.curve is not None else "<h2>Cost and quality</h2><p>No labels in the log: no cost-quality curve.</p>"
+        notes += (
+            f"<li>{rep.error_count:,} requests no backend could take, e.g. "
+            + "; ".join(f"line {ln}: {escape(why)}" for ln, why in rep.errors)
+            + "</li>"
+        )
+    curve = (
+        _curve(rep.curve)
+        if rep.curve is not None
+        else "<h2>Cost and quality</h2><p>No labels in the log: no cost-quality curve.</p>"
+    )
     return (
         '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
         f"<title>Savings simulation: {escape(rep.policy)}</title><style>{CSS}</style></head><body>"
@@ -151,4 +213,3 @@ def render_html(rep: Report) -> str:
         + curve
         + f"<h2>Notes</h2><ul>{notes}</ul></body></html>\n"
     )
-

@@ -28,7 +28,9 @@ from gateway.jsonl import iter_json_objects, read_lines
 __all__ = ["Label", "LogError", "LoggedRequest", "read_log", "parse_line"]
 
 OPERATIONS = ("chat", "completions", "embeddings")
-WRAPPER_KEYS = frozenset({"request", "headers", "team", "key_name", "operation", "usage", "timestamp", "label", "id"})
+WRAPPER_KEYS = frozenset(
+    {"request", "headers", "team", "key_name", "operation", "usage", "timestamp", "label", "id"}
+)
 EPOCH_MS_ABOVE = 1e11  # epoch numbers larger than this are milliseconds
 
 
@@ -110,7 +112,9 @@ def _label(v: Any) -> Label | None:
     if v is None:
         return None
     if not isinstance(v, dict):
-        raise ValueError('label must be {"strong_needed": 0/1} or {"weak_score": x, "strong_score": y}')
+        raise ValueError(
+            'label must be {"strong_needed": 0/1} or {"weak_score": x, "strong_score": y}'
+        )
     if "strong_needed" in v:
         need = v["strong_needed"]
         if need not in (0, 1):  # True/False compare equal to 1/0
@@ -119,7 +123,7 @@ def _label(v: Any) -> Label | None:
         return Label(weak=0.0 if need else 1.0, strong=1.0)
     if "weak_score" in v or "strong_score" in v:
         return Label(weak=_score(v, "weak_score"), strong=_score(v, "strong_score"))
-    raise ValueError('label must hold strong_needed, or weak_score and strong_score')
+    raise ValueError("label must hold strong_needed, or weak_score and strong_score")
 
 
 def parse_line(obj: Any, line: int) -> LoggedRequest:

@@ -34,7 +34,9 @@ def _unset_refs(text: str, env: Mapping[str, str]) -> list[str]:
     return sorted(n for n in names if not env.get(n))
 
 
-def load_for_simulation(path: str | Path, env: Mapping[str, str], all_backends: bool = True) -> SimPolicy:
+def load_for_simulation(
+    path: str | Path, env: Mapping[str, str], all_backends: bool = True
+) -> SimPolicy:
     p = Path(path)
     try:
         text = p.read_text(encoding="utf-8")

@@ -79,13 +79,23 @@ def _side(ctx: SimContext, d: Decision, p_tok: int, c_tok: int) -> Side:
     return Side(d.reason, backend, ctx.self_hosted(backend), p_tok * p_in + c_tok * p_out)
 
 
-def _scores(ctx: SimContext, reqs: Sequence[LoggedRequest], models: Sequence[str], threshold: float | None, bar: tqdm) -> tuple[list[float | None], int]:
+def _scores(
+    ctx: SimContext,
+    reqs: Sequence[LoggedRequest],
+    models: Sequence[str],
+    threshold: float | None,
+    bar: tqdm,
+) -> tuple[list[float | None], int]:
     """Difficulty scores for the chat requests whose model reads them, batched by model.
     A scorer failure falls back to the heuristic for that batch and is counted, as in serve."""
     out: list[float | None] = [None] * len(reqs)
     todo: dict[str, list[int]] = {}
     for i, (r, m) in enumerate(zip(reqs, models, strict=True)):
-        if r.operation == "chat" and m in ctx.loaded.policy.models and model_scoring(ctx, m, threshold).scorer is not None:
+        if (
+            r.operation == "chat"
+            and m in ctx.loaded.policy.models
+            and model_scoring(ctx, m, threshold).scorer is not None
+        ):
             todo.setdefault(m, []).append(i)
     failures = 0
     for m, idx in todo.items():
@@ -98,7 +108,9 @@ def _scores(ctx: SimContext, reqs: Sequence[LoggedRequest], models: Sequence[str
             try:
                 got = scorer.score_batch(batch)
             except Exception:  # noqa: BLE001 - as in serve: a scorer failure falls back, counted and logged
-                log.exception("difficulty scorer %s failed on a batch; using the heuristic", scorer.name)
+                log.exception(
+                    "difficulty scorer %s failed on a batch; using the heuristic", scorer.name
+                )
                 failures += len(chunk)
                 got = HeuristicScorer().score_batch(batch)
             for i, s in zip(chunk, got, strict=True):
@@ -120,20 +132,37 @@ def replay(
     overrides the models' "hard" threshold."""
     policy = ctx.loaded.policy
     models = [model or str(r.body.get("model", "")) for r in reqs]
-    show = progress if progress is not None else (len(reqs) >= PROGRESS_MIN_REQUESTS and sys.stderr.isatty())
+    show = (
+        progress
+        if progress is not None
+        else (len(reqs) >= PROGRESS_MIN_REQUESTS and sys.stderr.isatty())
+    )
     with tqdm(total=len(reqs), desc="scoring", unit="req", disable=not show, leave=False) as bar:
         scores, failures = _scores(ctx, reqs, models, threshold, bar)
     r_in, r_out = ctx.reference_prices
     caps = {name: SpendCapReplay.for_model(ctx, name) for name in policy.models}
-    order = sorted(range(len(reqs)), key=lambda i: (reqs[i].timestamp is None, reqs[i].timestamp or 0.0, i))
+    order = sorted(
+        range(len(reqs)), key=lambda i: (reqs[i].timestamp is None, reqs[i].timestamp or 0.0, i)
+    )
     out: list[Routed | None] = [None] * len(reqs)
     for i in tqdm(order, desc="routing", unit="req", disable=not show, leave=False):
         out[i] = _one(ctx, reqs[i], models[i], scores[i], threshold, caps, r_in, r_out)
     return out, failures  # type: ignore[return-value]
 
 
-def _one(ctx: SimContext, req: LoggedRequest, vmodel: str, score: float | None, threshold: float | None, caps: dict, r_in: float, r_out: float) -> Routed:
-    f = extract_features(req.operation, req.body, team=req.team, key_name=req.key_name, headers=req.headers)
+def _one(
+    ctx: SimContext,
+    req: LoggedRequest,
+    vmodel: str,
+    score: float | None,
+    threshold: float | None,
+    caps: dict,
+    r_in: float,
+    r_out: float,
+) -> Routed:
+    f = extract_features(
+        req.operation, req.body, team=req.team, key_name=req.key_name, headers=req.headers
+    )
     f.virtual_model = vmodel
     p_tok = req.prompt_tokens if req.prompt_tokens is not None else f.prompt_tokens
     c_tok = _completion_tokens(req, f)
@@ -173,7 +202,9 @@ def _one(ctx: SimContext, req: LoggedRequest, vmodel: str, score: float | None, 
     return res
 
 
-def _try(ctx: SimContext, f: RequestFeatures, vm: VirtualModel, p_tok: int, c_tok: int) -> Side | str:
+def _try(
+    ctx: SimContext, f: RequestFeatures, vm: VirtualModel, p_tok: int, c_tok: int
+) -> Side | str:
     """The decision's first candidate, or why no backend can take the request."""
     try:
         return _side(ctx, route(f, vm, ctx.views), p_tok, c_tok)

@@ -30,7 +30,9 @@ def simulate(
     sim = load_for_simulation(policy, env, all_backends)
     pol = sim.loaded.policy
     if model is not None and model not in pol.models:
-        raise ValueError(f"model {model!r} is not defined in {policy} (it has: {', '.join(pol.models)})")
+        raise ValueError(
+            f"model {model!r} is not defined in {policy} (it has: {', '.join(pol.models)})"
+        )
     if threshold is not None and not 0.0 <= threshold <= 1.0:
         raise ValueError("threshold must be in [0, 1]")
     reqs = read_log(requests)
@@ -42,15 +44,25 @@ def simulate(
             f"backends {', '.join(sim.enabled_for_simulation)} are disabled in this environment "
             "(unset variables) and treated as enabled for the simulation (--no-env-all-backends to keep them off)"
         )
-    notes.append("each request goes to its decision's first candidate: every backend assumed healthy, no cache hits")
+    notes.append(
+        "each request goes to its decision's first candidate: every backend assumed healthy, no cache hits"
+    )
     for name, ms in ctx.scoring.items():
         if ms.scorer is not None:
-            notes.append(f"model {name}: difficulty scorer {ms.scorer.name}, hard from {ms.threshold:.3f}")
+            notes.append(
+                f"model {name}: difficulty scorer {ms.scorer.name}, hard from {ms.threshold:.3f}"
+            )
         if ms.note:
             notes.append(f"model {name}: {ms.note}")
         cap = pol.models[name].difficulty.spend_cap_usd
         if ms.scorer is not None and cap is not None:
-            raised = sum(1 for r in routed if r.virtual_model == name and r.threshold is not None and r.threshold > ms.threshold)
+            raised = sum(
+                1
+                for r in routed
+                if r.virtual_model == name
+                and r.threshold is not None
+                and r.threshold > ms.threshold
+            )
             notes.append(
                 f"model {name}: the spend cap (${cap:g} per {pol.models[name].difficulty.spend_cap_period}) "
                 f"raised the threshold for {raised:,} requests (paced by the log's timestamps)"

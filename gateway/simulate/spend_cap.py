@@ -36,7 +36,9 @@ class SpendCapReplay:
             return base
         label, _ = period_bounds(self.period, ts)
         ctl = SpendCapController(budget_usd=self.budget_usd, base_threshold=base)
-        return ctl.threshold(spent_usd=self.spent.get(label, 0.0), elapsed_fraction=elapsed_fraction(self.period, ts))
+        return ctl.threshold(
+            spent_usd=self.spent.get(label, 0.0), elapsed_fraction=elapsed_fraction(self.period, ts)
+        )
 
     def record(self, usd: float, ts: float | None) -> None:
         if ts is not None:

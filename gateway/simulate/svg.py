@@ -6,7 +6,17 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from html import escape
 
-__all__ = ["Bar", "Segment", "bar_chart", "stacked_bars", "Series", "line_chart", "SELF_HOSTED", "PROPRIETARY", "PALETTE"]
+__all__ = [
+    "Bar",
+    "Segment",
+    "bar_chart",
+    "stacked_bars",
+    "Series",
+    "line_chart",
+    "SELF_HOSTED",
+    "PROPRIETARY",
+    "PALETTE",
+]
 
 SELF_HOSTED = "#2e8b57"
 PROPRIETARY = "#d2691e"
@@ -46,8 +56,12 @@ def bar_chart(title: str, bars: Sequence[Bar], max_value: float = 1.0, width: in
     for i, b in enumerate(bars):
         y = 5 + i * ROW_H
         w = 0.0 if max_value <= 0 else max(0.0, min(1.0, b.value / max_value)) * plot_w
-        out.append(f'<text x="{LABEL_W - 8}" y="{y + BAR_H - 3}" text-anchor="end">{escape(b.label)}</text>')
-        out.append(f'<rect x="{LABEL_W}" y="{y}" width="{w:.1f}" height="{BAR_H}" fill="{b.color}"/>')
+        out.append(
+            f'<text x="{LABEL_W - 8}" y="{y + BAR_H - 3}" text-anchor="end">{escape(b.label)}</text>'
+        )
+        out.append(
+            f'<rect x="{LABEL_W}" y="{y}" width="{w:.1f}" height="{BAR_H}" fill="{b.color}"/>'
+        )
         out.append(f'<text x="{LABEL_W + w + 6:.1f}" y="{y + BAR_H - 3}">{escape(b.text)}</text>')
     out.append("</svg>")
     return "".join(out)
@@ -69,7 +83,9 @@ def stacked_bars(
     for i, (label, segs, text) in enumerate(rows):
         y = 5 + i * ROW_H
         x = float(LABEL_W)
-        out.append(f'<text x="{LABEL_W - 8}" y="{y + BAR_H - 3}" text-anchor="end">{escape(label)}</text>')
+        out.append(
+            f'<text x="{LABEL_W - 8}" y="{y + BAR_H - 3}" text-anchor="end">{escape(label)}</text>'
+        )
         for s in segs:
             w = 0.0 if total <= 0 else s.value / total * plot_w
             out.append(
@@ -116,7 +132,9 @@ def line_chart(
     span = (y1 - y0) or 1.0
 
     def px(x: float, y: float) -> tuple[float, float]:
-        return left + max(0.0, min(1.0, x)) * pw, top + (1.0 - max(0.0, min(1.0, (y - y0) / span))) * ph
+        return left + max(0.0, min(1.0, x)) * pw, top + (
+            1.0 - max(0.0, min(1.0, (y - y0) / span))
+        ) * ph
 
     out = [_open(width, height, title)]
     out.append(f'<rect x="{left}" y="{top}" width="{pw}" height="{ph}" fill="none" stroke="#999"/>')
@@ -125,33 +143,53 @@ def line_chart(
         gx, _ = px(f, y0)
         _, gy = px(0.0, y0 + f * span)
         out.append(f'<line x1="{gx:.1f}" y1="{top}" x2="{gx:.1f}" y2="{top + ph}" stroke="#eee"/>')
-        out.append(f'<line x1="{left}" y1="{gy:.1f}" x2="{left + pw}" y2="{gy:.1f}" stroke="#eee"/>')
-        out.append(f'<text x="{gx:.1f}" y="{top + ph + 16}" text-anchor="middle">{escape(fmt(f))}</text>')
-        out.append(f'<text x="{left - 6}" y="{gy + 4:.1f}" text-anchor="end">{escape(fmt(y0 + f * span))}</text>')
-    out.append(f'<text x="{left + pw / 2}" y="{top + ph + 34}" text-anchor="middle">{escape(x_label)}</text>')
+        out.append(
+            f'<line x1="{left}" y1="{gy:.1f}" x2="{left + pw}" y2="{gy:.1f}" stroke="#eee"/>'
+        )
+        out.append(
+            f'<text x="{gx:.1f}" y="{top + ph + 16}" text-anchor="middle">{escape(fmt(f))}</text>'
+        )
+        out.append(
+            f'<text x="{left - 6}" y="{gy + 4:.1f}" text-anchor="end">{escape(fmt(y0 + f * span))}</text>'
+        )
+    out.append(
+        f'<text x="{left + pw / 2}" y="{top + ph + 34}" text-anchor="middle">{escape(x_label)}</text>'
+    )
     out.append(
         f'<text transform="translate(14,{top + ph / 2}) rotate(-90)" text-anchor="middle">{escape(y_label)}</text>'
     )
     for y, text in h_lines:
         _, gy = px(0.0, y)
-        out.append(f'<line x1="{left}" y1="{gy:.1f}" x2="{left + pw}" y2="{gy:.1f}" stroke="#888" stroke-dasharray="2,3"/>')
-        out.append(f'<text x="{left + pw - 4}" y="{gy - 4:.1f}" text-anchor="end" fill="#666">{escape(text)}</text>')
+        out.append(
+            f'<line x1="{left}" y1="{gy:.1f}" x2="{left + pw}" y2="{gy:.1f}" stroke="#888" stroke-dasharray="2,3"/>'
+        )
+        out.append(
+            f'<text x="{left + pw - 4}" y="{gy - 4:.1f}" text-anchor="end" fill="#666">{escape(text)}</text>'
+        )
     for s in series:
         pts = " ".join("{:.1f},{:.1f}".format(*px(x, y)) for x, y in s.points)
         dash = ' stroke-dasharray="6,4"' if s.dashed else ""
-        out.append(f'<polyline points="{pts}" fill="none" stroke="{s.color}" stroke-width="2"{dash}/>')
+        out.append(
+            f'<polyline points="{pts}" fill="none" stroke="{s.color}" stroke-width="2"{dash}/>'
+        )
         if s.markers:
             for x, y in s.points:
                 cx, cy = px(x, y)
                 out.append(f'<circle cx="{cx:.1f}" cy="{cy:.1f}" r="2" fill="{s.color}"/>')
     for x, y, text in marks:
         cx, cy = px(x, y)
-        out.append(f'<circle cx="{cx:.1f}" cy="{cy:.1f}" r="6" fill="none" stroke="#c00" stroke-width="2.5"/>')
-        out.append(f'<text x="{cx + 9:.1f}" y="{cy + 16:.1f}" fill="#c00" font-weight="bold">{escape(text)}</text>')
+        out.append(
+            f'<circle cx="{cx:.1f}" cy="{cy:.1f}" r="6" fill="none" stroke="#c00" stroke-width="2.5"/>'
+        )
+        out.append(
+            f'<text x="{cx + 9:.1f}" y="{cy + 16:.1f}" fill="#c00" font-weight="bold">{escape(text)}</text>'
+        )
     for j, s in enumerate(series):  # legend under the plot
         lx, ly = left + j * 190, top + ph + 56
         dash = ' stroke-dasharray="6,4"' if s.dashed else ""
-        out.append(f'<line x1="{lx}" y1="{ly - 4}" x2="{lx + 22}" y2="{ly - 4}" stroke="{s.color}" stroke-width="2"{dash}/>')
+        out.append(
+            f'<line x1="{lx}" y1="{ly - 4}" x2="{lx + 22}" y2="{ly - 4}" stroke="{s.color}" stroke-width="2"{dash}/>'
+        )
         out.append(f'<text x="{lx + 28}" y="{ly}">{escape(s.label)}</text>')
     out.append("</svg>")
     return "".join(out)

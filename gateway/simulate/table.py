@@ -26,27 +26,45 @@ def pct(x: float) -> str:
 
 def _grid(header: Sequence[str], rows: Sequence[Sequence[str]], indent: str = "  ") -> list[str]:
     widths = [max(len(str(c)) for c in col) for col in zip(header, *rows, strict=True)]
+
     def fmt(row: Sequence[str]) -> str:
         first = str(row[0]).ljust(widths[0])
         rest = [str(c).rjust(w) for c, w in zip(row[1:], widths[1:], strict=True)]
         return indent + "  ".join([first, *rest]).rstrip()
+
     return [fmt(header), indent + "  ".join("-" * w for w in widths)] + [fmt(r) for r in rows]
 
 
 def _groups(title: str, groups: Sequence[Group], backend: bool) -> list[str]:
     rows = []
     for g in groups:
-        name = g.name + ((" (self-hosted)" if g.self_hosted else " (proprietary)") if backend else "")
-        rows.append([name, f"{g.requests:,}", pct(g.request_share), f"{g.tokens:,}", pct(g.token_share), usd(g.cost_usd)])
-    return [title, *_grid([title.split()[-1], "requests", "share", "tokens", "share", "cost"], rows)]
+        name = g.name + (
+            (" (self-hosted)" if g.self_hosted else " (proprietary)") if backend else ""
+        )
+        rows.append(
+            [
+                name,
+                f"{g.requests:,}",
+                pct(g.request_share),
+                f"{g.tokens:,}",
+                pct(g.token_share),
+                usd(g.cost_usd),
+            ]
+        )
+    return [
+        title,
+        *_grid([title.split()[-1], "requests", "share", "tokens", "share", "cost"], rows),
+    ]
 
 
 def _cost(rep: Report) -> list[str]:
     m = rep.per_month
     month = rep.rate.requests_per_day is not None
+
     def row(name: str, x: float, extra: str = "") -> list[str]:
         out = [name, usd(x), usd(x / rep.routed * 1000) if rep.routed else "-"]
         return out + ([usd(m(x) or 0.0)] if month else []) + ([extra] if extra else [])
+
     header = ["", "this log", "per 1k requests"] + (["per month"] if month else [])
     rows = [
         row(f"all on {rep.reference_model} (baseline)", rep.baseline_usd),
@@ -61,7 +79,9 @@ def _cost(rep: Report) -> list[str]:
 def _curve(c: Curve) -> list[str]:
     rows = []
     for p in c.points[::CURVE_STEP]:
-        rows.append([f"{p.threshold:.2f}", pct(p.escalated_share), pct(p.cost_share), pct(p.quality_share)])
+        rows.append(
+            [f"{p.threshold:.2f}", pct(p.escalated_share), pct(p.cost_share), pct(p.quality_share)]
+        )
     o = c.operating
     rows.append(["policy <-", pct(o.escalated_share), pct(o.cost_share), pct(o.quality_share)])
     lines = [
@@ -92,13 +112,25 @@ def render_table(rep: Report) -> str:
     ]
     lines += [f"  note: {n}" for n in rep.notes]
     if rep.scorer_failures:
-        lines.append(f"  WARNING: the difficulty scorer failed on {rep.scorer_failures:,} requests (heuristic used, as in serve)")
+        lines.append(
+            f"  WARNING: the difficulty scorer failed on {rep.scorer_failures:,} requests (heuristic used, as in serve)"
+        )
     if rep.error_count:
         lines.append(f"  {rep.error_count:,} requests no backend could take, e.g.:")
         lines += [f"    line {ln}: {why}" for ln, why in rep.errors]
-    lines += ["", *_groups("Per backend", rep.by_backend, True), "", *_groups("Per rule", rep.by_rule, False), "", *_cost(rep)]
+    lines += [
+        "",
+        *_groups("Per backend", rep.by_backend, True),
+        "",
+        *_groups("Per rule", rep.by_rule, False),
+        "",
+        *_cost(rep),
+    ]
     if rep.curve is not None:
         lines += ["", *_curve(rep.curve)]
     else:
-        lines += ["", "No labels in the log: no cost-quality curve (add \"label\" to lines to get one)"]
+        lines += [
+            "",
+            'No labels in the log: no cost-quality curve (add "label" to lines to get one)',
+        ]
     return "\n".join(lines) + "\n"

@@ -9,12 +9,20 @@ from gateway.state.memory import MemoryState
 from gateway.state.periods import period_bounds
 from gateway.state.redis import RedisState
 
-__all__ = ["MemoryState", "RateLimitResult", "RedisState", "SharedState", "build_state", "period_bounds"]
+__all__ = [
+    "MemoryState",
+    "RateLimitResult",
+    "RedisState",
+    "SharedState",
+    "build_state",
+    "period_bounds",
+]
 
 
-def build_state(url: str | None, on_error: Callable[[], None] | None = None, namespace: str = "gw") -> SharedState:
+def build_state(
+    url: str | None, on_error: Callable[[], None] | None = None, namespace: str = "gw"
+) -> SharedState:
     """``RedisState`` when a Redis URL is given, else ``MemoryState`` (one replica only). Connects lazily."""
     if url:
         return RedisState(url, on_error=on_error, namespace=namespace)
     return MemoryState()
-

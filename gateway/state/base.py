@@ -37,7 +37,9 @@ class SharedState(ABC):
     async def close(self) -> None: ...
 
 
-def sliding_window(limit: int, window_s: int, elapsed_s: float, current: int, previous: int) -> RateLimitResult:
+def sliding_window(
+    limit: int, window_s: int, elapsed_s: float, current: int, previous: int
+) -> RateLimitResult:
     """The sliding-window-counter estimate (two fixed windows, the previous one weighted by how
     much of it still overlaps the sliding window) after a request that was counted in
     ``current`` if allowed. ``current`` and ``previous`` are counts *before* this request.
@@ -49,7 +51,9 @@ def sliding_window(limit: int, window_s: int, elapsed_s: float, current: int, pr
     return RateLimitResult(False, retry_after_s(limit, window_s, elapsed_s, current, previous), 0)
 
 
-def retry_after_s(limit: int, window_s: int, elapsed_s: float, current: int, previous: int) -> float:
+def retry_after_s(
+    limit: int, window_s: int, elapsed_s: float, current: int, previous: int
+) -> float:
     """Seconds until one more request fits, assuming no other requests arrive meanwhile."""
     room = limit - 1 - current  # what the previous window's weighted share must fall to
     if room >= 0 and previous > 0:

@@ -14,7 +14,9 @@ __all__ = ["MemoryState"]
 class MemoryState(SharedState):
     def __init__(self, clock: Callable[[], float] = time.time) -> None:
         self._clock = clock
-        self._spend: dict[tuple[str, str, str], tuple[float, float]] = {}  # (scope, period, label) -> (usd, end)
+        self._spend: dict[
+            tuple[str, str, str], tuple[float, float]
+        ] = {}  # (scope, period, label) -> (usd, end)
         self._windows: dict[tuple[str, int, int], int] = {}  # (scope, window_s, index) -> count
 
     async def incr_spend(self, scope: str, usd: float, period: str) -> float:

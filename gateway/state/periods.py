@@ -27,6 +27,10 @@ def period_bounds(period: str, now: float) -> tuple[str, float]:
         return start.strftime("%Y-%m-%d"), (start + timedelta(days=1)).timestamp()
     if period == "month":
         start = t.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
-        end = start.replace(year=start.year + 1, month=1) if start.month == 12 else start.replace(month=start.month + 1)
+        end = (
+            start.replace(year=start.year + 1, month=1)
+            if start.month == 12
+            else start.replace(month=start.month + 1)
+        )
         return start.strftime("%Y-%m"), end.timestamp()
     raise ValueError(f"unknown period {period!r}; expected one of {', '.join(PERIODS)}")

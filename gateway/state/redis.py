@@ -120,7 +120,9 @@ class RedisState(SharedState):
         # Float rounding on the boundary: Redis's decision stands.
         if allowed:
             return RateLimitResult(True, 0.0, 0)
-        return RateLimitResult(False, retry_after_s(limit, window_s, elapsed, int(cur), int(prev)), 0)
+        return RateLimitResult(
+            False, retry_after_s(limit, window_s, elapsed, int(cur), int(prev)), 0
+        )
 
     async def close(self) -> None:
         await self._r.aclose()

@@ -24,7 +24,9 @@ __all__ = ["REDIS_ERRORS", "RedisGuard", "make_client"]
 
 log = logging.getLogger("gateway.redis")
 
-DEFAULT_TIMEOUT_S = 0.5  # per command, and for a free pooled connection (0.1 s failed on a stalling VM)
+DEFAULT_TIMEOUT_S = (
+    0.5  # per command, and for a free pooled connection (0.1 s failed on a stalling VM)
+)
 DEFAULT_CONNECT_TIMEOUT_S = 1.0  # a new connection's handshake, once per pooled connection
 DEFAULT_MAX_CONNECTIONS = 64
 DEFAULT_FAILURE_THRESHOLD = 3  # consecutive connection failures that mark Redis down

@@ -116,7 +116,9 @@ class AsyncLLMEngine:
         return self._thread is not None and self._error is None
 
     # requests
-    def generate(self, request_id: str, prompt_token_ids: list[int], params: SamplingParams) -> RequestStream:
+    def generate(
+        self, request_id: str, prompt_token_ids: list[int], params: SamplingParams
+    ) -> RequestStream:
         """Admit a request; iterate the returned stream for its outputs. Raises at once:
         RequestValidationError, QueueFullError, EngineDeadError."""
         if self._error is not None:
@@ -191,7 +193,9 @@ class AsyncLLMEngine:
             loop.call_soon_threadsafe(callback, *args)
 
     # event-loop side
-    def _deliver(self, outputs: list[RequestOutput], rejected: list[tuple[str, EngineError]]) -> None:
+    def _deliver(
+        self, outputs: list[RequestOutput], rejected: list[tuple[str, EngineError]]
+    ) -> None:
         queues = self._queues
         for out in outputs:
             queue = queues.get(out.request_id)

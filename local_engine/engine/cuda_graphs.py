@@ -45,7 +45,9 @@ class DecodeGraphs:
 
     def _meta(self, size: int) -> AttentionMetadata:
         group = AttentionGroup(0, size, self.block_tables[:size], None, self.ctx_lens[:size])
-        return AttentionMetadata(self.slots[:size], decode=[group], sliding_window=self.runner.args.sliding_window)
+        return AttentionMetadata(
+            self.slots[:size], decode=[group], sliding_window=self.runner.args.sliding_window
+        )
 
     @classmethod
     @torch.inference_mode()

@@ -45,14 +45,28 @@ def cuda_num_blocks(config: EngineConfig, per_block: int, device: torch.device) 
 
 
 def allocate(
-    model: nn.Module, a: DecoderArgs, num_blocks: int, block_size: int, dtype: torch.dtype, device: torch.device
+    model: nn.Module,
+    a: DecoderArgs,
+    num_blocks: int,
+    block_size: int,
+    dtype: torch.dtype,
+    device: torch.device,
 ) -> torch.Tensor:
     if num_blocks < 1:
         raise KVCacheTooSmallError(
             "no KV cache block fits: raise cpu_kv_cache_bytes / gpu_memory_utilization or set num_kv_blocks"
         )
     # cache: [2, L, blocks, block_size, Hkv, D]
-    cache = torch.zeros(2, a.num_layers, num_blocks, block_size, a.num_kv_heads, a.head_dim, dtype=dtype, device=device)
+    cache = torch.zeros(
+        2,
+        a.num_layers,
+        num_blocks,
+        block_size,
+        a.num_kv_heads,
+        a.head_dim,
+        dtype=dtype,
+        device=device,
+    )
     layers = [m for m in model.modules() if isinstance(m, PagedAttention)]
     for i, attn in enumerate(layers):
         attn.k_cache, attn.v_cache = cache[0, i], cache[1, i]

@@ -42,7 +42,9 @@ class _Request:
 
 
 class LLMEngine:
-    def __init__(self, config: EngineConfig, runner: Runner | None = None, tokenizer: Any = None) -> None:
+    def __init__(
+        self, config: EngineConfig, runner: Runner | None = None, tokenizer: Any = None
+    ) -> None:
         if runner is None or tokenizer is None:
             # torch and the hub client are imported only when a real model is loaded
             from local_engine.loader import read_hf_config, resolve_model_dir
@@ -60,13 +62,21 @@ class LLMEngine:
         self.runner = runner
         self.tokenizer = tokenizer
         capacity = runner.num_kv_blocks * config.block_size
-        limits = [runner.max_model_len, capacity] + ([config.max_model_len] if config.max_model_len else [])
+        limits = [runner.max_model_len, capacity] + (
+            [config.max_model_len] if config.max_model_len else []
+        )
         self.max_model_len = min(limits)
         if self.max_model_len < runner.max_model_len and self.max_model_len == capacity:
             logger.warning("KV cache holds %d tokens: max_model_len lowered to that", capacity)
-        self.eos_token_ids = frozenset(runner.eos_token_ids) | frozenset(getattr(tokenizer, "eos_token_ids", ()))
-        self.vocab_size: int | None = getattr(runner, "vocab_size", None) or getattr(tokenizer, "vocab_size", None)
-        block_manager = BlockManager(runner.num_kv_blocks, config.block_size, config.enable_prefix_caching)
+        self.eos_token_ids = frozenset(runner.eos_token_ids) | frozenset(
+            getattr(tokenizer, "eos_token_ids", ())
+        )
+        self.vocab_size: int | None = getattr(runner, "vocab_size", None) or getattr(
+            tokenizer, "vocab_size", None
+        )
+        block_manager = BlockManager(
+            runner.num_kv_blocks, config.block_size, config.enable_prefix_caching
+        )
         self.scheduler = Scheduler(
             block_manager, config.max_num_seqs, config.max_num_batched_tokens, config.max_waiting
         )
@@ -93,7 +103,9 @@ class LLMEngine:
         ):
             raise RequestValidationError(f"prompt token ids must be in [0, {self.vocab_size})")
 
-    def add_request(self, request_id: str, prompt_token_ids: list[int], params: SamplingParams) -> None:
+    def add_request(
+        self, request_id: str, prompt_token_ids: list[int], params: SamplingParams
+    ) -> None:
         """Queue a request. Raises RequestValidationError or QueueFullError."""
         if request_id in self._requests:
             raise RequestValidationError(f"request id {request_id!r} is already in use")
@@ -114,8 +126,16 @@ class LLMEngine:
         self.scheduler.finish(req.seq, FinishReason.ABORT)
         seq = req.seq
         self._aborted.append(
-            RequestOutput(request_id, [], "", True, FinishReason.ABORT.value, seq.num_prompt_tokens,
-                          seq.num_completion_tokens, seq.num_cached_tokens)
+            RequestOutput(
+                request_id,
+                [],
+                "",
+                True,
+                FinishReason.ABORT.value,
+                seq.num_prompt_tokens,
+                seq.num_completion_tokens,
+                seq.num_cached_tokens,
+            )
         )
 
     def has_unfinished(self) -> bool:
@@ -146,7 +166,9 @@ class LLMEngine:
             reason = FinishReason.STOP  # the stop token's own text is not part of the output
         elif req.detok.add_token(token_id):
             reason = FinishReason.STOP
-        if reason is None and (seq.num_completion_tokens >= params.max_tokens or seq.num_tokens >= self.max_model_len):
+        if reason is None and (
+            seq.num_completion_tokens >= params.max_tokens or seq.num_tokens >= self.max_model_len
+        ):
             reason = FinishReason.LENGTH
         if reason is not None:
             self.scheduler.finish(seq, reason)
@@ -154,11 +176,23 @@ class LLMEngine:
             req.detok.flush()
         logprobs = None
         if params.logprobs:
-            logprobs = [{"token_id": token_id, "logprob": sample.logprob, "top_logprobs": sample.top_logprobs or []}]
+            logprobs = [
+                {
+                    "token_id": token_id,
+                    "logprob": sample.logprob,
+                    "top_logprobs": sample.top_logprobs or [],
+                }
+            ]
         return RequestOutput(
-            seq.request_id, [token_id], req.detok.release(final=reason is not None), reason is not None,
-            reason.value if reason is not None else None, seq.num_prompt_tokens,
-            seq.num_completion_tokens, seq.num_cached_tokens, logprobs,
+            seq.request_id,
+            [token_id],
+            req.detok.release(final=reason is not None),
+            reason is not None,
+            reason.value if reason is not None else None,
+            seq.num_prompt_tokens,
+            seq.num_completion_tokens,
+            seq.num_cached_tokens,
+            logprobs,
         )
 
     # offline helper

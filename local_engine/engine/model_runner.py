@@ -34,9 +34,13 @@ __all__ = ["ModelRunner", "TokenSample", "resolve_device", "resolve_dtype"]
 logger = logging.getLogger(__name__)
 
 DTYPE_NAMES = {
-    "float32": torch.float32, "fp32": torch.float32,
-    "float16": torch.float16, "fp16": torch.float16, "half": torch.float16,
-    "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
+    "float32": torch.float32,
+    "fp32": torch.float32,
+    "float16": torch.float16,
+    "fp16": torch.float16,
+    "half": torch.float16,
+    "bfloat16": torch.bfloat16,
+    "bf16": torch.bfloat16,
 }
 
 
@@ -97,14 +101,24 @@ class ModelRunner:
             self.num_kv_blocks = kv_cache.cuda_num_blocks(config, per_block, self.device)
         else:
             self.num_kv_blocks = kv_cache.cpu_num_blocks(config, per_block)
-        use_graphs = self.device.type == "cuda" and not config.enforce_eager and _triton_decode() is not None
+        use_graphs = (
+            self.device.type == "cuda" and not config.enforce_eager and _triton_decode() is not None
+        )
         # CUDA graphs pad the batch; padded rows write into one spare block the scheduler never sees
         self.kv_cache = kv_cache.allocate(
-            self.model, self.args, self.num_kv_blocks + int(use_graphs), self.block_size, self.dtype, self.device
+            self.model,
+            self.args,
+            self.num_kv_blocks + int(use_graphs),
+            self.block_size,
+            self.dtype,
+            self.device,
         )
         if self.num_kv_blocks * self.block_size < self.max_model_len:
-            logger.warning("KV cache holds %d tokens; max_model_len lowered from %d",
-                           self.num_kv_blocks * self.block_size, self.max_model_len)
+            logger.warning(
+                "KV cache holds %d tokens; max_model_len lowered from %d",
+                self.num_kv_blocks * self.block_size,
+                self.max_model_len,
+            )
             self.max_model_len = self.num_kv_blocks * self.block_size
         self._gen = torch.Generator(self.device).manual_seed(config.seed)  # unseeded requests
         self._seed_gen = torch.Generator(self.device)  # reseeded per seeded row
@@ -129,7 +143,9 @@ class ModelRunner:
         if config.max_model_len is None:
             return limit
         if not 0 < config.max_model_len <= limit:
-            raise ModelConfigError(f"max_model_len must be in [1, {limit}] (max_position_embeddings)")
+            raise ModelConfigError(
+                f"max_model_len must be in [1, {limit}] (max_position_embeddings)"
+            )
         return config.max_model_len
 
     @torch.inference_mode()
@@ -137,8 +153,10 @@ class ModelRunner:
         # one prefill of max_num_batched_tokens tokens without a cache, to measure peak activations
         t = min(self.config.max_num_batched_tokens, self.max_model_len)
         ids = torch.zeros(t, dtype=torch.int64, device=self.device)
-        hidden = self.model(ids, torch.arange(t, device=self.device), AttentionMetadata(None, cache_free=True))
-        self.model.compute_logits(hidden[-min(t, self.config.max_num_seqs):])
+        hidden = self.model(
+            ids, torch.arange(t, device=self.device), AttentionMetadata(None, cache_free=True)
+        )
+        self.model.compute_logits(hidden[-min(t, self.config.max_num_seqs) :])
         torch.cuda.synchronize(self.device)
 
     # execute
@@ -147,8 +165,15 @@ class ModelRunner:
     def execute(self, seqs: list[Sequence], num_new_tokens: list[int]) -> list[TokenSample | None]:
         if not seqs:
             return []
-        step = prepare_step(seqs, num_new_tokens, self.block_size, self.device, self.dtype,
-                            self.args.sliding_window, decode_kernel=self.decode_kernel is not None)
+        step = prepare_step(
+            seqs,
+            num_new_tokens,
+            self.block_size,
+            self.device,
+            self.dtype,
+            self.args.sliding_window,
+            decode_kernel=self.decode_kernel is not None,
+        )
         hidden = self._forward(step)
         results: list[TokenSample | None] = [None] * len(seqs)
         if not step.sample_rows:
@@ -168,7 +193,9 @@ class ModelRunner:
         params = [s.sampling_params for s in seqs]
         positions = [s.num_tokens for s in seqs]
         histories = None
-        if any(p.presence_penalty or p.frequency_penalty or p.repetition_penalty != 1.0 for p in params):
+        if any(
+            p.presence_penalty or p.frequency_penalty or p.repetition_penalty != 1.0 for p in params
+        ):
             histories = [(s.token_ids[: s.num_prompt_tokens], s.completion_token_ids) for s in seqs]
         batch = build_sampling_batch(params, positions, histories, logits.shape[1], self.device)
         token_ids = sample(logits, batch, self._gen, self._seed_gen)  # [N]

@@ -49,30 +49,47 @@ def decode_group_bounds(ctx_desc: list[int]) -> list[tuple[int, int]]:
 
 def _block_tables(tables: list[list[int]], device: torch.device) -> torch.Tensor:
     width = max(len(t) for t in tables)
-    return torch.tensor([t + [0] * (width - len(t)) for t in tables], dtype=torch.int64, device=device)
+    return torch.tensor(
+        [t + [0] * (width - len(t)) for t in tables], dtype=torch.int64, device=device
+    )
 
 
 def _decode_group(
-    start: int, bt: torch.Tensor, ctx_list: list[int], block_size: int, window: int | None, dtype: torch.dtype,
+    start: int,
+    bt: torch.Tensor,
+    ctx_list: list[int],
+    block_size: int,
+    window: int | None,
+    dtype: torch.dtype,
     kernel: bool,
 ) -> AttentionGroup:
     # bt: [B, NB] covering every row's context; ctx_list: B context lengths (new token included)
     bt = bt[:, : (max(ctx_list) + block_size - 1) // block_size]
     end = start + len(ctx_list)
     if kernel:  # the kernel masks by length itself
-        return AttentionGroup(start, end, bt, None, torch.tensor(ctx_list, dtype=torch.int32).to(bt.device))
+        return AttentionGroup(
+            start, end, bt, None, torch.tensor(ctx_list, dtype=torch.int32).to(bt.device)
+        )
     ctx_lens = torch.tensor(ctx_list, dtype=torch.int64, device=bt.device)  # [B]
     keys = torch.arange(bt.shape[1] * block_size, device=bt.device)  # [L]
     q_pos = (ctx_lens - 1)[:, None]  # [B, 1] the new token's position
     allowed = keys[None, :] <= q_pos  # [B, L]
     if window is not None:
         allowed &= keys[None, :] > q_pos - window
-    mask = torch.zeros(allowed.shape, dtype=dtype, device=bt.device).masked_fill_(~allowed, float("-inf"))
+    mask = torch.zeros(allowed.shape, dtype=dtype, device=bt.device).masked_fill_(
+        ~allowed, float("-inf")
+    )
     return AttentionGroup(start, end, bt, mask[:, None, None, :])
 
 
 def _chunk(
-    start: int, end: int, table: list[int], q: int, ctx: int, window: int | None, device: torch.device
+    start: int,
+    end: int,
+    table: list[int],
+    q: int,
+    ctx: int,
+    window: int | None,
+    device: torch.device,
 ) -> PrefillChunk:
     """A prefill chunk of ``q`` tokens ending at context length ``ctx``, flat tokens [start, end)."""
     if q == ctx and (window is None or ctx <= window):
@@ -87,12 +104,20 @@ def _chunk(
 
 
 def prepare_step(
-    seqs: list[Sequence], num_new_tokens: list[int], block_size: int, device: torch.device,
-    dtype: torch.dtype, sliding_window: int | None, decode_kernel: bool = False,
+    seqs: list[Sequence],
+    num_new_tokens: list[int],
+    block_size: int,
+    device: torch.device,
+    dtype: torch.dtype,
+    sliding_window: int | None,
+    decode_kernel: bool = False,
 ) -> StepInputs:
     if len(seqs) != len(num_new_tokens):
         raise EngineError("execute: seqs and num_new_tokens differ in length")
-    decodes = sorted((i for i, n in enumerate(num_new_tokens) if n == 1), key=lambda i: -seqs[i].num_computed_tokens)
+    decodes = sorted(
+        (i for i, n in enumerate(num_new_tokens) if n == 1),
+        key=lambda i: -seqs[i].num_computed_tokens,
+    )
     order = decodes + [i for i, n in enumerate(num_new_tokens) if n != 1]
     num_decode = len(decodes)
     ids: list[int] = []
@@ -130,12 +155,23 @@ def prepare_step(
     if d:
         bounds = [(0, d)] if decode_kernel else decode_group_bounds(ctx_lens[:d])
         meta.decode = [
-            _decode_group(a, bt[a:b], ctx_lens[a:b], block_size, sliding_window, dtype, decode_kernel) for a, b in bounds
+            _decode_group(
+                a, bt[a:b], ctx_lens[a:b], block_size, sliding_window, dtype, decode_kernel
+            )
+            for a, b in bounds
         ]
     if d < len(order):
         first = first_token.tolist()
         meta.prefill = [
-            _chunk(first[r], first[r] + q_lens[r], tables[r], q_lens[r], ctx_lens[r], sliding_window, device)
+            _chunk(
+                first[r],
+                first[r] + q_lens[r],
+                tables[r],
+                q_lens[r],
+                ctx_lens[r],
+                sliding_window,
+                device,
+            )
             for r in range(d, len(order))
         ]
     return StepInputs(

@@ -43,17 +43,23 @@ class PrefillChunk:
 
     start: int  # first flat token of the chunk
     end: int  # one past its last flat token
-    block_table: torch.Tensor | None  # [NB] int64 when earlier tokens are cached; None: own K/V only
+    block_table: (
+        torch.Tensor | None
+    )  # [NB] int64 when earlier tokens are cached; None: own K/V only
     mask: torch.Tensor | None  # [q, ctx] bool (True = attend); None: plain causal
 
 
 @dataclass(slots=True)
 class AttentionMetadata:
     slot_mapping: torch.Tensor | None  # [T] int64 cache slot per new token; None when cache_free
-    decode: list[AttentionGroup] | None = None  # sequences with exactly one new token (one group with the kernel)
+    decode: list[AttentionGroup] | None = (
+        None  # sequences with exactly one new token (one group with the kernel)
+    )
     prefill: list[PrefillChunk] | None = None  # sequences with a chunk of several tokens
     cache_free: bool = False
-    sliding_window: int | None = None  # read by the cache-free and kernel paths (masks carry it otherwise)
+    sliding_window: int | None = (
+        None  # read by the cache-free and kernel paths (masks carry it otherwise)
+    )
 
 
 class PagedAttention(nn.Module):
@@ -66,7 +72,9 @@ class PagedAttention(nn.Module):
         # set by the runner on CUDA when Triton is importable: layers/triton_decode.paged_decode
         self.decode_kernel: Callable[..., torch.Tensor] | None = None
 
-    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, meta: AttentionMetadata) -> torch.Tensor:
+    def forward(
+        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, meta: AttentionMetadata
+    ) -> torch.Tensor:
         # q: [T, H, D]; k, v: [T, Hkv, D] -> [T, H * D]
         if meta.cache_free:
             return self._cache_free(q, k, v, meta.sliding_window)
@@ -77,12 +85,19 @@ class PagedAttention(nn.Module):
         for g in meta.decode or ():
             if g.mask is None:
                 out[g.start : g.end] = self.decode_kernel(
-                    q[g.start : g.end], self.k_cache, self.v_cache, g.block_tables, g.ctx_lens, meta.sliding_window
+                    q[g.start : g.end],
+                    self.k_cache,
+                    self.v_cache,
+                    g.block_tables,
+                    g.ctx_lens,
+                    meta.sliding_window,
                 )
             else:
                 out[g.start : g.end] = self._decode(q[g.start : g.end], g)
         for c in meta.prefill or ():
-            out[c.start : c.end] = self._prefill(q[c.start : c.end], k[c.start : c.end], v[c.start : c.end], c)
+            out[c.start : c.end] = self._prefill(
+                q[c.start : c.end], k[c.start : c.end], v[c.start : c.end], c
+            )
         return out.flatten(1)
 
     def _gather(self, block_tables: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -104,7 +119,9 @@ class PagedAttention(nn.Module):
         o = F.scaled_dot_product_attention(qg, k, v, attn_mask=g.mask)  # [B, Hkv, G, D]
         return o.reshape(b, self.num_heads, self.head_dim)
 
-    def _prefill(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, c: PrefillChunk) -> torch.Tensor:
+    def _prefill(
+        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, c: PrefillChunk
+    ) -> torch.Tensor:
         # q: [q, H, D]; k, v: [q, Hkv, D] -> [q, H, D]
         if c.block_table is not None:
             k, v = self._gather(c.block_table.unsqueeze(0))  # [1, Hkv, ctx, D]
@@ -118,7 +135,9 @@ class PagedAttention(nn.Module):
             o = F.scaled_dot_product_attention(qt, k, v, attn_mask=c.mask, enable_gqa=True)
         return o.squeeze(0).transpose(0, 1)
 
-    def _cache_free(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, window: int | None) -> torch.Tensor:
+    def _cache_free(
+        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, window: int | None
+    ) -> torch.Tensor:
         # one sequence, all tokens new: q [T, H, D] -> [1, H, T, D]
         t = q.shape[0]
         qt, kt, vt = (x.transpose(0, 1).unsqueeze(0) for x in (q, k, v))

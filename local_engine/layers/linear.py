@@ -20,11 +20,15 @@ class WeightShapeError(EngineError):
 
 def copy_checked(dst: torch.Tensor, src: torch.Tensor, what: str) -> None:
     if dst.shape != src.shape:
-        raise WeightShapeError(f"{what}: checkpoint shape {tuple(src.shape)}, expected {tuple(dst.shape)}")
+        raise WeightShapeError(
+            f"{what}: checkpoint shape {tuple(src.shape)}, expected {tuple(dst.shape)}"
+        )
     dst.copy_(src)
 
 
-def default_weight_loader(param: nn.Parameter, loaded: torch.Tensor, shard_id: object = None) -> None:
+def default_weight_loader(
+    param: nn.Parameter, loaded: torch.Tensor, shard_id: object = None
+) -> None:
     copy_checked(param.data, loaded, "weight")
 
 
@@ -48,14 +52,18 @@ class Linear(nn.Module):
         self.out_sizes = out_sizes
         offsets = [sum(out_sizes[:i]) for i in range(len(out_sizes))]
         names = shard_names if shard_names is not None else list(range(len(out_sizes)))
-        self.shards = {name: (off, size) for name, off, size in zip(names, offsets, out_sizes, strict=True)}
+        self.shards = {
+            name: (off, size) for name, off, size in zip(names, offsets, out_sizes, strict=True)
+        }
         self.weight = _param((sum(out_sizes), in_features), dtype, device)
         self.weight.weight_loader = self._load_shard
         self.bias = _param((sum(out_sizes),), dtype, device) if bias else None
         if self.bias is not None:
             self.bias.weight_loader = self._load_shard
 
-    def _load_shard(self, param: nn.Parameter, loaded: torch.Tensor, shard_id: object = None) -> None:
+    def _load_shard(
+        self, param: nn.Parameter, loaded: torch.Tensor, shard_id: object = None
+    ) -> None:
         if shard_id is None:
             copy_checked(param.data, loaded, "linear")
             return
@@ -67,7 +75,13 @@ class Linear(nn.Module):
 
 
 def qkv_linear(
-    hidden: int, num_heads: int, num_kv_heads: int, head_dim: int, bias: bool, dtype: torch.dtype, device: torch.device
+    hidden: int,
+    num_heads: int,
+    num_kv_heads: int,
+    head_dim: int,
+    bias: bool,
+    dtype: torch.dtype,
+    device: torch.device,
 ) -> Linear:
     sizes = [num_heads * head_dim, num_kv_heads * head_dim, num_kv_heads * head_dim]
     return Linear(hidden, sizes, bias, dtype, device, shard_names=["q", "k", "v"])

@@ -58,7 +58,9 @@ INV_FREQ_BY_ROPE_TYPE: dict[str, Callable[[int, RopeArgs], torch.Tensor]] = {
 
 
 class RotaryEmbedding(nn.Module):
-    def __init__(self, head_dim: int, max_positions: int, rope: RopeArgs, device: torch.device) -> None:
+    def __init__(
+        self, head_dim: int, max_positions: int, rope: RopeArgs, device: torch.device
+    ) -> None:
         super().__init__()
         inv_freq = INV_FREQ_BY_ROPE_TYPE[rope.rope_type](head_dim, rope)
         positions = torch.arange(max_positions, dtype=torch.int64).float()
@@ -67,9 +69,13 @@ class RotaryEmbedding(nn.Module):
         self.register_buffer("cos", freqs.cos().to(device), persistent=False)
         self.register_buffer("sin", freqs.sin().to(device), persistent=False)
 
-    def cos_sin(self, positions: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    def cos_sin(
+        self, positions: torch.Tensor, dtype: torch.dtype
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         # positions: [T] -> cos, sin: [T, 1, D/2] in the activations' dtype (shared by every layer)
-        return self.cos[positions].unsqueeze(1).to(dtype), self.sin[positions].unsqueeze(1).to(dtype)
+        return self.cos[positions].unsqueeze(1).to(dtype), self.sin[positions].unsqueeze(1).to(
+            dtype
+        )
 
 
 def apply_rotary(

@@ -44,7 +44,9 @@ class SamplingBatch:
 
 def _pad(rows: list[list[int]], pad: int, device: torch.device) -> torch.Tensor:
     width = max(1, max(len(r) for r in rows))
-    return torch.tensor([r + [pad] * (width - len(r)) for r in rows], dtype=torch.int64, device=device)
+    return torch.tensor(
+        [r + [pad] * (width - len(r)) for r in rows], dtype=torch.int64, device=device
+    )
 
 
 def build_sampling_batch(
@@ -57,8 +59,19 @@ def build_sampling_batch(
     """``histories`` (prompt ids, generated ids) per row: required when any row has a penalty."""
     greedy = [p.temperature == 0.0 for p in params]
     has_pen = histories is not None
-    batch = SamplingBatch(params, positions, all(greedy) and not has_pen,
-                          None, None, None, None, None, None, None, None)
+    batch = SamplingBatch(
+        params,
+        positions,
+        all(greedy) and not has_pen,
+        None,
+        None,
+        None,
+        None,
+        None,
+        None,
+        None,
+        None,
+    )
     if histories is not None:
         prompts, outputs = [h[0] for h in histories], [h[1] for h in histories]
         f32 = dict(dtype=torch.float32, device=device)
@@ -71,9 +84,13 @@ def build_sampling_batch(
     if all(greedy):
         return batch
     batch.greedy_rows = torch.tensor(greedy, dtype=torch.bool, device=device)
-    batch.temperature = torch.tensor([[p.temperature or 1.0] for p in params], dtype=torch.float32, device=device)
+    batch.temperature = torch.tensor(
+        [[p.temperature or 1.0] for p in params], dtype=torch.float32, device=device
+    )
     if any(p.top_k != -1 for p in params):
-        batch.top_k = torch.tensor([p.top_k if p.top_k != -1 else vocab_size for p in params], device=device)
+        batch.top_k = torch.tensor(
+            [p.top_k if p.top_k != -1 else vocab_size for p in params], device=device
+        )
     if any(p.top_p < 1.0 for p in params):
         batch.top_p = torch.tensor([p.top_p for p in params], dtype=torch.float32, device=device)
     if any(p.min_p > 0.0 for p in params):
@@ -99,11 +116,15 @@ def apply_penalties(logits: torch.Tensor, b: SamplingBatch) -> torch.Tensor:
     return logits - frequency * out_counts - presence * (out_counts > 0).float()
 
 
-def _top_k_top_p(logits: torch.Tensor, top_k: torch.Tensor | None, top_p: torch.Tensor | None) -> torch.Tensor:
+def _top_k_top_p(
+    logits: torch.Tensor, top_k: torch.Tensor | None, top_p: torch.Tensor | None
+) -> torch.Tensor:
     # logits: [N, V]; one descending sort serves both filters
     sorted_logits, order = logits.sort(dim=-1, descending=True)
     if top_k is not None:
-        kth = sorted_logits.gather(1, (top_k - 1).clamp(max=logits.shape[1] - 1).unsqueeze(1))  # [N, 1]
+        kth = sorted_logits.gather(
+            1, (top_k - 1).clamp(max=logits.shape[1] - 1).unsqueeze(1)
+        )  # [N, 1]
         sorted_logits = sorted_logits.masked_fill(sorted_logits < kth, float("-inf"))
     if top_p is not None:
         probs = sorted_logits.softmax(-1)
@@ -119,8 +140,13 @@ def _min_p(logits: torch.Tensor, min_p: torch.Tensor) -> torch.Tensor:
     return logits.masked_fill(probs < threshold, float("-inf"))
 
 
-def _noise(b: SamplingBatch, shape: tuple[int, int], device: torch.device, gen: torch.Generator,
-           seed_gen: torch.Generator) -> torch.Tensor:
+def _noise(
+    b: SamplingBatch,
+    shape: tuple[int, int],
+    device: torch.device,
+    gen: torch.Generator,
+    seed_gen: torch.Generator,
+) -> torch.Tensor:
     # noise: [N, V] ~ Exp(1); seeded rows from their own (seed, position) stream
     noise = torch.empty(shape, dtype=torch.float32, device=device).exponential_(generator=gen)
     for row, (p, pos) in enumerate(zip(b.params, b.positions, strict=True)):
@@ -155,5 +181,7 @@ def compute_logprobs(
     """logits: [N, V] raw; token_ids: [N] -> (chosen [N], top values [N, k], top ids [N, k])."""
     logprobs = logits.log_softmax(-1)
     chosen = logprobs.gather(1, token_ids.unsqueeze(1)).squeeze(1)
-    top_vals, top_ids = logprobs.topk(num_top, dim=-1) if num_top else (logprobs[:, :0], token_ids[:, None][:, :0])
+    top_vals, top_ids = (
+        logprobs.topk(num_top, dim=-1) if num_top else (logprobs[:, :0], token_ids[:, None][:, :0])
+    )
     return chosen, top_vals, top_ids

@@ -17,7 +17,9 @@ from local_engine.layers.rmsnorm import RMSNorm
 from local_engine.layers.rotary import RotaryEmbedding, apply_rotary
 from local_engine.models.decoder_args import DecoderArgs
 
-RopeCosSin = tuple[torch.Tensor, torch.Tensor]  # cos, sin: [T, 1, head_dim / 2], computed once per step
+RopeCosSin = tuple[
+    torch.Tensor, torch.Tensor
+]  # cos, sin: [T, 1, head_dim / 2], computed once per step
 
 
 class DecoderAttention(nn.Module):
@@ -25,7 +27,9 @@ class DecoderAttention(nn.Module):
         super().__init__()
         self.q_size, self.kv_size = a.num_heads * a.head_dim, a.num_kv_heads * a.head_dim
         self.num_heads, self.num_kv_heads, self.head_dim = a.num_heads, a.num_kv_heads, a.head_dim
-        self.qkv_proj = qkv_linear(a.hidden_size, a.num_heads, a.num_kv_heads, a.head_dim, a.qkv_bias, dtype, device)
+        self.qkv_proj = qkv_linear(
+            a.hidden_size, a.num_heads, a.num_kv_heads, a.head_dim, a.qkv_bias, dtype, device
+        )
         self.o_proj = Linear(self.q_size, [a.hidden_size], a.o_bias, dtype, device)
         if a.qk_norm:
             self.q_norm = RMSNorm(a.head_dim, a.rms_norm_eps, dtype, device)
@@ -49,7 +53,9 @@ class DecoderAttention(nn.Module):
 class DecoderMLP(nn.Module):
     def __init__(self, a: DecoderArgs, dtype: torch.dtype, device: torch.device) -> None:
         super().__init__()
-        self.gate_up_proj = Linear(a.hidden_size, [a.intermediate_size] * 2, a.mlp_bias, dtype, device)
+        self.gate_up_proj = Linear(
+            a.hidden_size, [a.intermediate_size] * 2, a.mlp_bias, dtype, device
+        )
         self.down_proj = Linear(a.intermediate_size, [a.hidden_size], a.mlp_bias, dtype, device)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -71,7 +77,9 @@ class DecoderLayer(nn.Module):
 
 
 class DecoderModel(nn.Module):
-    def __init__(self, a: DecoderArgs, max_positions: int, dtype: torch.dtype, device: torch.device) -> None:
+    def __init__(
+        self, a: DecoderArgs, max_positions: int, dtype: torch.dtype, device: torch.device
+    ) -> None:
         super().__init__()
         weight = torch.empty(a.vocab_size, a.hidden_size, dtype=dtype, device=device)
         self.embed_tokens = nn.Embedding(a.vocab_size, a.hidden_size, _weight=weight, _freeze=True)
@@ -80,7 +88,9 @@ class DecoderModel(nn.Module):
         self.layers = nn.ModuleList(DecoderLayer(a, dtype, device) for _ in range(a.num_layers))
         self.norm = RMSNorm(a.hidden_size, a.rms_norm_eps, dtype, device)
 
-    def forward(self, input_ids: torch.Tensor, positions: torch.Tensor, meta: AttentionMetadata) -> torch.Tensor:
+    def forward(
+        self, input_ids: torch.Tensor, positions: torch.Tensor, meta: AttentionMetadata
+    ) -> torch.Tensor:
         # input_ids, positions: [T] -> hidden: [T, hidden]
         x = self.embed_tokens(input_ids)
         rope = self.rotary.cos_sin(positions, x.dtype)
@@ -90,7 +100,9 @@ class DecoderModel(nn.Module):
 
 
 class DecoderForCausalLM(nn.Module):
-    def __init__(self, a: DecoderArgs, max_positions: int, dtype: torch.dtype, device: torch.device) -> None:
+    def __init__(
+        self, a: DecoderArgs, max_positions: int, dtype: torch.dtype, device: torch.device
+    ) -> None:
         super().__init__()
         self.args = a
         self.model = DecoderModel(a, max_positions, dtype, device)
@@ -99,7 +111,9 @@ class DecoderForCausalLM(nn.Module):
         else:
             self.lm_head = Linear(a.hidden_size, [a.vocab_size], False, dtype, device)
 
-    def forward(self, input_ids: torch.Tensor, positions: torch.Tensor, meta: AttentionMetadata) -> torch.Tensor:
+    def forward(
+        self, input_ids: torch.Tensor, positions: torch.Tensor, meta: AttentionMetadata
+    ) -> torch.Tensor:
         return self.model(input_ids, positions, meta)
 
     def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:

@@ -51,7 +51,13 @@ class DecoderArgs:
 
     @classmethod
     def from_hf(cls, cfg: dict[str, Any], arch: ArchFeatures) -> DecoderArgs:
-        required = ["vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads"]
+        required = [
+            "vocab_size",
+            "hidden_size",
+            "intermediate_size",
+            "num_hidden_layers",
+            "num_attention_heads",
+        ]
         missing = [k for k in required if k not in cfg]
         if missing:
             raise ModelConfigError(f"config.json lacks {', '.join(missing)}")
@@ -60,7 +66,9 @@ class DecoderArgs:
         heads = int(cfg["num_attention_heads"])
         kv_heads = int(cfg.get("num_key_value_heads") or heads)
         if heads % kv_heads:
-            raise ModelConfigError(f"num_attention_heads {heads} is not a multiple of num_key_value_heads {kv_heads}")
+            raise ModelConfigError(
+                f"num_attention_heads {heads} is not a multiple of num_key_value_heads {kv_heads}"
+            )
         head_dim = int(cfg.get("head_dim") or cfg["hidden_size"] // heads)
         attention_bias = bool(cfg.get("attention_bias", False))
         return cls(

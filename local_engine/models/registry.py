@@ -13,7 +13,9 @@ ARCHITECTURES: dict[str, ArchFeatures] = {
     "llama": ArchFeatures(),  # Llama 2/3/3.1; attention_bias read from config
     "mistral": ArchFeatures(qkv_bias=False, o_bias=False, sliding_window_key="sliding_window"),
     "qwen2": ArchFeatures(qkv_bias=True, o_bias=False),
-    "qwen3": ArchFeatures(qk_norm=True),  # attention_bias read from config (False in released models)
+    "qwen3": ArchFeatures(
+        qk_norm=True
+    ),  # attention_bias read from config (False in released models)
 }
 SUPPORTED_MODEL_TYPES = tuple(sorted(ARCHITECTURES))
 

@@ -33,8 +33,11 @@ def create_app(config: EngineConfig | None = None, *, engine: Any = None) -> Fas
         eng = engine if engine is not None else _build_engine(config)
         await eng.start()
         app.state.ctx = ServerContext(
-            engine=eng, tokenizer=eng.tokenizer, model_name=eng.model_name,
-            max_model_len=eng.max_model_len, metrics=ServerMetrics(eng.model_name, eng.stats),
+            engine=eng,
+            tokenizer=eng.tokenizer,
+            model_name=eng.model_name,
+            max_model_len=eng.max_model_len,
+            metrics=ServerMetrics(eng.model_name, eng.stats),
         )
         try:
             yield

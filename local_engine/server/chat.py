@@ -28,8 +28,9 @@ def _finish_reason(reason: str | None, has_tool_calls: bool) -> str | None:
     return "tool_calls" if has_tool_calls and reason == "stop" else reason
 
 
-async def create_chat_completion(ctx: ServerContext, req: ChatCompletionRequest,
-                                 request: Request) -> Response:
+async def create_chat_completion(
+    ctx: ServerContext, req: ChatCompletionRequest, request: Request
+) -> Response:
     parse_tools = tools_enabled(req)
     prompt_ids = chat_prompt_ids(req, ctx.tokenizer)
     params = sampling_params(req, len(prompt_ids), ctx.max_model_len)
@@ -46,15 +47,27 @@ async def create_chat_completion(ctx: ServerContext, req: ChatCompletionRequest,
     message: dict = {"role": "assistant", "content": content}
     if calls:
         message["tool_calls"] = [c.to_openai() for c in calls]
-    choice = {"index": 0, "message": message,
-              "logprobs": {"content": logprobs} if req.logprobs else None,
-              "finish_reason": _finish_reason(reason, bool(calls))}
-    return JSONResponse({"id": request_id, "object": "chat.completion", "created": int(time.time()),
-                         "model": ctx.model_name, "choices": [choice], "usage": gen.usage()})
+    choice = {
+        "index": 0,
+        "message": message,
+        "logprobs": {"content": logprobs} if req.logprobs else None,
+        "finish_reason": _finish_reason(reason, bool(calls)),
+    }
+    return JSONResponse(
+        {
+            "id": request_id,
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": ctx.model_name,
+            "choices": [choice],
+            "usage": gen.usage(),
+        }
+    )
 
 
-async def _collect(ctx: ServerContext, req: ChatCompletionRequest,
-                   gen: Generation) -> tuple[str, list[dict], str | None]:
+async def _collect(
+    ctx: ServerContext, req: ChatCompletionRequest, gen: Generation
+) -> tuple[str, list[dict], str | None]:
     pieces, logprobs, reason = [], [], None
     async for out in gen:
         pieces.append(out.new_text)
@@ -64,16 +77,28 @@ async def _collect(ctx: ServerContext, req: ChatCompletionRequest,
     return "".join(pieces), logprobs, reason
 
 
-async def _stream(ctx: ServerContext, req: ChatCompletionRequest, gen: Generation,
-                  request_id: str, parse_tools: bool) -> AsyncIterator[bytes]:
+async def _stream(
+    ctx: ServerContext,
+    req: ChatCompletionRequest,
+    gen: Generation,
+    request_id: str,
+    parse_tools: bool,
+) -> AsyncIterator[bytes]:
     include_usage = bool(req.stream_options and req.stream_options.include_usage)
-    base = {"id": request_id, "object": "chat.completion.chunk", "created": int(time.time()),
-            "model": ctx.model_name}
+    base = {
+        "id": request_id,
+        "object": "chat.completion.chunk",
+        "created": int(time.time()),
+        "model": ctx.model_name,
+    }
 
     def chunk(delta: dict, finish_reason: str | None = None, logprobs: list | None = None) -> bytes:
-        choice = {"index": 0, "delta": delta,
-                  "logprobs": {"content": logprobs} if logprobs is not None else None,
-                  "finish_reason": finish_reason}
+        choice = {
+            "index": 0,
+            "delta": delta,
+            "logprobs": {"content": logprobs} if logprobs is not None else None,
+            "finish_reason": finish_reason,
+        }
         body = {**base, "choices": [choice]}
         if include_usage:
             body["usage"] = None
@@ -94,7 +119,11 @@ async def _stream(ctx: ServerContext, req: ChatCompletionRequest, gen: Generatio
                 delta["content"] = text
             if calls:
                 delta["tool_calls"] = [c.to_openai() for c in calls]
-            logprobs = chat_logprobs(ctx.tokenizer, out.logprobs) if req.logprobs and out.logprobs else None
+            logprobs = (
+                chat_logprobs(ctx.tokenizer, out.logprobs)
+                if req.logprobs and out.logprobs
+                else None
+            )
             if delta or logprobs:
                 yield chunk(delta, logprobs=logprobs)
             if out.finished:

@@ -23,7 +23,9 @@ from local_engine.server.request_mapping import completion_prompt_ids, sampling_
 __all__ = ["create_completion"]
 
 
-async def create_completion(ctx: ServerContext, req: CompletionRequest, request: Request) -> Response:
+async def create_completion(
+    ctx: ServerContext, req: CompletionRequest, request: Request
+) -> Response:
     prompt_ids = completion_prompt_ids(req, ctx.tokenizer)
     params = sampling_params(req, len(prompt_ids), ctx.max_model_len)
     request_id = f"cmpl-{uuid.uuid4().hex}"
@@ -35,12 +37,21 @@ async def create_completion(ctx: ServerContext, req: CompletionRequest, request:
     finally:
         await gen.close()
     choice = {"index": 0, "text": text, "logprobs": logprobs, "finish_reason": reason}
-    return JSONResponse({"id": request_id, "object": "text_completion", "created": int(time.time()),
-                         "model": ctx.model_name, "choices": [choice], "usage": gen.usage()})
+    return JSONResponse(
+        {
+            "id": request_id,
+            "object": "text_completion",
+            "created": int(time.time()),
+            "model": ctx.model_name,
+            "choices": [choice],
+            "usage": gen.usage(),
+        }
+    )
 
 
-async def _collect(ctx: ServerContext, req: CompletionRequest,
-                   gen: Generation) -> tuple[str, dict | None, str | None]:
+async def _collect(
+    ctx: ServerContext, req: CompletionRequest, gen: Generation
+) -> tuple[str, dict | None, str | None]:
     pieces, logprob_parts, offset, reason = [], [], 0, None
     async for out in gen:
         if req.logprobs is not None and out.logprobs:
@@ -51,11 +62,16 @@ async def _collect(ctx: ServerContext, req: CompletionRequest,
     return "".join(pieces), merge_completion_logprobs(logprob_parts), reason
 
 
-async def _stream(ctx: ServerContext, req: CompletionRequest, gen: Generation,
-                  request_id: str) -> AsyncIterator[bytes]:
+async def _stream(
+    ctx: ServerContext, req: CompletionRequest, gen: Generation, request_id: str
+) -> AsyncIterator[bytes]:
     include_usage = bool(req.stream_options and req.stream_options.include_usage)
-    base = {"id": request_id, "object": "text_completion", "created": int(time.time()),
-            "model": ctx.model_name}
+    base = {
+        "id": request_id,
+        "object": "text_completion",
+        "created": int(time.time()),
+        "model": ctx.model_name,
+    }
     offset = 0
     try:
         async for out in gen:
@@ -64,8 +80,12 @@ async def _stream(ctx: ServerContext, req: CompletionRequest, gen: Generation,
                 logprobs = completion_logprobs(ctx.tokenizer, out.logprobs, offset)
             offset += len(out.new_text)
             if out.new_text or logprobs or out.finished:
-                choice = {"index": 0, "text": out.new_text, "logprobs": logprobs,
-                          "finish_reason": out.finish_reason if out.finished else None}
+                choice = {
+                    "index": 0,
+                    "text": out.new_text,
+                    "logprobs": logprobs,
+                    "finish_reason": out.finish_reason if out.finished else None,
+                }
                 body = {**base, "choices": [choice]}
                 if include_usage:
                     body["usage"] = None

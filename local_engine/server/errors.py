@@ -36,8 +36,15 @@ _TYPE_BY_STATUS = {
 
 
 class APIError(Exception):
-    def __init__(self, status: int, message: str, *, param: str | None = None,
-                 code: str | None = None, type: str | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        param: str | None = None,
+        code: str | None = None,
+        type: str | None = None,
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
@@ -50,10 +57,23 @@ def invalid(message: str, param: str | None = None) -> APIError:
     return APIError(400, message, param=param)
 
 
-def error_response(status: int, message: str, *, type: str | None = None, param: str | None = None,
-                   code: str | None = None, headers: dict[str, str] | None = None) -> JSONResponse:
-    body = {"error": {"message": message, "type": type or _TYPE_BY_STATUS.get(status, "server_error"),
-                      "param": param, "code": code}}
+def error_response(
+    status: int,
+    message: str,
+    *,
+    type: str | None = None,
+    param: str | None = None,
+    code: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
+    body = {
+        "error": {
+            "message": message,
+            "type": type or _TYPE_BY_STATUS.get(status, "server_error"),
+            "param": param,
+            "code": code,
+        }
+    }
     return JSONResponse(body, status_code=status, headers=headers)
 
 
@@ -64,8 +84,12 @@ async def _api_error(_: Request, exc: APIError) -> JSONResponse:
 async def _engine_error(_: Request, exc: EngineError) -> JSONResponse:
     if isinstance(exc, QueueFullError):
         retry_after = max(RETRY_AFTER_SECONDS, math.ceil(exc.retry_after))
-        return error_response(exc.status, str(exc) or "the waiting queue is full", code="queue_full",
-                              headers={"Retry-After": str(retry_after)})
+        return error_response(
+            exc.status,
+            str(exc) or "the waiting queue is full",
+            code="queue_full",
+            headers={"Retry-After": str(retry_after)},
+        )
     if isinstance(exc, RequestValidationError):
         return error_response(exc.status, str(exc))
     return error_response(exc.status, f"engine error: {exc}", code=type(exc).__name__)
@@ -79,7 +103,11 @@ async def _body_error(_: Request, exc: BodyValidationError) -> JSONResponse:
     first = exc.errors()[0] if exc.errors() else {}
     loc = [str(p) for p in first.get("loc", ()) if p != "body"]
     param = ".".join(loc) or None
-    message = f"{param}: {first.get('msg', 'invalid request')}" if param else first.get("msg", "invalid request")
+    message = (
+        f"{param}: {first.get('msg', 'invalid request')}"
+        if param
+        else first.get("msg", "invalid request")
+    )
     return error_response(400, message, param=param)
 
 

@@ -98,8 +98,13 @@ class Generation:
         }
 
 
-async def start_generation(ctx: ServerContext, request: Request, request_id: str,
-                           prompt_ids: list[int], params: SamplingParams) -> Generation:
+async def start_generation(
+    ctx: ServerContext,
+    request: Request,
+    request_id: str,
+    prompt_ids: list[int],
+    params: SamplingParams,
+) -> Generation:
     """Admit the request and wait for its first output (so a full queue is a 503, not a broken
     stream). Raises QueueFullError, RequestValidationError or ClientGone."""
     timer = ctx.metrics.timer()

@@ -21,13 +21,19 @@ def _chat_entry(tokenizer: Tokenizer, token_id: int, logprob: float) -> dict:
 def chat_logprobs(tokenizer: Tokenizer, entries: list[dict[str, Any]]) -> list[dict]:
     """OpenAI chat ``logprobs.content``: one entry per token with its ``top_logprobs``."""
     return [
-        {**_chat_entry(tokenizer, e["token_id"], e["logprob"]),
-         "top_logprobs": [_chat_entry(tokenizer, t, lp) for t, lp in e.get("top_logprobs") or ()]}
+        {
+            **_chat_entry(tokenizer, e["token_id"], e["logprob"]),
+            "top_logprobs": [
+                _chat_entry(tokenizer, t, lp) for t, lp in e.get("top_logprobs") or ()
+            ],
+        }
         for e in entries
     ]
 
 
-def completion_logprobs(tokenizer: Tokenizer, entries: list[dict[str, Any]], text_offset: int) -> dict:
+def completion_logprobs(
+    tokenizer: Tokenizer, entries: list[dict[str, Any]], text_offset: int
+) -> dict:
     """Legacy completions ``logprobs``: parallel arrays; ``text_offset`` is where this piece starts."""
     tokens, offsets, top = [], [], []
     for e in entries:
@@ -36,8 +42,12 @@ def completion_logprobs(tokenizer: Tokenizer, entries: list[dict[str, Any]], tex
         offsets.append(text_offset)
         text_offset += len(token)
         top.append({_token(tokenizer, t): lp for t, lp in e.get("top_logprobs") or ()})
-    return {"tokens": tokens, "token_logprobs": [e["logprob"] for e in entries],
-            "top_logprobs": top, "text_offset": offsets}
+    return {
+        "tokens": tokens,
+        "token_logprobs": [e["logprob"] for e in entries],
+        "top_logprobs": top,
+        "text_offset": offsets,
+    }
 
 
 def merge_completion_logprobs(parts: list[dict]) -> dict | None:

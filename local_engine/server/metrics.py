@@ -31,17 +31,37 @@ ITL_BUCKETS = (0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 1.0, 
 E2E_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 40.0, 60.0, 120.0, 300.0)
 # (our gauge name, vLLM alias names, EngineStats attribute, help)
 _GAUGES = (
-    ("local_engine_num_requests_running", ("vllm:num_requests_running",), "num_running",
-     "Requests in the running batch."),
-    ("local_engine_num_requests_waiting", ("vllm:num_requests_waiting",), "num_waiting",
-     "Requests waiting to be scheduled."),
-    ("local_engine_kv_cache_usage", ("vllm:gpu_cache_usage_perc", "vllm:kv_cache_usage_perc"),
-     "kv_cache_usage", "Fraction of KV-cache blocks in use (0-1)."),
+    (
+        "local_engine_num_requests_running",
+        ("vllm:num_requests_running",),
+        "num_running",
+        "Requests in the running batch.",
+    ),
+    (
+        "local_engine_num_requests_waiting",
+        ("vllm:num_requests_waiting",),
+        "num_waiting",
+        "Requests waiting to be scheduled.",
+    ),
+    (
+        "local_engine_kv_cache_usage",
+        ("vllm:gpu_cache_usage_perc", "vllm:kv_cache_usage_perc"),
+        "kv_cache_usage",
+        "Fraction of KV-cache blocks in use (0-1).",
+    ),
 )
 # (counter name without _total, EngineStats attribute, help)
 _COUNTERS = (
-    ("local_engine_prefix_cache_queries", "prefix_cache_queries", "Prompt tokens looked up in the prefix cache."),
-    ("local_engine_prefix_cache_hits", "prefix_cache_hits", "Prompt tokens found in the prefix cache."),
+    (
+        "local_engine_prefix_cache_queries",
+        "prefix_cache_queries",
+        "Prompt tokens looked up in the prefix cache.",
+    ),
+    (
+        "local_engine_prefix_cache_hits",
+        "prefix_cache_hits",
+        "Prompt tokens found in the prefix cache.",
+    ),
     ("local_engine_num_preemptions", "num_preemptions", "Sequences preempted (recomputed later)."),
     ("local_engine_prompt_tokens", "prompt_tokens", "Prompt tokens processed."),
     ("local_engine_generation_tokens", "generation_tokens", "Tokens generated."),
@@ -97,14 +117,30 @@ class ServerMetrics:
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(_EngineStatsCollector(stats, model_name))
         kw: dict[str, Any] = {"registry": self.registry}
-        self.ttft = Histogram("local_engine_time_to_first_token_seconds", "Time to first token.",
-                              buckets=TTFT_BUCKETS, **kw)
-        self.itl = Histogram("local_engine_inter_token_latency_seconds", "Time between output tokens.",
-                             buckets=ITL_BUCKETS, **kw)
-        self.e2e = Histogram("local_engine_e2e_request_latency_seconds", "Request latency, arrival to finish.",
-                             buckets=E2E_BUCKETS, **kw)
-        self.finished = Counter("local_engine_request_success", "Finished requests by finish reason.",
-                                ["finish_reason"], **kw)
+        self.ttft = Histogram(
+            "local_engine_time_to_first_token_seconds",
+            "Time to first token.",
+            buckets=TTFT_BUCKETS,
+            **kw,
+        )
+        self.itl = Histogram(
+            "local_engine_inter_token_latency_seconds",
+            "Time between output tokens.",
+            buckets=ITL_BUCKETS,
+            **kw,
+        )
+        self.e2e = Histogram(
+            "local_engine_e2e_request_latency_seconds",
+            "Request latency, arrival to finish.",
+            buckets=E2E_BUCKETS,
+            **kw,
+        )
+        self.finished = Counter(
+            "local_engine_request_success",
+            "Finished requests by finish reason.",
+            ["finish_reason"],
+            **kw,
+        )
 
     def timer(self) -> RequestTimer:
         return RequestTimer(self)

@@ -48,9 +48,14 @@ def normalize_messages(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for i, message in enumerate(messages):
         role = message.get("role")
         if role not in CHAT_ROLES:
-            raise invalid(f"role must be one of {sorted(CHAT_ROLES)}, got {role!r}", f"messages.{i}.role")
-        msg = {**message, "role": "system" if role == "developer" else role,
-               "content": _text_content(message.get("content"), i)}
+            raise invalid(
+                f"role must be one of {sorted(CHAT_ROLES)}, got {role!r}", f"messages.{i}.role"
+            )
+        msg = {
+            **message,
+            "role": "system" if role == "developer" else role,
+            "content": _text_content(message.get("content"), i),
+        }
         if msg["content"] is None and role != "assistant":
             raise invalid(f"a {role} message needs content", f"messages.{i}.content")
         if isinstance(msg.get("tool_calls"), list):
@@ -63,8 +68,10 @@ def tools_enabled(req: ChatCompletionRequest) -> bool:
     """Whether to parse tool calls out of the output (rejects tool_choice we cannot honour)."""
     choice = req.tool_choice
     if choice is not None and choice not in ("auto", "none"):
-        raise invalid("only tool_choice 'auto' and 'none' are supported (no constrained decoding)",
-                      "tool_choice")
+        raise invalid(
+            "only tool_choice 'auto' and 'none' are supported (no constrained decoding)",
+            "tool_choice",
+        )
     return bool(req.tools) and choice != "none"
 
 
@@ -76,8 +83,10 @@ def chat_prompt_ids(req: ChatCompletionRequest, tokenizer: Tokenizer) -> list[in
         raise invalid(f"chat_template_kwargs may not set {sorted(clash)}", "chat_template_kwargs")
     tools = [t.model_dump(exclude_none=True) for t in req.tools] if req.tools else None
     prompt = tokenizer.apply_chat_template(
-        normalize_messages(req.messages), tools=tools,
-        add_generation_prompt=req.add_generation_prompt, **kwargs,
+        normalize_messages(req.messages),
+        tools=tools,
+        add_generation_prompt=req.add_generation_prompt,
+        **kwargs,
     )
     return tokenizer.encode(prompt, add_special_tokens=False)
 
@@ -90,7 +99,9 @@ def completion_prompt_ids(req: CompletionRequest, tokenizer: Tokenizer) -> list[
     prompt: Any = req.prompt
     if isinstance(prompt, list) and prompt and isinstance(prompt[0], (str, list)):
         if len(prompt) != 1:
-            raise invalid("send one prompt per request (batched prompts are not supported)", "prompt")
+            raise invalid(
+                "send one prompt per request (batched prompts are not supported)", "prompt"
+            )
         prompt = prompt[0]
     if isinstance(prompt, str):
         ids = tokenizer.encode(prompt, add_special_tokens=True)
@@ -105,15 +116,20 @@ def completion_prompt_ids(req: CompletionRequest, tokenizer: Tokenizer) -> list[
 def _max_tokens(requested: int | None, prompt_len: int, max_model_len: int) -> int:
     room = max_model_len - prompt_len
     if room < 1:
-        raise invalid(f"the prompt has {prompt_len} tokens; this model's context length is "
-                      f"{max_model_len}", "messages")
+        raise invalid(
+            f"the prompt has {prompt_len} tokens; this model's context length is {max_model_len}",
+            "messages",
+        )
     if requested is None:
         return room
     if requested < 1:
         raise invalid("max_tokens must be >= 1", "max_tokens")
     if requested > room:
-        raise invalid(f"max_tokens={requested} plus the prompt's {prompt_len} tokens exceeds this "
-                      f"model's context length {max_model_len}", "max_tokens")
+        raise invalid(
+            f"max_tokens={requested} plus the prompt's {prompt_len} tokens exceeds this "
+            f"model's context length {max_model_len}",
+            "max_tokens",
+        )
     return requested
 
 
@@ -130,8 +146,9 @@ def _logprob_fields(req: ChatCompletionRequest | CompletionRequest) -> tuple[boo
     return want, top
 
 
-def sampling_params(req: ChatCompletionRequest | CompletionRequest, prompt_len: int,
-                    max_model_len: int) -> SamplingParams:
+def sampling_params(
+    req: ChatCompletionRequest | CompletionRequest, prompt_len: int, max_model_len: int
+) -> SamplingParams:
     if req.n != 1:
         raise invalid("only n=1 is supported; send several requests instead", "n")
     if req.stream_options is not None and not req.stream:

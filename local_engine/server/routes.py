@@ -35,28 +35,35 @@ DEFAULT_ALIAS = "default"
 
 def _check_model(ctx: ServerContext, model: str) -> None:
     if model != ctx.model_name and model != DEFAULT_ALIAS:
-        raise APIError(404, f"the model {model!r} does not exist; this server serves {ctx.model_name!r}",
-                       param="model", code="model_not_found")
+        raise APIError(
+            404,
+            f"the model {model!r} does not exist; this server serves {ctx.model_name!r}",
+            param="model",
+            code="model_not_found",
+        )
 
 
 @router.post("/v1/chat/completions")
-async def chat_completions(body: ChatCompletionRequest, request: Request,
-                           ctx: Context) -> Response:
+async def chat_completions(body: ChatCompletionRequest, request: Request, ctx: Context) -> Response:
     _check_model(ctx, body.model)
     return await create_chat_completion(ctx, body, request)
 
 
 @router.post("/v1/completions")
-async def completions(body: CompletionRequest, request: Request,
-                      ctx: Context) -> Response:
+async def completions(body: CompletionRequest, request: Request, ctx: Context) -> Response:
     _check_model(ctx, body.model)
     return await create_completion(ctx, body, request)
 
 
 @router.get("/v1/models")
 async def models(ctx: Context) -> Response:
-    card = {"id": ctx.model_name, "object": "model", "created": int(time.time()),
-            "owned_by": "local-engine", "max_model_len": ctx.max_model_len}
+    card = {
+        "id": ctx.model_name,
+        "object": "model",
+        "created": int(time.time()),
+        "owned_by": "local-engine",
+        "max_model_len": ctx.max_model_len,
+    }
     return JSONResponse({"object": "list", "data": [card]})
 
 

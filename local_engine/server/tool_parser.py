@@ -19,7 +19,9 @@ __all__ = ["StreamingToolParser", "ToolCall", "ToolCallDelta", "parse_tool_calls
 TOOL_CALL_START = "<tool_call>"
 TOOL_CALL_END = "</tool_call>"
 _CALL_RE = re.compile(r"<tool_call>(.*?)(?:</tool_call>|$)", re.DOTALL)
-_NAME_RE = re.compile(r'^\s*\{\s*"name"\s*:\s*"((?:[^"\\]|\\.)*)"\s*,\s*"arguments"\s*:\s*', re.DOTALL)
+_NAME_RE = re.compile(
+    r'^\s*\{\s*"name"\s*:\s*"((?:[^"\\]|\\.)*)"\s*,\s*"arguments"\s*:\s*', re.DOTALL
+)
 _DECODER = json.JSONDecoder()
 
 
@@ -34,8 +36,11 @@ class ToolCall:
     id: str = field(default_factory=new_call_id)
 
     def to_openai(self) -> dict:
-        return {"id": self.id, "type": "function",
-                "function": {"name": self.name, "arguments": self.arguments}}
+        return {
+            "id": self.id,
+            "type": "function",
+            "function": {"name": self.name, "arguments": self.arguments},
+        }
 
 
 @dataclass(slots=True)
@@ -48,8 +53,11 @@ class ToolCallDelta:
     def to_openai(self) -> dict:
         out: dict = {"index": self.index}
         if self.id is not None:
-            out |= {"id": self.id, "type": "function",
-                    "function": {"name": self.name, "arguments": self.arguments}}
+            out |= {
+                "id": self.id,
+                "type": "function",
+                "function": {"name": self.name, "arguments": self.arguments},
+            }
         else:
             out["function"] = {"arguments": self.arguments}
         return out
@@ -131,7 +139,7 @@ class StreamingToolParser:
                     self._call, text = joined, ""
                     deltas += self._advance_call(final=False)
                 else:
-                    self._call, text = joined[:end], joined[end + len(TOOL_CALL_END):]
+                    self._call, text = joined[:end], joined[end + len(TOOL_CALL_END) :]
                     deltas += self._advance_call(final=True)
                     self._in_call = False
             else:
@@ -141,11 +149,11 @@ class StreamingToolParser:
                     keep = _partial_tag_len(joined, TOOL_CALL_START)
                     if self._index < 0:
                         content += joined[: len(joined) - keep]
-                    self._pending, text = joined[len(joined) - keep:], ""
+                    self._pending, text = joined[len(joined) - keep :], ""
                 else:
                     if self._index < 0:  # text between or after calls is dropped
                         content += joined[:start]
-                    self._pending, text = "", joined[start + len(TOOL_CALL_START):]
+                    self._pending, text = "", joined[start + len(TOOL_CALL_START) :]
                     self._start_call()
         return content, deltas
 
@@ -177,7 +185,7 @@ class StreamingToolParser:
             self.num_calls += 1
             name = json.loads(f'"{head.group(1)}"')
             deltas.append(ToolCallDelta(self._index, self._id, name, ""))
-            self._call = self._call[head.end():]  # keep only the arguments text
+            self._call = self._call[head.end() :]  # keep only the arguments text
         if self._args_sent == 0:
             self._call = self._call.lstrip()
         args = self._call
@@ -189,6 +197,6 @@ class StreamingToolParser:
         elif args[:1] not in ("{", "["):
             return deltas  # scalar arguments: wait for the end
         if len(args) > self._args_sent:
-            deltas.append(ToolCallDelta(self._index, arguments=args[self._args_sent:]))
+            deltas.append(ToolCallDelta(self._index, arguments=args[self._args_sent :]))
             self._args_sent = len(args)
         return deltas

@@ -14,7 +14,9 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def _load_mock():
-    spec = importlib.util.spec_from_file_location("mock_upstream", ROOT / "bench" / "mock_upstream.py")
+    spec = importlib.util.spec_from_file_location(
+        "mock_upstream", ROOT / "bench" / "mock_upstream.py"
+    )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -35,13 +37,17 @@ async def upstream():
 
 
 def _client(port: int) -> openai.AsyncOpenAI:
-    return openai.AsyncOpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="sk-test", max_retries=0)
+    return openai.AsyncOpenAI(
+        base_url=f"http://127.0.0.1:{port}/v1", api_key="sk-test", max_retries=0
+    )
 
 
 async def test_chat_completion_with_usage(upstream):
     async with _client(upstream) as client:
         for _ in range(3):  # keep-alive: the same pooled connection answers again
-            r = await client.chat.completions.create(model="m", messages=[{"role": "user", "content": "hi"}])
+            r = await client.chat.completions.create(
+                model="m", messages=[{"role": "user", "content": "hi"}]
+            )
             assert r.choices[0].message.content == mock.REPLY_TEXT
             assert r.usage.prompt_tokens == 12 and r.usage.completion_tokens == 13
 
@@ -49,14 +55,19 @@ async def test_chat_completion_with_usage(upstream):
 async def test_stream_has_the_asked_chunks_and_optional_usage(upstream):
     async with _client(upstream) as client:
         stream = await client.chat.completions.create(
-            model="m", messages=[{"role": "user", "content": "hi"}], stream=True,
-            stream_options={"include_usage": True})
+            model="m",
+            messages=[{"role": "user", "content": "hi"}],
+            stream=True,
+            stream_options={"include_usage": True},
+        )
         chunks = [c async for c in stream]
         text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
         assert text == mock.REPLY_TEXT
         assert sum(1 for c in chunks if c.choices and c.choices[0].delta.content) == 4
         assert chunks[-1].usage is not None and chunks[-1].usage.total_tokens == 25
-        stream = await client.chat.completions.create(model="m", messages=[{"role": "user", "content": "hi"}], stream=True)
+        stream = await client.chat.completions.create(
+            model="m", messages=[{"role": "user", "content": "hi"}], stream=True
+        )
         assert all(c.usage is None for c in [c async for c in stream])
 
 
@@ -87,7 +98,11 @@ async def test_pipelined_requests_are_answered_in_order(upstream):
     data = await _exchange(upstream, raw)
     statuses = re.findall(rb"HTTP/1\.1 (\d{3}) ", data)  # bodies end without a newline
     assert statuses == [b"200", b"200", b"200", b"404"]
-    order = [data.index(b'"chat.completion"'), data.index(b'"object":"list"'), data.index(b'"text_completion"')]
+    order = [
+        data.index(b'"chat.completion"'),
+        data.index(b'"object":"list"'),
+        data.index(b'"text_completion"'),
+    ]
     assert order == sorted(order)
 
 
@@ -95,6 +110,9 @@ async def test_bad_body_is_a_400(upstream):
     async with _client(upstream) as client:
         with pytest.raises(openai.BadRequestError):
             await client.post("/chat/completions", body=[1, 2], cast_to=object)
-    data = await _exchange(upstream, b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
-                                     b"Content-Length: 3\r\n\r\n{x}")
+    data = await _exchange(
+        upstream,
+        b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+        b"Content-Length: 3\r\n\r\n{x}",
+    )
     assert data.startswith(b"HTTP/1.1 400 ")

@@ -111,20 +111,33 @@ def _traffic(url: str, local: MockControl) -> None:
     assert chunks, "no stream chunks"
     # a stream broken after the first event: stream error
     local.break_stream_next(after_events=1)
-    with httpx.stream("POST", url + "/v1/chat/completions", headers={"authorization": f"Bearer {CLIENT_KEY}"},
-                      json={"model": "local", "messages": msg, "stream": True}) as r:
+    with httpx.stream(
+        "POST",
+        url + "/v1/chat/completions",
+        headers={"authorization": f"Bearer {CLIENT_KEY}"},
+        json={"model": "local", "messages": msg, "stream": True},
+    ) as r:
         r.read()
     # local fails twice (one retry), then the fallback to openai answers
     local.fail_next(2, status=500)
     client.chat.completions.create(model="auto", messages=msg, temperature=0.7)
     # local fails twice on the self-hosted-only model: an error, a 5xx
     local.fail_next(2, status=500)
-    r = httpx.post(url + "/v1/chat/completions", headers={"authorization": f"Bearer {CLIENT_KEY}"},
-                   json={"model": "local", "messages": msg})
+    r = httpx.post(
+        url + "/v1/chat/completions",
+        headers={"authorization": f"Bearer {CLIENT_KEY}"},
+        json={"model": "local", "messages": msg},
+    )
     assert r.status_code >= 500, r.text
     # one request per minute for this key: the second is refused
-    codes = [httpx.post(url + "/v1/chat/completions", headers={"authorization": f"Bearer {LIMITED_KEY}"},
-                        json={"model": "auto", "messages": msg, "temperature": 0.5}).status_code for _ in range(2)]
+    codes = [
+        httpx.post(
+            url + "/v1/chat/completions",
+            headers={"authorization": f"Bearer {LIMITED_KEY}"},
+            json={"model": "auto", "messages": msg, "temperature": 0.5},
+        ).status_code
+        for _ in range(2)
+    ]
     assert codes[1] == 429, codes
 
 
@@ -137,8 +150,14 @@ def gateway_series(tmp: Path) -> tuple[dict[str, frozenset[str]], str]:
         running_mock_openai(MockControl(models=["default"])) as (local_url, local),
         running_mock_openai(MockControl(api_key=OPENAI_KEY, models=["gpt-4o"])) as (openai_url, _),
     ):
-        env = {"LOCAL_ENGINE_URL": local_url, "OPENAI_BASE_URL": openai_url, "OPENAI_API_KEY": OPENAI_KEY,
-               "CLIENT_KEY": CLIENT_KEY, "LIMITED_KEY": LIMITED_KEY, "ADMIN_KEY": ADMIN_KEY}
+        env = {
+            "LOCAL_ENGINE_URL": local_url,
+            "OPENAI_BASE_URL": openai_url,
+            "OPENAI_API_KEY": OPENAI_KEY,
+            "CLIENT_KEY": CLIENT_KEY,
+            "LIMITED_KEY": LIMITED_KEY,
+            "ADMIN_KEY": ADMIN_KEY,
+        }
         with running_gateway(config_map.path, env) as (url, _app):
             _traffic(url, local)
             # ConfigMap updates are picked up by the file watcher: a bad one is refused, a good one taken
@@ -152,8 +171,16 @@ def gateway_series(tmp: Path) -> tuple[dict[str, frozenset[str]], str]:
 
 def engine_series() -> dict[str, frozenset[str]]:
     """The local engine's series, rendered by its real metrics code after one request."""
-    stats = EngineStats(num_running=1, num_waiting=2, kv_cache_usage=0.5, prefix_cache_queries=10,
-                        prefix_cache_hits=4, num_preemptions=0, prompt_tokens=10, generation_tokens=3)
+    stats = EngineStats(
+        num_running=1,
+        num_waiting=2,
+        kv_cache_usage=0.5,
+        prefix_cache_queries=10,
+        prefix_cache_hits=4,
+        num_preemptions=0,
+        prompt_tokens=10,
+        generation_tokens=3,
+    )
     metrics = ServerMetrics("default", lambda: stats)
     timer = metrics.timer()
     timer.on_tokens(1)

@@ -11,10 +11,19 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-__all__ = ["Refs", "Selector", "UnsupportedPromQL", "check_refs", "promql_refs", "substitute_grafana_vars"]
+__all__ = [
+    "Refs",
+    "Selector",
+    "UnsupportedPromQL",
+    "check_refs",
+    "promql_refs",
+    "substitute_grafana_vars",
+]
 
 # Prometheus' own grammar: keywords and modifiers that look like identifiers
-KEYWORDS = frozenset({"and", "or", "unless", "bool", "offset", "inf", "nan", "start", "end", "atan2"})
+KEYWORDS = frozenset(
+    {"and", "or", "unless", "bool", "offset", "inf", "nan", "start", "end", "atan2"}
+)
 GROUPING = frozenset({"by", "without", "on", "ignoring", "group_left", "group_right"})
 TARGET_LABELS = frozenset({"job", "instance"})  # added by Prometheus at scrape time
 GRAFANA_DEFAULTS = {"__rate_interval": "5m", "__interval": "1m", "__range": "6h"}
@@ -56,7 +65,7 @@ def _tokens(expr: str) -> list[tuple[str, str]]:
     while pos < len(expr):
         m = _TOKEN.match(expr, pos)
         if m is None:
-            raise UnsupportedPromQL(f"cannot read {expr[pos:pos + 20]!r} in {expr!r}")
+            raise UnsupportedPromQL(f"cannot read {expr[pos : pos + 20]!r} in {expr!r}")
         pos = m.end()
         if m.lastgroup != "ws":
             out.append((m.lastgroup, m.group()))
@@ -135,7 +144,9 @@ def check_refs(expr: str, series: dict[str, frozenset[str]]) -> list[str]:
             if label not in labels | TARGET_LABELS:
                 problems.append(f"{sel.name!r} has no label {label!r} (it has {sorted(labels)})")
     for label in sorted(refs.grouping_labels - available):
-        problems.append(f"grouping by {label!r}, which none of {[s.name for s in refs.selectors]} has")
+        problems.append(
+            f"grouping by {label!r}, which none of {[s.name for s in refs.selectors]} has"
+        )
     if not refs.selectors:
         problems.append("no series referenced")
     return problems

@@ -38,8 +38,14 @@ def test_compose_build_and_bind_mounts_exist(compose):
 
 def test_compose_commands_parse_with_the_real_clis(compose):
     gw = gateway_parser().parse_args(compose["services"]["gateway"]["command"][1:])
-    policy_dir = next(m for m in compose["services"]["gateway"]["volumes"] if m.endswith(":/etc/gateway:ro"))
-    assert (COMPOSE_DIR / policy_dir.split(":")[0] / gw.policy.removeprefix("/etc/gateway/")).resolve().is_file()
+    policy_dir = next(
+        m for m in compose["services"]["gateway"]["volumes"] if m.endswith(":/etc/gateway:ro")
+    )
+    assert (
+        (COMPOSE_DIR / policy_dir.split(":")[0] / gw.policy.removeprefix("/etc/gateway/"))
+        .resolve()
+        .is_file()
+    )
     assert (gw.host, gw.port) == ("0.0.0.0", 4000)
     eng = engine_parser().parse_args(compose["services"]["local-engine"]["command"][1:])
     assert (eng.host, eng.port, eng.model) == ("0.0.0.0", 8000, "/opt/models/demo")
@@ -51,7 +57,10 @@ def test_compose_wiring_matches_prometheus_targets(compose):
     assert env["LOCAL_ENGINE_URL"] == "http://local-engine:8000/v1"
     assert env["REDIS_URL"] == "redis://redis:6379/0"
     # keys come from the caller's environment, never from the file
-    assert env["OPENAI_API_KEY"] == "${OPENAI_API_KEY:-}" and env["ANTHROPIC_API_KEY"] == "${ANTHROPIC_API_KEY:-}"
+    assert (
+        env["OPENAI_API_KEY"] == "${OPENAI_API_KEY:-}"
+        and env["ANTHROPIC_API_KEY"] == "${ANTHROPIC_API_KEY:-}"
+    )
     scrape = load_yaml("prometheus/prometheus.yml")["scrape_configs"]
     targets = {t for job in scrape for sc in job["static_configs"] for t in sc["targets"]}
     assert {"gateway:4000", "local-engine:8000"} <= targets
@@ -63,7 +72,9 @@ def test_dockerfile_copies_what_the_package_needs():
     text = DOCKERFILE.read_text(encoding="utf-8")
     assert re.search(r"^FROM python:\$\{PYTHON_VERSION\}-slim$", text, re.M)
     assert "ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu" in text  # CPU unless told
-    copied = set(re.findall(r"^COPY (\S+)", text, re.M)) | set(re.findall(r"^COPY \S+ (\S+) \./$", text, re.M))
+    copied = set(re.findall(r"^COPY (\S+)", text, re.M)) | set(
+        re.findall(r"^COPY \S+ (\S+) \./$", text, re.M)
+    )
     for path in copied:
         assert (REPO / path).exists(), path
     assert {"gateway", "local_engine", "policies", "pyproject.toml"} <= copied

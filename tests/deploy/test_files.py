@@ -13,9 +13,15 @@ FILES = sorted(p for p in DEPLOY.rglob("*") if p.suffix in {".yml", ".yaml", ".j
 
 def test_deploy_has_its_files():
     names = {p.relative_to(DEPLOY).as_posix() for p in FILES}
-    assert {"prometheus/prometheus.yml", "prometheus/alerts.yml", "prometheus/tests.yml",
-            "grafana/dashboards/llm-gateway.json", "compose/docker-compose.yml",
-            "k8s/gateway-deployment.yaml", "k8s/local-engine-deployment.yaml"} <= names
+    assert {
+        "prometheus/prometheus.yml",
+        "prometheus/alerts.yml",
+        "prometheus/tests.yml",
+        "grafana/dashboards/llm-gateway.json",
+        "compose/docker-compose.yml",
+        "k8s/gateway-deployment.yaml",
+        "k8s/local-engine-deployment.yaml",
+    } <= names
 
 
 @pytest.mark.parametrize("path", FILES, ids=lambda p: p.relative_to(DEPLOY).as_posix())

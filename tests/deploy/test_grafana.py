@@ -52,7 +52,11 @@ def variables(d: dict) -> dict[str, dict]:
 def queries(d: dict) -> list[tuple[str, str]]:
     """(panel title, query with the variables at their defaults) for every target."""
     values = {"local_backends": LOCAL_DEFAULT, "virtual_model": ".*", "datasource": "prometheus"}
-    return [(p["title"], substitute_grafana_vars(t["expr"], values)) for p in panels(d) for t in p["targets"]]
+    return [
+        (p["title"], substitute_grafana_vars(t["expr"], values))
+        for p in panels(d)
+        for t in p["targets"]
+    ]
 
 
 def test_dashboard_identity_and_variables(dashboard):
@@ -62,12 +66,18 @@ def test_dashboard_identity_and_variables(dashboard):
     assert v["local_backends"]["type"] == "textbox"
     assert v["local_backends"]["query"] == LOCAL_DEFAULT == v["local_backends"]["current"]["value"]
     assert v["datasource"]["type"] == "datasource" and v["datasource"]["query"] == "prometheus"
-    vm = promql_refs(re.sub(r"label_values\((\w+), (\w+)\)", r"\1", v["virtual_model"]["definition"]))
+    vm = promql_refs(
+        re.sub(r"label_values\((\w+), (\w+)\)", r"\1", v["virtual_model"]["definition"])
+    )
     assert [s.name for s in vm.selectors] == ["gateway_requests_total"]
 
 
 def test_every_query_refers_to_live_series_and_labels(dashboard, exported_series):
-    problems = {f"{title}: {q}": p for title, q in queries(dashboard) if (p := check_refs(q, exported_series))}
+    problems = {
+        f"{title}: {q}": p
+        for title, q in queries(dashboard)
+        if (p := check_refs(q, exported_series))
+    }
     assert not problems, problems
 
 
@@ -118,13 +128,21 @@ def test_provisioning_matches_compose():
     assert "../grafana/provisioning:/etc/grafana/provisioning:ro" in mounts
 
 
-@pytest.mark.skipif(shutil.which("promtool") is None,
-                    reason="promtool not on PATH (.ci/run installs Debian's `prometheus` package for it)")
+@pytest.mark.skipif(
+    shutil.which("promtool") is None,
+    reason="promtool not on PATH (.ci/run installs Debian's `prometheus` package for it)",
+)
 def test_every_query_parses_with_promtool(dashboard, tmp_path):
     # promtool has no "check expression"; each query as a recording rule gets the full parser
-    rules = [{"record": f"dashboard:query_{i}", "expr": q} for i, (_, q) in enumerate(queries(dashboard))]
+    rules = [
+        {"record": f"dashboard:query_{i}", "expr": q} for i, (_, q) in enumerate(queries(dashboard))
+    ]
     path = tmp_path / "dashboard_rules.yml"
-    path.write_text(yaml.safe_dump({"groups": [{"name": "dashboard", "rules": rules}]}), encoding="utf-8")
-    res = subprocess.run(["promtool", "check", "rules", str(path)], capture_output=True, text=True, timeout=60)
+    path.write_text(
+        yaml.safe_dump({"groups": [{"name": "dashboard", "rules": rules}]}), encoding="utf-8"
+    )
+    res = subprocess.run(
+        ["promtool", "check", "rules", str(path)], capture_output=True, text=True, timeout=60
+    )
     assert res.returncode == 0, res.stdout + res.stderr
     assert f"SUCCESS: {len(rules)} rules found" in res.stdout

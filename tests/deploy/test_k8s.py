@@ -31,13 +31,22 @@ def test_kustomization_lists_existing_files_and_no_secret(objs):
     for f in kust["resources"]:
         assert (DEPLOY / "k8s" / f).is_file(), f
     assert "secret.example.yaml" not in kust["resources"]
-    assert {k for k, _ in objs} >= {"Deployment", "Service", "ConfigMap", "PodDisruptionBudget", "Namespace"}
+    assert {k for k, _ in objs} >= {
+        "Deployment",
+        "Service",
+        "ConfigMap",
+        "PodDisruptionBudget",
+        "Namespace",
+    }
 
 
 def test_gateway_deployment(objs):
     dep = objs[("Deployment", "gateway")]
     assert dep["spec"]["replicas"] == 2
-    assert dep["spec"]["selector"]["matchLabels"].items() <= dep["spec"]["template"]["metadata"]["labels"].items()
+    assert (
+        dep["spec"]["selector"]["matchLabels"].items()
+        <= dep["spec"]["template"]["metadata"]["labels"].items()
+    )
     c = container(objs, "gateway")
     assert c["readinessProbe"]["httpGet"] == {"path": "/ready", "port": "http"}
     assert c["livenessProbe"]["httpGet"] == {"path": "/health", "port": "http"}
@@ -50,7 +59,11 @@ def test_gateway_deployment(objs):
 def test_policy_comes_from_the_configmap_as_a_watched_file(objs):
     pod = objs[("Deployment", "gateway")]["spec"]["template"]["spec"]
     policy_path = gateway_cli.build_parser().parse_args(pod["containers"][0]["args"][1:]).policy
-    mount = next(m for m in pod["containers"][0]["volumeMounts"] if policy_path.startswith(m["mountPath"] + "/"))
+    mount = next(
+        m
+        for m in pod["containers"][0]["volumeMounts"]
+        if policy_path.startswith(m["mountPath"] + "/")
+    )
     # subPath mounts never see ConfigMap updates: the whole directory must be mounted
     assert "subPath" not in mount
     volume = next(v for v in pod["volumes"] if v["name"] == mount["name"])
@@ -70,7 +83,10 @@ def test_configmap_is_the_default_policy_and_loads(objs, tmp_path):
 
 def test_keys_come_from_a_secret_and_services_resolve(objs):
     env = {e["name"]: e for e in container(objs, "gateway")["env"]}
-    for var, key in (("OPENAI_API_KEY", "openai-api-key"), ("ANTHROPIC_API_KEY", "anthropic-api-key")):
+    for var, key in (
+        ("OPENAI_API_KEY", "openai-api-key"),
+        ("ANTHROPIC_API_KEY", "anthropic-api-key"),
+    ):
         ref = env[var]["valueFrom"]["secretKeyRef"]
         assert (ref["name"], ref["key"], ref["optional"]) == (SECRET, key, True)
         assert "value" not in env[var]
@@ -90,8 +106,12 @@ def test_services_select_pods_and_name_their_ports(objs):
     for (kind, name), svc in objs.items():
         if kind != "Service":
             continue
-        dep = next(d for d in deployments
-                   if svc["spec"]["selector"].items() <= d["spec"]["template"]["metadata"]["labels"].items())
+        dep = next(
+            d
+            for d in deployments
+            if svc["spec"]["selector"].items()
+            <= d["spec"]["template"]["metadata"]["labels"].items()
+        )
         ports = {p["name"] for p in dep["spec"]["template"]["spec"]["containers"][0]["ports"]}
         for p in svc["spec"]["ports"]:
             assert p["targetPort"] in ports, (name, p)
@@ -106,9 +126,17 @@ def test_pdb_covers_the_gateway(objs):
 
 def test_local_engine_asks_for_a_gpu(objs):
     c = container(objs, "local-engine")
-    assert c["resources"]["requests"]["nvidia.com/gpu"] == 1 == c["resources"]["limits"]["nvidia.com/gpu"]
+    assert (
+        c["resources"]["requests"]["nvidia.com/gpu"]
+        == 1
+        == c["resources"]["limits"]["nvidia.com/gpu"]
+    )
     args = engine_parser().parse_args(c["args"][1:])
-    assert (args.device, args.host, args.port) == ("cuda", "0.0.0.0", c["ports"][0]["containerPort"])
+    assert (args.device, args.host, args.port) == (
+        "cuda",
+        "0.0.0.0",
+        c["ports"][0]["containerPort"],
+    )
     assert c["readinessProbe"]["httpGet"]["path"] == "/health"
 
 
@@ -126,6 +154,8 @@ def test_cli_watches_the_configmap_path_not_its_current_target(tmp_path, monkeyp
     seen = {}
     monkeypatch.setenv("GATEWAY_POLICY", "")
     monkeypatch.setenv("GATEWAY_WATCH_INTERVAL", "")
-    monkeypatch.setattr("uvicorn.run", lambda *a, **kw: seen.update(policy=os.environ["GATEWAY_POLICY"]))
+    monkeypatch.setattr(
+        "uvicorn.run", lambda *a, **kw: seen.update(policy=os.environ["GATEWAY_POLICY"])
+    )
     assert gateway_cli.main(["serve", "--policy", str(cm.path)]) == 0
     assert seen["policy"] == str(cm.path)

@@ -14,18 +14,29 @@ from promql_refs import check_refs, promql_refs
 PROM = DEPLOY / "prometheus"
 PROMTOOL = shutil.which("promtool")
 needs_promtool = pytest.mark.skipif(
-    PROMTOOL is None, reason="promtool not on PATH (.ci/run installs Debian's `prometheus` package for it)"
+    PROMTOOL is None,
+    reason="promtool not on PATH (.ci/run installs Debian's `prometheus` package for it)",
 )
 
 REQUIRED_RECORDS = {
-    "job:gateway_cost_usd:increase1h", "job:gateway_cost_usd:increase1d",
-    "job:gateway_savings_usd:increase1h", "job:gateway_savings_usd:increase1d",
-    "job:gateway_local_requests:ratio_rate5m", "job:gateway_errors_5xx:ratio_rate5m",
-    "job:gateway_overhead_seconds:p95_5m", "job:gateway_request_duration_seconds:p95_5m",
+    "job:gateway_cost_usd:increase1h",
+    "job:gateway_cost_usd:increase1d",
+    "job:gateway_savings_usd:increase1h",
+    "job:gateway_savings_usd:increase1d",
+    "job:gateway_local_requests:ratio_rate5m",
+    "job:gateway_errors_5xx:ratio_rate5m",
+    "job:gateway_overhead_seconds:p95_5m",
+    "job:gateway_request_duration_seconds:p95_5m",
 }
 REQUIRED_ALERTS = {
-    "GatewayDown", "GatewayHigh5xxRatio", "GatewayCircuitOpen", "GatewayPolicyReloadFailed",
-    "GatewayStateErrors", "LocalEngineQueueBackingUp", "LocalEngineKVCacheNearFull", "GatewaySavingsDropped",
+    "GatewayDown",
+    "GatewayHigh5xxRatio",
+    "GatewayCircuitOpen",
+    "GatewayPolicyReloadFailed",
+    "GatewayStateErrors",
+    "LocalEngineQueueBackingUp",
+    "LocalEngineKVCacheNearFull",
+    "GatewaySavingsDropped",
 }
 
 
@@ -35,8 +46,11 @@ def rules(groups: list[dict]) -> list[dict]:
 
 def recorded_series(groups: list[dict]) -> dict[str, frozenset[str]]:
     """Recording rule name -> the labels it keeps (its aggregation's grouping labels, less `le`)."""
-    return {r["record"]: frozenset(promql_refs(r["expr"]).grouping_labels - {"le"})
-            for r in rules(groups) if "record" in r}
+    return {
+        r["record"]: frozenset(promql_refs(r["expr"]).grouping_labels - {"le"})
+        for r in rules(groups)
+        if "record" in r
+    }
 
 
 def run_promtool(*args: str) -> subprocess.CompletedProcess:
@@ -51,7 +65,11 @@ def test_rules_cover_what_operators_need(rule_groups):
 
 def test_every_rule_refers_to_live_series_and_labels(rule_groups, exported_series):
     known = {**exported_series, **recorded_series(rule_groups)}
-    problems = {r.get("record") or r["alert"]: p for r in rules(rule_groups) if (p := check_refs(r["expr"], known))}
+    problems = {
+        r.get("record") or r["alert"]: p
+        for r in rules(rule_groups)
+        if (p := check_refs(r["expr"], known))
+    }
     assert not problems, problems
 
 

@@ -25,7 +25,9 @@ def running_gateway(policy_path: Path, env: Mapping[str, str]) -> Iterator[tuple
     """Yields (base_url, app). The app object gives tests access to the live runtime."""
     app = create_app(policy_path, env)
     port = free_port()
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, loop="asyncio", lifespan="on", log_level="warning")
+    config = uvicorn.Config(
+        app, host="127.0.0.1", port=port, loop="asyncio", lifespan="on", log_level="warning"
+    )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

@@ -14,7 +14,11 @@ SECRETS = (CLIENT_KEY, OPENAI_KEY)
 ENV = {"CLIENT_KEY": CLIENT_KEY, "OPENAI_API_KEY": OPENAI_KEY}
 AUTH = {"Authorization": f"Bearer {CLIENT_KEY}"}
 ALLOWED_STATUSES = frozenset({200, 400, 401, 404, 413, 422, 429, 502, 503, 504})
-PATHS = {"chat": "/v1/chat/completions", "completions": "/v1/completions", "embeddings": "/v1/embeddings"}
+PATHS = {
+    "chat": "/v1/chat/completions",
+    "completions": "/v1/completions",
+    "embeddings": "/v1/embeddings",
+}
 
 POLICY = """
 auth:
@@ -96,7 +100,10 @@ def write_policy(
 
 def check_error_body(r: httpx.Response) -> dict:
     """A non-200 answer is OpenAI's error JSON with the four fields of the right types."""
-    assert r.headers.get("content-type", "").startswith("application/json"), (r.status_code, r.headers)
+    assert r.headers.get("content-type", "").startswith("application/json"), (
+        r.status_code,
+        r.headers,
+    )
     payload = r.json()
     assert set(payload) == {"error"}, payload
     err = payload["error"]

@@ -19,7 +19,9 @@ def req(**body) -> UpstreamRequest:
 
 
 async def test_follows_its_script_then_answers_by_default():
-    fake = FakeBackend("local", self_hosted=True).fail(UpstreamUnavailableError("down", upstream_status=503), times=2)
+    fake = FakeBackend("local", self_hosted=True).fail(
+        UpstreamUnavailableError("down", upstream_status=503), times=2
+    )
     fake.reply("scripted", prompt_tokens=4, completion_tokens=2, model="m-x")
     for _ in range(2):
         with pytest.raises(UpstreamUnavailableError):
@@ -38,7 +40,10 @@ async def test_streams_openai_events_and_fails_mid_stream_on_cue():
     events = [e async for e in stream]
     assert events[-1] == b"data: [DONE]\n\n"
     chunks = [json.loads(e[6:]) for e in events[:-1]]
-    assert "".join(c["choices"][0]["delta"].get("content", "") for c in chunks if c["choices"]) == "a b c"
+    assert (
+        "".join(c["choices"][0]["delta"].get("content", "") for c in chunks if c["choices"])
+        == "a b c"
+    )
     assert chunks[-1]["choices"] == [] and stream.usage.completion_tokens == 1
     broken = await fake.open_stream(req(stream=True))
     got = []
@@ -55,7 +60,9 @@ async def test_works_with_the_retry_loop():
     async def no_sleep(_: float) -> None:
         return None
 
-    r = await call_with_retries(lambda: fake.complete(req()), RetryConfig(max_attempts=2), breaker, sleep=no_sleep)
+    r = await call_with_retries(
+        lambda: fake.complete(req()), RetryConfig(max_attempts=2), breaker, sleep=no_sleep
+    )
     assert r.status == 200 and len(fake.calls) == 2
 
 
@@ -70,6 +77,9 @@ async def test_embeddings_and_probe_and_close():
 
 def test_registry_builds_by_kind_and_knows_both_kinds():
     assert set(registry.ADAPTERS) == {"openai_compatible", "litellm"}
-    cfg = BackendConfig.model_validate({"kind": "openai_compatible", "model": "m", "base_url": "http://127.0.0.1:9/v1"}, context={"env": {}})
+    cfg = BackendConfig.model_validate(
+        {"kind": "openai_compatible", "model": "m", "base_url": "http://127.0.0.1:9/v1"},
+        context={"env": {}},
+    )
     b = registry.build_backend("local", cfg)
     assert b.name == "local" and b.kind == "openai_compatible" and b.model == "m"

@@ -23,8 +23,16 @@ from tests.support.servers import MockControl
 
 KEY = "sk-ant-test-SECRET-456"
 MODEL = "anthropic/claude-sonnet-4-5"
-TOOLS = [{"type": "function", "function": {"name": "get_weather", "description": "weather",
-                                           "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}]
+TOOLS = [
+    {
+        "type": "function",
+        "function": {
+            "name": "get_weather",
+            "description": "weather",
+            "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
+        },
+    }
+]
 
 
 @pytest.fixture(scope="module")
@@ -40,8 +48,16 @@ def control(upstream):
 
 
 def make(base: str, **kw) -> LiteLLMBackend:
-    cfg = {"kind": "litellm", "model": MODEL, "base_url": base, "api_key": "os.environ/K", "timeout_s": 5} | kw
-    backend = build_backend("claude", BackendConfig.model_validate(cfg, context={"env": {"K": KEY}}))
+    cfg = {
+        "kind": "litellm",
+        "model": MODEL,
+        "base_url": base,
+        "api_key": "os.environ/K",
+        "timeout_s": 5,
+    } | kw
+    backend = build_backend(
+        "claude", BackendConfig.model_validate(cfg, context={"env": {"K": KEY}})
+    )
     assert isinstance(backend, LiteLLMBackend)
     return backend
 
@@ -59,48 +75,93 @@ def chat(**body) -> UpstreamRequest:
 
 
 async def test_chat_is_translated_both_ways(backend, control):
-    resp = await backend.complete(chat(
-        messages=[{"role": "system", "content": "be brief"}, {"role": "user", "content": "hello you"}],
-        max_tokens=50, temperature=0, seed=7, metadata={"classification": "public"}, x_vendor="dropped",
-    ))
+    resp = await backend.complete(
+        chat(
+            messages=[
+                {"role": "system", "content": "be brief"},
+                {"role": "user", "content": "hello you"},
+            ],
+            max_tokens=50,
+            temperature=0,
+            seed=7,
+            metadata={"classification": "public"},
+            x_vendor="dropped",
+        )
+    )
     body = orjson.loads(resp.body)
-    assert body["object"] == "chat.completion" and body["model"] == "claude-sonnet-4-5" == resp.model
-    assert body["choices"] == [{"index": 0, "message": {"role": "assistant", "content": "echo: hello you"},
-                                "finish_reason": "stop", "logprobs": None}]
+    assert (
+        body["object"] == "chat.completion" and body["model"] == "claude-sonnet-4-5" == resp.model
+    )
+    assert body["choices"] == [
+        {
+            "index": 0,
+            "message": {"role": "assistant", "content": "echo: hello you"},
+            "finish_reason": "stop",
+            "logprobs": None,
+        }
+    ]
     assert body["usage"] == {"prompt_tokens": 4, "completion_tokens": 3, "total_tokens": 7}
     assert (resp.usage.prompt_tokens, resp.usage.completion_tokens) == (4, 3)
     seen = control.requests[-1]
     assert seen.path == "/v1/messages" and seen.auth_ok and seen.headers["anthropic-version"]
     sent = seen.body
-    assert sent["model"] == "claude-sonnet-4-5" and sent["max_tokens"] == 50 and sent["temperature"] == 0
+    assert (
+        sent["model"] == "claude-sonnet-4-5"
+        and sent["max_tokens"] == 50
+        and sent["temperature"] == 0
+    )
     assert "be brief" in json.dumps(sent["system"]) and sent["messages"][0]["role"] == "user"
-    assert not any(k.startswith("_") for k in sent) and "seed" not in sent and "x_vendor" not in sent
+    assert (
+        not any(k.startswith("_") for k in sent) and "seed" not in sent and "x_vendor" not in sent
+    )
     assert "classification" not in json.dumps(sent)  # gateway metadata stays in the gateway
 
 
 async def test_tool_calls_keep_ids_names_and_arguments(backend, control):
-    resp = await backend.complete(chat(messages=[{"role": "user", "content": "Paris"}], tools=TOOLS, tool_choice="auto"))
+    resp = await backend.complete(
+        chat(messages=[{"role": "user", "content": "Paris"}], tools=TOOLS, tool_choice="auto")
+    )
     choice = orjson.loads(resp.body)["choices"][0]
     assert choice["finish_reason"] == "tool_calls"
     assert choice["message"]["tool_calls"] == [
-        {"id": TOOL_USE_ID, "type": "function", "function": {"name": "get_weather", "arguments": '{"echo": "Paris"}'}}
+        {
+            "id": TOOL_USE_ID,
+            "type": "function",
+            "function": {"name": "get_weather", "arguments": '{"echo": "Paris"}'},
+        }
     ]
     sent = control.requests[-1].body
-    assert sent["tools"][0]["name"] == "get_weather" and sent["tools"][0]["input_schema"]["type"] == "object"
+    assert (
+        sent["tools"][0]["name"] == "get_weather"
+        and sent["tools"][0]["input_schema"]["type"] == "object"
+    )
 
 
 async def test_tool_result_round_trip(backend, control):
     messages = [
         {"role": "user", "content": "Paris"},
-        {"role": "assistant", "content": None, "tool_calls": [{"id": TOOL_USE_ID, "type": "function",
-                                                               "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}}]},
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {
+                    "id": TOOL_USE_ID,
+                    "type": "function",
+                    "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'},
+                }
+            ],
+        },
         {"role": "tool", "tool_call_id": TOOL_USE_ID, "content": "sunny"},
     ]
     await backend.complete(chat(messages=messages, tools=TOOLS, max_tokens=20))
     sent = control.requests[-1].body["messages"]
     blocks = [b for m in sent for b in (m["content"] if isinstance(m["content"], list) else [])]
-    assert {"type": "tool_use", "id": TOOL_USE_ID, "name": "get_weather", "input": {"city": "Paris"}}.items() <= next(
-        b for b in blocks if b["type"] == "tool_use").items()
+    assert {
+        "type": "tool_use",
+        "id": TOOL_USE_ID,
+        "name": "get_weather",
+        "input": {"city": "Paris"},
+    }.items() <= next(b for b in blocks if b["type"] == "tool_use").items()
     assert next(b for b in blocks if b["type"] == "tool_result")["tool_use_id"] == TOOL_USE_ID
 
 
@@ -119,17 +180,27 @@ async def collect(stream) -> list[bytes]:
 
 @pytest.mark.parametrize("client_usage", [True, False])
 async def test_stream_text(backend, control, client_usage):
-    req = chat(messages=[{"role": "user", "content": "one two"}], stream=True, max_tokens=30,
-               stream_options={"include_usage": client_usage})
+    req = chat(
+        messages=[{"role": "user", "content": "one two"}],
+        stream=True,
+        max_tokens=30,
+        stream_options={"include_usage": client_usage},
+    )
     stream = await backend.open_stream(req)
     events = await collect(stream)
     assert events[-1] == b"data: [DONE]\n\n"
     chunks = [json.loads(e[6:]) for e in events[:-1]]
-    assert all(c["object"] == "chat.completion.chunk" and c["model"] == "claude-sonnet-4-5" for c in chunks)
+    assert all(
+        c["object"] == "chat.completion.chunk" and c["model"] == "claude-sonnet-4-5" for c in chunks
+    )
     assert chunks[0]["choices"][0]["delta"]["role"] == "assistant"
     text = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"])
     assert text == "echo: one two"
-    finishes = [c["choices"][0]["finish_reason"] for c in chunks if c["choices"] and c["choices"][0]["finish_reason"]]
+    finishes = [
+        c["choices"][0]["finish_reason"]
+        for c in chunks
+        if c["choices"] and c["choices"][0]["finish_reason"]
+    ]
     assert finishes == ["stop"]
     usage_chunks = [c for c in chunks if "usage" in c]
     if client_usage:
@@ -137,30 +208,48 @@ async def test_stream_text(backend, control, client_usage):
         assert chunks[-1]["usage"]["completion_tokens"] == 3
     else:
         assert usage_chunks == []
-    assert stream.usage is not None and stream.usage.completion_tokens == 3  # captured for cost either way
+    assert (
+        stream.usage is not None and stream.usage.completion_tokens == 3
+    )  # captured for cost either way
     assert control.requests[-1].body["stream"] is True
 
 
 async def test_stream_tool_call_deltas(backend, control):
-    stream = await backend.open_stream(chat(messages=[{"role": "user", "content": "Rome"}], tools=TOOLS, stream=True))
+    stream = await backend.open_stream(
+        chat(messages=[{"role": "user", "content": "Rome"}], tools=TOOLS, stream=True)
+    )
     chunks = [json.loads(e[6:]) for e in (await collect(stream))[:-1]]
     calls = [tc for c in chunks for tc in c["choices"][0]["delta"].get("tool_calls", [])]
-    assert calls[0] == {"index": 0, "id": TOOL_USE_ID, "type": "function", "function": {"name": "get_weather", "arguments": ""}}
-    assert all(set(tc) == {"index", "function"} and set(tc["function"]) == {"arguments"} for tc in calls[1:])
+    assert calls[0] == {
+        "index": 0,
+        "id": TOOL_USE_ID,
+        "type": "function",
+        "function": {"name": "get_weather", "arguments": ""},
+    }
+    assert all(
+        set(tc) == {"index", "function"} and set(tc["function"]) == {"arguments"}
+        for tc in calls[1:]
+    )
     assert json.loads("".join(tc["function"]["arguments"] for tc in calls)) == {"echo": "Rome"}
-    assert [c["choices"][0]["finish_reason"] for c in chunks if c["choices"][0]["finish_reason"]] == ["tool_calls"]
+    assert [
+        c["choices"][0]["finish_reason"] for c in chunks if c["choices"][0]["finish_reason"]
+    ] == ["tool_calls"]
 
 
 async def test_stream_error_before_first_byte_raises_from_open(backend, control):
     control.fail_next(1, 429, retry_after="3")
     with pytest.raises(UpstreamError) as info:
         await backend.open_stream(chat(messages=[{"role": "user", "content": "x"}], stream=True))
-    assert info.value.upstream_status == 429 and info.value.retry_after == 3.0 and info.value.retryable
+    assert (
+        info.value.upstream_status == 429 and info.value.retry_after == 3.0 and info.value.retryable
+    )
 
 
 async def test_stream_broken_midway_raises_from_the_iterator(backend, control):
     control.break_stream_next(after_events=4)  # message_start, ping, block start, first delta
-    stream = await backend.open_stream(chat(messages=[{"role": "user", "content": "a b c d e"}], stream=True))
+    stream = await backend.open_stream(
+        chat(messages=[{"role": "user", "content": "a b c d e"}], stream=True)
+    )
     with pytest.raises(UpstreamError):
         await collect(stream)
 
@@ -168,14 +257,17 @@ async def test_stream_broken_midway_raises_from_the_iterator(backend, control):
 # ---------------------------------------------------------------- errors
 
 
-@pytest.mark.parametrize("status, cls, retryable", [
-    (429, UpstreamError, True),
-    (500, UpstreamError, True),
-    (529, UpstreamError, True),
-    (503, UpstreamUnavailableError, True),
-    (401, UpstreamError, False),
-    (404, UpstreamError, False),
-])
+@pytest.mark.parametrize(
+    "status, cls, retryable",
+    [
+        (429, UpstreamError, True),
+        (500, UpstreamError, True),
+        (529, UpstreamError, True),
+        (503, UpstreamUnavailableError, True),
+        (401, UpstreamError, False),
+        (404, UpstreamError, False),
+    ],
+)
 async def test_error_mapping(backend, control, status, cls, retryable):
     control.fail_next(1, status, retry_after="2")
     with pytest.raises(UpstreamError) as info:
@@ -192,7 +284,14 @@ async def test_bad_request_carries_an_openai_shaped_body(backend, control):
     with pytest.raises(UpstreamError) as info:
         await backend.complete(chat(messages=[{"role": "user", "content": "x"}]))
     assert info.value.upstream_status == 400 and not info.value.retryable
-    assert orjson.loads(info.value.body) == {"error": {"message": "mock failure 400", "type": "invalid_request_error", "param": None, "code": None}}
+    assert orjson.loads(info.value.body) == {
+        "error": {
+            "message": "mock failure 400",
+            "type": "invalid_request_error",
+            "param": None,
+            "code": None,
+        }
+    }
 
 
 async def test_wrong_key_never_appears_in_the_error_or_logs(upstream, caplog, capsys):
@@ -201,7 +300,9 @@ async def test_wrong_key_never_appears_in_the_error_or_logs(upstream, caplog, ca
     b._common["api_key"] = "sk-ant-WRONG-789"
     with pytest.raises(UpstreamError) as info:
         await b.complete(chat(messages=[{"role": "user", "content": "x"}]))
-    stream = await make(upstream[0]).open_stream(chat(messages=[{"role": "user", "content": "x"}], stream=True))
+    stream = await make(upstream[0]).open_stream(
+        chat(messages=[{"role": "user", "content": "x"}], stream=True)
+    )
     await collect(stream)
     assert info.value.upstream_status == 401
     assert "WRONG" not in info.value.message and KEY not in info.value.message
@@ -223,7 +324,13 @@ async def test_connection_refused_and_dropped_are_unavailable(backend, control):
 async def test_timeout(backend, control):
     control.delay_next(2.0)
     with pytest.raises(UpstreamTimeoutError) as info:
-        await backend.complete(UpstreamRequest("chat", {"model": "auto", "messages": [{"role": "user", "content": "x"}]}, timeout_s=0.3))
+        await backend.complete(
+            UpstreamRequest(
+                "chat",
+                {"model": "auto", "messages": [{"role": "user", "content": "x"}]},
+                timeout_s=0.3,
+            )
+        )
     assert info.value.upstream_status is None
 
 
@@ -278,11 +385,19 @@ NO_NETWORK_SCRIPT = textwrap.dedent("""
 
 
 def test_litellm_reaches_nothing_but_the_configured_api_base(upstream):
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("LITELLM", "ANTHROPIC", "OPENAI"))}
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith(("LITELLM", "ANTHROPIC", "OPENAI"))
+    }
     root = Path(__file__).resolve().parents[2]
     env["PYTHONPATH"] = str(root)
-    out = subprocess.run([sys.executable, "-c", NO_NETWORK_SCRIPT, upstream[0], KEY], env=env, cwd=root,
-                         capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-c", NO_NETWORK_SCRIPT, upstream[0], KEY],
+        env=env,
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert result["content"] == "echo: hi"
@@ -294,7 +409,9 @@ def test_litellm_reaches_nothing_but_the_configured_api_base(upstream):
 
 
 async def test_text_completion_through_anthropic(backend, control):
-    resp = await backend.complete(UpstreamRequest("completions", {"model": "auto", "prompt": "say hi", "max_tokens": 20}))
+    resp = await backend.complete(
+        UpstreamRequest("completions", {"model": "auto", "prompt": "say hi", "max_tokens": 20})
+    )
     body = orjson.loads(resp.body)
     assert body["object"] == "text_completion" and body["choices"][0]["text"] == "echo: say hi"
     assert resp.usage is not None and resp.usage.completion_tokens == 3
@@ -306,9 +423,18 @@ async def test_embeddings_through_litellm():
 
     with running_mock_openai(MockControl(api_key=KEY)) as (base, ctl):
         b = make(base, model="openai/text-embedding-3-small")
-        resp = await b.complete(UpstreamRequest("embeddings", {"model": "auto", "input": ["a b", "c"], "metadata": {"x": 1}}))
+        resp = await b.complete(
+            UpstreamRequest(
+                "embeddings", {"model": "auto", "input": ["a b", "c"], "metadata": {"x": 1}}
+            )
+        )
     body = orjson.loads(resp.body)
     assert body["object"] == "list" and [d["index"] for d in body["data"]] == [0, 1]
     assert len(body["data"][0]["embedding"]) == 8 and resp.usage.prompt_tokens == 3
     sent = ctl.requests[-1]
-    assert sent.path == "/v1/embeddings" and sent.auth_ok and sent.body["input"] == ["a b", "c"] and "metadata" not in sent.body
+    assert (
+        sent.path == "/v1/embeddings"
+        and sent.auth_ok
+        and sent.body["input"] == ["a b", "c"]
+        and "metadata" not in sent.body
+    )

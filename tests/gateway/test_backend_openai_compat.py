@@ -34,7 +34,12 @@ def control(upstream):
 
 
 def make(base: str, **kw) -> OpenAICompatBackend:
-    cfg = {"kind": "openai_compatible", "model": "m1", "base_url": base, "api_key": "os.environ/K"} | kw
+    cfg = {
+        "kind": "openai_compatible",
+        "model": "m1",
+        "base_url": base,
+        "api_key": "os.environ/K",
+    } | kw
     backend = build_backend("up", BackendConfig.model_validate(cfg, context={"env": {"K": KEY}}))
     assert isinstance(backend, OpenAICompatBackend)
     return backend
@@ -59,7 +64,9 @@ async def test_pass_through_sends_the_client_bytes_unchanged(backend, control):
     resp = await backend.complete(chat(raw, headers={"x-request-id": "r-1"}))
     seen = control.requests[-1]
     assert seen.raw == raw and seen.path == "/v1/chat/completions"
-    assert seen.auth_ok and seen.headers["x-org"] == "acme" and seen.headers["x-request-id"] == "r-1"
+    assert (
+        seen.auth_ok and seen.headers["x-org"] == "acme" and seen.headers["x-request-id"] == "r-1"
+    )
     assert "authorization" not in seen.headers  # recorded without secrets, but it was checked
     body = orjson.loads(resp.body)
     assert body["choices"][0]["message"]["content"] == "echo: hello there"
@@ -71,13 +78,20 @@ async def test_only_the_model_is_replaced(backend, control):
     raw = b'{"model":"auto","messages":[{"role":"user","content":"hi"}],"temperature":0,"vendor_flag":true}'
     await backend.complete(chat(raw))
     sent = control.requests[-1].body
-    assert sent == {"model": "m1", "messages": [{"role": "user", "content": "hi"}], "temperature": 0, "vendor_flag": True}
+    assert sent == {
+        "model": "m1",
+        "messages": [{"role": "user", "content": "hi"}],
+        "temperature": 0,
+        "vendor_flag": True,
+    }
 
 
 async def test_response_bytes_are_relayed_unchanged(upstream, control):
     async def handler(request: web.Request) -> web.Response:
-        return web.Response(body=b'{"id": "x",   "model": "real-model", "choices": [], "usage": {"prompt_tokens": 7, "completion_tokens": 1}}',
-                            content_type="application/json")
+        return web.Response(
+            body=b'{"id": "x",   "model": "real-model", "choices": [], "usage": {"prompt_tokens": 7, "completion_tokens": 1}}',
+            content_type="application/json",
+        )
 
     app = web.Application()
     app.router.add_post("/v1/chat/completions", handler)
@@ -92,9 +106,13 @@ async def test_response_bytes_are_relayed_unchanged(upstream, control):
 
 
 async def test_completions_and_embeddings(backend, control):
-    resp = await backend.complete(UpstreamRequest("completions", {"model": "m1", "prompt": "say hi"}))
+    resp = await backend.complete(
+        UpstreamRequest("completions", {"model": "m1", "prompt": "say hi"})
+    )
     assert orjson.loads(resp.body)["choices"][0]["text"] == "echo: say hi"
-    resp = await backend.complete(UpstreamRequest("embeddings", {"model": "x", "input": ["a", "b c"]}))
+    resp = await backend.complete(
+        UpstreamRequest("embeddings", {"model": "x", "input": ["a", "b c"]})
+    )
     body = orjson.loads(resp.body)
     assert [d["index"] for d in body["data"]] == [0, 1] and len(body["data"][0]["embedding"]) == 8
     assert resp.usage.prompt_tokens == 3
@@ -109,7 +127,12 @@ async def test_rate_limit_carries_retry_after_seconds(backend, control):
     with pytest.raises(UpstreamError) as info:
         await backend.complete(chat(b'{"model":"m1","messages":[]}'))
     e = info.value
-    assert type(e) is UpstreamError and e.upstream_status == 429 and e.retryable and e.retry_after == 2.0
+    assert (
+        type(e) is UpstreamError
+        and e.upstream_status == 429
+        and e.retryable
+        and e.retry_after == 2.0
+    )
     assert orjson.loads(e.body)["error"]["type"] == "rate_limit_error"
 
 
@@ -123,16 +146,32 @@ async def test_retry_after_as_http_date(backend, control):
 
 
 async def test_status_mapping(backend, control):
-    cases = [(500, UpstreamError, True), (502, UpstreamError, True), (504, UpstreamTimeoutError, True), (400, UpstreamError, False)]
+    cases = [
+        (500, UpstreamError, True),
+        (502, UpstreamError, True),
+        (504, UpstreamTimeoutError, True),
+        (400, UpstreamError, False),
+    ]
     for status, cls, retryable in cases:
         control.fail_next(1, status)
         with pytest.raises(UpstreamError) as info:
             await backend.complete(chat(b'{"model":"m1","messages":[]}'))
-        assert type(info.value) is cls and info.value.upstream_status == status and info.value.retryable is retryable
+        assert (
+            type(info.value) is cls
+            and info.value.upstream_status == status
+            and info.value.retryable is retryable
+        )
 
 
 async def test_client_error_body_is_kept_for_relaying(backend, control):
-    err = {"error": {"message": "messages must not be empty", "type": "invalid_request_error", "param": "messages", "code": None}}
+    err = {
+        "error": {
+            "message": "messages must not be empty",
+            "type": "invalid_request_error",
+            "param": "messages",
+            "code": None,
+        }
+    }
     control.fail_next(1, 400, body=json.dumps(err).encode())
     with pytest.raises(UpstreamError) as info:
         await backend.complete(chat(b'{"model":"m1","messages":[]}'))
@@ -148,7 +187,9 @@ async def test_non_json_error_gets_a_clean_message(backend, control):
 
 
 async def test_a_key_echoed_by_the_upstream_never_reaches_the_message(backend, control):
-    err = {"error": {"message": f"Incorrect API key provided: {KEY}", "type": "invalid_request_error"}}
+    err = {
+        "error": {"message": f"Incorrect API key provided: {KEY}", "type": "invalid_request_error"}
+    }
     control.fail_next(1, 401, body=json.dumps(err).encode())
     with pytest.raises(UpstreamError) as info:
         await backend.complete(chat(b'{"model":"m1","messages":[]}'))
@@ -211,25 +252,48 @@ def stream_req(body: dict) -> UpstreamRequest:
 
 
 async def test_stream_relays_events_and_captures_usage(backend, control):
-    req = stream_req({"model": "m1", "stream": True, "stream_options": {"include_usage": True},
-                      "messages": [{"role": "user", "content": "one two three"}]})
+    req = stream_req(
+        {
+            "model": "m1",
+            "stream": True,
+            "stream_options": {"include_usage": True},
+            "messages": [{"role": "user", "content": "one two three"}],
+        }
+    )
     stream = await backend.open_stream(req)
     events = await collect(stream)
     assert events[-1] == b"data: [DONE]\n\n" and all(e.endswith(b"\n\n") for e in events)
     chunks = [json.loads(e[6:]) for e in events[:-1]]
     text = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"])
     assert text == "echo: one two three"
-    assert chunks[-1]["choices"] == [] and stream.usage.prompt_tokens == 3 and stream.usage.completion_tokens == 4
+    assert (
+        chunks[-1]["choices"] == []
+        and stream.usage.prompt_tokens == 3
+        and stream.usage.completion_tokens == 4
+    )
     assert stream.model == "m1"
 
 
 async def test_stream_passes_tool_call_deltas_exactly(backend, control):
     tools = [{"type": "function", "function": {"name": "lookup", "parameters": {"type": "object"}}}]
-    stream = await backend.open_stream(stream_req({"model": "m1", "stream": True, "tools": tools,
-                                                   "messages": [{"role": "user", "content": "find x"}]}))
+    stream = await backend.open_stream(
+        stream_req(
+            {
+                "model": "m1",
+                "stream": True,
+                "tools": tools,
+                "messages": [{"role": "user", "content": "find x"}],
+            }
+        )
+    )
     chunks = [json.loads(e[6:]) for e in (await collect(stream))[:-1]]
     calls = [tc for c in chunks for tc in c["choices"][0]["delta"].get("tool_calls", [])]
-    assert calls[0] == {"index": 0, "id": TOOL_CALL_ID, "type": "function", "function": {"name": "lookup", "arguments": ""}}
+    assert calls[0] == {
+        "index": 0,
+        "id": TOOL_CALL_ID,
+        "type": "function",
+        "function": {"name": "lookup", "arguments": ""},
+    }
     assert "".join(tc["function"]["arguments"] for tc in calls) == '{"echo": "find x"}'
     assert chunks[-1]["choices"][0]["finish_reason"] == "tool_calls"
 
@@ -246,7 +310,11 @@ async def test_stream_failure_before_first_byte_raises_from_open(backend, contro
 
 async def test_stream_broken_midway_raises_from_the_iterator(backend, control):
     control.break_stream_next(after_events=2)
-    stream = await backend.open_stream(stream_req({"model": "m1", "stream": True, "messages": [{"role": "user", "content": "a b c d"}]}))
+    stream = await backend.open_stream(
+        stream_req(
+            {"model": "m1", "stream": True, "messages": [{"role": "user", "content": "a b c d"}]}
+        )
+    )
     got = []
     with pytest.raises(UpstreamError):
         async for e in stream:
@@ -258,12 +326,23 @@ async def test_stream_broken_midway_raises_from_the_iterator(backend, control):
 # A hand-written SSE upstream: events cut at awkward places, CRLF line ends, comments,
 # a mid-stream error event, and a stall between chunks.
 SSE_SCRIPTS = {
-    "crlf": [b": keep-alive\r\n\r\n", b'data: {"model":"real","choices":[{"index":0,"delta":{"content":"a"}}]}\r', b"\n\r\n",
-             b'data: {"choices":[{"index":0,"delta":{"content":"b"}}]}\r\n\r\ndata: {"choices":[],"usage":{"prompt_tokens":5,"completion_tokens":2}}\r\n\r\n',
-             b"data: [DONE]\r\n\r\n"],
-    "error": [b'data: {"choices":[{"index":0,"delta":{"content":"a"}}]}\n\n', b'data: {"error": {"message": "engine died", "type": "server_error"}}\n\n'],
+    "crlf": [
+        b": keep-alive\r\n\r\n",
+        b'data: {"model":"real","choices":[{"index":0,"delta":{"content":"a"}}]}\r',
+        b"\n\r\n",
+        b'data: {"choices":[{"index":0,"delta":{"content":"b"}}]}\r\n\r\ndata: {"choices":[],"usage":{"prompt_tokens":5,"completion_tokens":2}}\r\n\r\n',
+        b"data: [DONE]\r\n\r\n",
+    ],
+    "error": [
+        b'data: {"choices":[{"index":0,"delta":{"content":"a"}}]}\n\n',
+        b'data: {"error": {"message": "engine died", "type": "server_error"}}\n\n',
+    ],
     "no_done": [b'data: {"choices":[{"index":0,"delta":{"content":"a"}}]}\n\n'],
-    "stall": [b'data: {"choices":[{"index":0,"delta":{"content":"a"}}]}\n\n', None, b"data: [DONE]\n\n"],
+    "stall": [
+        b'data: {"choices":[{"index":0,"delta":{"content":"a"}}]}\n\n',
+        None,
+        b"data: [DONE]\n\n",
+    ],
 }
 
 
@@ -302,10 +381,15 @@ async def test_sse_parsing_is_robust_to_chunk_boundaries_and_crlf(sse_upstream):
         b'data: {"choices":[],"usage":{"prompt_tokens":5,"completion_tokens":2}}\n\n',
         b"data: [DONE]\n\n",
     ]
-    assert stream.model == "real" and (stream.usage.prompt_tokens, stream.usage.completion_tokens) == (5, 2)
+    assert stream.model == "real" and (
+        stream.usage.prompt_tokens,
+        stream.usage.completion_tokens,
+    ) == (5, 2)
 
 
-@pytest.mark.parametrize("script, error", [("error", "engine died"), ("no_done", "without \\[DONE\\]")])
+@pytest.mark.parametrize(
+    "script, error", [("error", "engine died"), ("no_done", "without \\[DONE\\]")]
+)
 async def test_stream_error_event_or_early_end_raises(sse_upstream, script, error):
     b = make(sse_upstream, model=script)
     try:
@@ -319,7 +403,14 @@ async def test_stream_error_event_or_early_end_raises(sse_upstream, script, erro
 async def test_stall_between_chunks_times_out(sse_upstream):
     b = make(sse_upstream, model="stall")
     try:
-        stream = await b.open_stream(UpstreamRequest("chat", {"model": "stall", "stream": True, "messages": []}, stream=True, timeout_s=0.3))
+        stream = await b.open_stream(
+            UpstreamRequest(
+                "chat",
+                {"model": "stall", "stream": True, "messages": []},
+                stream=True,
+                timeout_s=0.3,
+            )
+        )
         with pytest.raises(UpstreamTimeoutError):
             await collect(stream)
     finally:
@@ -352,7 +443,13 @@ async def test_upstream_cookies_are_never_replayed():
 
     async def handler(request: web.Request) -> web.Response:
         seen.append(request.headers.get("Cookie"))
-        body = {"id": "x", "object": "chat.completion", "model": "m1", "choices": [], "usage": {"prompt_tokens": 1, "completion_tokens": 1}}
+        body = {
+            "id": "x",
+            "object": "chat.completion",
+            "model": "m1",
+            "choices": [],
+            "usage": {"prompt_tokens": 1, "completion_tokens": 1},
+        }
         resp = web.json_response(body)
         resp.set_cookie("session", "belongs-to-the-first-client")
         return resp

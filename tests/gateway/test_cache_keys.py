@@ -14,8 +14,19 @@ BASE = {
 
 
 def test_key_ignores_order_and_delivery_fields():
-    reordered = {"max_tokens": 16, "temperature": 0, "messages": [{"content": "hi", "role": "user"}], "model": "auto"}
-    delivery = {**BASE, "stream": True, "stream_options": {"include_usage": True}, "user": "u1", "metadata": {"a": "b"}}
+    reordered = {
+        "max_tokens": 16,
+        "temperature": 0,
+        "messages": [{"content": "hi", "role": "user"}],
+        "model": "auto",
+    }
+    delivery = {
+        **BASE,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+        "user": "u1",
+        "metadata": {"a": "b"},
+    }
     k = cache_key("chat", BASE, "t")
     assert cache_key("chat", reordered, "t") == k
     assert cache_key("chat", delivery, "t") == k
@@ -23,8 +34,12 @@ def test_key_ignores_order_and_delivery_fields():
 
 
 def test_int_and_float_sampling_values_give_one_key():
-    assert cache_key("chat", {**BASE, "temperature": 0}, "t") == cache_key("chat", {**BASE, "temperature": 0.0}, "t")
-    assert cache_key("chat", {**BASE, "top_p": 1}, "t") == cache_key("chat", {**BASE, "top_p": 1.0}, "t")
+    assert cache_key("chat", {**BASE, "temperature": 0}, "t") == cache_key(
+        "chat", {**BASE, "temperature": 0.0}, "t"
+    )
+    assert cache_key("chat", {**BASE, "top_p": 1}, "t") == cache_key(
+        "chat", {**BASE, "top_p": 1.0}, "t"
+    )
 
 
 @pytest.mark.parametrize(
@@ -48,7 +63,9 @@ def test_int_and_float_sampling_values_give_one_key():
         {"logit_bias": {"50256": -100}},
         {"logprobs": True},
         {"reasoning_effort": "high"},
-        {"chat_template_kwargs": {"enable_thinking": False}},  # unknown field passed through upstream
+        {
+            "chat_template_kwargs": {"enable_thinking": False}
+        },  # unknown field passed through upstream
     ],
 )
 def test_every_answer_changing_field_changes_the_key(change):
@@ -59,7 +76,9 @@ def test_team_and_operation_separate_keys():
     assert cache_key("chat", BASE, "team-a") != cache_key("chat", BASE, "team-b")
     emb = {"model": "auto", "input": "x"}
     assert cache_key("embeddings", emb, "t") != cache_key("completions", emb, "t")
-    assert cache_key("embeddings", emb, "t") != cache_key("embeddings", {**emb, "dimensions": 64}, "t")
+    assert cache_key("embeddings", emb, "t") != cache_key(
+        "embeddings", {**emb, "dimensions": 64}, "t"
+    )
 
 
 CFG = CacheConfig()

@@ -15,8 +15,12 @@ class Clock:
 
 
 def entry(text: str = "x") -> CacheEntry:
-    body = b'{"object":"chat.completion","choices":[{"message":{"content":"' + text.encode() + b'"}}]}'
-    return CacheEntry(body=body, model="m", backend="local", prompt_tokens=3, completion_tokens=1, created_at=5.0)
+    body = (
+        b'{"object":"chat.completion","choices":[{"message":{"content":"' + text.encode() + b'"}}]}'
+    )
+    return CacheEntry(
+        body=body, model="m", backend="local", prompt_tokens=3, completion_tokens=1, created_at=5.0
+    )
 
 
 def test_entry_bytes_round_trip_keeps_body_verbatim():
@@ -86,7 +90,15 @@ def test_public_surface():
     import gateway.cache
 
     assert set(gateway.cache.__all__) == {
-        "CacheEntry", "CacheMode", "MemoryCache", "RedisCache", "ResponseCache", "StreamAssembler",
-        "build_cache", "cache_decision", "cache_key", "completion_to_sse",
+        "CacheEntry",
+        "CacheMode",
+        "MemoryCache",
+        "RedisCache",
+        "ResponseCache",
+        "StreamAssembler",
+        "build_cache",
+        "cache_decision",
+        "cache_key",
+        "completion_to_sse",
     }
     assert all(hasattr(gateway.cache, n) for n in gateway.cache.__all__)

@@ -18,7 +18,14 @@ async def ns():
 
 
 def entry(text: str = "x") -> CacheEntry:
-    return CacheEntry(body=b'{"v":"' + text.encode() + b'"}', model="m", backend="b", prompt_tokens=1, completion_tokens=2, created_at=1.5)
+    return CacheEntry(
+        body=b'{"v":"' + text.encode() + b'"}',
+        model="m",
+        backend="b",
+        prompt_tokens=1,
+        completion_tokens=2,
+        created_at=1.5,
+    )
 
 
 class Errors:
@@ -72,7 +79,9 @@ async def test_oversized_and_unreadable_entries(ns):
 
 async def test_unreachable_redis_is_a_fast_miss_and_counted():
     errors = Errors()
-    c = RedisCache(f"redis://127.0.0.1:{free_port()}/0", ttl_s=30, max_entry_bytes=1000, on_error=errors)
+    c = RedisCache(
+        f"redis://127.0.0.1:{free_port()}/0", ttl_s=30, max_entry_bytes=1000, on_error=errors
+    )
     try:
         t = time.perf_counter()
         assert await c.get("k") is None
@@ -116,7 +125,9 @@ async def test_redis_dies_and_comes_back():
 def test_guard_lets_one_probe_through_after_the_backoff():
     now = [0.0]
     errors = Errors()
-    g = RedisGuard("g", errors, backoff_s=1.0, max_backoff_s=4.0, failure_threshold=2, clock=lambda: now[0])
+    g = RedisGuard(
+        "g", errors, backoff_s=1.0, max_backoff_s=4.0, failure_threshold=2, clock=lambda: now[0]
+    )
     assert g.should_try()
     g.failed(ConnectionError("refused"))
     assert g.up and g.should_try()  # one failure is not enough

@@ -32,8 +32,12 @@ def start_serve(tmp_path, upstream_url: str, *flags: str) -> tuple[subprocess.Po
     policy.write_text(POLICY.format(url=upstream_url))
     port = free_port()
     proc = subprocess.Popen(
-        gateway_cmd("serve", "--policy", str(policy), "--port", str(port), "--watch-interval", "0", *flags),
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        gateway_cmd(
+            "serve", "--policy", str(policy), "--port", str(port), "--watch-interval", "0", *flags
+        ),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     return proc, f"http://127.0.0.1:{port}", policy
 
@@ -54,9 +58,14 @@ def wait_ready(base: str, proc: subprocess.Popen, timeout: float = 30) -> None:
 def test_check_prints_decisions_and_rejects_bad_files(tmp_path):
     shipped = os.path.join(os.path.dirname(__file__), "..", "..", "policies", "default.yaml")
     env = {**os.environ, "OPENAI_API_KEY": "k", "ANTHROPIC_API_KEY": "k"}
-    out = subprocess.run(gateway_cmd("check", shipped), capture_output=True, text=True, env=env, timeout=120)
+    out = subprocess.run(
+        gateway_cmd("check", shipped), capture_output=True, text=True, env=env, timeout=120
+    )
     assert out.returncode == 0, out.stderr
-    assert "confidential data" in out.stdout and "refused" not in out.stdout.split("confidential data")[1].splitlines()[0]
+    assert (
+        "confidential data" in out.stdout
+        and "refused" not in out.stdout.split("confidential data")[1].splitlines()[0]
+    )
     assert "image input" in out.stdout
     bad = tmp_path / "bad.yaml"
     bad.write_text("backends: {}\nmodels: {}\nextra_key: 1\n")
@@ -97,7 +106,10 @@ def test_access_log_never_prints_a_query_string_key(tmp_path):
         proc, base, _policy = start_serve(tmp_path, url, "--access-log")
         try:
             wait_ready(base, proc)
-            assert httpx.get(base + "/v1/models?api_key=sk-live-SECRET123", timeout=10).status_code == 200
+            assert (
+                httpx.get(base + "/v1/models?api_key=sk-live-SECRET123", timeout=10).status_code
+                == 200
+            )
         finally:
             proc.terminate()
             out, _ = proc.communicate(timeout=30)

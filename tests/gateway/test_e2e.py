@@ -86,7 +86,10 @@ models:
 @pytest.fixture(scope="module")
 def upstreams():
     with (
-        running_mock_openai(MockControl(models=["qwen-local", "embed-local"])) as (local, local_ctl),
+        running_mock_openai(MockControl(models=["qwen-local", "embed-local"])) as (
+            local,
+            local_ctl,
+        ),
         running_mock_openai(MockControl(api_key=OPENAI_KEY, models=["gpt-4o"])) as (oai, oai_ctl),
         running_mock_anthropic(MockControl(api_key=ANTHROPIC_KEY)) as (ant, ant_ctl),
     ):
@@ -141,7 +144,14 @@ def user(text: str) -> list[dict]:
 
 
 def test_chat_routes_everyday_to_local_with_headers(client, upstreams):
-    raw = client.chat.completions.with_raw_response.create(model="auto", messages=user("hello there"), max_tokens=20, user="u1", metadata={"k": "v"}, extra_body={"custom_field": 7})
+    raw = client.chat.completions.with_raw_response.create(
+        model="auto",
+        messages=user("hello there"),
+        max_tokens=20,
+        user="u1",
+        metadata={"k": "v"},
+        extra_body={"custom_field": 7},
+    )
     r = raw.parse()
     h = gw_headers(raw)
     assert r.choices[0].message.content == "echo: hello there"
@@ -151,52 +161,91 @@ def test_chat_routes_everyday_to_local_with_headers(client, upstreams):
     assert float(h["x-gateway-cost-usd"]) > 0 and float(h["x-gateway-overhead-ms"]) >= 0
     sent = upstreams["local"][1].bodies("/chat/completions")[-1]
     assert sent["model"] == "qwen-local" and sent["max_tokens"] == 20
-    assert sent["custom_field"] == 7 and sent["metadata"] == {"k": "v"} and sent["user"] == "u1"  # unknown fields pass through
+    assert (
+        sent["custom_field"] == 7 and sent["metadata"] == {"k": "v"} and sent["user"] == "u1"
+    )  # unknown fields pass through
 
 
 def test_streaming_with_and_without_usage(client, upstreams):
-    stream = client.chat.completions.create(model="auto", messages=user("one two three"), stream=True, stream_options={"include_usage": True})
+    stream = client.chat.completions.create(
+        model="auto",
+        messages=user("one two three"),
+        stream=True,
+        stream_options={"include_usage": True},
+    )
     chunks = list(stream)
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert text == "echo: one two three"
     assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens > 0
     stream = client.chat.completions.create(model="auto", messages=user("four five"), stream=True)
     chunks = list(stream)
-    assert all(c.usage is None for c in chunks)  # the client did not ask: the usage chunk is stripped
-    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "echo: four five"
+    assert all(
+        c.usage is None for c in chunks
+    )  # the client did not ask: the usage chunk is stripped
+    assert (
+        "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "echo: four five"
+    )
     # ...but the gateway asked upstream anyway, to account the cost
-    assert upstreams["local"][1].bodies("/chat/completions")[-1]["stream_options"] == {"include_usage": True}
+    assert upstreams["local"][1].bodies("/chat/completions")[-1]["stream_options"] == {
+        "include_usage": True
+    }
 
 
-TOOLS = [{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}]
+TOOLS = [
+    {
+        "type": "function",
+        "function": {
+            "name": "get_weather",
+            "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
+        },
+    }
+]
 
 
 def test_tool_calls_pass_through_exactly(client):
-    r = client.chat.completions.create(model="auto", messages=user("weather in Paris"), tools=TOOLS, tool_choice="auto")
+    r = client.chat.completions.create(
+        model="auto", messages=user("weather in Paris"), tools=TOOLS, tool_choice="auto"
+    )
     call = r.choices[0].message.tool_calls[0]
     assert call.id == TOOL_CALL_ID and call.function.name == "get_weather"
     assert json.loads(call.function.arguments) == {"echo": "weather in Paris"}
-    stream = client.chat.completions.create(model="auto", messages=user("weather in Rome"), tools=TOOLS, stream=True)
+    stream = client.chat.completions.create(
+        model="auto", messages=user("weather in Rome"), tools=TOOLS, stream=True
+    )
     ids, names, args = set(), set(), ""
     for ch in stream:
         for tc in (ch.choices[0].delta.tool_calls or []) if ch.choices else []:
             ids.add(tc.id) if tc.id else None
             names.add(tc.function.name) if tc.function and tc.function.name else None
             args += (tc.function.arguments or "") if tc.function else ""
-    assert ids == {TOOL_CALL_ID} and names == {"get_weather"} and json.loads(args) == {"echo": "weather in Rome"}
+    assert (
+        ids == {TOOL_CALL_ID}
+        and names == {"get_weather"}
+        and json.loads(args) == {"echo": "weather in Rome"}
+    )
 
 
 def test_vision_goes_to_a_vision_backend(client, upstreams):
-    content = [{"type": "text", "text": "what is this"}, {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}}]
-    raw = client.chat.completions.with_raw_response.create(model="auto", messages=[{"role": "user", "content": content}])
+    content = [
+        {"type": "text", "text": "what is this"},
+        {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}},
+    ]
+    raw = client.chat.completions.with_raw_response.create(
+        model="auto", messages=[{"role": "user", "content": content}]
+    )
     assert gw_headers(raw)["x-gateway-backend"] == "openai"
     assert gw_headers(raw)["x-gateway-route-reason"] == "vision"
     assert upstreams["local"][1].requests == []
-    assert upstreams["openai"][1].requests[-1].auth_ok  # the gateway's upstream key, not the client's
+    assert (
+        upstreams["openai"][1].requests[-1].auth_ok
+    )  # the gateway's upstream key, not the client's
 
 
 def test_hard_prompt_escalates_by_difficulty(client):
-    prompt = "Prove rigorously, step by step, that the integral of 1/x diverges. " + "Consider every case carefully. " * 40
+    prompt = (
+        "Prove rigorously, step by step, that the integral of 1/x diverges. "
+        + "Consider every case carefully. " * 40
+    )
     raw = client.chat.completions.with_raw_response.create(model="auto", messages=user(prompt))
     assert gw_headers(raw)["x-gateway-route-reason"] == "hard"
     assert gw_headers(raw)["x-gateway-backend"] == "openai"
@@ -206,7 +255,10 @@ def test_json_schema_skips_local_without_the_capability(client):
     raw = client.chat.completions.with_raw_response.create(
         model="auto",
         messages=user("give json"),
-        response_format={"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "object"}}},
+        response_format={
+            "type": "json_schema",
+            "json_schema": {"name": "x", "schema": {"type": "object"}},
+        },
     )
     assert gw_headers(raw)["x-gateway-backend"] == "openai"
     assert json.loads(raw.parse().choices[0].message.content) == {"echo": "give json"}
@@ -229,19 +281,31 @@ def test_models_lists_virtual_models(client):
 
 
 def test_anthropic_through_litellm_translation(client, upstreams):
-    raw = client.chat.completions.with_raw_response.create(model="claude", messages=[{"role": "system", "content": "be brief"}, *user("hi claude")], max_tokens=50)
+    raw = client.chat.completions.with_raw_response.create(
+        model="claude",
+        messages=[{"role": "system", "content": "be brief"}, *user("hi claude")],
+        max_tokens=50,
+    )
     r = raw.parse()
     assert gw_headers(raw)["x-gateway-backend"] == "anthropic"
     assert "hi claude" in r.choices[0].message.content
     sent = upstreams["anthropic"][1].requests[-1]
     assert sent.path == "/v1/messages" and sent.auth_ok
-    assert sent.body["system"] and sent.body["max_tokens"] == 50  # really translated to Messages API
-    chunks = list(client.chat.completions.create(model="claude", messages=user("stream me"), stream=True, max_tokens=50))
+    assert (
+        sent.body["system"] and sent.body["max_tokens"] == 50
+    )  # really translated to Messages API
+    chunks = list(
+        client.chat.completions.create(
+            model="claude", messages=user("stream me"), stream=True, max_tokens=50
+        )
+    )
     assert "stream me" in "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
 
 
 def test_anthropic_tool_calls_translated(client):
-    r = client.chat.completions.create(model="claude", messages=user("weather in Oslo"), tools=TOOLS, max_tokens=50)
+    r = client.chat.completions.create(
+        model="claude", messages=user("weather in Oslo"), tools=TOOLS, max_tokens=50
+    )
     call = r.choices[0].message.tool_calls[0]
     assert call.function.name == "get_weather" and call.id
 
@@ -257,13 +321,24 @@ def test_cache_hit_miss_stream_replay_and_opt_out(client, upstreams):
     assert a.parse().choices[0].message.content == b.parse().choices[0].message.content
     assert len(upstreams["local"][1].requests) == 1
     # a streaming request is served from the cached answer as a proper SSE stream
-    with client.chat.completions.with_streaming_response.create(model="auto", messages=msgs, temperature=0, stream=True, stream_options={"include_usage": True}) as resp:
+    with client.chat.completions.with_streaming_response.create(
+        model="auto",
+        messages=msgs,
+        temperature=0,
+        stream=True,
+        stream_options={"include_usage": True},
+    ) as resp:
         assert resp.headers["x-gateway-cache"] == "hit"
         chunks = list(resp.parse())
-    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == a.parse().choices[0].message.content
+    assert (
+        "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+        == a.parse().choices[0].message.content
+    )
     assert chunks[-1].usage.total_tokens == a.parse().usage.total_tokens
     assert len(upstreams["local"][1].requests) == 1
-    c = client.chat.completions.with_raw_response.create(model="auto", messages=msgs, temperature=0, extra_headers={"Cache-Control": "no-store"})
+    c = client.chat.completions.with_raw_response.create(
+        model="auto", messages=msgs, temperature=0, extra_headers={"Cache-Control": "no-store"}
+    )
     assert gw_headers(c)["x-gateway-cache"] == "bypass" and len(upstreams["local"][1].requests) == 2
 
 
@@ -285,7 +360,9 @@ def test_auth_errors(gateway):
         with pytest.raises(openai.AuthenticationError) as e:
             c.chat.completions.create(model="auto", messages=user("hi"))
         assert e.value.body["type"] == "authentication_error"
-    r = httpx.post(gateway["base"] + "/v1/chat/completions", json={"model": "auto", "messages": user("x")})
+    r = httpx.post(
+        gateway["base"] + "/v1/chat/completions", json={"model": "auto", "messages": user("x")}
+    )
     assert r.status_code == 401 and r.json()["error"]["code"] == "invalid_api_key"
 
 
@@ -347,12 +424,18 @@ def test_retry_honours_retry_after_then_succeeds(client, upstreams, gateway):
 
 def test_stream_falls_back_before_first_byte_and_errors_after(client, upstreams):
     upstreams["local"][1].fail_next(2, status=500)
-    chunks = list(client.chat.completions.create(model="auto", messages=user("fall back"), stream=True))
-    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "echo: fall back"
+    chunks = list(
+        client.chat.completions.create(model="auto", messages=user("fall back"), stream=True)
+    )
+    assert (
+        "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "echo: fall back"
+    )
     assert len(upstreams["openai"][1].requests) == 1
     upstreams["local"][1].break_stream_next(after_events=2)
     with pytest.raises(openai.APIError):
-        for _ in client.chat.completions.create(model="auto", messages=user("break after two events please"), stream=True):
+        for _ in client.chat.completions.create(
+            model="auto", messages=user("break after two events please"), stream=True
+        ):
             pass
 
 
@@ -361,17 +444,27 @@ def test_health_ready_metrics(gateway):
     r = httpx.get(gateway["base"] + "/ready")
     assert r.status_code == 200 and "local" in r.json()["backends_up"]
     text = httpx.get(gateway["base"] + "/metrics").text
-    for name in ("gateway_requests_total", "gateway_cost_usd_total", "gateway_savings_usd_total", "gateway_overhead_seconds"):
+    for name in (
+        "gateway_requests_total",
+        "gateway_cost_usd_total",
+        "gateway_savings_usd_total",
+        "gateway_overhead_seconds",
+    ):
         assert name in text
 
 
 def test_secrets_never_in_logs_errors_or_metrics(client, gateway, upstreams, caplog):
     caplog.set_level("DEBUG")
     upstreams["openai"][1].fail_next(4, status=401)
-    content = [{"type": "text", "text": "x"}, {"type": "image_url", "image_url": {"url": "data:image/png;base64,AA=="}}]
+    content = [
+        {"type": "text", "text": "x"},
+        {"type": "image_url", "image_url": {"url": "data:image/png;base64,AA=="}},
+    ]
     upstreams["anthropic"][1].fail_next(2, status=401)
     with pytest.raises(openai.APIStatusError) as e:
-        client.chat.completions.create(model="auto", messages=[{"role": "user", "content": content}])
+        client.chat.completions.create(
+            model="auto", messages=[{"role": "user", "content": content}]
+        )
     assert e.value.status_code != 401  # the upstream rejected OUR key: not the client's fault
     metrics = httpx.get(gateway["base"] + "/metrics").text
     for s in SECRETS:
@@ -388,26 +481,38 @@ def test_fallback_when_local_is_killed_and_confidential_stays_home(upstreams, tm
         write_policy(policy, upstreams, local=local_url)
         with running_gateway(policy, ENV) as (base, _app):
             c = OpenAI(base_url=base + "/v1", api_key=CLIENT_KEY, max_retries=0)
-            assert gw_headers(c.chat.completions.with_raw_response.create(model="auto", messages=user("a")))["x-gateway-backend"] == "local"
+            assert (
+                gw_headers(
+                    c.chat.completions.with_raw_response.create(model="auto", messages=user("a"))
+                )["x-gateway-backend"]
+                == "local"
+            )
             stop_local = local_url  # leaving the with-block below kills the local upstream
     # local is now dead (port closed): run a fresh gateway at the dead address
     with running_gateway(policy, ENV) as (base, _app):
         c = OpenAI(base_url=base + "/v1", api_key=CLIENT_KEY, max_retries=0)
         before = len(upstreams["openai"][1].requests)
-        raw = c.chat.completions.with_raw_response.create(model="auto", messages=user("still there?"))
+        raw = c.chat.completions.with_raw_response.create(
+            model="auto", messages=user("still there?")
+        )
         assert gw_headers(raw)["x-gateway-backend"] == "openai"
         assert len(upstreams["openai"][1].requests) == before + 1
         n_oai, n_ant = len(upstreams["openai"][1].requests), len(upstreams["anthropic"][1].requests)
         for stream in (False, True):
             with pytest.raises(openai.APIStatusError) as e:
                 r = c.chat.completions.create(
-                    model="auto", messages=user("secret numbers"), stream=stream,
+                    model="auto",
+                    messages=user("secret numbers"),
+                    stream=stream,
                     extra_headers={"x-data-classification": "confidential"},
                 )
                 list(r) if stream else None
             assert e.value.status_code == 503 and "self-hosted" in e.value.message
         # proof: not one proprietary call for the confidential requests
-        assert len(upstreams["openai"][1].requests) == n_oai and len(upstreams["anthropic"][1].requests) == n_ant
+        assert (
+            len(upstreams["openai"][1].requests) == n_oai
+            and len(upstreams["anthropic"][1].requests) == n_ant
+        )
         metrics = httpx.get(base + "/metrics").text
         assert 'gateway_fallbacks_total{from_backend="local"' in metrics
         assert stop_local  # the dead address really was the local upstream's
@@ -439,7 +544,12 @@ def test_policy_hot_reload_good_bad_and_admin(gateway, upstreams, client):
     policy = gateway["policy"]
     original = policy.read_text()
     try:
-        policy.write_text(original.replace("  claude:\n    route: anthropic", "  claude:\n    route: anthropic\n  new-alias:\n    route: openai"))
+        policy.write_text(
+            original.replace(
+                "  claude:\n    route: anthropic",
+                "  claude:\n    route: anthropic\n  new-alias:\n    route: openai",
+            )
+        )
         deadline = time.monotonic() + 10
         while "new-alias" not in {m.id for m in client.models.list()}:
             assert time.monotonic() < deadline, "file change not picked up"
@@ -449,13 +559,19 @@ def test_policy_hot_reload_good_bad_and_admin(gateway, upstreams, client):
         assert "new-alias" in {m.id for m in client.models.list()}  # the old policy keeps serving
         text = httpx.get(gateway["base"] + "/metrics").text
         assert 'gateway_policy_reloads_total{result="failure"}' in text
-        r = httpx.post(gateway["base"] + "/admin/reload", headers={"Authorization": f"Bearer {CLIENT_KEY}"})
+        r = httpx.post(
+            gateway["base"] + "/admin/reload", headers={"Authorization": f"Bearer {CLIENT_KEY}"}
+        )
         assert r.status_code == 401
-        r = httpx.post(gateway["base"] + "/admin/reload", headers={"Authorization": f"Bearer {ADMIN_KEY}"})
+        r = httpx.post(
+            gateway["base"] + "/admin/reload", headers={"Authorization": f"Bearer {ADMIN_KEY}"}
+        )
         assert r.status_code == 400 and "not valid YAML" in r.json()["error"]["message"]
     finally:
         policy.write_text(original)
-    r = httpx.post(gateway["base"] + "/admin/reload", headers={"Authorization": f"Bearer {ADMIN_KEY}"})
+    r = httpx.post(
+        gateway["base"] + "/admin/reload", headers={"Authorization": f"Bearer {ADMIN_KEY}"}
+    )
     assert r.status_code == 200
     assert {m.id for m in client.models.list()} == {"auto", "claude"}
 

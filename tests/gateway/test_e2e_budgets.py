@@ -42,7 +42,10 @@ ENV = {"KEY_A": "key-a-secret", "KEY_B": "key-b-secret"}
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
-    with running_mock_openai(MockControl(models=["m"])) as (local, local_ctl), running_mock_openai(MockControl(models=["gpt-4o"])) as (gpt, gpt_ctl):
+    with (
+        running_mock_openai(MockControl(models=["m"])) as (local, local_ctl),
+        running_mock_openai(MockControl(models=["gpt-4o"])) as (gpt, gpt_ctl),
+    ):
         policy = tmp_path_factory.mktemp("p") / "p.yaml"
         policy.write_text(POLICY.format(local=local, gpt=gpt, ns=f"budget-{uuid.uuid4().hex}"))
         with running_gateway(policy, ENV) as (base, _):

@@ -26,8 +26,16 @@ def _corpus():
     raw = resources.files("gateway.routing").joinpath("calibration_prompts.jsonl").read_text()
     prompts = [json.loads(line)["prompt"] for line in raw.splitlines()]
     prompts += [
-        "Prove that SELECT x\nFROM t is total", "def f(x): return x", "Compute 3 ^ 4", "$x^2$", "ANALYSE the TRADE-OFFS",
-        "You MUST do it exactly so", "const g = (a) => a", "#include <stdio.h>", "Design an API", "class Foo(Bar): pass",
+        "Prove that SELECT x\nFROM t is total",
+        "def f(x): return x",
+        "Compute 3 ^ 4",
+        "$x^2$",
+        "ANALYSE the TRADE-OFFS",
+        "You MUST do it exactly so",
+        "const g = (a) => a",
+        "#include <stdio.h>",
+        "Design an API",
+        "class Foo(Bar): pass",
     ]
     return [[{"role": "user", "content": p}] for p in prompts]
 
@@ -41,7 +49,10 @@ def test_prefilter_never_changes_a_score():
 def test_signals_raise_the_score():
     s = HeuristicScorer()
     base = s.score([{"role": "user", "content": "What is the capital of France?"}])
-    for hard in ["Prove rigorously that there are infinitely many primes.", "def f(x):\n    return x  # optimize this step by step"]:
+    for hard in [
+        "Prove rigorously that there are infinitely many primes.",
+        "def f(x):\n    return x  # optimize this step by step",
+    ]:
         assert s.score([{"role": "user", "content": hard}]) > base
     assert 0 < base < 0.5
     long = s.score([{"role": "user", "content": "word " * 2000}])

@@ -27,9 +27,21 @@ def value(s: dict, name: str, **labels) -> float:
 
 
 def one_request(m: GatewayMetrics, **kw) -> None:
-    args = dict(virtual_model="auto", backend="local", route_reason="everyday", status=200, cache="miss",
-                team="red", duration_s=0.2, upstream_s=0.19, overhead_s=0.0004, usage=Usage(100, 20),
-                cost_usd=0.001, savings_usd=0.004, ttft_s=None)
+    args = dict(
+        virtual_model="auto",
+        backend="local",
+        route_reason="everyday",
+        status=200,
+        cache="miss",
+        team="red",
+        duration_s=0.2,
+        upstream_s=0.19,
+        overhead_s=0.0004,
+        usage=Usage(100, 20),
+        cost_usd=0.001,
+        savings_usd=0.004,
+        ttft_s=None,
+    )
     args.update(kw)
     m.record_request(**args)
 
@@ -37,19 +49,40 @@ def one_request(m: GatewayMetrics, **kw) -> None:
 def test_request_series_and_units():
     m = GatewayMetrics()
     one_request(m)
-    one_request(m, status=503, cache="bypass", usage=None, cost_usd=0.0, savings_usd=0.0, upstream_s=0.0)
+    one_request(
+        m, status=503, cache="bypass", usage=None, cost_usd=0.0, savings_usd=0.0, upstream_s=0.0
+    )
     one_request(m, backend="openai", ttft_s=0.3, usage=Usage(10, 5), cost_usd=0.5, savings_usd=0.0)
     s = samples(m)
     req = dict(virtual_model="auto", route_reason="everyday")
-    assert value(s, "gateway_requests_total", backend="local", status_class="2xx", cache="miss", **req) == 1
-    assert value(s, "gateway_requests_total", backend="local", status_class="5xx", cache="bypass", **req) == 1
+    assert (
+        value(s, "gateway_requests_total", backend="local", status_class="2xx", cache="miss", **req)
+        == 1
+    )
+    assert (
+        value(
+            s, "gateway_requests_total", backend="local", status_class="5xx", cache="bypass", **req
+        )
+        == 1
+    )
     assert value(s, "gateway_prompt_tokens_total", virtual_model="auto", backend="local") == 100
     assert value(s, "gateway_completion_tokens_total", virtual_model="auto", backend="openai") == 5
-    assert value(s, "gateway_cost_usd_total", virtual_model="auto", backend="local") == pytest.approx(0.001)
-    assert value(s, "gateway_cost_usd_total", virtual_model="auto", backend="openai") == pytest.approx(0.5)
-    assert value(s, "gateway_savings_usd_total", virtual_model="auto", backend="local") == pytest.approx(0.004)
-    assert value(s, "gateway_request_duration_seconds_count", virtual_model="auto", backend="local") == 2
-    assert value(s, "gateway_upstream_duration_seconds_count", backend="local") == 1  # not for the no-upstream one
+    assert value(
+        s, "gateway_cost_usd_total", virtual_model="auto", backend="local"
+    ) == pytest.approx(0.001)
+    assert value(
+        s, "gateway_cost_usd_total", virtual_model="auto", backend="openai"
+    ) == pytest.approx(0.5)
+    assert value(
+        s, "gateway_savings_usd_total", virtual_model="auto", backend="local"
+    ) == pytest.approx(0.004)
+    assert (
+        value(s, "gateway_request_duration_seconds_count", virtual_model="auto", backend="local")
+        == 2
+    )
+    assert (
+        value(s, "gateway_upstream_duration_seconds_count", backend="local") == 1
+    )  # not for the no-upstream one
     assert value(s, "gateway_overhead_seconds_count") == 3
     assert value(s, "gateway_overhead_seconds_bucket", le="0.0005") == 3
     assert value(s, "gateway_time_to_first_token_seconds_count", backend="openai") == 1
@@ -78,8 +111,26 @@ def test_every_event_counter():
     m.record_policy_reload(False)
     m.record_policy_reload(False)
     s = samples(m)
-    assert value(s, "gateway_errors_total", virtual_model="auto", backend="openai", error_type="UpstreamTimeoutError") == 1
-    assert value(s, "gateway_fallbacks_total", virtual_model="auto", from_backend="local", to_backend="openai") == 1
+    assert (
+        value(
+            s,
+            "gateway_errors_total",
+            virtual_model="auto",
+            backend="openai",
+            error_type="UpstreamTimeoutError",
+        )
+        == 1
+    )
+    assert (
+        value(
+            s,
+            "gateway_fallbacks_total",
+            virtual_model="auto",
+            from_backend="local",
+            to_backend="openai",
+        )
+        == 1
+    )
     assert value(s, "gateway_retries_total", backend="local") == 2
     assert value(s, "gateway_circuit_state", backend="local") == 2
     assert value(s, "gateway_circuit_state", backend="openai") == 1
@@ -103,7 +154,9 @@ def test_team_label_only_when_enabled():
     one_request(m, team="red")
     one_request(m, team="blue")
     s = samples(m)
-    assert value(s, "gateway_cost_usd_total", virtual_model="auto", backend="local", team="red") == pytest.approx(0.001)
+    assert value(
+        s, "gateway_cost_usd_total", virtual_model="auto", backend="local", team="red"
+    ) == pytest.approx(0.001)
     m.team_label = False  # a reload turned it off: the series lose the label
     one_request(m, team="red")
     s = samples(m)
@@ -146,17 +199,35 @@ def test_multiprocess_metrics_add_up_across_real_processes(tmp_path):
     env = {**os.environ}
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
     procs = [
-        subprocess.run([sys.executable, "-c", WRITER, str(d), "3", "late"], env=env, capture_output=True, text=True),
-        subprocess.run([sys.executable, "-c", WRITER, str(d), "5", "early"], env=env, capture_output=True, text=True),
+        subprocess.run(
+            [sys.executable, "-c", WRITER, str(d), "3", "late"],
+            env=env,
+            capture_output=True,
+            text=True,
+        ),
+        subprocess.run(
+            [sys.executable, "-c", WRITER, str(d), "5", "early"],
+            env=env,
+            capture_output=True,
+            text=True,
+        ),
     ]
     for p in procs:
         assert p.returncode == 0, p.stderr
     assert len(list(d.glob("*.db"))) >= 2
     s = samples(GatewayMetrics(multiprocess_dir=str(d)))
-    labels = dict(virtual_model="auto", backend="local", route_reason="everyday", status_class="2xx", cache="miss")
+    labels = dict(
+        virtual_model="auto",
+        backend="local",
+        route_reason="everyday",
+        status_class="2xx",
+        cache="miss",
+    )
     assert value(s, "gateway_requests_total", **labels) == 8
     assert value(s, "gateway_prompt_tokens_total", virtual_model="auto", backend="local") == 80
-    assert value(s, "gateway_cost_usd_total", virtual_model="auto", backend="local") == pytest.approx(4.0)
+    assert value(
+        s, "gateway_cost_usd_total", virtual_model="auto", backend="local"
+    ) == pytest.approx(4.0)
     assert value(s, "gateway_cache_requests_total", result="hit") == 2
     assert value(s, "gateway_overhead_seconds_count") == 8
     assert value(s, "gateway_circuit_state", backend="local") == 2  # the worst any worker saw

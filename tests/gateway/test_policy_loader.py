@@ -49,7 +49,9 @@ def test_literal_secret_refused_then_warned():
 
 
 def test_unknown_key_names_path_and_line(tmp_path):
-    text = BASE.replace("  auto: {route: [local, gpt]}", "  auto:\n    route: [local, gpt]\n    rules_typo: []")
+    text = BASE.replace(
+        "  auto: {route: [local, gpt]}", "  auto:\n    route: [local, gpt]\n    rules_typo: []"
+    )
     p = tmp_path / "bad.yaml"
     p.write_text(text)
     with pytest.raises(PolicyError) as e:
@@ -69,7 +71,13 @@ def test_unknown_key_names_path_and_line(tmp_path):
         ("- a list\n", "YAML mapping"),
         ("backends: {a: 1\n", "not valid YAML"),
         (BASE + "models: {}\n", "duplicate key"),
-        (BASE.replace("auto: {route: [local, gpt]}", "auto: {rules: [{name: x, route: gpt, self_hosted_only: true}]}"), "self_hosted_only"),
+        (
+            BASE.replace(
+                "auto: {route: [local, gpt]}",
+                "auto: {rules: [{name: x, route: gpt, self_hosted_only: true}]}",
+            ),
+            "self_hosted_only",
+        ),
     ],
 )
 def test_invalid_policies(text, needle):
@@ -86,7 +94,9 @@ def test_unset_base_url_disables_backend():
         parse_policy(text, {})
 
 
-@pytest.mark.parametrize("name", ["default.yaml", "frontier-only-when-proven.yaml", "local-only.yaml"])
+@pytest.mark.parametrize(
+    "name", ["default.yaml", "frontier-only-when-proven.yaml", "local-only.yaml"]
+)
 def test_shipped_policies_load(name):
     from pathlib import Path
 
@@ -103,4 +113,6 @@ def test_published_json_schema_is_current():
     from gateway.config.schema import policy_json_schema
 
     published = Path(__file__).resolve().parents[2] / "policies" / "policy.schema.json"
-    assert published.read_text() == policy_json_schema(), "run: gateway schema --out policies/policy.schema.json"
+    assert published.read_text() == policy_json_schema(), (
+        "run: gateway schema --out policies/policy.schema.json"
+    )

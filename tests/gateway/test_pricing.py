@@ -40,7 +40,10 @@ def test_lookup_with_and_without_provider_prefix():
 
 def test_proprietary_prices_come_from_the_map():
     entry = model_map()["gpt-4o"]
-    assert resolve_pricing(backend()) == (entry["input_cost_per_token"], entry["output_cost_per_token"])
+    assert resolve_pricing(backend()) == (
+        entry["input_cost_per_token"],
+        entry["output_cost_per_token"],
+    )
     claude = backend(kind="litellm", model="anthropic/claude-sonnet-4-5", base_url=None)
     c = model_map()["claude-sonnet-4-5"]
     assert resolve_pricing(claude) == (c["input_cost_per_token"], c["output_cost_per_token"])
@@ -59,10 +62,19 @@ def test_explicit_per_mtok_pricing_overrides_the_map():
 
 def test_gpu_cost_model_for_self_hosted():
     # $3.60/h at 1000 generated tokens/s = $1e-6 per generated token; prompt tokens 10% of that
-    cfg = backend(model="qwen", self_hosted=True, pricing={"gpu_usd_per_hour": 3.6, "tokens_per_second": 1000})
+    cfg = backend(
+        model="qwen", self_hosted=True, pricing={"gpu_usd_per_hour": 3.6, "tokens_per_second": 1000}
+    )
     assert resolve_pricing(cfg) == pytest.approx((1e-7, 1e-6))
-    measured = backend(model="qwen", self_hosted=True,
-                       pricing={"gpu_usd_per_hour": 3.6, "tokens_per_second": 1000, "prompt_tokens_per_second": 20000})
+    measured = backend(
+        model="qwen",
+        self_hosted=True,
+        pricing={
+            "gpu_usd_per_hour": 3.6,
+            "tokens_per_second": 1000,
+            "prompt_tokens_per_second": 20000,
+        },
+    )
     assert resolve_pricing(measured) == pytest.approx((5e-8, 1e-6))
 
 
@@ -93,17 +105,30 @@ def test_policy_capabilities_override_the_map():
 
 
 def test_self_hosted_capabilities_are_the_policy_s_own():
-    cfg = backend(model="gpt-4o", self_hosted=True, capabilities={"context_window": 8192, "tools": True})
+    cfg = backend(
+        model="gpt-4o", self_hosted=True, capabilities={"context_window": 8192, "tools": True}
+    )
     caps = resolve_capabilities(cfg)
     assert caps.context_window == 8192 and caps.tools is True and caps.vision is None
-    priced = backend(model="local-llama", self_hosted=True, price_model="gpt-4o-mini", capabilities={"vision": False})
+    priced = backend(
+        model="local-llama",
+        self_hosted=True,
+        price_model="gpt-4o-mini",
+        capabilities={"vision": False},
+    )
     caps = resolve_capabilities(priced)
-    assert caps.vision is False and caps.context_window == model_map()["gpt-4o-mini"]["max_input_tokens"]
+    assert (
+        caps.vision is False
+        and caps.context_window == model_map()["gpt-4o-mini"]["max_input_tokens"]
+    )
 
 
 def test_reference_prices():
     e = model_map()["gpt-4o"]
-    assert reference_prices(SavingsConfig()) == (e["input_cost_per_token"], e["output_cost_per_token"])
+    assert reference_prices(SavingsConfig()) == (
+        e["input_cost_per_token"],
+        e["output_cost_per_token"],
+    )
     custom = SavingsConfig(reference_pricing={"input_usd_per_mtok": 10, "output_usd_per_mtok": 30})
     assert reference_prices(custom) == pytest.approx((1e-5, 3e-5))
     assert reference_prices(SavingsConfig(reference_model="nope-model")) == (0.0, 0.0)

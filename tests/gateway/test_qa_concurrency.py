@@ -37,8 +37,14 @@ def _request(i: int, rng: random.Random) -> tuple[str, dict, str | None]:
     if i % 10 == 3:
         return PATHS["embeddings"], {"model": "auto", "input": f"embed {i}"}, None
     if i % 10 == 7:
-        return PATHS["completions"], {"model": "auto", "prompt": f"complete {i}", "stream": stream}, f"echo: complete {i}"
-    text = "shared cached question" if i % 10 == 5 else f"question {i} " + "x" * rng.randrange(0, 200)
+        return (
+            PATHS["completions"],
+            {"model": "auto", "prompt": f"complete {i}", "stream": stream},
+            f"echo: complete {i}",
+        )
+    text = (
+        "shared cached question" if i % 10 == 5 else f"question {i} " + "x" * rng.randrange(0, 200)
+    )
     body = {"model": "auto", "messages": [{"role": "user", "content": text}], "stream": stream}
     if i % 10 == 5:
         body["temperature"] = 0
@@ -92,7 +98,10 @@ async def _one(client: httpx.AsyncClient, i: int, rng: random.Random) -> str:
 def test_200_concurrent_mixed_requests_with_faults(tmp_path):
     rng = random.Random(SEED)
     local_ctl = MockControl(models=["qwen-local", "embed-local"])
-    with running_mock_openai(local_ctl) as (local, _), running_mock_openai(MockControl(api_key=OPENAI_KEY)) as (oai, oai_ctl):
+    with (
+        running_mock_openai(local_ctl) as (local, _),
+        running_mock_openai(MockControl(api_key=OPENAI_KEY)) as (oai, oai_ctl),
+    ):
         # the self-hosted side fails often: 5xx (retried, then falls back), dropped connections,
         # streams broken after their first events (in-band error); the fallback fails sometimes too
         policy = write_policy(tmp_path / "p.yaml", local, oai, attempts=2)
@@ -114,13 +123,22 @@ def test_200_concurrent_mixed_requests_with_faults(tmp_path):
     assert len(outcomes) == N
     assert outcomes.count("ok") >= N * 0.8, {o: outcomes.count(o) for o in set(outcomes)}
     # every request is counted exactly once, whatever became of it
-    sent = metric_value(after, "gateway_requests_total") - metric_value(before, "gateway_requests_total")
+    sent = metric_value(after, "gateway_requests_total") - metric_value(
+        before, "gateway_requests_total"
+    )
     assert sent == N
-    counted = lambda cls: metric_value(after, "gateway_requests_total", status_class=cls) - metric_value(before, "gateway_requests_total", status_class=cls)  # noqa: E731
+
+    def counted(cls: str) -> float:
+        return metric_value(after, "gateway_requests_total", status_class=cls) - metric_value(
+            before, "gateway_requests_total", status_class=cls
+        )
+
     assert counted("2xx") == outcomes.count("ok")
     # a stream that broke after its first byte is the upstream's failure: 5xx, not a client's 4xx
     assert counted("5xx") == outcomes.count("error") + outcomes.count("stream_error")
     assert counted("4xx") == 0
-    stream_errors = metric_value(after, "gateway_stream_errors_total") - metric_value(before, "gateway_stream_errors_total")
+    stream_errors = metric_value(after, "gateway_stream_errors_total") - metric_value(
+        before, "gateway_stream_errors_total"
+    )
     assert stream_errors == outcomes.count("stream_error")
     assert metric_value(after, "gateway_retries_total") > 0

@@ -43,13 +43,17 @@ class SlowUpstream:
             with self.lock:
                 self.started += 1
             if not body.get("stream"):
-                for _ in range(STREAM_EVENTS):  # "generating"; aiohttp does not cancel handlers on close
+                for _ in range(
+                    STREAM_EVENTS
+                ):  # "generating"; aiohttp does not cancel handlers on close
                     await asyncio.sleep(EVENT_INTERVAL_S)
                     if request.transport is None or request.transport.is_closing():
                         with self.lock:
                             self.aborted += 1
                         return web.Response(status=499)
-                return web.json_response({"id": "x", "object": "chat.completion", "model": "m", "choices": []})
+                return web.json_response(
+                    {"id": "x", "object": "chat.completion", "model": "m", "choices": []}
+                )
             resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
             await resp.prepare(request)
             chunk = {"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "qwen-local",
@@ -77,7 +81,9 @@ class SlowUpstream:
 def slow_gateway(tmp_path_factory):
     upstream = SlowUpstream()
     with running(upstream.app()) as slow_url, running_mock_openai() as (oai, _):
-        policy = write_policy(tmp_path_factory.mktemp("disc") / "p.yaml", slow_url + "/v1", oai, cache=False)
+        policy = write_policy(
+            tmp_path_factory.mktemp("disc") / "p.yaml", slow_url + "/v1", oai, cache=False
+        )
         with running_gateway(policy, ENV) as (base, app):
             yield base, app, upstream
 
@@ -109,7 +115,9 @@ def upstream_connections(app) -> int:
     return asyncio.run_coroutine_threadsafe(count(), _gateway_loop(app)).result(timeout=5)
 
 
-def _raw_request(base: str, path: str, body: bytes, content_length: int | None = None) -> socket.socket:
+def _raw_request(
+    base: str, path: str, body: bytes, content_length: int | None = None
+) -> socket.socket:
     host, port = base.removeprefix("http://").split(":")
     s = socket.create_connection((host, int(port)), timeout=10)
     head = (
@@ -144,14 +152,18 @@ def _metrics(base: str) -> str:
 
 def test_disconnect_mid_stream_aborts_the_upstream(slow_gateway):
     base, app, upstream = slow_gateway
-    body = json.dumps({"model": "auto", "messages": [{"role": "user", "content": "go"}], "stream": True}).encode()
+    body = json.dumps(
+        {"model": "auto", "messages": [{"role": "user", "content": "go"}], "stream": True}
+    ).encode()
     # one full warm-up stream cut short, so the loop, pool and metric children exist
     warm = _raw_request(base, PATHS["chat"], body)
     _read_until(warm, b"tick")
     warm.close()
     _wait_for(lambda: upstream.aborted == 1)
     tasks_before = task_count(app)
-    disconnects_before = metric_value(_metrics(base), "gateway_errors_total", error_type="ClientDisconnected")
+    disconnects_before = metric_value(
+        _metrics(base), "gateway_errors_total", error_type="ClientDisconnected"
+    )
     started_before = upstream.started
     for i in range(10):
         s = _raw_request(base, PATHS["chat"], body)
@@ -163,9 +175,14 @@ def test_disconnect_mid_stream_aborts_the_upstream(slow_gateway):
         assert time.monotonic() - t0 < 5.0
     assert upstream.started == started_before + 10 and upstream.finished == 0
     _wait_for(lambda: task_count(app) <= tasks_before)
-    _wait_for(lambda: upstream_connections(app) == 0)  # an aborted stream's connection is closed, not pooled
+    _wait_for(
+        lambda: upstream_connections(app) == 0
+    )  # an aborted stream's connection is closed, not pooled
     text = _metrics(base)
-    assert metric_value(text, "gateway_errors_total", error_type="ClientDisconnected") == disconnects_before + 10
+    assert (
+        metric_value(text, "gateway_errors_total", error_type="ClientDisconnected")
+        == disconnects_before + 10
+    )
     assert metric_value(text, "gateway_requests_total", status_class="4xx", backend="local") >= 10
 
 
@@ -174,16 +191,29 @@ def test_disconnect_before_the_body_is_read(slow_gateway):
     httpx.get(base + "/health")
     tasks_before = task_count(app) if app.store.runtime.backends["local"]._loop else None  # noqa: SLF001
     started = upstream.started
-    before = metric_value(_metrics(base), "gateway_requests_total", backend="none", status_class="4xx")
+    before = metric_value(
+        _metrics(base), "gateway_requests_total", backend="none", status_class="4xx"
+    )
     for _ in range(10):
-        s = _raw_request(base, PATHS["chat"], b'{"model": "auto", "mess', content_length=5000)  # promises 5000 bytes
+        s = _raw_request(
+            base, PATHS["chat"], b'{"model": "auto", "mess', content_length=5000
+        )  # promises 5000 bytes
         time.sleep(0.02)
         s.close()
-    _wait_for(lambda: metric_value(_metrics(base), "gateway_requests_total", backend="none", status_class="4xx") == before + 10)
+    _wait_for(
+        lambda: (
+            metric_value(
+                _metrics(base), "gateway_requests_total", backend="none", status_class="4xx"
+            )
+            == before + 10
+        )
+    )
     assert upstream.started == started  # nothing reached the upstream
     assert httpx.get(base + "/health").status_code == 200
     if tasks_before is not None:
-        _wait_for(lambda: task_count(app) <= tasks_before)  # the half-read requests left no task behind
+        _wait_for(
+            lambda: task_count(app) <= tasks_before
+        )  # the half-read requests left no task behind
 
 
 def test_client_that_lies_about_content_length(slow_gateway):
@@ -192,7 +222,12 @@ def test_client_that_lies_about_content_length(slow_gateway):
     closed connection."""
     base, _, upstream = slow_gateway
     started = upstream.started
-    s = _raw_request(base, PATHS["chat"], b'{"model": "auto", "messages": [{"role": "user", "content": "x"}]}' + b"GARBAGE", content_length=10)
+    s = _raw_request(
+        base,
+        PATHS["chat"],
+        b'{"model": "auto", "messages": [{"role": "user", "content": "x"}]}' + b"GARBAGE",
+        content_length=10,
+    )
     data = _read_until(s, b"\r\n\r\n")
     assert data.startswith(b"HTTP/1.1 400"), data[:200]  # the first 10 bytes are not JSON
     s.close()

@@ -43,7 +43,9 @@ def gw(tmp_path_factory):
         running_mock_openai(MockControl(models=["qwen-local", "embed-local"])) as (local, _),
         running_mock_openai(MockControl(api_key=OPENAI_KEY, models=["gpt-4o"])) as (oai, _),
     ):
-        policy = write_policy(tmp_path_factory.mktemp("fuzz") / "p.yaml", local, oai, max_body=MAX_BODY)
+        policy = write_policy(
+            tmp_path_factory.mktemp("fuzz") / "p.yaml", local, oai, max_body=MAX_BODY
+        )
         with running_gateway(policy, ENV) as (base, app):
             with httpx.Client(base_url=base, timeout=20) as client:
                 yield client, app
@@ -60,7 +62,9 @@ scalars = st.one_of(
 )
 garbage = st.recursive(
     scalars,
-    lambda inner: st.one_of(st.lists(inner, max_size=4), st.dictionaries(st.text(max_size=8), inner, max_size=4)),
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=4), st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
     max_leaves=12,
 )
 
@@ -86,22 +90,47 @@ def maybe(valid: st.SearchStrategy, weight: int = 3) -> st.SearchStrategy:
 
 part = maybe(
     st.fixed_dictionaries(
-        {"type": maybe(st.sampled_from(["text", "text", "image_url", "input_image", "image", "input_audio"]))},
-        optional={"text": maybe(st.text(max_size=40), 1), "image_url": maybe(st.fixed_dictionaries({"url": st.text(max_size=30)}))},
+        {
+            "type": maybe(
+                st.sampled_from(
+                    ["text", "text", "image_url", "input_image", "image", "input_audio"]
+                )
+            )
+        },
+        optional={
+            "text": maybe(st.text(max_size=40), 1),
+            "image_url": maybe(st.fixed_dictionaries({"url": st.text(max_size=30)})),
+        },
     ),
 )
 tool_call = maybe(
     st.fixed_dictionaries(
         {"id": maybe(st.text(max_size=8)), "type": st.just("function")},
-        optional={"function": maybe(st.fixed_dictionaries({}, optional={"name": maybe(st.text(max_size=8), 1), "arguments": maybe(st.text(max_size=20), 1)}))},
+        optional={
+            "function": maybe(
+                st.fixed_dictionaries(
+                    {},
+                    optional={
+                        "name": maybe(st.text(max_size=8), 1),
+                        "arguments": maybe(st.text(max_size=20), 1),
+                    },
+                )
+            )
+        },
     ),
 )
 message = maybe(
     weight=8,
     valid=st.fixed_dictionaries(
-        {"role": maybe(st.sampled_from(["system", "developer", "user", "assistant", "tool", "function"]), 6)},
+        {
+            "role": maybe(
+                st.sampled_from(["system", "developer", "user", "assistant", "tool", "function"]), 6
+            )
+        },
         optional={
-            "content": maybe(st.one_of(st.text(max_size=60), st.lists(part, min_size=1, max_size=4))),
+            "content": maybe(
+                st.one_of(st.text(max_size=60), st.lists(part, min_size=1, max_size=4))
+            ),
             "tool_calls": maybe(st.lists(tool_call, min_size=1, max_size=3)),
             "name": garbage,
             "tool_call_id": garbage,
@@ -109,20 +138,45 @@ message = maybe(
     ),
 )
 tool = maybe(
-    st.fixed_dictionaries({"type": st.just("function"), "function": maybe(st.fixed_dictionaries({"name": st.text(max_size=8)}, optional={"parameters": garbage}))}),
+    st.fixed_dictionaries(
+        {
+            "type": st.just("function"),
+            "function": maybe(
+                st.fixed_dictionaries(
+                    {"name": st.text(max_size=8)}, optional={"parameters": garbage}
+                )
+            ),
+        }
+    ),
 )
 model = maybe(st.sampled_from(["auto"] * 8 + ["no-such-model"]), 8)
-number = maybe(st.one_of(st.integers(min_value=0, max_value=1), st.floats(min_value=0, max_value=1), st.floats(-1, 3)), 8)
+number = maybe(
+    st.one_of(
+        st.integers(min_value=0, max_value=1), st.floats(min_value=0, max_value=1), st.floats(-1, 3)
+    ),
+    8,
+)
 common = {
     "temperature": number,
     "top_p": number,
-    "max_tokens": maybe(st.one_of(st.integers(min_value=-1, max_value=64), st.integers(min_value=0, max_value=2**64 - 1)), 8),
+    "max_tokens": maybe(
+        st.one_of(
+            st.integers(min_value=-1, max_value=64), st.integers(min_value=0, max_value=2**64 - 1)
+        ),
+        8,
+    ),
     "n": maybe(st.integers(min_value=0, max_value=3), 8),
     "seed": maybe(st.integers()),
     "stream": maybe(st.booleans(), 8),
     "stream_options": maybe(st.fixed_dictionaries({"include_usage": maybe(st.booleans())}), 8),
     "user": garbage,
-    "metadata": maybe(st.dictionaries(st.sampled_from(["tier", "x"]), st.one_of(st.sampled_from(["gold", "silver"]), garbage), max_size=2)),
+    "metadata": maybe(
+        st.dictionaries(
+            st.sampled_from(["tier", "x"]),
+            st.one_of(st.sampled_from(["gold", "silver"]), garbage),
+            max_size=2,
+        )
+    ),
     "stop": garbage,
     "logit_bias": garbage,
     "extra_field": garbage,
@@ -134,21 +188,50 @@ chat_everything = st.fixed_dictionaries(
         "tools": maybe(st.lists(tool, max_size=3), 8),
         "tool_choice": garbage,
         "functions": garbage,
-        "response_format": maybe(st.fixed_dictionaries({"type": maybe(st.sampled_from(["text", "json_object", "json_schema"]), 8)}, optional={"json_schema": garbage}), 8),
+        "response_format": maybe(
+            st.fixed_dictionaries(
+                {"type": maybe(st.sampled_from(["text", "json_object", "json_schema"]), 8)},
+                optional={"json_schema": garbage},
+            ),
+            8,
+        ),
         "max_completion_tokens": maybe(st.integers(min_value=0, max_value=10), 8),
     },
 )
 # Only the messages are hostile: most examples get past the top-level checks to routing.
-chat_messages = st.fixed_dictionaries({"model": st.just("auto"), "messages": st.lists(message, min_size=1, max_size=4)}, optional={"stream": st.booleans()})
+chat_messages = st.fixed_dictionaries(
+    {"model": st.just("auto"), "messages": st.lists(message, min_size=1, max_size=4)},
+    optional={"stream": st.booleans()},
+)
 chat_body = st.one_of(chat_everything, chat_messages)
 completions_body = st.fixed_dictionaries(
-    {"model": model, "prompt": maybe(st.one_of(st.text(max_size=60), st.lists(st.one_of(st.text(max_size=10), st.integers(0, 50_000)), max_size=5)))},
+    {
+        "model": model,
+        "prompt": maybe(
+            st.one_of(
+                st.text(max_size=60),
+                st.lists(st.one_of(st.text(max_size=10), st.integers(0, 50_000)), max_size=5),
+            )
+        ),
+    },
     optional=common,
 )
 embeddings_body = st.fixed_dictionaries(
-    {"model": model, "input": maybe(st.one_of(st.text(min_size=1, max_size=60), st.lists(st.text(max_size=10), min_size=1, max_size=4)))},
+    {
+        "model": model,
+        "input": maybe(
+            st.one_of(
+                st.text(min_size=1, max_size=60),
+                st.lists(st.text(max_size=10), min_size=1, max_size=4),
+            )
+        ),
+    },
     # dimensions: never a huge int, which the mock upstream would try to allocate (the gateway passes it on)
-    optional={"encoding_format": garbage, "dimensions": st.one_of(st.integers(1, 16), st.text(max_size=4), st.none()), "user": garbage},
+    optional={
+        "encoding_format": garbage,
+        "dimensions": st.one_of(st.integers(1, 16), st.text(max_size=4), st.none()),
+        "user": garbage,
+    },
 )
 
 
@@ -182,7 +265,8 @@ def encode(body: object, how: str) -> bytes:
         return b'"just a string"'
     if raw.endswith(b"}") and len(raw) > 2:
         extra = {
-            "deep_field": b'"nest": ' + _deep(300),  # parses (orjson reads 1024 levels), cannot be re-encoded
+            "deep_field": b'"nest": '
+            + _deep(300),  # parses (orjson reads 1024 levels), cannot be re-encoded
             "very_deep_field": b'"nest": ' + _deep(2000),
             "nan_field": b'"temperature": NaN, "top_p": -Infinity',
             "huge_int_field": b'"max_tokens": 340282366920938463463374607431768211456, "seed": -99999999999999999999',
@@ -199,10 +283,14 @@ def encode(body: object, how: str) -> bytes:
 headers = st.fixed_dictionaries(
     {},
     optional={
-        "content-type": st.sampled_from(["application/json", "text/plain", "application/json; charset=latin-1", ""]),
+        "content-type": st.sampled_from(
+            ["application/json", "text/plain", "application/json; charset=latin-1", ""]
+        ),
         "x-data-classification": st.sampled_from(["confidential", "public"]),
         "cache-control": st.sampled_from(["no-cache", "no-store", "max-age=0, no-cache", ",,,="]),
-        "x-request-id": st.text(alphabet=st.characters(min_codepoint=0x21, max_codepoint=0x7E), max_size=40),
+        "x-request-id": st.text(
+            alphabet=st.characters(min_codepoint=0x21, max_codepoint=0x7E), max_size=40
+        ),
     },
 )
 
@@ -253,7 +341,10 @@ def test_still_healthy_after_fuzzing(gw):
     client, app = gw
     assert client.get("/health").json() == {"status": "ok"}
     r = client.post(PATHS["chat"], json=valid_chat("after the storm"), headers=AUTH)
-    assert r.status_code == 200 and r.json()["choices"][0]["message"]["content"] == "echo: after the storm"
+    assert (
+        r.status_code == 200
+        and r.json()["choices"][0]["message"]["content"] == "echo: after the storm"
+    )
     r = client.post(PATHS["embeddings"], json={"model": "auto", "input": "x"}, headers=AUTH)
     assert r.status_code == 200 and r.json()["data"], r.text
     assert all(b.state == "closed" for b in app.store.runtime.breakers.values())
@@ -274,12 +365,27 @@ def test_deeply_nested_body_is_a_400_not_a_500(gw):
 @pytest.mark.parametrize(
     ("messages", "param"),
     [
-        ([{"role": "user", "content": [{"type": "text", "text": 5}]}], "messages[0].content[0].text"),
+        (
+            [{"role": "user", "content": [{"type": "text", "text": 5}]}],
+            "messages[0].content[0].text",
+        ),
         ([{"role": "user", "content": ["just a string part"]}], "messages[0].content[0]"),
         ([{"role": "user", "content": [{"text": "no type"}]}], "messages[0].content[0]"),
         ([{"role": "assistant", "content": "x", "tool_calls": 5}], "messages[0].tool_calls"),
-        ([{"role": "assistant", "content": "x", "tool_calls": [{"function": {"name": 1}}]}], "messages[0].tool_calls[0].function.name"),
-        ([{"role": "assistant", "content": "x", "tool_calls": [{"function": {"name": "f", "arguments": {"a": 1}}}]}], "messages[0].tool_calls[0].function.arguments"),
+        (
+            [{"role": "assistant", "content": "x", "tool_calls": [{"function": {"name": 1}}]}],
+            "messages[0].tool_calls[0].function.name",
+        ),
+        (
+            [
+                {
+                    "role": "assistant",
+                    "content": "x",
+                    "tool_calls": [{"function": {"name": "f", "arguments": {"a": 1}}}],
+                }
+            ],
+            "messages[0].tool_calls[0].function.arguments",
+        ),
         ([{"role": "assistant", "content": "x", "tool_calls": ["f"]}], "messages[0].tool_calls[0]"),
     ],
 )

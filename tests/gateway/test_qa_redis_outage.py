@@ -23,7 +23,9 @@ from tests.gateway.redis_harness import PrivateRedis
 from tests.support.mock_openai import running_mock_openai
 
 RECOVERY_LIMIT_S = 25.0  # the guard's backoff doubles from 0.5 s up to 15 s while Redis is down
-FAST_WHILE_DOWN_S = 1.0  # a dead Redis must cost a request little (500 ms command timeout, then skipped)
+FAST_WHILE_DOWN_S = (
+    1.0  # a dead Redis must cost a request little (500 ms command timeout, then skipped)
+)
 
 
 @pytest.fixture
@@ -45,7 +47,9 @@ def ask(client: OpenAI, text: str):
 
 def test_redis_dies_and_comes_back(private_redis, tmp_path):
     with running_mock_openai() as (local, local_ctl), running_mock_openai() as (oai, _):
-        policy = write_policy(tmp_path / "p.yaml", local, oai, redis_url=private_redis.url, key_rpm=100_000)
+        policy = write_policy(
+            tmp_path / "p.yaml", local, oai, redis_url=private_redis.url, key_rpm=100_000
+        )
         with running_gateway(policy, ENV) as (base, _app):
             client = OpenAI(base_url=base + "/v1", api_key=CLIENT_KEY, max_retries=0)
             metrics = lambda: httpx.get(base + "/metrics").text  # noqa: E731
@@ -74,12 +78,23 @@ def test_redis_dies_and_comes_back(private_redis, tmp_path):
             assert statistics.median(took) < FAST_WHILE_DOWN_S, took
             # once Redis is known to be down, the header says so: no lookup happened
             assert seen[-10:] == ["bypass"] * 10
-            assert ask(client, q)[1] == f"echo: {q}"  # the cached answer is out of reach: served fresh
+            assert (
+                ask(client, q)[1] == f"echo: {q}"
+            )  # the cached answer is out of reach: served fresh
             assert len(local_ctl.requests) == upstream_before + 21
             m1 = metrics()
-            assert metric_value(m1, "gateway_cache_requests_total", result="error") >= metric_value(m0, "gateway_cache_requests_total", result="error") + 21
-            assert metric_value(m1, "gateway_state_errors_total") >= metric_value(m0, "gateway_state_errors_total") + 21
-            assert metric_value(m1, "gateway_requests_total", status_class="2xx") == metric_value(m0, "gateway_requests_total", status_class="2xx") + 21
+            assert (
+                metric_value(m1, "gateway_cache_requests_total", result="error")
+                >= metric_value(m0, "gateway_cache_requests_total", result="error") + 21
+            )
+            assert (
+                metric_value(m1, "gateway_state_errors_total")
+                >= metric_value(m0, "gateway_state_errors_total") + 21
+            )
+            assert (
+                metric_value(m1, "gateway_requests_total", status_class="2xx")
+                == metric_value(m0, "gateway_requests_total", status_class="2xx") + 21
+            )
 
             # Redis comes back on the same address: the cache works again by itself
             private_redis.start()
@@ -104,19 +119,30 @@ def test_redis_dies_and_comes_back(private_redis, tmp_path):
             errors_after = metric_value(metrics(), "gateway_cache_requests_total", result="error")
             q3 = f"steady {uuid.uuid4().hex}"
             assert [ask(client, q3)[0] for _ in range(3)] == ["miss", "hit", "hit"]
-            assert metric_value(metrics(), "gateway_cache_requests_total", result="error") == errors_after
+            assert (
+                metric_value(metrics(), "gateway_cache_requests_total", result="error")
+                == errors_after
+            )
 
 
 def test_streaming_survives_a_dead_redis(private_redis, tmp_path):
     with running_mock_openai() as (local, _), running_mock_openai() as (oai, _):
-        policy = write_policy(tmp_path / "p.yaml", local, oai, redis_url=private_redis.url, key_rpm=100_000)
+        policy = write_policy(
+            tmp_path / "p.yaml", local, oai, redis_url=private_redis.url, key_rpm=100_000
+        )
         with running_gateway(policy, ENV) as (base, _app):
             client = OpenAI(base_url=base + "/v1", api_key=CLIENT_KEY, max_retries=0)
             private_redis.stop()
             for i in range(5):
                 chunks = list(
                     client.chat.completions.create(
-                        model="auto", messages=[{"role": "user", "content": f"s {i}"}], temperature=0, stream=True
+                        model="auto",
+                        messages=[{"role": "user", "content": f"s {i}"}],
+                        temperature=0,
+                        stream=True,
                     )
                 )
-                assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == f"echo: s {i}"
+                assert (
+                    "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+                    == f"echo: s {i}"
+                )

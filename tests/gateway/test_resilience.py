@@ -31,7 +31,9 @@ class Clock:
 
 def breaker(threshold: int = 3, cooldown: float = 10.0) -> tuple[CircuitBreaker, Clock]:
     clock = Clock()
-    return CircuitBreaker(CircuitBreakerConfig(failure_threshold=threshold, cooldown_s=cooldown), clock=clock), clock
+    return CircuitBreaker(
+        CircuitBreakerConfig(failure_threshold=threshold, cooldown_s=cooldown), clock=clock
+    ), clock
 
 
 # ---------------------------------------------------------------- circuit breaker
@@ -102,7 +104,12 @@ def test_a_lost_probe_does_not_wedge_the_breaker():
 
 
 def cfg(**kw) -> RetryConfig:
-    base = {"max_attempts": 4, "backoff_base_s": 0.1, "backoff_max_s": 1.0, "max_retry_after_s": 5.0}
+    base = {
+        "max_attempts": 4,
+        "backoff_base_s": 0.1,
+        "backoff_max_s": 1.0,
+        "max_retry_after_s": 5.0,
+    }
     return RetryConfig(**(base | kw))
 
 
@@ -114,7 +121,9 @@ class MaxRng(random.Random):
 def test_backoff_is_exponential_capped_and_fully_jittered():
     c = cfg()
     top = MaxRng()
-    assert [backoff_delay(a, c, rng=top) for a in range(6)] == pytest.approx([0.1, 0.2, 0.4, 0.8, 1.0, 1.0])
+    assert [backoff_delay(a, c, rng=top) for a in range(6)] == pytest.approx(
+        [0.1, 0.2, 0.4, 0.8, 1.0, 1.0]
+    )
     rng = random.Random(7)
     draws = [backoff_delay(3, c, rng=rng) for _ in range(500)]
     assert all(0.0 <= d <= 0.8 for d in draws)
@@ -165,7 +174,14 @@ def e503() -> UpstreamError:
 async def test_retries_retryable_errors_then_succeeds():
     fn, sleeps, seen = Script(e503(), UpstreamTimeoutError("slow")), Sleeps(), []
     b, _ = breaker(threshold=5)
-    out = await call_with_retries(fn, cfg(), b, on_retry=lambda a, e: seen.append((a, type(e).__name__)), sleep=sleeps, rng=MaxRng())
+    out = await call_with_retries(
+        fn,
+        cfg(),
+        b,
+        on_retry=lambda a, e: seen.append((a, type(e).__name__)),
+        sleep=sleeps,
+        rng=MaxRng(),
+    )
     assert out == "ok" and fn.calls == 3
     assert sleeps.waits == pytest.approx([0.1, 0.2])
     assert seen == [(1, "UpstreamUnavailableError"), (2, "UpstreamTimeoutError")]

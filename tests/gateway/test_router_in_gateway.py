@@ -27,15 +27,27 @@ def test_broken_artefact_falls_back_to_the_heuristic_and_is_counted(tmp_path):
         policy.write_text(POLICY.format(local=url, artifact=tmp_path / "no-such-router"))
         with running_gateway(policy, {}) as (base, _app):
             c = OpenAI(base_url=base + "/v1", api_key="x", max_retries=0)
-            easy = c.chat.completions.with_raw_response.create(model="auto", messages=[{"role": "user", "content": "hi"}])
+            easy = c.chat.completions.with_raw_response.create(
+                model="auto", messages=[{"role": "user", "content": "hi"}]
+            )
             hard = c.chat.completions.with_raw_response.create(
                 model="auto",
-                messages=[{"role": "user", "content": "Prove rigorously, step by step, that sqrt(2) is irrational. " * 20}],
+                messages=[
+                    {
+                        "role": "user",
+                        "content": "Prove rigorously, step by step, that sqrt(2) is irrational. "
+                        * 20,
+                    }
+                ],
             )
             assert easy.headers["x-gateway-route-reason"] == "everyday"
-            assert hard.headers["x-gateway-route-reason"] == "hard"  # the heuristic still ranks it hard
+            assert (
+                hard.headers["x-gateway-route-reason"] == "hard"
+            )  # the heuristic still ranks it hard
             metrics = httpx.get(base + "/metrics").text
-            line = next(x for x in metrics.splitlines() if x.startswith("gateway_router_failures_total "))
+            line = next(
+                x for x in metrics.splitlines() if x.startswith("gateway_router_failures_total ")
+            )
             assert float(line.split()[1]) >= 2
 
 
@@ -45,8 +57,12 @@ def test_shipped_router_scores_in_the_request_path(tmp_path):
         policy.write_text(POLICY.format(local=url, artifact="builtin"))
         with running_gateway(policy, {}) as (base, _app):
             c = OpenAI(base_url=base + "/v1", api_key="x", max_retries=0)
-            r = c.chat.completions.with_raw_response.create(model="auto", messages=[{"role": "user", "content": "hi"}])
+            r = c.chat.completions.with_raw_response.create(
+                model="auto", messages=[{"role": "user", "content": "hi"}]
+            )
             assert r.headers["x-gateway-route-reason"] in ("hard", "everyday")
             metrics = httpx.get(base + "/metrics").text
-            line = next(x for x in metrics.splitlines() if x.startswith("gateway_router_failures_total "))
+            line = next(
+                x for x in metrics.splitlines() if x.startswith("gateway_router_failures_total ")
+            )
             assert float(line.split()[1]) == 0

@@ -83,7 +83,9 @@ def test_context_window_rule_and_builtin_check(model):
 
 def test_difficulty_threshold_and_team(model):
     assert route(feat(difficulty=0.9, difficulty_threshold=0.8), model, views()).reason == "hard"
-    assert route(feat(difficulty=0.7, difficulty_threshold=0.8), model, views()).reason == "everyday"
+    assert (
+        route(feat(difficulty=0.7, difficulty_threshold=0.8), model, views()).reason == "everyday"
+    )
     d = route(feat(difficulty=0.6, team="research"), model, views())
     assert d.reason == "research" and d.candidates == ("claude", "gpt")
     # no score computed: difficulty rules never match
@@ -91,8 +93,15 @@ def test_difficulty_threshold_and_team(model):
 
 
 def test_prompt_tokens_and_stream_conditions(model):
-    assert route(feat(prompt_tokens=2000, exact_tokens={"local": 10}), model, views()).reason == "big"
-    assert route(feat(prompt_tokens=2000, stream=True, exact_tokens={"local": 10}), model, views()).reason == "everyday"
+    assert (
+        route(feat(prompt_tokens=2000, exact_tokens={"local": 10}), model, views()).reason == "big"
+    )
+    assert (
+        route(
+            feat(prompt_tokens=2000, stream=True, exact_tokens={"local": 10}), model, views()
+        ).reason
+        == "everyday"
+    )
 
 
 @pytest.mark.parametrize(
@@ -143,7 +152,11 @@ def test_tools_and_json_schema_capabilities(model):
 def test_embeddings_route_and_data_rules(model):
     f = extract_features("embeddings", {"model": "auto", "input": "hi"})
     assert route(f, model, views()).candidates == ("emb",)
-    f = extract_features("embeddings", {"model": "auto", "input": "hi"}, headers={"x-data-classification": "confidential"})
+    f = extract_features(
+        "embeddings",
+        {"model": "auto", "input": "hi"},
+        headers={"x-data-classification": "confidential"},
+    )
     with pytest.raises(NoBackendError):
         route(f, model, views())
 
@@ -151,7 +164,15 @@ def test_embeddings_route_and_data_rules(model):
 def test_extract_features():
     body = {
         "model": "auto",
-        "messages": [{"role": "user", "content": [{"type": "text", "text": "x" * 350}, {"type": "image_url", "image_url": {"url": "data:"}}]}],
+        "messages": [
+            {
+                "role": "user",
+                "content": [
+                    {"type": "text", "text": "x" * 350},
+                    {"type": "image_url", "image_url": {"url": "data:"}},
+                ],
+            }
+        ],
         "tools": [{"type": "function", "function": {"name": "f"}}],
         "response_format": {"type": "json_schema", "json_schema": {"name": "s", "schema": {}}},
         "max_completion_tokens": 50,

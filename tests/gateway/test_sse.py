@@ -17,8 +17,12 @@ TEXT_ANSWER = {
     "model": "qwen2.5-0.5b",
     "system_fingerprint": "fp_1",
     "choices": [
-        {"index": 0, "message": {"role": "assistant", "content": "Hello there!", "refusal": None},
-         "logprobs": None, "finish_reason": "stop"}
+        {
+            "index": 0,
+            "message": {"role": "assistant", "content": "Hello there!", "refusal": None},
+            "logprobs": None,
+            "finish_reason": "stop",
+        }
     ],
     "usage": USAGE,
 }
@@ -36,8 +40,16 @@ TOOL_ANSWER = {
                 "content": None,
                 "refusal": None,
                 "tool_calls": [
-                    {"id": "call_a", "type": "function", "function": {"name": "get_weather", "arguments": '{"city":"Paris"}'}},
-                    {"id": "call_b", "type": "function", "function": {"name": "get_time", "arguments": '{"tz":"CET"}'}},
+                    {
+                        "id": "call_a",
+                        "type": "function",
+                        "function": {"name": "get_weather", "arguments": '{"city":"Paris"}'},
+                    },
+                    {
+                        "id": "call_b",
+                        "type": "function",
+                        "function": {"name": "get_time", "arguments": '{"tz":"CET"}'},
+                    },
                 ],
             },
             "logprobs": None,
@@ -82,14 +94,21 @@ def test_include_usage_adds_a_final_usage_chunk():
     chunks = payloads(completion_to_sse(orjson.dumps(TEXT_ANSWER), include_usage=True))
     assert chunks[-1]["choices"] == [] and chunks[-1]["usage"] == USAGE
     assert all(c["usage"] is None for c in chunks[:-1])
-    assert sdk_accumulate(completion_to_sse(orjson.dumps(TEXT_ANSWER), True)).usage.total_tokens == 19
+    assert (
+        sdk_accumulate(completion_to_sse(orjson.dumps(TEXT_ANSWER), True)).usage.total_tokens == 19
+    )
 
 
 def test_tool_calls_replay_with_ids_names_and_arguments():
     events = completion_to_sse(orjson.dumps(TOOL_ANSWER), include_usage=False)
     deltas = [c["choices"][0]["delta"] for c in payloads(events)]
-    firsts = [d["tool_calls"][0] for d in deltas if "tool_calls" in d and "id" in d["tool_calls"][0]]
-    assert [(t["index"], t["id"], t["function"]["name"]) for t in firsts] == [(0, "call_a", "get_weather"), (1, "call_b", "get_time")]
+    firsts = [
+        d["tool_calls"][0] for d in deltas if "tool_calls" in d and "id" in d["tool_calls"][0]
+    ]
+    assert [(t["index"], t["id"], t["function"]["name"]) for t in firsts] == [
+        (0, "call_a", "get_weather"),
+        (1, "call_b", "get_time"),
+    ]
     msg = sdk_accumulate(events).choices[0].message
     assert [(t.id, t.function.name, t.function.arguments) for t in msg.tool_calls] == [
         ("call_a", "get_weather", '{"city":"Paris"}'),
@@ -113,8 +132,15 @@ def test_whole_to_stream_to_whole_round_trip(answer, include_usage):
 
 
 def chunk(delta=None, finish=None, index=0, **extra):
-    c = {"id": "chatcmpl-9", "object": "chat.completion.chunk", "created": 5, "model": "m",
-         "choices": [{"index": index, "delta": delta or {}, "logprobs": None, "finish_reason": finish}]}
+    c = {
+        "id": "chatcmpl-9",
+        "object": "chat.completion.chunk",
+        "created": 5,
+        "model": "m",
+        "choices": [
+            {"index": index, "delta": delta or {}, "logprobs": None, "finish_reason": finish}
+        ],
+    }
     c.update(extra)
     return b"data: " + orjson.dumps(c) + b"\n\n"
 
@@ -124,12 +150,24 @@ def test_assembler_merges_a_real_shaped_stream():
         chunk({"role": "assistant", "content": ""}),
         chunk({"content": "The "}),
         chunk({"content": "answer"}),
-        chunk({"tool_calls": [{"index": 0, "id": "call_1", "type": "function", "function": {"name": "lookup", "arguments": ""}}]}),
+        chunk(
+            {
+                "tool_calls": [
+                    {
+                        "index": 0,
+                        "id": "call_1",
+                        "type": "function",
+                        "function": {"name": "lookup", "arguments": ""},
+                    }
+                ]
+            }
+        ),
         chunk({"tool_calls": [{"index": 0, "function": {"arguments": '{"q":'}}]}),
         chunk({"tool_calls": [{"index": 0, "function": {"arguments": '"x"}'}}]}),
         chunk({}, finish="tool_calls"),
         b'data: {"id":"chatcmpl-9","object":"chat.completion.chunk","created":5,"model":"m","choices":[],"usage":'
-        + orjson.dumps(USAGE) + b"}\n\n",
+        + orjson.dumps(USAGE)
+        + b"}\n\n",
         b"data: [DONE]\n\n",
     ]
     asm = StreamAssembler()
@@ -148,11 +186,19 @@ def test_assembler_merges_a_real_shaped_stream():
 
 def test_assembler_keeps_choices_apart():
     asm = StreamAssembler()
-    for e in [chunk({"content": "a"}, index=0), chunk({"content": "b"}, index=1),
-              chunk({"content": "c"}, index=0), chunk({}, "stop", index=1), chunk({}, "length", index=0)]:
+    for e in [
+        chunk({"content": "a"}, index=0),
+        chunk({"content": "b"}, index=1),
+        chunk({"content": "c"}, index=0),
+        chunk({}, "stop", index=1),
+        chunk({}, "length", index=0),
+    ]:
         asm.feed(e)
     doc = orjson.loads(asm.result())
-    assert [(c["message"]["content"], c["finish_reason"]) for c in doc["choices"]] == [("ac", "length"), ("b", "stop")]
+    assert [(c["message"]["content"], c["finish_reason"]) for c in doc["choices"]] == [
+        ("ac", "length"),
+        ("b", "stop"),
+    ]
 
 
 @pytest.mark.parametrize(
@@ -181,7 +227,10 @@ def test_assembler_ignores_comments_and_keepalives():
 
 def test_text_completion_round_trip():
     answer = {
-        "id": "cmpl-1", "object": "text_completion", "created": 3, "model": "m",
+        "id": "cmpl-1",
+        "object": "text_completion",
+        "created": 3,
+        "model": "m",
         "choices": [{"index": 0, "text": "four", "logprobs": None, "finish_reason": "length"}],
         "usage": USAGE,
     }

@@ -70,7 +70,9 @@ def test_sliding_window_weights_the_previous_window():
     # 5 + 10*(1-(30+t)/60) <= 9  ->  t >= 6
     assert r.retry_after_s == pytest.approx(6.0)
     r = sliding_window(10, 60, 59.0, current=10, previous=0)
-    assert not r.allowed and r.retry_after_s == pytest.approx(1.0 + 6.0)  # window end, then 10*(1-t/60) <= 9
+    assert not r.allowed and r.retry_after_s == pytest.approx(
+        1.0 + 6.0
+    )  # window end, then 10*(1-t/60) <= 9
 
 
 # ---------------------------------------------------------------- both stores
@@ -142,9 +144,13 @@ async def test_redis_spend_key_expires_after_its_period(ns):
 async def test_replicas_share_limits_atomically(ns):
     replicas = [RedisState(SHARED_URL, namespace=ns) for _ in range(2)]
     try:
-        hits = await asyncio.gather(*[replicas[i % 2].hit_rate_limit("team:red", 20, 60) for i in range(60)])
+        hits = await asyncio.gather(
+            *[replicas[i % 2].hit_rate_limit("team:red", 20, 60) for i in range(60)]
+        )
         assert sum(r.allowed for r in hits) == 20
-        await asyncio.gather(*[replicas[i % 2].incr_spend("team:red", 0.1, "month") for i in range(30)])
+        await asyncio.gather(
+            *[replicas[i % 2].incr_spend("team:red", 0.1, "month") for i in range(30)]
+        )
         assert await replicas[0].get_spend("team:red", "month") == pytest.approx(3.0)
         assert await replicas[1].get_spend("team:red", "month") == pytest.approx(3.0)
     finally:
@@ -159,7 +165,9 @@ async def test_unreachable_redis_fails_open_and_counts():
         t = time.perf_counter()
         r = await state.hit_rate_limit("k", 1, 60)
         assert r.allowed and r.remaining == 1
-        assert await state.incr_spend("team:red", 2.0, "day") == pytest.approx(2.0)  # last known + this
+        assert await state.incr_spend("team:red", 2.0, "day") == pytest.approx(
+            2.0
+        )  # last known + this
         assert await state.get_spend("team:red", "day") == pytest.approx(2.0)
         assert time.perf_counter() - t < 2.0  # fails fast: no connect storm, no hang
         assert errors.n == 3
@@ -171,7 +179,9 @@ async def test_state_survives_redis_dying_and_reconnects():
     server = PrivateRedis()
     server.start()
     errors = Errors()
-    state = RedisState(server.url, guard=RedisGuard("test state", errors, backoff_s=0.05, max_backoff_s=0.1))
+    state = RedisState(
+        server.url, guard=RedisGuard("test state", errors, backoff_s=0.05, max_backoff_s=0.1)
+    )
     try:
         assert await state.incr_spend("team:red", 1.0, "day") == pytest.approx(1.0)
         assert (await state.hit_rate_limit("k", 1, 60)).allowed  # the first hit counts
@@ -205,6 +215,11 @@ def test_public_surface():
     import gateway.state
 
     assert set(gateway.state.__all__) == {
-        "MemoryState", "RateLimitResult", "RedisState", "SharedState", "build_state", "period_bounds",
+        "MemoryState",
+        "RateLimitResult",
+        "RedisState",
+        "SharedState",
+        "build_state",
+        "period_bounds",
     }
     assert all(hasattr(gateway.state, n) for n in gateway.state.__all__)

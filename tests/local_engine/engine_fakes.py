@@ -22,7 +22,9 @@ def train_tokenizer() -> Tokenizer:
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=320, special_tokens=[EOS], show_progress=False,
+        vocab_size=320,
+        special_tokens=[EOS],
+        show_progress=False,
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
     )
     tok.train_from_iterator(CORPUS, trainer)
@@ -37,15 +39,24 @@ class FakeSample:
 
 
 class PagedFakeRunner:
-    def __init__(self, num_kv_blocks: int, block_size: int, vocab_size: int, max_model_len: int = 512,
-                 eos_token_ids: set[int] | None = None, scripts: dict[str, list[int]] | None = None) -> None:
+    def __init__(
+        self,
+        num_kv_blocks: int,
+        block_size: int,
+        vocab_size: int,
+        max_model_len: int = 512,
+        eos_token_ids: set[int] | None = None,
+        scripts: dict[str, list[int]] | None = None,
+    ) -> None:
         self.num_kv_blocks = num_kv_blocks
         self.block_size = block_size
         self.vocab_size = vocab_size
         self.max_model_len = max_model_len
         self.eos_token_ids = eos_token_ids or set()
         self.scripts = scripts or {}
-        self.cache: list[list[tuple[int, int] | None]] = [[None] * block_size for _ in range(num_kv_blocks)]
+        self.cache: list[list[tuple[int, int] | None]] = [
+            [None] * block_size for _ in range(num_kv_blocks)
+        ]
         self.batches: list[list[int]] = []  # num_new_tokens of every call
 
     def _slot(self, seq: Sequence, pos: int) -> tuple[int, int]:
@@ -53,7 +64,9 @@ class PagedFakeRunner:
 
     def execute(self, seqs: list[Sequence], num_new_tokens: list[int]) -> list[FakeSample | None]:
         self.batches.append(list(num_new_tokens))
-        for seq, n in zip(seqs, num_new_tokens, strict=True):  # write K/V first, like the real runner
+        for seq, n in zip(
+            seqs, num_new_tokens, strict=True
+        ):  # write K/V first, like the real runner
             start = seq.num_computed_tokens
             assert 0 < n and start + n <= seq.num_tokens
             assert len(seq.block_table) * self.block_size >= start + n
@@ -67,9 +80,13 @@ class PagedFakeRunner:
         if end < seq.num_tokens:
             return None
         context = [self.cache[b][o] for b, o in (self._slot(seq, p) for p in range(end))]
-        assert context == [(t, p) for p, t in enumerate(seq.token_ids)], "KV cache holds wrong tokens"
+        assert context == [(t, p) for p, t in enumerate(seq.token_ids)], (
+            "KV cache holds wrong tokens"
+        )
         script = self.scripts.get(seq.request_id)
         if script is not None:
-            return FakeSample(script[min(seq.num_completion_tokens, len(script) - 1)], -0.5, [(1, -0.5)])
+            return FakeSample(
+                script[min(seq.num_completion_tokens, len(script) - 1)], -0.5, [(1, -0.5)]
+            )
         h = sum((tok + 1) * (pos + 7) for tok, pos in context)  # depends on every cached slot
         return FakeSample(1 + h % (self.vocab_size - 1), -1.0, [(2, -1.0)])

@@ -69,7 +69,9 @@ async def test_concurrent_requests_match_offline_generation(tok, engine):
 
 
 async def test_cancelling_the_consumer_aborts_and_frees_blocks(engine):
-    stream = engine.generate("long", list(range(1, 30)), SamplingParams(max_tokens=400, ignore_eos=True))
+    stream = engine.generate(
+        "long", list(range(1, 30)), SamplingParams(max_tokens=400, ignore_eos=True)
+    )
     got = []
 
     async def consume():

@@ -22,7 +22,10 @@ def byte_level() -> Tokenizer:
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=300, special_tokens=["<eos>"], show_progress=False, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+        vocab_size=300,
+        special_tokens=["<eos>"],
+        show_progress=False,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
     )
     tok.train_from_iterator(CORPUS, trainer)
     return tok
@@ -34,11 +37,15 @@ def metaspace() -> Tokenizer:
     tok.pre_tokenizer = pre_tokenizers.Metaspace()
     tok.decoder = decoders.Sequence([decoders.ByteFallback(), decoders.Metaspace()])
     specials = ["<unk>", "<eos>"] + [f"<0x{b:02X}>" for b in range(256)]
-    tok.train_from_iterator(CORPUS, trainers.BpeTrainer(vocab_size=400, special_tokens=specials, show_progress=False))
+    tok.train_from_iterator(
+        CORPUS, trainers.BpeTrainer(vocab_size=400, special_tokens=specials, show_progress=False)
+    )
     return tok
 
 
-def stream(tok: Tokenizer, prompt: list[int], out: list[int], stop=None) -> tuple[list[str], Detokenizer]:
+def stream(
+    tok: Tokenizer, prompt: list[int], out: list[int], stop=None
+) -> tuple[list[str], Detokenizer]:
     d = Detokenizer(tok, prompt, stop)
     pieces = []
     for t in out:

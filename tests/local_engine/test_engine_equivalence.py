@@ -29,7 +29,9 @@ def vocab(model_dir) -> int:
 
 
 def config(model_dir: Path, **kw) -> EngineConfig:
-    base = dict(model=str(model_dir), device="cpu", dtype="float32", block_size=BS, num_kv_blocks=256)
+    base = dict(
+        model=str(model_dir), device="cpu", dtype="float32", block_size=BS, num_kv_blocks=256
+    )
     return EngineConfig(**(base | kw))
 
 
@@ -82,7 +84,9 @@ def test_preemption_and_recompute_equal_uninterrupted(model_dir, prompts, alone,
 
 @pytest.mark.parametrize("budget", [1, BS + 3])
 def test_chunked_prefill_equals_whole_prefill(model_dir, prompts, alone, budget):
-    engine = LLMEngine(config(model_dir, max_num_batched_tokens=budget, enable_prefix_caching=False))
+    engine = LLMEngine(
+        config(model_dir, max_num_batched_tokens=budget, enable_prefix_caching=False)
+    )
     assert engine.generate(prompts, GREEDY) == alone
 
 
@@ -102,8 +106,11 @@ def test_stop_strings_cut_exactly_and_never_stream(model_dir, prompts):
     assert len(text) >= 8
     stop = text[len(text) // 2 : len(text) // 2 + 3]
     expected = text[: text.index(stop)]
-    sids, spieces, last = _text_run(engine, prompts[0], SamplingParams(
-        temperature=0.0, max_tokens=24, ignore_eos=True, stop=[stop]))
+    sids, spieces, last = _text_run(
+        engine,
+        prompts[0],
+        SamplingParams(temperature=0.0, max_tokens=24, ignore_eos=True, stop=[stop]),
+    )
     assert last.finish_reason == "stop"
     assert "".join(spieces) == expected
     streamed = ""
@@ -116,7 +123,9 @@ def test_stop_strings_cut_exactly_and_never_stream(model_dir, prompts):
 def test_max_tokens_exact(model_dir, prompts):
     engine = LLMEngine(config(model_dir))
     for n in (1, 2, 7):
-        ids, _, last = _text_run(engine, prompts[1], SamplingParams(temperature=0.0, max_tokens=n, ignore_eos=True))
+        ids, _, last = _text_run(
+            engine, prompts[1], SamplingParams(temperature=0.0, max_tokens=n, ignore_eos=True)
+        )
         assert len(ids) == n and last.finish_reason == "length" and last.num_completion_tokens == n
 
 
@@ -136,6 +145,9 @@ def test_batched_equals_alone_when_decodes_split_by_length(model_dir, vocab):
     rng = random.Random(1)
     low = min(100, vocab // 4)
     mixed = [[rng.randrange(low, vocab) for _ in range(n)] for n in (5, 300, 12, 330, 140)]
-    solo = [LLMEngine(config(model_dir, enable_prefix_caching=False)).generate([p], GREEDY)[0] for p in mixed]
+    solo = [
+        LLMEngine(config(model_dir, enable_prefix_caching=False)).generate([p], GREEDY)[0]
+        for p in mixed
+    ]
     engine = LLMEngine(config(model_dir, enable_prefix_caching=False))
     assert engine.generate(mixed, GREEDY) == solo

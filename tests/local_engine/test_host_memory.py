@@ -14,7 +14,9 @@ import textwrap
 
 import pytest
 
-pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc mallopt is Linux-only")
+pytestmark = pytest.mark.skipif(
+    not sys.platform.startswith("linux"), reason="glibc mallopt is Linux-only"
+)
 
 LOOP = textwrap.dedent(
     """
@@ -42,14 +44,19 @@ LOOP = textwrap.dedent(
 
 
 def _faults(mode: str) -> int:
-    out = subprocess.run([sys.executable, "-c", LOOP, mode], capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", LOOP, mode], capture_output=True, text=True, check=True
+    )
     return int(out.stdout.strip())
 
 
 def test_tuned_malloc_reuses_freed_tensor_memory() -> None:
     default, tuned = _faults("default"), _faults("tuned")
     pages = 8 * 4 * 24 * 1024 * 1024 // 4096
-    assert default > pages // 2, (default, tuned)  # glibc unmapped each block on free and faulted it in again
+    assert default > pages // 2, (
+        default,
+        tuned,
+    )  # glibc unmapped each block on free and faulted it in again
     assert tuned < pages // 50, (default, tuned)
 
 

@@ -27,8 +27,9 @@ def tok():
 
 def make_engine(tok, num_blocks=64, scripts=None, max_model_len=512, **cfg) -> LLMEngine:
     config = EngineConfig(model="unused", block_size=BS, **cfg)
-    runner = PagedFakeRunner(num_blocks, BS, tok.get_vocab_size(), max_model_len,
-                             {tok.token_to_id(EOS)}, scripts)
+    runner = PagedFakeRunner(
+        num_blocks, BS, tok.get_vocab_size(), max_model_len, {tok.token_to_id(EOS)}, scripts
+    )
     return LLMEngine(config, runner=runner, tokenizer=tok)
 
 
@@ -57,15 +58,22 @@ def test_paging_under_pressure_matches_one_at_a_time(tok, num_blocks, budget, ma
     prompts = random_prompts(12)
     params = SamplingParams(max_tokens=12, ignore_eos=True)
     alone = [make_engine(tok, 256).generate([p], params)[0] for p in prompts]
-    engine = make_engine(tok, num_blocks, max_num_batched_tokens=budget, max_num_seqs=max_seqs,
-                         enable_prefix_caching=prefix)
+    engine = make_engine(
+        tok,
+        num_blocks,
+        max_num_batched_tokens=budget,
+        max_num_seqs=max_seqs,
+        enable_prefix_caching=prefix,
+    )
     assert engine.generate(prompts, params) == alone
     assert all(len(o) == 12 for o in alone)
     stats = engine.stats()
     assert stats.kv_cache_usage == 0.0 and stats.num_running == stats.num_waiting == 0
     if num_blocks < 30:
         assert stats.num_preemptions > 0
-    if prefix and budget < 100:  # with a big budget all start in one step, before any block is cached
+    if (
+        prefix and budget < 100
+    ):  # with a big budget all start in one step, before any block is cached
         assert stats.prefix_cache_hits > 0
 
 
@@ -87,10 +95,14 @@ def test_eos_stops_unless_ignore_eos(tok):
     engine.add_request("b", [1], SamplingParams(max_tokens=len(script), ignore_eos=True))
     outs = run(engine)
     a = outs["a"]
-    assert [t for o in a for t in o.new_token_ids] == hello + [eos]  # eos counted, like OpenAI usage
+    assert [t for o in a for t in o.new_token_ids] == hello + [
+        eos
+    ]  # eos counted, like OpenAI usage
     assert "".join(o.new_text for o in a) == "hello world"
     assert a[-1].finish_reason == "stop"
-    assert outs["b"][-1].finish_reason == "length" and outs["b"][-1].num_completion_tokens == len(script)
+    assert outs["b"][-1].finish_reason == "length" and outs["b"][-1].num_completion_tokens == len(
+        script
+    )
 
 
 def test_stop_token_ids_stop_and_their_text_is_dropped(tok):
@@ -195,11 +207,15 @@ def test_abort_frees_blocks_and_reports_abort(tok):
 
 def test_logprobs_are_passed_through_when_requested(tok):
     engine = make_engine(tok)
-    engine.add_request("a", [1, 2], SamplingParams(max_tokens=2, ignore_eos=True, logprobs=True, top_logprobs=1))
+    engine.add_request(
+        "a", [1, 2], SamplingParams(max_tokens=2, ignore_eos=True, logprobs=True, top_logprobs=1)
+    )
     engine.add_request("b", [1, 2], SamplingParams(max_tokens=2, ignore_eos=True))
     outs = run(engine)
     lp = outs["a"][0].logprobs
-    assert lp == [{"token_id": outs["a"][0].new_token_ids[0], "logprob": -1.0, "top_logprobs": [(2, -1.0)]}]
+    assert lp == [
+        {"token_id": outs["a"][0].new_token_ids[0], "logprob": -1.0, "top_logprobs": [(2, -1.0)]}
+    ]
     assert all(o.logprobs is None for o in outs["b"])
 
 

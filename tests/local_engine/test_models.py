@@ -32,11 +32,20 @@ PROMPTS = [
 
 
 def make_runner(model_dir: Path, **kw) -> ModelRunner:
-    cfg = EngineConfig(model=str(model_dir), device="cpu", dtype="float32", block_size=BLOCK, num_kv_blocks=256, **kw)
+    cfg = EngineConfig(
+        model=str(model_dir),
+        device="cpu",
+        dtype="float32",
+        block_size=BLOCK,
+        num_kv_blocks=256,
+        **kw,
+    )
     return ModelRunner(cfg, model_dir, read_hf_config(model_dir))
 
 
-def drive(runner: ModelRunner, prompts: list[list[int]], params: SamplingParams, chunk: int) -> list[Sequence]:
+def drive(
+    runner: ModelRunner, prompts: list[list[int]], params: SamplingParams, chunk: int
+) -> list[Sequence]:
     """A minimal scheduler: fixed block ranges, prefill in `chunk`-token pieces, all seqs every step.
 
     Staggered starts put prefill chunks and decodes in the same step.
@@ -61,8 +70,13 @@ def drive(runner: ModelRunner, prompts: list[list[int]], params: SamplingParams,
 
 def hf_generate(model, prompt: list[int]) -> tuple[list[int], torch.Tensor]:
     out = model.generate(
-        torch.tensor([prompt]), max_new_tokens=NEW_TOKENS, do_sample=False, eos_token_id=None,
-        pad_token_id=0, output_logits=True, return_dict_in_generate=True,
+        torch.tensor([prompt]),
+        max_new_tokens=NEW_TOKENS,
+        do_sample=False,
+        eos_token_id=None,
+        pad_token_id=0,
+        output_logits=True,
+        return_dict_in_generate=True,
     )
     tokens = out.sequences[0, len(prompt) :].tolist()
     logprobs = torch.cat(out.logits).float().log_softmax(-1)  # [new, V]
@@ -92,7 +106,9 @@ def test_prefill_logits_match_transformers(arch_pair) -> None:
 
 def test_greedy_batched_paged_matches_transformers_generate(arch_pair) -> None:
     name, runner, hf = arch_pair
-    params = SamplingParams(temperature=0.0, max_tokens=NEW_TOKENS, ignore_eos=True, logprobs=True, top_logprobs=3)
+    params = SamplingParams(
+        temperature=0.0, max_tokens=NEW_TOKENS, ignore_eos=True, logprobs=True, top_logprobs=3
+    )
     seqs = drive(runner, PROMPTS, params, chunk=5)
     for prompt, seq in zip(PROMPTS, seqs, strict=True):
         with torch.no_grad():
@@ -102,8 +118,9 @@ def test_greedy_batched_paged_matches_transformers_generate(arch_pair) -> None:
         assert len(set(ref_tokens)) > 3, "degenerate model output makes this test weak"
         # logprobs of the chosen token and the top-3 come from the paged path's logits
         ours = torch.tensor([s.logprob for s in seq.samples])
-        torch.testing.assert_close(ours, ref_logprobs.gather(1, torch.tensor(ref_tokens)[:, None])[:, 0],
-                                   atol=1e-4, rtol=0)
+        torch.testing.assert_close(
+            ours, ref_logprobs.gather(1, torch.tensor(ref_tokens)[:, None])[:, 0], atol=1e-4, rtol=0
+        )
         top = ref_logprobs.topk(3, dim=-1)
         assert [[t for t, _ in s.top_logprobs] for s in seq.samples] == top.indices.tolist()
 
@@ -111,11 +128,16 @@ def test_greedy_batched_paged_matches_transformers_generate(arch_pair) -> None:
 def test_chunk_size_does_not_change_tokens(tiny_checkpoint: Callable[..., Path]) -> None:
     runner = make_runner(tiny_checkpoint("llama3"))
     params = SamplingParams(temperature=0.0, max_tokens=8, ignore_eos=True)
-    by_chunk = [[s.completion_token_ids for s in drive(runner, PROMPTS, params, chunk)] for chunk in (1, 3, 64)]
+    by_chunk = [
+        [s.completion_token_ids for s in drive(runner, PROMPTS, params, chunk)]
+        for chunk in (1, 3, 64)
+    ]
     assert by_chunk[0] == by_chunk[1] == by_chunk[2]
 
 
-def test_execute_returns_none_mid_prompt_and_does_not_mutate(tiny_checkpoint: Callable[..., Path]) -> None:
+def test_execute_returns_none_mid_prompt_and_does_not_mutate(
+    tiny_checkpoint: Callable[..., Path],
+) -> None:
     runner = make_runner(tiny_checkpoint("qwen2"))
     seq = Sequence(PROMPTS[0], SamplingParams(temperature=0.0), BLOCK)
     seq.block_table = list(range(8))
@@ -135,12 +157,16 @@ def test_execute_rejects_more_tokens_than_blocks(tiny_checkpoint: Callable[..., 
 
 
 @pytest.mark.parametrize("name", ["qwen2", "llama3"])
-def test_bf16_paged_path_is_as_accurate_as_transformers_bf16(name: str, tiny_checkpoint: Callable[..., Path]) -> None:
+def test_bf16_paged_path_is_as_accurate_as_transformers_bf16(
+    name: str, tiny_checkpoint: Callable[..., Path]
+) -> None:
     """bf16 on CPU (AMX / AVX512-BF16): exact tokens cannot match, rounding differs; instead our
     paged, chunked, batched bf16 path must stay as close to the fp32 reference as transformers'
     own bf16 forward does, on the tokens we generated (teacher-forced)."""
     model_dir = tiny_checkpoint(name)
-    cfg = EngineConfig(model=str(model_dir), device="cpu", dtype="bfloat16", block_size=BLOCK, num_kv_blocks=256)
+    cfg = EngineConfig(
+        model=str(model_dir), device="cpu", dtype="bfloat16", block_size=BLOCK, num_kv_blocks=256
+    )
     runner = ModelRunner(cfg, model_dir, read_hf_config(model_dir))
     params = SamplingParams(temperature=0.0, max_tokens=16, ignore_eos=True, logprobs=True)
     seqs = drive(runner, PROMPTS, params, chunk=5)

@@ -38,23 +38,33 @@ def edit_config(model_dir: Path, **changes) -> None:
     (model_dir / "config.json").write_text(json.dumps(cfg))
 
 
-def test_sharded_checkpoint_loads_the_same_weights(tmp_path: Path, tiny_checkpoint: Callable[..., Path]) -> None:
+def test_sharded_checkpoint_loads_the_same_weights(
+    tmp_path: Path, tiny_checkpoint: Callable[..., Path]
+) -> None:
     whole = tiny_checkpoint("llama")
     sharded = build_tiny_checkpoint(tmp_path / "sharded", "llama", seed=1, num_shards=3)
     assert (sharded / "model.safetensors.index.json").is_file()
     assert len(list(sharded.glob("*.safetensors"))) == 3
-    torch.testing.assert_close(runner_for(sharded).prefill_logits(PROMPT), runner_for(whole).prefill_logits(PROMPT),
-                               atol=0, rtol=0)
+    torch.testing.assert_close(
+        runner_for(sharded).prefill_logits(PROMPT),
+        runner_for(whole).prefill_logits(PROMPT),
+        atol=0,
+        rtol=0,
+    )
 
 
-def test_transformers4_config_layout_is_read(tmp_path: Path, tiny_checkpoint: Callable[..., Path]) -> None:
+def test_transformers4_config_layout_is_read(
+    tmp_path: Path, tiny_checkpoint: Callable[..., Path]
+) -> None:
     # transformers >= 5 writes rope_parameters; the Hub's checkpoints mostly have rope_theta + rope_scaling
     src = tiny_checkpoint("llama3")
     moved = copy_of(src, tmp_path / "m")
     cfg = json.loads((moved / "config.json").read_text())
     cfg["rope_parameters"] = {"rope_theta": cfg.pop("rope_theta"), **cfg.pop("rope_scaling")}
     (moved / "config.json").write_text(json.dumps(cfg))
-    torch.testing.assert_close(runner_for(moved).prefill_logits(PROMPT), runner_for(src).prefill_logits(PROMPT))
+    torch.testing.assert_close(
+        runner_for(moved).prefill_logits(PROMPT), runner_for(src).prefill_logits(PROMPT)
+    )
 
 
 def test_eos_ids_and_generation_config(tiny_checkpoint: Callable[..., Path]) -> None:
@@ -96,7 +106,10 @@ def test_hub_id_offline_names_the_needed_files(monkeypatch: pytest.MonkeyPatch) 
     import huggingface_hub.constants
 
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
-    with pytest.raises(CheckpointError, match=r"could not be fetched.*config\.json, \*\.safetensors, tokenizer\.json"):
+    with pytest.raises(
+        CheckpointError,
+        match=r"could not be fetched.*config\.json, \*\.safetensors, tokenizer\.json",
+    ):
         resolve_model_dir("nobody-here/no-such-model-xyz")
 
 
@@ -119,7 +132,9 @@ def test_max_model_len_beyond_positions(tiny_checkpoint: Callable[..., Path]) ->
         runner_for(tiny_checkpoint("qwen2"), max_model_len=100_000)
 
 
-def test_wrong_shape_and_missing_tensor(tmp_path: Path, tiny_checkpoint: Callable[..., Path]) -> None:
+def test_wrong_shape_and_missing_tensor(
+    tmp_path: Path, tiny_checkpoint: Callable[..., Path]
+) -> None:
     d = copy_of(tiny_checkpoint("llama"), tmp_path / "m")
     weights = load_file(d / "model.safetensors")
     weights["model.layers.0.self_attn.k_proj.weight"] = torch.zeros(3, 64)
@@ -137,11 +152,14 @@ def test_bad_dtype_name(tiny_checkpoint: Callable[..., Path]) -> None:
         runner_for(tiny_checkpoint("qwen2"), dtype="float8")
 
 
-@pytest.mark.parametrize(("arch", "overrides"), [
-    ("llama", {"attention_bias": True, "mlp_bias": True}),  # o_proj and MLP biases too
-    ("qwen2", {"tie_word_embeddings": False}),  # Qwen2.5-7B style: separate lm_head
-    ("qwen3", {"tie_word_embeddings": False, "head_dim": 32}),  # head_dim != hidden / heads
-])
+@pytest.mark.parametrize(
+    ("arch", "overrides"),
+    [
+        ("llama", {"attention_bias": True, "mlp_bias": True}),  # o_proj and MLP biases too
+        ("qwen2", {"tie_word_embeddings": False}),  # Qwen2.5-7B style: separate lm_head
+        ("qwen3", {"tie_word_embeddings": False, "head_dim": 32}),  # head_dim != hidden / heads
+    ],
+)
 def test_config_variants_match_transformers(tmp_path: Path, arch: str, overrides: dict) -> None:
     transformers = pytest.importorskip("transformers")
     d = build_tiny_checkpoint(tmp_path / "m", arch, seed=7, **overrides)

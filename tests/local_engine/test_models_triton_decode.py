@@ -19,7 +19,7 @@ import pytest
 
 pytest.importorskip("triton")
 
-CHECK = textwrap.dedent('''
+CHECK = textwrap.dedent("""
     import sys
     import torch
     import torch.nn.functional as F
@@ -70,14 +70,22 @@ CHECK = textwrap.dedent('''
         assert t_sdpa == t_kernel, (model_dir, t_sdpa, t_kernel)
         torch.testing.assert_close(lp_kernel, lp_sdpa, atol=1e-4, rtol=0)
     print("ok")
-''')
+""")
 
 
 @pytest.mark.slow  # the interpreter runs every kernel program in numpy: ~10 s alone, more on a busy box
 def test_triton_decode_kernel_matches_sdpa(tiny_checkpoint: Callable[..., Path]) -> None:
-    dirs = [str(tiny_checkpoint("mistral"))]  # GQA, and a sliding window (12) shorter than the sequences
+    dirs = [
+        str(tiny_checkpoint("mistral"))
+    ]  # GQA, and a sliding window (12) shorter than the sequences
     env = {**os.environ, "TRITON_INTERPRET": "1", "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run([sys.executable, "-c", CHECK, *dirs], env=env, capture_output=True, text=True,
-                          timeout=240, cwd=Path(__file__).resolve().parents[2])
+    proc = subprocess.run(
+        [sys.executable, "-c", CHECK, *dirs],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+        cwd=Path(__file__).resolve().parents[2],
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.strip().endswith("ok")

@@ -33,8 +33,13 @@ def gens(seed: int = 0) -> tuple[torch.Generator, torch.Generator]:
     return torch.Generator().manual_seed(seed), torch.Generator()
 
 
-def draw(logits: torch.Tensor, params: list[SamplingParams], positions: list[int] | None = None,
-         histories=None, seed: int = 0) -> list[int]:
+def draw(
+    logits: torch.Tensor,
+    params: list[SamplingParams],
+    positions: list[int] | None = None,
+    histories=None,
+    seed: int = 0,
+) -> list[int]:
     positions = positions or [10] * len(params)
     batch = build_sampling_batch(params, positions, histories, logits.shape[1], CPU)
     return sample(logits.clone(), batch, *gens(seed)).tolist()
@@ -47,14 +52,19 @@ def logits() -> torch.Tensor:
 
 def test_greedy_is_argmax_and_ignores_generators(logits) -> None:
     greedy = [SamplingParams(temperature=0.0)] * logits.shape[0]
-    assert draw(logits, greedy, seed=1) == draw(logits, greedy, seed=2) == logits.argmax(-1).tolist()
+    assert (
+        draw(logits, greedy, seed=1) == draw(logits, greedy, seed=2) == logits.argmax(-1).tolist()
+    )
 
 
-@pytest.mark.parametrize("params", [
-    SamplingParams(temperature=1.5, top_k=1),
-    SamplingParams(temperature=1.5, top_p=1e-6),
-    SamplingParams(temperature=1.5, min_p=1.0),
-])
+@pytest.mark.parametrize(
+    "params",
+    [
+        SamplingParams(temperature=1.5, top_k=1),
+        SamplingParams(temperature=1.5, top_p=1e-6),
+        SamplingParams(temperature=1.5, min_p=1.0),
+    ],
+)
 def test_filters_that_leave_one_token_give_argmax(logits, params) -> None:
     assert draw(logits, [params] * logits.shape[0]) == logits.argmax(-1).tolist()
 
@@ -92,7 +102,9 @@ def test_per_row_filters_in_one_batch(logits) -> None:
     kept = (~torch.isinf(_top_k_top_p(logits, top_k, top_p))).sum(-1)
     assert kept[:3].tolist() == [1, 2, 3] and kept[5] == V
     for row in (3, 4):
-        ref = logits_process.TopPLogitsWarper(top_p=float(top_p[row]))(None, logits[row : row + 1].clone())
+        ref = logits_process.TopPLogitsWarper(top_p=float(top_p[row]))(
+            None, logits[row : row + 1].clone()
+        )
         assert kept[row] == (~torch.isinf(ref)).sum()
 
 
@@ -114,8 +126,12 @@ def test_top_k_draws_stay_in_the_top_k(logits) -> None:
 def test_seeded_rows_do_not_depend_on_batch_or_global_generator(logits) -> None:
     seeded = SamplingParams(temperature=1.0, seed=1234)
     alone = draw(logits[2:3], [seeded], positions=[17], seed=0)
-    mixed = draw(logits[[0, 2, 1]], [SamplingParams(temperature=1.0), seeded, SamplingParams(seed=5)],
-                 positions=[3, 17, 9], seed=99)
+    mixed = draw(
+        logits[[0, 2, 1]],
+        [SamplingParams(temperature=1.0), seeded, SamplingParams(seed=5)],
+        positions=[3, 17, 9],
+        seed=99,
+    )
     assert mixed[1] == alone[0]
     # the stream moves with the position, so a seeded request does not repeat one draw forever
     flat = logits[0].expand(40, -1).contiguous()
@@ -148,7 +164,9 @@ def test_penalty_changes_a_greedy_choice() -> None:
     row = torch.tensor([[0.0, 3.0, 2.9, 0.0]])
     hist = [([0], [1])]
     assert draw(row, [SamplingParams(temperature=0.0)]) == [1]
-    assert draw(row, [SamplingParams(temperature=0.0, frequency_penalty=1.0)], histories=hist) == [2]
+    assert draw(row, [SamplingParams(temperature=0.0, frequency_penalty=1.0)], histories=hist) == [
+        2
+    ]
 
 
 def test_logprobs_are_raw_log_softmax(logits) -> None:
@@ -166,7 +184,9 @@ def test_logprobs_are_raw_log_softmax(logits) -> None:
 @pytest.fixture(scope="module")
 def runner(tiny_checkpoint: Callable[..., Path]) -> ModelRunner:
     d = tiny_checkpoint("qwen2")
-    cfg = EngineConfig(model=str(d), device="cpu", dtype="float32", block_size=4, num_kv_blocks=64, seed=3)
+    cfg = EngineConfig(
+        model=str(d), device="cpu", dtype="float32", block_size=4, num_kv_blocks=64, seed=3
+    )
     return ModelRunner(cfg, d, read_hf_config(d))
 
 
@@ -180,7 +200,10 @@ def test_runner_seeded_sample_same_alone_and_batched(runner) -> None:
     params = SamplingParams(temperature=1.0, seed=42, logprobs=True, top_logprobs=2)
     prompt = [10, 20, 30, 40, 50]
     alone = runner.execute([_seq(prompt, params, 0)], [5])[0]
-    others = [_seq([7, 8, 9], SamplingParams(temperature=1.0), 8), _seq([11] * 6, SamplingParams(top_k=3), 16)]
+    others = [
+        _seq([7, 8, 9], SamplingParams(temperature=1.0), 8),
+        _seq([11] * 6, SamplingParams(top_k=3), 16),
+    ]
     batched = runner.execute([others[0], _seq(prompt, params, 24), others[1]], [3, 5, 6])[1]
     assert batched.token_id == alone.token_id
     # logprobs are of the raw logits, whatever the temperature

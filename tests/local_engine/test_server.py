@@ -27,8 +27,16 @@ CONVERSATION = [
 
 
 def engine_config(model_dir, **kw) -> EngineConfig:
-    base = dict(model=str(model_dir), device="cpu", dtype="float32", num_kv_blocks=256,
-                block_size=16, max_num_seqs=8, max_num_batched_tokens=512, served_model_name=MODEL)
+    base = dict(
+        model=str(model_dir),
+        device="cpu",
+        dtype="float32",
+        num_kv_blocks=256,
+        block_size=16,
+        max_num_seqs=8,
+        max_num_batched_tokens=512,
+        served_model_name=MODEL,
+    )
     return EngineConfig(**{**base, **kw})
 
 
@@ -58,7 +66,9 @@ def metric(base_url: str, name: str) -> float:
 
 # conversation, streaming and not
 def test_chat_conversation_non_streaming(client, model_dir):
-    r = client.chat.completions.create(model=MODEL, messages=CONVERSATION, max_tokens=12, temperature=0)
+    r = client.chat.completions.create(
+        model=MODEL, messages=CONVERSATION, max_tokens=12, temperature=0
+    )
     choice = r.choices[0]
     assert r.object == "chat.completion" and r.model == MODEL and r.id.startswith("chatcmpl-")
     assert choice.message.role == "assistant" and isinstance(choice.message.content, str)
@@ -71,13 +81,23 @@ def test_chat_conversation_non_streaming(client, model_dir):
 
 
 def test_chat_streaming_equals_non_streaming_greedy(client):
-    kw = dict(model=MODEL, messages=CONVERSATION, max_tokens=16, temperature=0, extra_body={"ignore_eos": True})
+    kw = dict(
+        model=MODEL,
+        messages=CONVERSATION,
+        max_tokens=16,
+        temperature=0,
+        extra_body={"ignore_eos": True},
+    )
     full = client.chat.completions.create(**kw)
-    chunks = list(client.chat.completions.create(**kw, stream=True, stream_options={"include_usage": True}))
+    chunks = list(
+        client.chat.completions.create(**kw, stream=True, stream_options={"include_usage": True})
+    )
     assert chunks[0].choices[0].delta.role == "assistant"
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert text == full.choices[0].message.content
-    finishes = [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason]
+    finishes = [
+        c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason
+    ]
     assert finishes == ["length"] == [full.choices[0].finish_reason]
     assert chunks[-1].choices == [] and chunks[-1].usage.completion_tokens == 16
     assert all(c.usage is None for c in chunks[:-1])
@@ -88,35 +108,60 @@ def test_completion_matches_transformers_greedy(client, model_dir):
     import torch
 
     prompt = [5, 17, 42, 99, 7, 3, 250, 11]
-    r = client.completions.create(model=MODEL, prompt=prompt, max_tokens=10, temperature=0,
-                                  extra_body={"ignore_eos": True}, logprobs=1)
+    r = client.completions.create(
+        model=MODEL,
+        prompt=prompt,
+        max_tokens=10,
+        temperature=0,
+        extra_body={"ignore_eos": True},
+        logprobs=1,
+    )
     hf = transformers.AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32)
     with torch.inference_mode():
-        out = hf.generate(torch.tensor([prompt]), max_new_tokens=10, min_new_tokens=10, do_sample=False)
-    expected = Tokenizer.from_dir(model_dir).decode(out[0, len(prompt):].tolist())
+        out = hf.generate(
+            torch.tensor([prompt]), max_new_tokens=10, min_new_tokens=10, do_sample=False
+        )
+    expected = Tokenizer.from_dir(model_dir).decode(out[0, len(prompt) :].tolist())
     assert r.choices[0].text == expected
     assert r.usage.prompt_tokens == len(prompt) and r.usage.completion_tokens == 10
     lp = r.choices[0].logprobs
     assert len(lp.token_logprobs) == 10 and all(x <= 0 for x in lp.token_logprobs)
     # greedy: the chosen token is the most likely one
-    assert all(abs(max(top.values()) - chosen) < 1e-4 for top, chosen in zip(lp.top_logprobs, lp.token_logprobs, strict=True))
+    assert all(
+        abs(max(top.values()) - chosen) < 1e-4
+        for top, chosen in zip(lp.top_logprobs, lp.token_logprobs, strict=True)
+    )
 
 
 def test_completion_text_prompt_streaming(client):
-    kw = dict(model=MODEL, prompt="Once upon a time", max_tokens=8, temperature=0, extra_body={"ignore_eos": True})
+    kw = dict(
+        model=MODEL,
+        prompt="Once upon a time",
+        max_tokens=8,
+        temperature=0,
+        extra_body={"ignore_eos": True},
+    )
     full = client.completions.create(**kw).choices[0].text
-    streamed = "".join(c.choices[0].text for c in client.completions.create(**kw, stream=True) if c.choices)
+    streamed = "".join(
+        c.choices[0].text for c in client.completions.create(**kw, stream=True) if c.choices
+    )
     assert streamed == full
 
 
 # sampling fields
 def test_seed_reproducible_and_stop_strings(client):
-    kw = dict(model=MODEL, messages=CONVERSATION, max_tokens=24, temperature=1.0, top_p=0.9,
-              extra_body={"ignore_eos": True, "top_k": 50})
+    kw = dict(
+        model=MODEL,
+        messages=CONVERSATION,
+        max_tokens=24,
+        temperature=1.0,
+        top_p=0.9,
+        extra_body={"ignore_eos": True, "top_k": 50},
+    )
     a = client.chat.completions.create(**kw, seed=1234).choices[0].message.content
     b = client.chat.completions.create(**kw, seed=1234).choices[0].message.content
     assert a == b
-    stop = a.strip()[len(a.strip()) // 2:][:3]
+    stop = a.strip()[len(a.strip()) // 2 :][:3]
     if stop.strip():
         c = client.chat.completions.create(**kw, seed=1234, stop=[stop])
         assert c.choices[0].finish_reason == "stop"
@@ -125,8 +170,15 @@ def test_seed_reproducible_and_stop_strings(client):
 
 
 def test_chat_logprobs(client):
-    r = client.chat.completions.create(model=MODEL, messages=CONVERSATION, max_tokens=5, temperature=0,
-                                       logprobs=True, top_logprobs=3, extra_body={"ignore_eos": True})
+    r = client.chat.completions.create(
+        model=MODEL,
+        messages=CONVERSATION,
+        max_tokens=5,
+        temperature=0,
+        logprobs=True,
+        top_logprobs=3,
+        extra_body={"ignore_eos": True},
+    )
     content = r.choices[0].logprobs.content
     assert len(content) == 5
     for entry in content:
@@ -147,13 +199,16 @@ def test_default_alias_names_the_served_model(client):
     assert r.choices[0].message.content is not None
 
 
-@pytest.mark.parametrize(("kw", "param"), [
-    ({"n": 2}, "n"),
-    ({"max_tokens": 10**6}, "max_tokens"),
-    ({"temperature": -1}, "temperature"),
-    ({"messages": [{"role": "robot", "content": "x"}]}, "messages.0.role"),
-    ({"messages": []}, "messages"),
-])
+@pytest.mark.parametrize(
+    ("kw", "param"),
+    [
+        ({"n": 2}, "n"),
+        ({"max_tokens": 10**6}, "max_tokens"),
+        ({"temperature": -1}, "temperature"),
+        ({"messages": [{"role": "robot", "content": "x"}]}, "messages.0.role"),
+        ({"messages": []}, "messages"),
+    ],
+)
 def test_invalid_requests_are_400_in_openai_format(client, kw, param):
     body = {"model": MODEL, "messages": CONVERSATION, **kw}
     with pytest.raises(openai.BadRequestError) as err:
@@ -165,8 +220,11 @@ def test_invalid_requests_are_400_in_openai_format(client, kw, param):
 def test_bad_token_ids_and_bad_json_are_400(base_url, client):
     with pytest.raises(openai.BadRequestError):
         client.completions.create(model=MODEL, prompt=[1, 10**7], max_tokens=2)
-    r = httpx.post(f"{base_url}/v1/chat/completions", content=b"{not json",
-                   headers={"content-type": "application/json"})
+    r = httpx.post(
+        f"{base_url}/v1/chat/completions",
+        content=b"{not json",
+        headers={"content-type": "application/json"},
+    )
     assert r.status_code == 400 and "error" in r.json()
 
 
@@ -175,8 +233,12 @@ def test_models_health_metrics(base_url, client):
     assert httpx.get(f"{base_url}/health").json() == {"status": "ok"}
     client.chat.completions.create(model=MODEL, messages=CONVERSATION, max_tokens=3)
     text = httpx.get(f"{base_url}/metrics").text
-    for name in ("vllm:num_requests_waiting", "vllm:num_requests_running", "vllm:gpu_cache_usage_perc",
-                 "vllm:kv_cache_usage_perc"):
+    for name in (
+        "vllm:num_requests_waiting",
+        "vllm:num_requests_running",
+        "vllm:gpu_cache_usage_perc",
+        "vllm:kv_cache_usage_perc",
+    ):
         assert f'{name}{{model_name="{MODEL}"}}' in text
     assert metric(base_url, "local_engine_prompt_tokens_total") > 0
     assert metric(base_url, "local_engine_generation_tokens_total") > 0
@@ -184,14 +246,19 @@ def test_models_health_metrics(base_url, client):
     assert metric(base_url, "local_engine_e2e_request_latency_seconds_count") > 0
     assert metric(base_url, "local_engine_inter_token_latency_seconds_count") > 0
     assert metric(base_url, "local_engine_prefix_cache_queries_total") > 0
-    assert metric(base_url, "local_engine_prefix_cache_hits_total") > 0  # same conversation, many times
+    assert (
+        metric(base_url, "local_engine_prefix_cache_hits_total") > 0
+    )  # same conversation, many times
 
 
 # disconnect and back-pressure
 def _wait_idle(base_url: str, timeout: float = 30) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if metric(base_url, "vllm:num_requests_running") == 0 and metric(base_url, "vllm:kv_cache_usage_perc") == 0:
+        if (
+            metric(base_url, "vllm:num_requests_running") == 0
+            and metric(base_url, "vllm:kv_cache_usage_perc") == 0
+        ):
             return
         time.sleep(0.05)
     raise AssertionError("the engine did not go idle")
@@ -200,8 +267,13 @@ def _wait_idle(base_url: str, timeout: float = 30) -> None:
 @pytest.mark.parametrize("stream", [True, False])
 def test_client_disconnect_aborts_request(base_url, stream):
     max_tokens = 480  # near the context (512): many steps, so the abort lands long before the end
-    body = {"model": MODEL, "prompt": [10, 11, 12], "max_tokens": max_tokens, "ignore_eos": True,
-            "stream": stream}
+    body = {
+        "model": MODEL,
+        "prompt": [10, 11, 12],
+        "max_tokens": max_tokens,
+        "ignore_eos": True,
+        "stream": stream,
+    }
     generated_before = metric(base_url, "local_engine_generation_tokens_total")
     with httpx.Client(timeout=30) as http:
         if stream:
@@ -240,12 +312,22 @@ async def test_queue_full_is_503_with_retry_after(model_dir):
 
 
 def test_tool_definitions_reach_the_template(client, model_dir):
-    tool = {"type": "function", "function": {"name": "get_weather", "description": "Weather",
-                                             "parameters": {"type": "object", "properties": {}}}}
+    tool = {
+        "type": "function",
+        "function": {
+            "name": "get_weather",
+            "description": "Weather",
+            "parameters": {"type": "object", "properties": {}},
+        },
+    }
     plain = client.chat.completions.create(model=MODEL, messages=CONVERSATION, max_tokens=1)
-    with_tools = client.chat.completions.create(model=MODEL, messages=CONVERSATION, max_tokens=1, tools=[tool])
+    with_tools = client.chat.completions.create(
+        model=MODEL, messages=CONVERSATION, max_tokens=1, tools=[tool]
+    )
     tok = Tokenizer.from_dir(model_dir)
-    expected = tok.encode(tok.apply_chat_template(CONVERSATION, tools=[json.loads(json.dumps(tool))]))
+    expected = tok.encode(
+        tok.apply_chat_template(CONVERSATION, tools=[json.loads(json.dumps(tool))])
+    )
     assert with_tools.usage.prompt_tokens == len(expected)
     if "tools" in str(tok.chat_template):
         assert with_tools.usage.prompt_tokens > plain.usage.prompt_tokens

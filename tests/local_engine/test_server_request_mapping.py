@@ -28,18 +28,53 @@ def chat(**kw) -> ChatCompletionRequest:
 
 
 def test_openai_fields_map_to_sampling_params():
-    p = sampling_params(chat(temperature=0, top_p=0.5, seed=7, presence_penalty=0.5,
-                             frequency_penalty=-0.5, stop="END", max_tokens=10, logprobs=True,
-                             top_logprobs=3, top_k=5, min_p=0.1, repetition_penalty=1.2,
-                             ignore_eos=True, stop_token_ids=[3]), 5, 100)
-    assert (p.temperature, p.top_p, p.seed, p.presence_penalty, p.frequency_penalty) == (0, 0.5, 7, 0.5, -0.5)
+    p = sampling_params(
+        chat(
+            temperature=0,
+            top_p=0.5,
+            seed=7,
+            presence_penalty=0.5,
+            frequency_penalty=-0.5,
+            stop="END",
+            max_tokens=10,
+            logprobs=True,
+            top_logprobs=3,
+            top_k=5,
+            min_p=0.1,
+            repetition_penalty=1.2,
+            ignore_eos=True,
+            stop_token_ids=[3],
+        ),
+        5,
+        100,
+    )
+    assert (p.temperature, p.top_p, p.seed, p.presence_penalty, p.frequency_penalty) == (
+        0,
+        0.5,
+        7,
+        0.5,
+        -0.5,
+    )
     assert (p.stop, p.max_tokens, p.logprobs, p.top_logprobs) == (["END"], 10, True, 3)
-    assert (p.top_k, p.min_p, p.repetition_penalty, p.ignore_eos, p.stop_token_ids) == (5, 0.1, 1.2, True, [3])
+    assert (p.top_k, p.min_p, p.repetition_penalty, p.ignore_eos, p.stop_token_ids) == (
+        5,
+        0.1,
+        1.2,
+        True,
+        [3],
+    )
 
 
 def test_defaults_and_max_completion_tokens():
     p = sampling_params(chat(), 10, 100)
-    assert (p.temperature, p.top_p, p.top_k, p.max_tokens, p.stop, p.logprobs) == (1.0, 1.0, -1, 90, [], False)
+    assert (p.temperature, p.top_p, p.top_k, p.max_tokens, p.stop, p.logprobs) == (
+        1.0,
+        1.0,
+        -1,
+        90,
+        [],
+        False,
+    )
     assert sampling_params(chat(max_tokens=50, max_completion_tokens=7), 10, 100).max_tokens == 7
     assert sampling_params(chat(top_k=0, stop=["a", ""]), 1, 10).top_k == -1
 
@@ -53,17 +88,20 @@ def test_completion_logprobs_int():
     assert sampling_params(CompletionRequest(model="m", prompt="x"), 1, 10).logprobs is False
 
 
-@pytest.mark.parametrize(("kw", "param"), [
-    ({"n": 2}, "n"),
-    ({"max_tokens": 96}, "max_tokens"),
-    ({"max_tokens": 0}, "max_tokens"),
-    ({"temperature": -1}, "temperature"),
-    ({"top_p": 0}, "top_p"),
-    ({"presence_penalty": 3}, "presence_penalty"),
-    ({"top_logprobs": 2}, "top_logprobs"),
-    ({"logprobs": True, "top_logprobs": 21}, "top_logprobs"),
-    ({"stream_options": {"include_usage": True}}, "stream_options"),
-])
+@pytest.mark.parametrize(
+    ("kw", "param"),
+    [
+        ({"n": 2}, "n"),
+        ({"max_tokens": 96}, "max_tokens"),
+        ({"max_tokens": 0}, "max_tokens"),
+        ({"temperature": -1}, "temperature"),
+        ({"top_p": 0}, "top_p"),
+        ({"presence_penalty": 3}, "presence_penalty"),
+        ({"top_logprobs": 2}, "top_logprobs"),
+        ({"logprobs": True, "top_logprobs": 21}, "top_logprobs"),
+        ({"stream_options": {"include_usage": True}}, "stream_options"),
+    ],
+)
 def test_bad_sampling_fields_are_400(kw, param):
     with pytest.raises(APIError) as err:
         sampling_params(chat(**kw), 5, 100)
@@ -79,8 +117,17 @@ def test_chat_prompt_renders_template_with_tools_and_openai_tool_calls(tokenizer
     messages = [
         {"role": "developer", "content": [{"type": "text", "text": "Be brief."}]},
         {"role": "user", "content": "Weather?"},
-        {"role": "assistant", "content": None, "tool_calls": [{"id": "c1", "type": "function",
-         "function": {"name": "get_weather", "arguments": json.dumps({"city": "Paris"})}}]},
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {
+                    "id": "c1",
+                    "type": "function",
+                    "function": {"name": "get_weather", "arguments": json.dumps({"city": "Paris"})},
+                }
+            ],
+        },
         {"role": "tool", "tool_call_id": "c1", "content": "21C"},
     ]
     req = ChatCompletionRequest(model="m", messages=messages, tools=[WEATHER_TOOL])
@@ -89,19 +136,30 @@ def test_chat_prompt_renders_template_with_tools_and_openai_tool_calls(tokenizer
     assert '"name": "get_weather"' in text
     # arguments string became an object, so the template does not double-encode it
     assert '{"name": "get_weather", "arguments": {"city": "Paris"}}' in text
-    assert text.endswith("<tool_response>\n21C\n</tool_response><|im_end|>\n<|im_start|>assistant\n")
+    assert text.endswith(
+        "<tool_response>\n21C\n</tool_response><|im_end|>\n<|im_start|>assistant\n"
+    )
     assert tools_enabled(req)
-    assert not tools_enabled(ChatCompletionRequest(model="m", messages=messages, tools=[WEATHER_TOOL],
-                                                   tool_choice="none"))
+    assert not tools_enabled(
+        ChatCompletionRequest(
+            model="m", messages=messages, tools=[WEATHER_TOOL], tool_choice="none"
+        )
+    )
 
 
-@pytest.mark.parametrize(("kw", "param"), [
-    ({"messages": [{"role": "robot", "content": "x"}]}, "messages.0.role"),
-    ({"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {}}]}]}, "messages.0.content"),
-    ({"messages": [{"role": "user"}]}, "messages.0.content"),
-    ({"response_format": {"type": "json_object"}}, "response_format"),
-    ({"chat_template_kwargs": {"messages": []}}, "chat_template_kwargs"),
-])
+@pytest.mark.parametrize(
+    ("kw", "param"),
+    [
+        ({"messages": [{"role": "robot", "content": "x"}]}, "messages.0.role"),
+        (
+            {"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {}}]}]},
+            "messages.0.content",
+        ),
+        ({"messages": [{"role": "user"}]}, "messages.0.content"),
+        ({"response_format": {"type": "json_object"}}, "response_format"),
+        ({"chat_template_kwargs": {"messages": []}}, "chat_template_kwargs"),
+    ],
+)
 def test_bad_chat_requests_are_400(tokenizer, kw, param):
     body = {"model": "m", "messages": [{"role": "user", "content": "hi"}], **kw}
     with pytest.raises(APIError) as err:
@@ -117,8 +175,13 @@ def test_forced_tool_choice_is_400():
 
 def test_completion_prompts(tokenizer):
     ids = tokenizer.encode("Hello there")
-    assert completion_prompt_ids(CompletionRequest(model="m", prompt="Hello there"), tokenizer) == ids
-    assert completion_prompt_ids(CompletionRequest(model="m", prompt=["Hello there"]), tokenizer) == ids
+    assert (
+        completion_prompt_ids(CompletionRequest(model="m", prompt="Hello there"), tokenizer) == ids
+    )
+    assert (
+        completion_prompt_ids(CompletionRequest(model="m", prompt=["Hello there"]), tokenizer)
+        == ids
+    )
     assert completion_prompt_ids(CompletionRequest(model="m", prompt=[5, 6]), tokenizer) == [5, 6]
     assert completion_prompt_ids(CompletionRequest(model="m", prompt=[[5, 6]]), tokenizer) == [5, 6]
     for prompt, match in ((["a", "b"], "one prompt"), ("", "empty"), ([], "empty")):

@@ -23,12 +23,27 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
 MODEL = "tiny-demo"
-TOOLS = [{"type": "function", "function": {
-    "name": "get_weather", "description": "Current weather for a city",
-    "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}]
+TOOLS = [
+    {
+        "type": "function",
+        "function": {
+            "name": "get_weather",
+            "description": "Current weather for a city",
+            "parameters": {
+                "type": "object",
+                "properties": {"city": {"type": "string"}},
+                "required": ["city"],
+            },
+        },
+    }
+]
 MESSAGES = [{"role": "user", "content": "What is the weather in Paris?"}]
 ARGUMENTS = {"city": "Paris"}
-TARGET = 'Checking.<tool_call>\n{"name": "get_weather", "arguments": ' + json.dumps(ARGUMENTS) + "}\n</tool_call>"
+TARGET = (
+    'Checking.<tool_call>\n{"name": "get_weather", "arguments": '
+    + json.dumps(ARGUMENTS)
+    + "}\n</tool_call>"
+)
 MAX_STEPS = 400
 
 
@@ -95,7 +110,9 @@ def client(base_url):
 
 
 def test_tool_call_non_streaming(client):
-    r = client.chat.completions.create(model=MODEL, messages=MESSAGES, tools=TOOLS, temperature=0, max_tokens=64)
+    r = client.chat.completions.create(
+        model=MODEL, messages=MESSAGES, tools=TOOLS, temperature=0, max_tokens=64
+    )
     choice = r.choices[0]
     assert choice.finish_reason == "tool_calls"
     assert choice.message.content == "Checking."
@@ -105,8 +122,9 @@ def test_tool_call_non_streaming(client):
 
 
 def test_tool_call_streaming(client):
-    stream = client.chat.completions.create(model=MODEL, messages=MESSAGES, tools=TOOLS, temperature=0,
-                                            max_tokens=64, stream=True)
+    stream = client.chat.completions.create(
+        model=MODEL, messages=MESSAGES, tools=TOOLS, temperature=0, max_tokens=64, stream=True
+    )
     content, calls, finish = "", {}, None
     for chunk in stream:
         delta = chunk.choices[0].delta
@@ -123,21 +141,42 @@ def test_tool_call_streaming(client):
 
 
 def test_tool_choice_none_leaves_text_and_forced_choice_is_400(client):
-    r = client.chat.completions.create(model=MODEL, messages=MESSAGES, tools=TOOLS, temperature=0,
-                                       max_tokens=64, tool_choice="none")
+    r = client.chat.completions.create(
+        model=MODEL,
+        messages=MESSAGES,
+        tools=TOOLS,
+        temperature=0,
+        max_tokens=64,
+        tool_choice="none",
+    )
     assert r.choices[0].message.tool_calls is None
     assert "<tool_call>" in r.choices[0].message.content
     with pytest.raises(openai.BadRequestError) as err:
-        client.chat.completions.create(model=MODEL, messages=MESSAGES, tools=TOOLS, tool_choice="required")
+        client.chat.completions.create(
+            model=MODEL, messages=MESSAGES, tools=TOOLS, tool_choice="required"
+        )
     assert err.value.body["param"] == "tool_choice"
 
 
 def test_tool_result_round_trip_renders(client):
     # the assistant's call (arguments as a JSON string, as OpenAI sends it) and the tool result
     messages = MESSAGES + [
-        {"role": "assistant", "content": None, "tool_calls": [{"id": "call_1", "type": "function",
-         "function": {"name": "get_weather", "arguments": json.dumps(ARGUMENTS)}}]},
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {
+                    "id": "call_1",
+                    "type": "function",
+                    "function": {"name": "get_weather", "arguments": json.dumps(ARGUMENTS)},
+                }
+            ],
+        },
         {"role": "tool", "tool_call_id": "call_1", "content": "21 C, sunny"},
     ]
     r = client.chat.completions.create(model=MODEL, messages=messages, tools=TOOLS, max_tokens=4)
-    assert r.usage.prompt_tokens > 0 and r.choices[0].finish_reason in ("stop", "length", "tool_calls")
+    assert r.usage.prompt_tokens > 0 and r.choices[0].finish_reason in (
+        "stop",
+        "length",
+        "tool_calls",
+    )

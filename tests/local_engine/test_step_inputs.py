@@ -32,7 +32,12 @@ def _decoding(request_id: str, length: int, first_block: int) -> Sequence:
 
 
 def test_prepare_step_groups_decodes_and_maps_rows_back():
-    seqs = [_decoding("a", 20, 0), _decoding("b", 700, 10), _decoding("c", 650, 60), _decoding("d", 30, 110)]
+    seqs = [
+        _decoding("a", 20, 0),
+        _decoding("b", 700, 10),
+        _decoding("c", 650, 60),
+        _decoding("d", 30, 110),
+    ]
     step = prepare_step(seqs, [1, 1, 1, 1], BS, torch.device("cpu"), torch.float32, None)
     assert step.order == [1, 2, 3, 0]  # longest context first
     groups = step.meta.decode
@@ -41,7 +46,9 @@ def test_prepare_step_groups_decodes_and_maps_rows_back():
     assert [g.block_tables.shape[1] for g in groups] == [(700 + BS - 1) // BS, (30 + BS - 1) // BS]
     assert [g.mask.shape[-1] for g in groups] == [g.block_tables.shape[1] * BS for g in groups]
     # the new token of each row sits in its own sequence's slot
-    expected = [seqs[i].block_table[(seqs[i].num_tokens - 1) // BS] * BS + (seqs[i].num_tokens - 1) % BS
-                for i in step.order]
+    expected = [
+        seqs[i].block_table[(seqs[i].num_tokens - 1) // BS] * BS + (seqs[i].num_tokens - 1) % BS
+        for i in step.order
+    ]
     assert step.meta.slot_mapping.tolist() == expected
     assert step.input_ids.tolist() == [seqs[i].token_ids[-1] for i in step.order]

@@ -14,7 +14,7 @@ from local_engine.tokenizer import ChatTemplateError, Tokenizer
 transformers = pytest.importorskip("transformers")
 
 # Qwen2.5-Instruct's template (Hermes-style tools), verbatim.
-QWEN25_TEMPLATE = r'''{%- if tools %}
+QWEN25_TEMPLATE = r"""{%- if tools %}
     {{- '<|im_start|>system\n' }}
     {%- if messages[0]['role'] == 'system' %}
         {{- messages[0]['content'] }}
@@ -68,7 +68,7 @@ QWEN25_TEMPLATE = r'''{%- if tools %}
 {%- if add_generation_prompt %}
     {{- '<|im_start|>assistant\n' }}
 {%- endif %}
-'''
+"""
 
 # Llama-3-like: bos_token variable, raise_exception, loop controls, namespace.
 LLAMA_LIKE_TEMPLATE = (
@@ -84,14 +84,21 @@ LLAMA_LIKE_TEMPLATE = (
     "{% if add_generation_prompt %}<|start_header_id|>assistant<|end_header_id|>\n\n{% endif %}"
 )
 
-SPECIAL = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<s>", "<|start_header_id|>",
-           "<|end_header_id|>", "<|eot_id|>"]
+SPECIAL = [
+    "<|endoftext|>",
+    "<|im_start|>",
+    "<|im_end|>",
+    "<s>",
+    "<|start_header_id|>",
+    "<|end_header_id|>",
+    "<|eot_id|>",
+]
 
 WEATHER_TOOL = {
     "type": "function",
     "function": {
         "name": "get_weather",
-        "description": "Weather for a city <b>& \"quotes\"</b> \u00e9t\u00e9",
+        "description": 'Weather for a city <b>& "quotes"</b> \u00e9t\u00e9',
         "parameters": {
             "type": "object",
             "properties": {"city": {"type": "string"}, "unit": {"enum": ["c", "f"]}},
@@ -110,10 +117,18 @@ CONVERSATIONS = [
     ],
     [
         {"role": "user", "content": "Weather in Paris?"},
-        {"role": "assistant", "content": None, "tool_calls": [
-            {"id": "call_1", "type": "function",
-             "function": {"name": "get_weather", "arguments": {"city": "Paris"}}}]},
-        {"role": "tool", "tool_call_id": "call_1", "content": "{\"temp\": 21}"},
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {
+                    "id": "call_1",
+                    "type": "function",
+                    "function": {"name": "get_weather", "arguments": {"city": "Paris"}},
+                }
+            ],
+        },
+        {"role": "tool", "tool_call_id": "call_1", "content": '{"temp": 21}'},
         {"role": "tool", "tool_call_id": "call_2", "content": "sunny"},
         {"role": "user", "content": "Thanks, \u00e7a va?"},
     ],
@@ -125,14 +140,22 @@ def _write_tokenizer_dir(path: Path, chat_template, eos="<|im_end|>", bos=None) 
     tok = HFTokenizer(models.BPE(unk_token=None))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=400, special_tokens=SPECIAL,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    corpus = ["Hello there, what is the weather in Paris today?", "The answer is 4.",
-              "<tool_call> name arguments city"] * 20
+    trainer = trainers.BpeTrainer(
+        vocab_size=400, special_tokens=SPECIAL, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+    )
+    corpus = [
+        "Hello there, what is the weather in Paris today?",
+        "The answer is 4.",
+        "<tool_call> name arguments city",
+    ] * 20
     tok.train_from_iterator(corpus, trainer)
     tok.save(str(path / "tokenizer.json"))
-    config = {"tokenizer_class": "PreTrainedTokenizerFast", "eos_token": eos,
-              "pad_token": "<|endoftext|>", "chat_template": chat_template}
+    config = {
+        "tokenizer_class": "PreTrainedTokenizerFast",
+        "eos_token": eos,
+        "pad_token": "<|endoftext|>",
+        "chat_template": chat_template,
+    }
     if bos is not None:
         config["bos_token"] = bos
     (path / "tokenizer_config.json").write_text(json.dumps(config))
@@ -148,10 +171,12 @@ def _pairs(path: Path):
 @pytest.mark.parametrize("add_generation_prompt", [True, False])
 def test_qwen_template_matches_transformers(tmp_path, conversation, tools, add_generation_prompt):
     ours, theirs = _pairs(_write_tokenizer_dir(tmp_path, QWEN25_TEMPLATE))
-    expected = theirs.apply_chat_template(conversation, tools=tools, tokenize=False,
-                                          add_generation_prompt=add_generation_prompt)
-    got = ours.apply_chat_template(conversation, tools=tools,
-                                   add_generation_prompt=add_generation_prompt)
+    expected = theirs.apply_chat_template(
+        conversation, tools=tools, tokenize=False, add_generation_prompt=add_generation_prompt
+    )
+    got = ours.apply_chat_template(
+        conversation, tools=tools, add_generation_prompt=add_generation_prompt
+    )
     assert got == expected
     if tools:
         assert '"description": "Weather for a city <b>& \\"quotes\\"</b> \u00e9t\u00e9"' in got
@@ -159,23 +184,32 @@ def test_qwen_template_matches_transformers(tmp_path, conversation, tools, add_g
 
 @pytest.mark.parametrize("conversation", CONVERSATIONS[:2])
 def test_bos_and_tojson_kwargs_match_transformers(tmp_path, conversation):
-    ours, theirs = _pairs(_write_tokenizer_dir(tmp_path, LLAMA_LIKE_TEMPLATE, eos="<|eot_id|>", bos="<s>"))
+    ours, theirs = _pairs(
+        _write_tokenizer_dir(tmp_path, LLAMA_LIKE_TEMPLATE, eos="<|eot_id|>", bos="<s>")
+    )
     for tools in (None, [WEATHER_TOOL]):
-        expected = theirs.apply_chat_template(conversation, tools=tools, tokenize=False,
-                                              add_generation_prompt=True)
+        expected = theirs.apply_chat_template(
+            conversation, tools=tools, tokenize=False, add_generation_prompt=True
+        )
         assert ours.apply_chat_template(conversation, tools=tools) == expected
     assert ours.apply_chat_template(conversation).startswith("<s><|start_header_id|>")
 
 
 def test_chat_template_file_and_named_templates(tmp_path):
     path = _write_tokenizer_dir(tmp_path, None)
-    (path / "chat_template.jinja").write_text("{% for m in messages %}[{{ m.content }}]{% endfor %}")
+    (path / "chat_template.jinja").write_text(
+        "{% for m in messages %}[{{ m.content }}]{% endfor %}"
+    )
     extra = path / "additional_chat_templates"
     extra.mkdir()
     (extra / "tool_use.jinja").write_text("TOOLS:{{ tools | length }}")
     ours, theirs = _pairs(path)
     conv = CONVERSATIONS[1]
-    assert ours.apply_chat_template(conv) == theirs.apply_chat_template(conv, tokenize=False) == "[You are terse.][What is 2+2?][4][  And 3+3?  ]"
+    assert (
+        ours.apply_chat_template(conv)
+        == theirs.apply_chat_template(conv, tokenize=False)
+        == "[You are terse.][What is 2+2?][4][  And 3+3?  ]"
+    )
     assert ours.apply_chat_template(conv, tools=[WEATHER_TOOL]) == "TOOLS:1"
 
 
@@ -212,5 +246,7 @@ def test_demo_checkpoint_template_matches_transformers(tmp_path, tools):
 
     ours, theirs = _pairs(build_tiny_checkpoint(tmp_path / "demo"))
     for conversation in CONVERSATIONS:
-        expected = theirs.apply_chat_template(conversation, tools=tools, tokenize=False, add_generation_prompt=True)
+        expected = theirs.apply_chat_template(
+            conversation, tools=tools, tokenize=False, add_generation_prompt=True
+        )
         assert ours.apply_chat_template(conversation, tools=tools) == expected

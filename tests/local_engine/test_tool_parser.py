@@ -46,7 +46,7 @@ def _stream(text: str, pieces: list[int]):
     parser = StreamingToolParser()
     content, deltas, pos = "", [], 0
     for n in pieces + [len(text)]:
-        c, d = parser.feed(text[pos:pos + n])
+        c, d = parser.feed(text[pos : pos + n])
         content, deltas, pos = content + c, deltas + d, pos + n
     c, d = parser.finish()
     return content + c, deltas + d
@@ -71,7 +71,9 @@ def test_streaming_matches_whole_parse(text, step):
     assert content == (expected_content or "")
     calls = _calls_from_deltas(deltas)
     assert [c["name"] for c in calls] == [c.name for c in expected_calls]
-    assert [json.loads(c["arguments"]) for c in calls] == [json.loads(c.arguments) for c in expected_calls]
+    assert [json.loads(c["arguments"]) for c in calls] == [
+        json.loads(c.arguments) for c in expected_calls
+    ]
 
 
 def test_streaming_sends_name_before_arguments_complete():
@@ -101,7 +103,9 @@ def test_streaming_holds_back_only_partial_tag():
 
 
 def test_streaming_unusual_key_order_and_unterminated():
-    content, deltas = _stream('<tool_call>{"arguments": {"q": 1}, "name": "s"}</tool_call>', [5] * 20)
+    content, deltas = _stream(
+        '<tool_call>{"arguments": {"q": 1}, "name": "s"}</tool_call>', [5] * 20
+    )
     assert content == ""
     assert _calls_from_deltas(deltas)[0]["name"] == "s"
     content, deltas = _stream('<tool_call>{"name": "s", "arguments": {"q": 1}}\n', [4] * 20)

@@ -2,7 +2,13 @@ import random
 
 import pytest
 
-EASY = ["hi", "thanks!", "Write a haiku about rain.", "What is the capital of Italy?", "Tell me a joke."]
+EASY = [
+    "hi",
+    "thanks!",
+    "Write a haiku about rain.",
+    "What is the capital of Italy?",
+    "Tell me a joke.",
+]
 HARD = [
     "A tank holds 240 litres. Pipe A fills it in 6 hours and pipe B empties it in 10 hours. If both are "
     "opened at 9am and pipe B is closed at noon, at what time is the tank full? Explain step by step.",
@@ -21,5 +27,7 @@ def synthetic_rows():
         hard = i % 2 == 0
         base = rng.choice(HARD if hard else EASY)
         label = 1 if (hard if rng.random() > 0.1 else not hard) else 0
-        rows.append({"prompt": f"{base} (case {i})", "label": label, "source": "a" if i % 3 else "b"})
+        rows.append(
+            {"prompt": f"{base} (case {i})", "label": label, "source": "a" if i % 3 else "b"}
+        )
     return rows

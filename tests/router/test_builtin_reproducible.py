@@ -13,7 +13,10 @@ SHARED = Path(__file__).resolve().parents[3] / "shared" / "data" / "routing"
 @pytest.mark.slow
 @pytest.mark.skipif(not SHARED.is_dir(), reason="shared/data/routing is not next to the checkout")
 def test_shipped_artifact_is_what_build_default_makes(tmp_path):
-    assert gateway_main(["router", "build-default", "--data", str(SHARED), "--out", str(tmp_path)]) == 0
+    assert (
+        gateway_main(["router", "build-default", "--data", str(SHARED), "--out", str(tmp_path)])
+        == 0
+    )
     built = json.loads((tmp_path / "router.json").read_text())
     shipped = json.loads(artifact.resolve(None).read_text())
     assert built["config"] == shipped["config"] and built["columns"] == shipped["columns"]

@@ -65,8 +65,12 @@ def test_spend_cap_ignores_pace_very_early_in_period():
 
 @pytest.mark.parametrize(
     "kw",
-    [dict(budget_usd=0, base_threshold=0.5), dict(budget_usd=10, base_threshold=1.2),
-     dict(budget_usd=10, base_threshold=0.5, max_threshold=0.3), dict(budget_usd=10, base_threshold=0.5, gain=0)],
+    [
+        dict(budget_usd=0, base_threshold=0.5),
+        dict(budget_usd=10, base_threshold=1.2),
+        dict(budget_usd=10, base_threshold=0.5, max_threshold=0.3),
+        dict(budget_usd=10, base_threshold=0.5, gain=0),
+    ],
 )
 def test_spend_cap_validates(kw):
     with pytest.raises(ValueError):

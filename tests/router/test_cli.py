@@ -14,12 +14,37 @@ def _jsonl(path, rows):
 
 def test_gateway_router_score_and_train(tmp_path, synthetic_rows, capsys):
     data = _jsonl(tmp_path / "train.jsonl", synthetic_rows)
-    assert gateway_main(["router", "train", "--data", str(data), "--out", str(tmp_path / "m"), "--embedding", "none"]) == 0
+    assert (
+        gateway_main(
+            [
+                "router",
+                "train",
+                "--data",
+                str(data),
+                "--out",
+                str(tmp_path / "m"),
+                "--embedding",
+                "none",
+            ]
+        )
+        == 0
+    )
     assert (tmp_path / "m" / "router.json").exists()
-    inp = _jsonl(tmp_path / "in.jsonl", [{"id": 1, "prompt": "hi"}, {"id": "x", "prompt": [{"role": "user", "content": "Prove that 2+2=4 formally, step by step."}]}])
+    inp = _jsonl(
+        tmp_path / "in.jsonl",
+        [
+            {"id": 1, "prompt": "hi"},
+            {
+                "id": "x",
+                "prompt": [{"role": "user", "content": "Prove that 2+2=4 formally, step by step."}],
+            },
+        ],
+    )
     out = tmp_path / "out.jsonl"
     for model in (None, str(tmp_path / "m")):
-        args = ["router", "score", "--input", str(inp), "--output", str(out)] + (["--model", model] if model else [])
+        args = ["router", "score", "--input", str(inp), "--output", str(out)] + (
+            ["--model", model] if model else []
+        )
         assert gateway_main(args) == 0
         rows = [json.loads(line) for line in out.read_text().splitlines()]
         assert [r["id"] for r in rows] == [1, "x"]
@@ -29,9 +54,25 @@ def test_gateway_router_score_and_train(tmp_path, synthetic_rows, capsys):
 def test_bad_input_is_one_clear_line_and_exit_2(tmp_path, capsys):
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"id": 1, "prompt": "a"}\n{"id": 2}\n')
-    assert gateway_main(["router", "score", "--input", str(bad), "--output", str(tmp_path / "o")]) == 2
+    assert (
+        gateway_main(["router", "score", "--input", str(bad), "--output", str(tmp_path / "o")]) == 2
+    )
     assert f"{bad}:2: missing 'prompt'" in capsys.readouterr().err
-    assert gateway_main(["router", "score", "--input", str(bad), "--output", str(tmp_path / "o"), "--model", str(tmp_path)]) == 2
+    assert (
+        gateway_main(
+            [
+                "router",
+                "score",
+                "--input",
+                str(bad),
+                "--output",
+                str(tmp_path / "o"),
+                "--model",
+                str(tmp_path),
+            ]
+        )
+        == 2
+    )
 
 
 @pytest.mark.slow
@@ -39,8 +80,22 @@ def test_module_entry_point_runs_offline(tmp_path):
     inp = _jsonl(tmp_path / "in.jsonl", [{"id": i, "prompt": f"question {i}?"} for i in range(3)])
     env = {"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin"}
     r = subprocess.run(
-        [sys.executable, "-m", "gateway.router.cli", "router", "score", "--input", str(inp), "--output", str(tmp_path / "o.jsonl")],
-        capture_output=True, text=True, env=env, cwd=str(__import__("pathlib").Path(__file__).resolve().parents[2]), timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "gateway.router.cli",
+            "router",
+            "score",
+            "--input",
+            str(inp),
+            "--output",
+            str(tmp_path / "o.jsonl"),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=str(__import__("pathlib").Path(__file__).resolve().parents[2]),
+        timeout=120,
     )
     assert r.returncode == 0, r.stderr
     assert len((tmp_path / "o.jsonl").read_text().splitlines()) == 3

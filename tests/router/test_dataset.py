@@ -13,14 +13,17 @@ def _write(tmp_path, lines):
 
 
 def test_all_training_forms(tmp_path):
-    p = _write(tmp_path, [
-        {"prompt": "a", "label": 1},
-        {"prompt": "b", "label": False, "weight": 2, "source": "app1"},
-        "",
-        {"messages": [{"role": "user", "content": "c"}], "label": 0.25},
-        {"prompt": "d", "weak_score": 6, "strong_score": 9},
-        {"prompt": "e", "weak_score": 9, "strong_score": 9},
-    ])
+    p = _write(
+        tmp_path,
+        [
+            {"prompt": "a", "label": 1},
+            {"prompt": "b", "label": False, "weight": 2, "source": "app1"},
+            "",
+            {"messages": [{"role": "user", "content": "c"}], "label": 0.25},
+            {"prompt": "d", "weak_score": 6, "strong_score": 9},
+            {"prompt": "e", "weak_score": 9, "strong_score": 9},
+        ],
+    )
     rows = read_training(p)
     assert [r.target for r in rows] == [1.0, 0.0, 0.25, 1.0, 0.0]
     assert rows[1].weight == 2.0 and rows[1].source == "app1" and rows[0].source == "default"
@@ -55,7 +58,10 @@ def test_missing_and_empty_files(tmp_path):
 
 
 def test_scoring_input(tmp_path):
-    p = _write(tmp_path, [{"id": 7, "prompt": "x"}, {"id": "a", "messages": [{"role": "user", "content": "y"}]}])
+    p = _write(
+        tmp_path,
+        [{"id": 7, "prompt": "x"}, {"id": "a", "messages": [{"role": "user", "content": "y"}]}],
+    )
     assert [i for i, _ in read_scoring(p)] == [7, "a"]
     with pytest.raises(TrainingDataError, match="missing 'id'"):
         list(read_scoring(_write(tmp_path, [{"prompt": "x"}])))

@@ -7,7 +7,11 @@ import pytest
 from gateway.router.embedding import EMBED_DIM, MiniLMEncoder
 from gateway.router.errors import RouterModelError
 
-TEXTS = ["How do I reverse a linked list in place?", "hello", "Prove that the square root of 2 is irrational."]
+TEXTS = [
+    "How do I reverse a linked list in place?",
+    "hello",
+    "Prove that the square root of 2 is irrational.",
+]
 
 
 def test_full_model_matches_sentence_transformers():
@@ -29,11 +33,13 @@ def test_static_embedding_is_unit_norm_and_batch_independent():
 def test_long_texts_are_read_as_head_and_tail():
     enc = MiniLMEncoder(max_tokens=16, layers=0)  # reads ~32 chars of each end
     head, tail = "please summarize the text below ", " and answer in french at the end"
-    a, b, c = enc.encode([
-        head + "apples and pears " * 20 + tail,
-        head + "rockets, orbits, fuel " * 20 + tail,  # only the middle differs: not read
-        head + "apples and pears " * 20 + " then write it as a poem please",
-    ])
+    a, b, c = enc.encode(
+        [
+            head + "apples and pears " * 20 + tail,
+            head + "rockets, orbits, fuel " * 20 + tail,  # only the middle differs: not read
+            head + "apples and pears " * 20 + " then write it as a poem please",
+        ]
+    )
     np.testing.assert_allclose(a, b, atol=1e-6)
     assert not np.allclose(a, c, atol=1e-3)  # the tail is read
 

@@ -48,7 +48,10 @@ models:
 
 HARD = "Prove rigorously, step by step, that the derivative of x^2 is 2x. Derive it formally and show that it holds; analyze the trade-offs."
 EASY = "hi"
-IMAGE = [{"type": "text", "text": "what is this"}, {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}]
+IMAGE = [
+    {"type": "text", "text": "what is this"},
+    {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}},
+]
 
 
 def chat(content, **body) -> dict:

@@ -37,7 +37,11 @@ def test_bare_bodies_and_wrappers(log_file):
 
 @pytest.mark.parametrize(
     ("ts", "want"),
-    [(1746057610, 1746057610.0), (1746057610123, 1746057610.123), ("2025-05-01T00:00:10+00:00", 1746057610.0)],
+    [
+        (1746057610, 1746057610.0),
+        (1746057610123, 1746057610.123),
+        ("2025-05-01T00:00:10+00:00", 1746057610.0),
+    ],
 )
 def test_timestamps(log_file, ts, want):
     (r,) = read_log(log_file([{"request": chat("x"), "timestamp": ts}]))
@@ -67,7 +71,10 @@ def test_label_forms(log_file):
         ({"request": chat("x"), "timestamp": "yesterday"}, "not ISO 8601"),
         ({"request": chat("x"), "usage": {"prompt_tokens": -1}}, "usage.prompt_tokens"),
         ({"request": chat("x"), "label": {"strong_needed": 2}}, "strong_needed must be 0 or 1"),
-        ({"request": chat("x"), "label": {"weak_score": 1.5, "strong_score": 1}}, "weak_score must be a number in [0, 1]"),
+        (
+            {"request": chat("x"), "label": {"weak_score": 1.5, "strong_score": 1}},
+            "weak_score must be a number in [0, 1]",
+        ),
         ({"request": chat("x"), "label": {"good": 1}}, "label must hold"),
         ({"request": chat("x"), "operation": "images"}, "operation must be one of"),
         ({"request": chat("x"), "headers": {"a": 1}}, "headers must be an object of strings"),

@@ -17,7 +17,10 @@ def _report(policy_file, log_file, labelled=True):
         {"request": chat(HARD), "timestamp": 1746057600, **label},
         {"request": chat(EASY), "timestamp": 1746061200, **label},
         {"request": chat(IMAGE), "timestamp": 1746064800},
-        {"request": chat("<script>alert(1)</script>"), "headers": {"x-data-classification": "confidential"}},
+        {
+            "request": chat("<script>alert(1)</script>"),
+            "headers": {"x-data-classification": "confidential"},
+        },
     ]
     return simulate(policy_file(), log_file(lines, "log<&>.jsonl"), env={})
 
@@ -28,7 +31,9 @@ def test_html_is_self_contained_with_charts(policy_file, log_file):
     assert "<script" not in page  # the prompt text never reaches the page, and we ship no JS
     assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", page)
     assert "@import" not in page and "url(" not in page
-    assert re.findall(r"https?://[^\s\"'<>]+", page) == ["http://www.w3.org/2000/svg"] * page.count("<svg")
+    assert re.findall(r"https?://[^\s\"'<>]+", page) == ["http://www.w3.org/2000/svg"] * page.count(
+        "<svg"
+    )
     svgs = re.findall(r"<svg.*?</svg>", page, re.S)
     assert len(svgs) == 5  # requests per backend, tokens per backend, per rule, cost, curve
     for svg in svgs:
@@ -47,7 +52,15 @@ def test_html_without_labels_says_so(policy_file, log_file):
 def test_table_and_json(policy_file, log_file):
     rep = _report(policy_file, log_file)
     text = render_table(rep)
-    for want in ("Per backend", "Per rule", "local (self-hosted)", "openai (proprietary)", "all on gpt-4o (baseline)", "Cost-quality curve", "policy <-"):
+    for want in (
+        "Per backend",
+        "Per rule",
+        "local (self-hosted)",
+        "openai (proprietary)",
+        "all on gpt-4o (baseline)",
+        "Cost-quality curve",
+        "policy <-",
+    ):
         assert want in text
     data = json.loads(json.dumps(report_dict(rep)))
     assert data["routed"] == rep.routed == 4
@@ -69,7 +82,17 @@ def test_public_surface():
     import gateway.simulate as sim
 
     assert set(sim.__all__) == {
-        "Curve", "CurvePoint", "Group", "Label", "LogError", "LoggedRequest", "Rate", "Report",
-        "read_log", "render_html", "render_table", "simulate",
+        "Curve",
+        "CurvePoint",
+        "Group",
+        "Label",
+        "LogError",
+        "LoggedRequest",
+        "Rate",
+        "Report",
+        "read_log",
+        "render_html",
+        "render_table",
+        "simulate",
     }
     assert all(hasattr(sim, n) for n in sim.__all__)

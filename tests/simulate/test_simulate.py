@@ -32,11 +32,19 @@ def run(policy_file, log_file, lines, cap="", **kw):
 
 def test_heuristic_separates_the_test_prompts():
     s = HeuristicScorer()
-    assert s.score([{"role": "user", "content": HARD}]) >= 0.5 > s.score([{"role": "user", "content": EASY}])
+    assert (
+        s.score([{"role": "user", "content": HARD}])
+        >= 0.5
+        > s.score([{"role": "user", "content": EASY}])
+    )
 
 
 def test_costs_and_shares_by_hand(policy_file, log_file):
-    rep = run(policy_file, log_file, [line(EASY, p=1000, c=500), line(HARD, p=200, c=100), line(IMAGE, p=300, c=10)])
+    rep = run(
+        policy_file,
+        log_file,
+        [line(EASY, p=1000, c=500), line(HARD, p=200, c=100), line(IMAGE, p=300, c=10)],
+    )
     local = 1000 * LOCAL[0] + 500 * LOCAL[1]
     gpt = 200 * OPENAI[0] + 100 * OPENAI[1] + 300 * OPENAI[0] + 10 * OPENAI[1]
     base = (1000 + 200 + 300) * OPENAI[0] + (500 + 100 + 10) * OPENAI[1]
@@ -53,7 +61,15 @@ def test_costs_and_shares_by_hand(policy_file, log_file):
 
 
 def test_totals_add_up(policy_file, log_file):
-    lines = [line(EASY if i % 3 else HARD, p=10 + i, c=i, headers={"x-data-classification": "confidential"} if i % 5 == 0 else None) for i in range(40)]
+    lines = [
+        line(
+            EASY if i % 3 else HARD,
+            p=10 + i,
+            c=i,
+            headers={"x-data-classification": "confidential"} if i % 5 == 0 else None,
+        )
+        for i in range(40)
+    ]
     rep = run(policy_file, log_file, lines)
     for groups in (rep.by_backend, rep.by_rule):
         assert sum(g.requests for g in groups) == rep.routed == 40
@@ -65,7 +81,16 @@ def test_totals_add_up(policy_file, log_file):
 
 def test_confidential_never_counted_on_proprietary(policy_file, log_file):
     secret = {"x-data-classification": "confidential"}
-    rep = run(policy_file, log_file, [line(HARD, headers=secret), line(EASY, headers=secret), line("x" * 40_000, headers=secret), line(IMAGE, headers=secret)])
+    rep = run(
+        policy_file,
+        log_file,
+        [
+            line(HARD, headers=secret),
+            line(EASY, headers=secret),
+            line("x" * 40_000, headers=secret),
+            line(IMAGE, headers=secret),
+        ],
+    )
     assert [g.name for g in rep.by_backend] == ["local"]
     assert rep.proprietary_request_share == 0.0
     # the image and the over-long document cannot stay home: reported, not sent elsewhere
@@ -117,7 +142,11 @@ def test_model_override_and_unknown_models(policy_file, log_file):
 
 def test_curve_over_thresholds(policy_file, log_file):
     need, fine = {"strong_needed": 1}, {"strong_needed": 0}
-    rep = run(policy_file, log_file, [line(HARD, label=need), line(EASY, label=fine), line(IMAGE, label=fine), line(EASY)])
+    rep = run(
+        policy_file,
+        log_file,
+        [line(HARD, label=need), line(EASY, label=fine), line(IMAGE, label=fine), line(EASY)],
+    )
     c = rep.curve
     assert c is not None and c.requests == 3  # the unlabelled request is left out
     assert (c.weak_quality, c.strong_quality) == (pytest.approx(2 / 3), 1.0)
@@ -128,8 +157,15 @@ def test_curve_over_thresholds(policy_file, log_file):
     # the policy (threshold 0.5): HARD escalates, EASY stays: perfect quality at 2/3 escalated
     assert c.operating.escalated_share == pytest.approx(2 / 3) and c.operating.quality == 1.0
     op, at = c.operating, by_t[0.5]
-    assert (op.cost_usd, op.quality, op.escalated_share) == (pytest.approx(at.cost_usd), at.quality, at.escalated_share)
-    assert c.cheapest_at_target is not None and c.cheapest_at_target.escalated_share == pytest.approx(2 / 3)
+    assert (op.cost_usd, op.quality, op.escalated_share) == (
+        pytest.approx(at.cost_usd),
+        at.quality,
+        at.escalated_share,
+    )
+    assert (
+        c.cheapest_at_target is not None
+        and c.cheapest_at_target.escalated_share == pytest.approx(2 / 3)
+    )
     costs = [p.cost_usd for p in c.points]
     assert costs == sorted(costs, reverse=True)  # a higher threshold never costs more here
     assert run(policy_file, log_file, [line(EASY)]).curve is None
@@ -150,5 +186,9 @@ def test_spend_cap_raises_the_threshold_over_the_day(policy_file, log_file):
     assert free.proprietary_request_share == 1.0
     prop = {g.name: g for g in capped.by_backend}["openai"]
     assert 0 < prop.requests < 20
-    assert prop.cost_usd <= 0.005 + 200 * OPENAI[0] + 50 * OPENAI[1]  # at most one request over the cap
-    assert any(f"raised the threshold for {20 - prop.requests:,} requests" in n for n in capped.notes)
+    assert (
+        prop.cost_usd <= 0.005 + 200 * OPENAI[0] + 50 * OPENAI[1]
+    )  # at most one request over the cap
+    assert any(
+        f"raised the threshold for {20 - prop.requests:,} requests" in n for n in capped.notes
+    )

@@ -41,12 +41,22 @@ ERROR_TYPES = {
 }
 
 
-
-
-def _error(status: int, message: str, retry_after: str | None = None, body: bytes | None = None) -> web.Response:
-    payload = body or json.dumps({"type": "error", "error": {"type": ERROR_TYPES.get(status, "api_error"), "message": message}}).encode()
+def _error(
+    status: int, message: str, retry_after: str | None = None, body: bytes | None = None
+) -> web.Response:
+    payload = (
+        body
+        or json.dumps(
+            {
+                "type": "error",
+                "error": {"type": ERROR_TYPES.get(status, "api_error"), "message": message},
+            }
+        ).encode()
+    )
     headers = {"retry-after": retry_after} if retry_after is not None else None
-    return web.Response(status=status, body=payload, content_type="application/json", headers=headers)
+    return web.Response(
+        status=status, body=payload, content_type="application/json", headers=headers
+    )
 
 
 def _answer(body: dict) -> tuple[list[dict], str]:
@@ -57,7 +67,9 @@ def _answer(body: dict) -> tuple[list[dict], str]:
     choice = body.get("tool_choice") or {}
     if tools and choice.get("type") != "none":
         name = choice.get("name") if choice.get("type") == "tool" else tools[0]["name"]
-        return [{"type": "tool_use", "id": TOOL_USE_ID, "name": name, "input": {"echo": text}}], "tool_use"
+        return [
+            {"type": "tool_use", "id": TOOL_USE_ID, "name": name, "input": {"echo": text}}
+        ], "tool_use"
     return [{"type": "text", "text": f"echo: {text}"}], "end_turn"
 
 
@@ -65,28 +77,73 @@ def _event(name: str, data: dict) -> bytes:
     return f"event: {name}\ndata: {json.dumps(data)}\n\n".encode()
 
 
-def _stream_events(msg_id: str, model: str, blocks: list[dict], stop: str, in_tokens: int, out_tokens: int) -> list[bytes]:
-    start = {"id": msg_id, "type": "message", "role": "assistant", "model": model, "content": [], "stop_reason": None,
-             "stop_sequence": None, "usage": {"input_tokens": in_tokens, "output_tokens": 1}}
-    events = [_event("message_start", {"type": "message_start", "message": start}), _event("ping", {"type": "ping"})]
+def _stream_events(
+    msg_id: str, model: str, blocks: list[dict], stop: str, in_tokens: int, out_tokens: int
+) -> list[bytes]:
+    start = {
+        "id": msg_id,
+        "type": "message",
+        "role": "assistant",
+        "model": model,
+        "content": [],
+        "stop_reason": None,
+        "stop_sequence": None,
+        "usage": {"input_tokens": in_tokens, "output_tokens": 1},
+    }
+    events = [
+        _event("message_start", {"type": "message_start", "message": start}),
+        _event("ping", {"type": "ping"}),
+    ]
     for i, block in enumerate(blocks):
         if block["type"] == "text":
-            events.append(_event("content_block_start", {"type": "content_block_start", "index": i, "content_block": {"type": "text", "text": ""}}))
+            events.append(
+                _event(
+                    "content_block_start",
+                    {
+                        "type": "content_block_start",
+                        "index": i,
+                        "content_block": {"type": "text", "text": ""},
+                    },
+                )
+            )
             words = block["text"].split(" ")
             for j, w in enumerate(words):
                 delta = {"type": "text_delta", "text": w if j == 0 else " " + w}
-                events.append(_event("content_block_delta", {"type": "content_block_delta", "index": i, "delta": delta}))
+                events.append(
+                    _event(
+                        "content_block_delta",
+                        {"type": "content_block_delta", "index": i, "delta": delta},
+                    )
+                )
         else:
             head = {"type": "tool_use", "id": block["id"], "name": block["name"], "input": {}}
-            events.append(_event("content_block_start", {"type": "content_block_start", "index": i, "content_block": head}))
+            events.append(
+                _event(
+                    "content_block_start",
+                    {"type": "content_block_start", "index": i, "content_block": head},
+                )
+            )
             args = json.dumps(block["input"])
             half = len(args) // 2
             for part in (args[:half], args[half:]):
                 delta = {"type": "input_json_delta", "partial_json": part}
-                events.append(_event("content_block_delta", {"type": "content_block_delta", "index": i, "delta": delta}))
+                events.append(
+                    _event(
+                        "content_block_delta",
+                        {"type": "content_block_delta", "index": i, "delta": delta},
+                    )
+                )
         events.append(_event("content_block_stop", {"type": "content_block_stop", "index": i}))
-    events.append(_event("message_delta", {"type": "message_delta", "delta": {"stop_reason": stop, "stop_sequence": None},
-                                           "usage": {"output_tokens": out_tokens}}))
+    events.append(
+        _event(
+            "message_delta",
+            {
+                "type": "message_delta",
+                "delta": {"stop_reason": stop, "stop_sequence": None},
+                "usage": {"output_tokens": out_tokens},
+            },
+        )
+    )
     events.append(_event("message_stop", {"type": "message_stop"}))
     return events
 
@@ -101,7 +158,11 @@ def create_app(control: MockControl) -> web.Application:
         except ValueError:
             body = None
         auth_ok = control.api_key is None or request.headers.get("x-api-key") == control.api_key
-        control.record(RecordedRequest(request.method, request.path, public_headers(request.headers), body, raw, auth_ok))
+        control.record(
+            RecordedRequest(
+                request.method, request.path, public_headers(request.headers), body, raw, auth_ok
+            )
+        )
         fault = control.take_fault()
         delay = control.delay_s + (fault.delay_s if fault else 0.0)
         if delay:
@@ -109,7 +170,9 @@ def create_app(control: MockControl) -> web.Application:
         if fault is not None and fault.drop:
             await drop_connection(request)
         if fault is not None and fault.status is not None:
-            return _error(fault.status, f"mock failure {fault.status}", fault.retry_after, fault.body)
+            return _error(
+                fault.status, f"mock failure {fault.status}", fault.retry_after, fault.body
+            )
         if not auth_ok:
             return _error(401, "invalid x-api-key")
         if not isinstance(body, dict) or "max_tokens" not in body or not body.get("messages"):
@@ -117,20 +180,39 @@ def create_app(control: MockControl) -> web.Application:
         counter["n"] += 1
         msg_id = f"msg_mock_{counter['n']}"
         blocks, stop = _answer(body)
-        prompt = " ".join(content_text(m.get("content")) for m in body["messages"]) + " " + content_text(body.get("system", ""))
+        prompt = (
+            " ".join(content_text(m.get("content")) for m in body["messages"])
+            + " "
+            + content_text(body.get("system", ""))
+        )
         out_text = " ".join(b.get("text") or json.dumps(b.get("input")) for b in blocks)
         in_tokens, out_tokens = word_count(prompt), word_count(out_text)
         model = body.get("model", "claude-mock")
         if not body.get("stream"):
-            return web.json_response({
-                "id": msg_id, "type": "message", "role": "assistant", "model": model, "content": blocks,
-                "stop_reason": stop, "stop_sequence": None,
-                "usage": {"input_tokens": in_tokens, "output_tokens": out_tokens},
-            })
-        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
+            return web.json_response(
+                {
+                    "id": msg_id,
+                    "type": "message",
+                    "role": "assistant",
+                    "model": model,
+                    "content": blocks,
+                    "stop_reason": stop,
+                    "stop_sequence": None,
+                    "usage": {"input_tokens": in_tokens, "output_tokens": out_tokens},
+                }
+            )
+        resp = web.StreamResponse(
+            headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
+        )
         await resp.prepare(request)
-        for i, event in enumerate(_stream_events(msg_id, model, blocks, stop, in_tokens, out_tokens)):
-            if fault is not None and fault.stream_fail_after is not None and i >= fault.stream_fail_after:
+        for i, event in enumerate(
+            _stream_events(msg_id, model, blocks, stop, in_tokens, out_tokens)
+        ):
+            if (
+                fault is not None
+                and fault.stream_fail_after is not None
+                and i >= fault.stream_fail_after
+            ):
                 await drop_connection(request)
             await resp.write(event)
         await resp.write_eof()

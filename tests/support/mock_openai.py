@@ -34,9 +34,12 @@ __all__ = ["create_app", "running_mock_openai", "reply_text", "TOOL_CALL_ID"]
 TOOL_CALL_ID = "call_mock_0"
 CREATED = 1_700_000_000
 EMBED_DIM = 8
-ERROR_TYPES = {400: "invalid_request_error", 401: "invalid_request_error", 404: "invalid_request_error", 429: "rate_limit_error"}
-
-
+ERROR_TYPES = {
+    400: "invalid_request_error",
+    401: "invalid_request_error",
+    404: "invalid_request_error",
+    429: "rate_limit_error",
+}
 
 
 def reply_text(body: dict) -> str:
@@ -60,27 +63,53 @@ def _chat_answer(body: dict) -> tuple[dict, str]:
     text = reply_text(body)
     tool = _tool_name(body)
     if tool is not None:
-        call = {"id": TOOL_CALL_ID, "type": "function", "function": {"name": tool, "arguments": json.dumps({"echo": text})}}
+        call = {
+            "id": TOOL_CALL_ID,
+            "type": "function",
+            "function": {"name": tool, "arguments": json.dumps({"echo": text})},
+        }
         return {"role": "assistant", "content": None, "tool_calls": [call]}, "tool_calls"
     fmt = (body.get("response_format") or {}).get("type")
-    content = json.dumps({"echo": text}) if fmt in ("json_object", "json_schema") else f"echo: {text}"
+    content = (
+        json.dumps({"echo": text}) if fmt in ("json_object", "json_schema") else f"echo: {text}"
+    )
     return {"role": "assistant", "content": content}, "stop"
 
 
 def _usage(body: dict, completion: str) -> dict:
-    prompt = " ".join(content_text(m.get("content")) for m in body.get("messages", []) if isinstance(m, dict))
+    prompt = " ".join(
+        content_text(m.get("content")) for m in body.get("messages", []) if isinstance(m, dict)
+    )
     if "prompt" in body:
-        prompt = body["prompt"] if isinstance(body["prompt"], str) else " ".join(map(str, body["prompt"]))
+        prompt = (
+            body["prompt"]
+            if isinstance(body["prompt"], str)
+            else " ".join(map(str, body["prompt"]))
+        )
     p, c = word_count(prompt), word_count(completion)
     return {"prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c}
 
 
-def _error(status: int, message: str, retry_after: str | None = None, body: bytes | None = None) -> web.Response:
-    payload = body or json.dumps(
-        {"error": {"message": message, "type": ERROR_TYPES.get(status, "server_error"), "param": None, "code": None}}
-    ).encode()
+def _error(
+    status: int, message: str, retry_after: str | None = None, body: bytes | None = None
+) -> web.Response:
+    payload = (
+        body
+        or json.dumps(
+            {
+                "error": {
+                    "message": message,
+                    "type": ERROR_TYPES.get(status, "server_error"),
+                    "param": None,
+                    "code": None,
+                }
+            }
+        ).encode()
+    )
     headers = {"Retry-After": retry_after} if retry_after is not None else None
-    return web.Response(status=status, body=payload, content_type="application/json", headers=headers)
+    return web.Response(
+        status=status, body=payload, content_type="application/json", headers=headers
+    )
 
 
 def _embedding(text: str, dim: int) -> list[float]:
@@ -106,7 +135,11 @@ def create_app(control: MockControl) -> web.Application:
             body = None
         auth = request.headers.get("Authorization", "")
         auth_ok = control.api_key is None or auth == f"Bearer {control.api_key}"
-        control.record(RecordedRequest(request.method, request.path, public_headers(request.headers), body, raw, auth_ok))
+        control.record(
+            RecordedRequest(
+                request.method, request.path, public_headers(request.headers), body, raw, auth_ok
+            )
+        )
         fault = control.take_fault()
         delay = control.delay_s + (fault.delay_s if fault else 0.0)
         if delay:
@@ -114,7 +147,11 @@ def create_app(control: MockControl) -> web.Application:
         if fault is not None and fault.drop:
             await drop_connection(request)
         if fault is not None and fault.status is not None:
-            return body, _error(fault.status, f"mock failure {fault.status}", fault.retry_after, fault.body), fault
+            return (
+                body,
+                _error(fault.status, f"mock failure {fault.status}", fault.retry_after, fault.body),
+                fault,
+            )
         if not auth_ok:
             return body, _error(401, "Incorrect API key provided"), fault
         if request.method == "POST" and not isinstance(body, dict):
@@ -122,10 +159,16 @@ def create_app(control: MockControl) -> web.Application:
         return body, None, fault
 
     async def sse(request: web.Request, chunks: list[dict], fault) -> web.StreamResponse:
-        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
+        resp = web.StreamResponse(
+            headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
+        )
         await resp.prepare(request)
         for i, chunk in enumerate(chunks):
-            if fault is not None and fault.stream_fail_after is not None and i >= fault.stream_fail_after:
+            if (
+                fault is not None
+                and fault.stream_fail_after is not None
+                and i >= fault.stream_fail_after
+            ):
                 await drop_connection(request)
             await resp.write(b"data: " + json.dumps(chunk).encode() + b"\n\n")
         await resp.write(b"data: [DONE]\n\n")
@@ -137,29 +180,68 @@ def create_app(control: MockControl) -> web.Application:
         if early is not None:
             return early
         message, finish = _chat_answer(body)
-        completion = message.get("content") or json.dumps([c["function"] for c in message.get("tool_calls", [])])
+        completion = message.get("content") or json.dumps(
+            [c["function"] for c in message.get("tool_calls", [])]
+        )
         usage = _usage(body, completion)
         cid, model = next_id("chatcmpl"), body.get("model", "mock-model")
         if not body.get("stream"):
             choice = {"index": 0, "message": message, "finish_reason": finish, "logprobs": None}
             return web.json_response(
-                {"id": cid, "object": "chat.completion", "created": CREATED, "model": model, "choices": [choice], "usage": usage, "system_fingerprint": "fp_mock"}
+                {
+                    "id": cid,
+                    "object": "chat.completion",
+                    "created": CREATED,
+                    "model": model,
+                    "choices": [choice],
+                    "usage": usage,
+                    "system_fingerprint": "fp_mock",
+                }
             )
         include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
-        head = {"id": cid, "object": "chat.completion.chunk", "created": CREATED, "model": model, "system_fingerprint": "fp_mock"}
+        head = {
+            "id": cid,
+            "object": "chat.completion.chunk",
+            "created": CREATED,
+            "model": model,
+            "system_fingerprint": "fp_mock",
+        }
         deltas: list[dict] = [{"role": "assistant", "content": ""}]
         if "tool_calls" in message:
             call = message["tool_calls"][0]
             args = call["function"]["arguments"]
-            deltas.append({"tool_calls": [{"index": 0, "id": call["id"], "type": "function", "function": {"name": call["function"]["name"], "arguments": ""}}]})
+            deltas.append(
+                {
+                    "tool_calls": [
+                        {
+                            "index": 0,
+                            "id": call["id"],
+                            "type": "function",
+                            "function": {"name": call["function"]["name"], "arguments": ""},
+                        }
+                    ]
+                }
+            )
             half = len(args) // 2
-            deltas += [{"tool_calls": [{"index": 0, "function": {"arguments": part}}]} for part in (args[:half], args[half:])]
+            deltas += [
+                {"tool_calls": [{"index": 0, "function": {"arguments": part}}]}
+                for part in (args[:half], args[half:])
+            ]
         else:
             words = message["content"].split(" ")
             deltas += [{"content": w if i == 0 else " " + w} for i, w in enumerate(words)]
         extra = {"usage": None} if include_usage else {}
-        chunks = [head | {"choices": [{"index": 0, "delta": d, "finish_reason": None, "logprobs": None}]} | extra for d in deltas]
-        chunks.append(head | {"choices": [{"index": 0, "delta": {}, "finish_reason": finish, "logprobs": None}]} | extra)
+        chunks = [
+            head
+            | {"choices": [{"index": 0, "delta": d, "finish_reason": None, "logprobs": None}]}
+            | extra
+            for d in deltas
+        ]
+        chunks.append(
+            head
+            | {"choices": [{"index": 0, "delta": {}, "finish_reason": finish, "logprobs": None}]}
+            | extra
+        )
         if include_usage:
             chunks.append(head | {"choices": [], "usage": usage})
         return await sse(request, chunks, fault)
@@ -174,9 +256,23 @@ def create_app(control: MockControl) -> web.Application:
         cid, model = next_id("cmpl"), body.get("model", "mock-model")
         head = {"id": cid, "object": "text_completion", "created": CREATED, "model": model}
         if not body.get("stream"):
-            return web.json_response(head | {"choices": [{"index": 0, "text": text, "finish_reason": "stop", "logprobs": None}], "usage": usage})
-        chunks = [head | {"choices": [{"index": 0, "text": w, "finish_reason": None, "logprobs": None}]} for w in text.split(" ")]
-        chunks.append(head | {"choices": [{"index": 0, "text": "", "finish_reason": "stop", "logprobs": None}]})
+            return web.json_response(
+                head
+                | {
+                    "choices": [
+                        {"index": 0, "text": text, "finish_reason": "stop", "logprobs": None}
+                    ],
+                    "usage": usage,
+                }
+            )
+        chunks = [
+            head | {"choices": [{"index": 0, "text": w, "finish_reason": None, "logprobs": None}]}
+            for w in text.split(" ")
+        ]
+        chunks.append(
+            head
+            | {"choices": [{"index": 0, "text": "", "finish_reason": "stop", "logprobs": None}]}
+        )
         if (body.get("stream_options") or {}).get("include_usage"):
             chunks.append(head | {"choices": [], "usage": usage})
         return await sse(request, chunks, fault)
@@ -188,17 +284,28 @@ def create_app(control: MockControl) -> web.Application:
         inputs = body.get("input", "")
         texts = inputs if isinstance(inputs, list) else [inputs]
         dim = int(body.get("dimensions") or EMBED_DIM)
-        data = [{"object": "embedding", "index": i, "embedding": _embedding(str(t), dim)} for i, t in enumerate(texts)]
+        data = [
+            {"object": "embedding", "index": i, "embedding": _embedding(str(t), dim)}
+            for i, t in enumerate(texts)
+        ]
         tokens = sum(word_count(str(t)) for t in texts)
         return web.json_response(
-            {"object": "list", "data": data, "model": body.get("model", "mock-embed"), "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
+            {
+                "object": "list",
+                "data": data,
+                "model": body.get("model", "mock-embed"),
+                "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+            }
         )
 
     async def models(request: web.Request) -> web.StreamResponse:
         _, early, _ = await admit(request)
         if early is not None:
             return early
-        data = [{"id": m, "object": "model", "created": CREATED, "owned_by": "mock"} for m in control.models]
+        data = [
+            {"id": m, "object": "model", "created": CREATED, "owned_by": "mock"}
+            for m in control.models
+        ]
         return web.json_response({"object": "list", "data": data})
 
     app = web.Application()

@@ -58,7 +58,13 @@ class MockControl:
     _requests: list[RecordedRequest] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def fail_next(self, n: int = 1, status: int = 500, retry_after: str | None = None, body: bytes | None = None) -> None:
+    def fail_next(
+        self,
+        n: int = 1,
+        status: int = 500,
+        retry_after: str | None = None,
+        body: bytes | None = None,
+    ) -> None:
         self._push(n, Fault(status=status, retry_after=retry_after, body=body))
 
     def drop_next(self, n: int = 1) -> None:
@@ -104,7 +110,9 @@ def content_text(content: Any) -> str:
     if isinstance(content, str):
         return content
     if isinstance(content, list):
-        return " ".join(p.get("text", "") for p in content if isinstance(p, dict) and p.get("type") == "text")
+        return " ".join(
+            p.get("text", "") for p in content if isinstance(p, dict) and p.get("type") == "text"
+        )
     return ""
 
 

@@ -6,6 +6,11 @@ queue; the thread sleeps on a condition when idle. Each step's outputs go back t
 ``call_soon_threadsafe`` and are fanned out to per-request asyncio queues. Closing or cancelling a
 request's iterator (client disconnect), or dropping it unread, aborts the request and frees its
 KV blocks.
+
+A step that fails for some requests fails those (``StepFailedError``) and the loop goes on; one
+that fails in a way no request can be blamed for fails the requests in flight and goes on. Only
+a failure to recover from that stops the loop (``EngineDeadError``). ``health()`` says whether
+the engine can serve: the loop is alive, steps are not all failing, and none is stuck.
 """
 
 from __future__ import annotations
@@ -13,22 +18,48 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 import weakref
 from collections import deque
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from local_engine.config import EngineConfig
 from local_engine.engine.llm_engine import LLMEngine
 from local_engine.engine.outputs import EngineStats, RequestOutput
-from local_engine.errors import EngineDeadError, EngineError, QueueFullError, RequestValidationError
+from local_engine.errors import (
+    EngineDeadError,
+    EngineError,
+    QueueFullError,
+    RequestValidationError,
+    StepFailedError,
+)
 from local_engine.sampling_params import SamplingParams
 
-__all__ = ["AsyncLLMEngine", "RequestStream"]
+__all__ = ["AsyncLLMEngine", "EngineHealth", "RequestStream"]
 
 logger = logging.getLogger(__name__)
 
-_ADD, _ABORT = "add", "abort"
+UNHEALTHY_AFTER_FAILED_STEPS = 3  # consecutive steps in which every request failed
+STEP_STALL_S = 120.0  # a step running longer than this means the device hangs
+
+
+@dataclass(slots=True, frozen=True)
+class _Add:
+    request_id: str
+    prompt_token_ids: list[int]
+    params: SamplingParams
+
+
+@dataclass(slots=True, frozen=True)
+class _Abort:
+    request_id: str
+
+
+@dataclass(slots=True, frozen=True)
+class EngineHealth:
+    ok: bool
+    reason: str = ""  # why not, when not ok
 
 
 class RequestStream:
@@ -79,13 +110,14 @@ class AsyncLLMEngine:
         self.max_model_len = engine.max_model_len
         self.model_name = self.config.served_model_name or Path(self.config.model).name
         self._cv = threading.Condition()
-        self._commands: deque[tuple] = deque()  # guarded by _cv
+        self._commands: deque[_Add | _Abort] = deque()  # guarded by _cv
         self._num_pending_adds = 0  # guarded by _cv
         self._stopping = False
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._queues: dict[str, asyncio.Queue] = {}  # event-loop side
         self._error: BaseException | None = None
+        self._step_started: float | None = None  # monotonic start of the running step
 
     @classmethod
     def from_config(cls, config: EngineConfig) -> AsyncLLMEngine:
@@ -113,7 +145,17 @@ class AsyncLLMEngine:
 
     @property
     def is_running(self) -> bool:
-        return self._thread is not None and self._error is None
+        return self._thread is not None and self._thread.is_alive() and self._error is None
+
+    def health(self) -> EngineHealth:
+        if not self.is_running:
+            return EngineHealth(False, "the engine loop is not running")
+        if self.engine.consecutive_failed_steps >= UNHEALTHY_AFTER_FAILED_STEPS:
+            return EngineHealth(False, "the last engine steps all failed")
+        started = self._step_started
+        if started is not None and time.monotonic() - started > STEP_STALL_S:
+            return EngineHealth(False, f"an engine step has run for over {STEP_STALL_S:g} s")
+        return EngineHealth(True)
 
     # requests
     def generate(
@@ -134,7 +176,7 @@ class AsyncLLMEngine:
             if waiting >= self.config.max_waiting:
                 raise QueueFullError(f"waiting queue is full ({self.config.max_waiting} requests)")
             self._num_pending_adds += 1
-            self._commands.append((_ADD, request_id, list(prompt_token_ids), params))
+            self._commands.append(_Add(request_id, list(prompt_token_ids), params))
             self._cv.notify()
         self._queues[request_id] = queue
         return RequestStream(self, request_id, queue)
@@ -143,7 +185,7 @@ class AsyncLLMEngine:
         # called on the loop, or by a finalizer on any thread: dict.pop and the locked append are safe
         self._queues.pop(request_id, None)
         with self._cv:
-            self._commands.append((_ABORT, request_id))
+            self._commands.append(_Abort(request_id))
             self._cv.notify()
 
     def stats(self) -> EngineStats:
@@ -162,29 +204,42 @@ class AsyncLLMEngine:
                 if self._stopping:
                     return
                 commands, self._commands = self._commands, deque()
-            rejected = self._apply(commands)
+            rejected: list[tuple[str, EngineError]] = []
+            self._step_started = time.monotonic()
             try:
+                rejected = self._apply(commands)
                 outputs = engine.step() if engine.has_unfinished() else []
-            except Exception as exc:  # re-raised to every request as EngineDeadError, not hidden
-                logger.exception("engine step failed; the engine is stopping")
-                self._error = exc
-                self._post(self._fail_all, EngineDeadError(f"engine step failed: {exc!r}"), exc)
-                return
+            except Exception as exc:  # no request to blame: fail those in flight, keep serving
+                logger.exception("engine step failed; failing the requests in flight")
+                try:
+                    outputs = engine.fail_all(exc)
+                except Exception as fatal:  # the engine's state is beyond repair: stop
+                    logger.exception("could not recover from a failed step; the engine stops")
+                    self._error = fatal
+                    self._post(self._fail_all, EngineDeadError("the engine stopped"), fatal)
+                    return
+            finally:
+                self._step_started = None
             if outputs or rejected:
                 self._post(self._deliver, outputs, rejected)
 
-    def _apply(self, commands: deque[tuple]) -> list[tuple[str, EngineError]]:
+    def _apply(self, commands: deque[_Add | _Abort]) -> list[tuple[str, EngineError]]:
         rejected: list[tuple[str, EngineError]] = []
         for cmd in commands:
-            if cmd[0] == _ADD:
+            if isinstance(cmd, _Add):
                 with self._cv:
                     self._num_pending_adds -= 1
                 try:
-                    self.engine.add_request(*cmd[1:])
+                    self.engine.add_request(cmd.request_id, cmd.prompt_token_ids, cmd.params)
                 except EngineError as exc:  # lost a race for the queue, or a reused id
-                    rejected.append((cmd[1], exc))
+                    rejected.append((cmd.request_id, exc))
+                except Exception as exc:  # a bug, but this request's alone: fail it, go on
+                    logger.exception("admitting request %s failed", cmd.request_id)
+                    error = StepFailedError("the engine failed to admit this request (logged)")
+                    error.__cause__ = exc
+                    rejected.append((cmd.request_id, error))
             else:
-                self.engine.abort_request(cmd[1])
+                self.engine.abort_request(cmd.request_id)
         return rejected
 
     def _post(self, callback, *args) -> None:
@@ -200,7 +255,7 @@ class AsyncLLMEngine:
         for out in outputs:
             queue = queues.get(out.request_id)
             if queue is not None:
-                queue.put_nowait(out)
+                queue.put_nowait(out if out.error is None else out.error)
         for request_id, exc in rejected:
             queue = queues.get(request_id)
             if queue is not None:

@@ -2,6 +2,11 @@
 
 Not thread-safe: one caller drives ``step()`` (AsyncLLMEngine's background thread, or
 ``generate()`` offline). Per step the work is O(batch): no pass over all tokens of a request.
+
+A failing step is confined to the requests it belongs to: when the runner raises, the batch is
+re-run in halves until the failing sequences are found; those (and a request whose output
+processing raises) finish with ``finish_reason="error"`` and a ``StepFailedError``, and the
+other requests of the step go on as if nothing happened.
 """
 
 from __future__ import annotations
@@ -14,9 +19,9 @@ from local_engine.config import EngineConfig
 from local_engine.engine.block_manager import BlockManager
 from local_engine.engine.detokenizer import Detokenizer
 from local_engine.engine.outputs import EngineStats, RequestOutput
-from local_engine.engine.scheduler import Scheduler
+from local_engine.engine.scheduler import ScheduledBatch, Scheduler
 from local_engine.engine.sequence import FinishReason, Sequence
-from local_engine.errors import EngineError, RequestValidationError
+from local_engine.errors import EngineError, RequestValidationError, StepFailedError
 from local_engine.sampling_params import SamplingParams
 
 __all__ = ["EngineStats", "LLMEngine", "RequestOutput"]
@@ -84,6 +89,7 @@ class LLMEngine:
         self._aborted: list[RequestOutput] = []
         self._prompt_tokens = 0
         self._generation_tokens = 0
+        self.consecutive_failed_steps = 0  # steps where every scheduled sequence failed
 
     # requests
     def validate_request(self, prompt_token_ids: list[int], params: SamplingParams) -> None:
@@ -102,6 +108,15 @@ class LLMEngine:
             min(prompt_token_ids) < 0 or max(prompt_token_ids) >= self.vocab_size
         ):
             raise RequestValidationError(f"prompt token ids must be in [0, {self.vocab_size})")
+        if self.vocab_size is not None:
+            for name, ids in (
+                ("stop_token_ids", params.stop_token_ids),
+                ("logit_bias", params.logit_bias),
+            ):
+                if any(not 0 <= i < self.vocab_size for i in ids):
+                    raise RequestValidationError(
+                        f"{name}: token ids must be in [0, {self.vocab_size})"
+                    )
 
     def add_request(
         self, request_id: str, prompt_token_ids: list[int], params: SamplingParams
@@ -111,11 +126,11 @@ class LLMEngine:
             raise RequestValidationError(f"request id {request_id!r} is already in use")
         self.validate_request(prompt_token_ids, params)
         seq = Sequence(prompt_token_ids, params, self.config.block_size, request_id)
-        self.scheduler.add(seq)  # may raise QueueFullError
         stop_ids = frozenset(params.stop_token_ids)
         if not params.ignore_eos:
             stop_ids |= self.eos_token_ids
         detok = Detokenizer(self.tokenizer, prompt_token_ids, params.stop)
+        self.scheduler.add(seq)  # may raise QueueFullError; last, so a failure leaves no trace
         self._requests[request_id] = _Request(seq, detok, stop_ids)
 
     def abort_request(self, request_id: str) -> None:
@@ -143,15 +158,76 @@ class LLMEngine:
 
     # step
     def step(self) -> list[RequestOutput]:
+        """Run one step. Failures of single requests come back as outputs with an ``error``;
+        this raises only if the engine's own bookkeeping fails (then call ``fail_all``)."""
         outputs, self._aborted = self._aborted, []
         batch = self.scheduler.schedule()
         if not batch.seqs:
             return outputs
-        samples = self.runner.execute(batch.seqs, batch.num_new_tokens)
-        self.scheduler.postprocess(batch)
-        for seq, sample in zip(batch.seqs, samples, strict=True):
-            if sample is not None:
+        samples, failures = self._execute(batch.seqs, batch.num_new_tokens)
+        done, done_samples = ScheduledBatch(), []
+        for i, (seq, n) in enumerate(zip(batch.seqs, batch.num_new_tokens, strict=True)):
+            if i in failures:
+                outputs.append(self._fail(seq, failures[i]))
+            else:
+                done.seqs.append(seq)
+                done.num_new_tokens.append(n)
+                done_samples.append(samples[i])
+        self.consecutive_failed_steps = 0 if done.seqs else self.consecutive_failed_steps + 1
+        self.scheduler.postprocess(done)
+        for seq, sample in zip(done.seqs, done_samples, strict=True):
+            if sample is None:
+                continue
+            try:
                 outputs.append(self._on_sample(self._requests[seq.request_id], sample))
+            except Exception as exc:  # confined to this request, logged and reported to it
+                logger.exception("output processing failed for request %s", seq.request_id)
+                outputs.append(self._fail(seq, exc))
+        return outputs
+
+    def _execute(
+        self, seqs: list[Sequence], num_new_tokens: list[int]
+    ) -> tuple[list[Any], dict[int, Exception]]:
+        """Run the batch; on failure re-run halves to find the failing rows (K/V writes are
+        idempotent, so recomputing a sequence's new tokens is safe). -> (samples, {row: error})."""
+        try:
+            return self.runner.execute(seqs, num_new_tokens), {}
+        except Exception as exc:  # attributed below and reported to the requests it hit
+            if len(seqs) == 1:
+                logger.error("step failed for request %s", seqs[0].request_id, exc_info=exc)
+                return [None], {0: exc}
+            logger.warning("a step of %d sequences failed (%r): isolating", len(seqs), exc)
+        mid = len(seqs) // 2
+        left, left_failed = self._execute(seqs[:mid], num_new_tokens[:mid])
+        right, right_failed = self._execute(seqs[mid:], num_new_tokens[mid:])
+        return left + right, left_failed | {mid + i: e for i, e in right_failed.items()}
+
+    def _fail(self, seq: Sequence, cause: BaseException) -> RequestOutput:
+        """Finish a request with finish_reason "error", freeing its blocks (in any state)."""
+        request_id = seq.request_id
+        self._requests.pop(request_id, None)
+        self.scheduler.finish(seq, FinishReason.ERROR)
+        error = StepFailedError("the engine failed while generating this request (logged)")
+        error.__cause__ = cause
+        return RequestOutput(
+            request_id,
+            [],
+            "",
+            True,
+            FinishReason.ERROR.value,
+            seq.num_prompt_tokens,
+            seq.num_completion_tokens,
+            seq.num_cached_tokens,
+            error=error,
+        )
+
+    def fail_all(self, cause: BaseException) -> list[RequestOutput]:
+        """Fail every live request (after a step failed in a way no request can be blamed for)."""
+        outputs, self._aborted = self._aborted, []
+        outputs += [self._fail(req.seq, cause) for req in list(self._requests.values())]
+        for seq in [*self.scheduler.running, *self.scheduler.waiting]:  # none, unless a bug
+            self.scheduler.finish(seq, FinishReason.ERROR)
+        self.consecutive_failed_steps += 1
         return outputs
 
     def _on_sample(self, req: _Request, sample: Any) -> RequestOutput:
@@ -212,6 +288,8 @@ class LLMEngine:
             while pending and len(self.scheduler.waiting) < self.scheduler.max_waiting:
                 self.add_request(*pending.pop())
             for out in self.step():
+                if out.error is not None:
+                    raise out.error
                 if out.request_id in results:
                     results[out.request_id].extend(out.new_token_ids)
         return [results[rid] for rid in ids]

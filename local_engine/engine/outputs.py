@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from local_engine.errors import EngineError
+
 __all__ = ["EngineStats", "RequestOutput"]
 
 
@@ -13,11 +15,12 @@ class RequestOutput:
     new_token_ids: list[int]
     new_text: str  # text released this step (a possible stop string is held back, never leaked)
     finished: bool
-    finish_reason: str | None  # "stop" | "length" | "abort"
+    finish_reason: str | None  # "stop" | "length" | "abort" | "error"
     num_prompt_tokens: int
     num_completion_tokens: int
     num_cached_tokens: int
     logprobs: list[dict] | None = None  # per new token: {"token_id", "logprob", "top_logprobs"}
+    error: EngineError | None = None  # set when finish_reason is "error": why this request failed
 
 
 @dataclass(slots=True, frozen=True)

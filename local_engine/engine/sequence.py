@@ -28,6 +28,7 @@ class FinishReason(StrEnum):
     STOP = "stop"  # eos, stop token id or stop string
     LENGTH = "length"  # max_tokens or max_model_len
     ABORT = "abort"  # client went away / cancelled
+    ERROR = "error"  # the step failed for this request (RequestOutput.error says why)
 
 
 _ids = count()

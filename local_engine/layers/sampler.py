@@ -1,4 +1,4 @@
-"""Batched token sampling: penalties, temperature, top-k, top-p, min-p, per-request seeds, logprobs.
+"""Batched token sampling: logit bias, penalties, temperature, top-k, top-p, min-p, per-request seeds, logprobs.
 
 One ``SamplingBatch`` is built per step for the rows that sample; every transform runs on the
 whole ``[N, V]`` logits tensor at once, and a transform is skipped when no row uses it. When
@@ -40,6 +40,7 @@ class SamplingBatch:
     penalties: tuple[torch.Tensor, ...] | None  # (presence, frequency, repetition) [N, 1] each
     prompt_ids: torch.Tensor | None  # [N, P] padded with V (an out-of-range column, dropped)
     output_ids: torch.Tensor | None  # [N, O] padded with V
+    logit_bias: torch.Tensor | None = None  # [N, V], added to the raw logits first
 
 
 def _pad(rows: list[list[int]], pad: int, device: torch.device) -> torch.Tensor:
@@ -59,10 +60,11 @@ def build_sampling_batch(
     """``histories`` (prompt ids, generated ids) per row: required when any row has a penalty."""
     greedy = [p.temperature == 0.0 for p in params]
     has_pen = histories is not None
+    has_bias = any(p.logit_bias for p in params)
     batch = SamplingBatch(
         params,
         positions,
-        all(greedy) and not has_pen,
+        all(greedy) and not has_pen and not has_bias,
         None,
         None,
         None,
@@ -81,6 +83,8 @@ def build_sampling_batch(
         )
         batch.prompt_ids = _pad(prompts, vocab_size, device)
         batch.output_ids = _pad(outputs, vocab_size, device)
+    if has_bias:
+        batch.logit_bias = _bias(params, vocab_size, device)
     if all(greedy):
         return batch
     batch.greedy_rows = torch.tensor(greedy, dtype=torch.bool, device=device)
@@ -89,13 +93,31 @@ def build_sampling_batch(
     )
     if any(p.top_k != -1 for p in params):
         batch.top_k = torch.tensor(
-            [p.top_k if p.top_k != -1 else vocab_size for p in params], device=device
+            [min(p.top_k, vocab_size) if p.top_k != -1 else vocab_size for p in params],
+            dtype=torch.int64,
+            device=device,
         )
     if any(p.top_p < 1.0 for p in params):
         batch.top_p = torch.tensor([p.top_p for p in params], dtype=torch.float32, device=device)
     if any(p.min_p > 0.0 for p in params):
         batch.min_p = torch.tensor([p.min_p for p in params], dtype=torch.float32, device=device)
     return batch
+
+
+def _bias(params: list[SamplingParams], vocab_size: int, device: torch.device) -> torch.Tensor:
+    # [N, V]; ids outside the vocabulary were rejected at admission, and are skipped here anyway
+    rows, cols, vals = [], [], []
+    for row, p in enumerate(params):
+        for token_id, value in p.logit_bias.items():
+            if 0 <= token_id < vocab_size:
+                rows.append(row)
+                cols.append(token_id)
+                vals.append(value)
+    bias = torch.zeros(len(params), vocab_size, dtype=torch.float32, device=device)
+    if vals:
+        index = (torch.tensor(rows, device=device), torch.tensor(cols, device=device))
+        bias[index] = torch.tensor(vals, dtype=torch.float32, device=device)
+    return bias
 
 
 def _counts(ids: torch.Tensor, vocab_size: int) -> torch.Tensor:
@@ -160,6 +182,8 @@ def sample(
     logits: torch.Tensor, b: SamplingBatch, gen: torch.Generator, seed_gen: torch.Generator
 ) -> torch.Tensor:
     """logits: [N, V] fp32 raw -> token ids [N] int64."""
+    if b.logit_bias is not None:
+        logits = logits + b.logit_bias
     if b.penalties is not None:
         logits = apply_penalties(logits, b)
     if b.all_greedy or b.greedy_rows is None:

@@ -9,7 +9,9 @@ from collections.abc import AsyncIterator
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
+from local_engine.errors import EngineError
 from local_engine.server.encoding import SSE_DONE, JSONResponse, sse_event
+from local_engine.server.errors import stream_error_event
 from local_engine.server.generation import (
     Generation,
     ServerContext,
@@ -132,5 +134,7 @@ async def _stream(
         if include_usage:
             yield sse_event({**base, "choices": [], "usage": gen.usage()})
         yield SSE_DONE
+    except EngineError as exc:  # the headers went out: end the stream with an error event
+        yield stream_error_event(exc)
     finally:
         await gen.close()

@@ -15,18 +15,27 @@ Tree of what the handlers map (everything else is a bug and surfaces as a 500 fr
 from __future__ import annotations
 
 import math
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError as BodyValidationError
 from starlette.exceptions import HTTPException
 
 from local_engine.errors import EngineError, QueueFullError, RequestValidationError
-from local_engine.server.encoding import JSONResponse
+from local_engine.server.encoding import JSONResponse, sse_event
 from local_engine.tokenizer import ChatTemplateError
 
-__all__ = ["RETRY_AFTER_SECONDS", "APIError", "error_response", "install_error_handlers"]
+__all__ = [
+    "RETRY_AFTER_SECONDS",
+    "APIError",
+    "error_body",
+    "error_response",
+    "install_error_handlers",
+    "stream_error_event",
+]
 
 RETRY_AFTER_SECONDS = 1
+CONTEXT_LENGTH_EXCEEDED = "context_length_exceeded"  # OpenAI's code: the SDK will not retry it
 _TYPE_BY_STATUS = {
     400: "invalid_request_error",
     404: "not_found_error",
@@ -53,8 +62,8 @@ class APIError(Exception):
         self.type = type or _TYPE_BY_STATUS.get(status, "server_error")
 
 
-def invalid(message: str, param: str | None = None) -> APIError:
-    return APIError(400, message, param=param)
+def invalid(message: str, param: str | None = None, *, code: str | None = None) -> APIError:
+    return APIError(400, message, param=param, code=code)
 
 
 def error_response(
@@ -66,7 +75,19 @@ def error_response(
     code: str | None = None,
     headers: dict[str, str] | None = None,
 ) -> JSONResponse:
-    body = {
+    body = error_body(status, message, type=type, param=param, code=code)
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def error_body(
+    status: int,
+    message: str,
+    *,
+    type: str | None = None,
+    param: str | None = None,
+    code: str | None = None,
+) -> dict[str, Any]:
+    return {
         "error": {
             "message": message,
             "type": type or _TYPE_BY_STATUS.get(status, "server_error"),
@@ -74,7 +95,11 @@ def error_response(
             "code": code,
         }
     }
-    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def stream_error_event(exc: EngineError) -> bytes:
+    """The in-band SSE event that ends a stream whose headers already went out."""
+    return sse_event(error_body(exc.status, str(exc), code=type(exc).__name__))
 
 
 async def _api_error(_: Request, exc: APIError) -> JSONResponse:

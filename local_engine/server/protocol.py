@@ -18,7 +18,8 @@ __all__ = ["ChatCompletionRequest", "CompletionRequest", "StreamOptions", "ToolD
 
 
 class _Body(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    # NaN/Infinity never pass (orjson already refuses them; this covers any other way in)
+    model_config = ConfigDict(extra="ignore", allow_inf_nan=False)
 
 
 class StreamOptions(_Body):
@@ -49,6 +50,7 @@ class _SamplingFields(_Body):
     presence_penalty: float | None = None
     frequency_penalty: float | None = None
     stop: str | list[str] | None = None
+    logit_bias: dict[str, float] | None = None  # token id (as a string, like OpenAI) -> bias
     # vLLM-style extras
     top_k: int | None = None
     min_p: float | None = None

@@ -6,7 +6,7 @@ import json
 from typing import Any
 
 from local_engine.sampling_params import MAX_TOP_LOGPROBS, SamplingParams
-from local_engine.server.errors import invalid
+from local_engine.server.errors import CONTEXT_LENGTH_EXCEEDED, invalid
 from local_engine.server.protocol import ChatCompletionRequest, CompletionRequest
 from local_engine.tokenizer import Tokenizer
 
@@ -113,12 +113,15 @@ def completion_prompt_ids(req: CompletionRequest, tokenizer: Tokenizer) -> list[
 
 
 # sampling
-def _max_tokens(requested: int | None, prompt_len: int, max_model_len: int) -> int:
+def _max_tokens(
+    requested: int | None, prompt_len: int, max_model_len: int, prompt_param: str
+) -> int:
     room = max_model_len - prompt_len
     if room < 1:
         raise invalid(
             f"the prompt has {prompt_len} tokens; this model's context length is {max_model_len}",
-            "messages",
+            prompt_param,
+            code=CONTEXT_LENGTH_EXCEEDED,
         )
     if requested is None:
         return room
@@ -129,6 +132,7 @@ def _max_tokens(requested: int | None, prompt_len: int, max_model_len: int) -> i
             f"max_tokens={requested} plus the prompt's {prompt_len} tokens exceeds this "
             f"model's context length {max_model_len}",
             "max_tokens",
+            code=CONTEXT_LENGTH_EXCEEDED,
         )
     return requested
 
@@ -146,6 +150,19 @@ def _logprob_fields(req: ChatCompletionRequest | CompletionRequest) -> tuple[boo
     return want, top
 
 
+def _logit_bias(raw: dict[str, float] | None) -> dict[int, float]:
+    out = {}
+    for key, value in (raw or {}).items():
+        try:
+            token_id = int(key)
+        except ValueError:
+            raise invalid(
+                f"logit_bias keys must be token ids, got {key[:40]!r}", "logit_bias"
+            ) from None
+        out[token_id] = value
+    return out
+
+
 def sampling_params(
     req: ChatCompletionRequest | CompletionRequest, prompt_len: int, max_model_len: int
 ) -> SamplingParams:
@@ -157,6 +174,7 @@ def sampling_params(
     if isinstance(req, ChatCompletionRequest) and req.max_completion_tokens is not None:
         requested = req.max_completion_tokens
     logprobs, top_logprobs = _logprob_fields(req)
+    prompt_param = "messages" if isinstance(req, ChatCompletionRequest) else "prompt"
     stop = [req.stop] if isinstance(req.stop, str) else list(req.stop or [])
     try:
         return SamplingParams(
@@ -168,12 +186,13 @@ def sampling_params(
             presence_penalty=req.presence_penalty or 0.0,
             frequency_penalty=req.frequency_penalty or 0.0,
             repetition_penalty=1.0 if req.repetition_penalty is None else req.repetition_penalty,
-            max_tokens=_max_tokens(requested, prompt_len, max_model_len),
+            max_tokens=_max_tokens(requested, prompt_len, max_model_len, prompt_param),
             stop=[s for s in stop if s],
             stop_token_ids=list(req.stop_token_ids or []),
             ignore_eos=req.ignore_eos,
             logprobs=logprobs,
             top_logprobs=top_logprobs,
+            logit_bias=_logit_bias(req.logit_bias),
         )
     except ValueError as exc:
         param = str(exc).split(" ", 1)[0]

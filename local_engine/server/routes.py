@@ -69,8 +69,9 @@ async def models(ctx: Context) -> Response:
 
 @router.get("/health")
 async def health(ctx: Context) -> Response:
-    if not ctx.engine.is_running:
-        raise APIError(503, "the engine loop is not running", code="engine_dead")
+    health = ctx.engine.health()
+    if not health.ok:
+        raise APIError(503, health.reason, code="engine_unhealthy")
     return JSONResponse({"status": "ok"})
 
 

@@ -10,9 +10,14 @@ import time
 import pytest
 
 from local_engine.config import EngineConfig
-from local_engine.engine.async_engine import AsyncLLMEngine
+from local_engine.engine.async_engine import UNHEALTHY_AFTER_FAILED_STEPS, AsyncLLMEngine
 from local_engine.engine.llm_engine import LLMEngine
-from local_engine.errors import EngineDeadError, QueueFullError, RequestValidationError
+from local_engine.errors import (
+    EngineDeadError,
+    QueueFullError,
+    RequestValidationError,
+    StepFailedError,
+)
 from local_engine.sampling_params import SamplingParams
 from tests.local_engine.engine_fakes import EOS, PagedFakeRunner, train_tokenizer
 
@@ -154,18 +159,96 @@ async def test_idle_engine_sleeps_instead_of_stepping(engine):
     assert calls == busy <= 5
 
 
-async def test_a_failing_step_reaches_every_request_and_later_calls(tok):
+class PoisonRunner(SlowRunner):
+    """Fails every batch that holds a sequence whose prompt starts with POISON (like a request
+    whose parameters break the sampler), and counts the calls."""
+
+    POISON = 299
+
+    def execute(self, seqs, num_new_tokens):
+        if any(s.token_ids[0] == self.POISON for s in seqs):
+            raise OverflowError("simulated: value cannot be converted to int64")
+        return super().execute(seqs, num_new_tokens)
+
+
+def build_poisoned(tok, **cfg) -> LLMEngine:
+    config = EngineConfig(model="/models/tiny-demo", block_size=BS, **cfg)
+    runner = PoisonRunner(128, BS, tok.get_vocab_size(), 512, {tok.token_to_id(EOS)})
+    return LLMEngine(config, runner=runner, tokenizer=tok)
+
+
+async def test_a_failing_request_fails_alone_and_the_engine_keeps_serving(tok):
+    eng = AsyncLLMEngine(build_poisoned(tok))
+    await eng.start()
+    try:
+        params = SamplingParams(max_tokens=12, ignore_eos=True)
+        prompts = [[1 + i, 2, 3] * (1 + i % 3) for i in range(6)]
+        expected = build(tok).generate(prompts, params)
+        streams = [eng.generate(f"ok{i}", p, params) for i, p in enumerate(prompts)]
+        poisoned = eng.generate("bad", [PoisonRunner.POISON, 5, 6], params)
+        results = await asyncio.gather(*(collect(s) for s in streams))
+        with pytest.raises(StepFailedError) as err:
+            await collect(poisoned)
+        assert isinstance(err.value.__cause__, OverflowError)
+        for outs, exp in zip(results, expected, strict=True):  # batch neighbours untouched
+            assert [t for o in outs for t in o.new_token_ids] == exp
+        assert eng.health().ok and eng.is_running
+        later = await collect(eng.generate("later", [4, 5, 6], params))
+        assert later[-1].finish_reason == "length"
+        await wait_idle(eng)
+        assert eng.stats().kv_cache_usage == 0.0  # the failed request's blocks were freed
+    finally:
+        await eng.shutdown()
+
+
+async def test_health_follows_failing_steps_and_recovers(tok):
     eng = AsyncLLMEngine(build(tok))
     await eng.start()
     try:
         eng.engine.runner.fail = True
-        with pytest.raises(EngineDeadError) as err:
-            await collect(eng.generate("a", [1, 2], SamplingParams()))
-        assert isinstance(err.value.__cause__, RuntimeError)
-        with pytest.raises(EngineDeadError):
-            eng.generate("b", [1, 2], SamplingParams())
+        for i in range(UNHEALTHY_AFTER_FAILED_STEPS):
+            with pytest.raises(StepFailedError) as err:
+                await collect(eng.generate(f"a{i}", [1, 2], SamplingParams()))
+            assert isinstance(err.value.__cause__, RuntimeError)
+        assert not eng.health().ok and "failed" in eng.health().reason
+        eng.engine.runner.fail = False  # e.g. a transient device error went away
+        outs = await collect(eng.generate("b", [1, 2], SamplingParams(max_tokens=3)))
+        assert outs[-1].finished and eng.health().ok
     finally:
         await eng.shutdown()
+
+
+async def test_an_unattributable_step_failure_fails_those_in_flight_only(tok):
+    eng = AsyncLLMEngine(build(tok))
+    await eng.start()
+    try:
+        schedule = eng.engine.scheduler.schedule
+        broken = True
+
+        def flaky_schedule():
+            if broken:
+                raise RuntimeError("simulated scheduler bug")
+            return schedule()
+
+        eng.engine.scheduler.schedule = flaky_schedule
+        with pytest.raises(StepFailedError):
+            await collect(eng.generate("a", [1, 2], SamplingParams()))
+        broken = False
+        outs = await collect(eng.generate("b", [1, 2], SamplingParams(max_tokens=3)))
+        assert outs[-1].finished and eng.is_running
+        await wait_idle(eng)
+        assert eng.stats().kv_cache_usage == 0.0
+    finally:
+        await eng.shutdown()
+
+
+async def test_health_reports_a_dead_loop(tok):
+    eng = AsyncLLMEngine(build(tok))
+    assert not eng.health().ok  # not started
+    await eng.start()
+    assert eng.health().ok
+    await eng.shutdown()
+    assert not eng.health().ok
 
 
 async def test_shutdown_ends_open_streams(tok):

@@ -75,6 +75,56 @@ def test_greedy_and_random_rows_mix(logits) -> None:
     assert out[0::2] == logits.argmax(-1).tolist()[0::2]
 
 
+def test_logit_bias_per_row_for_greedy_and_random_rows(logits) -> None:
+    argmax = logits.argmax(-1).tolist()
+    params = [
+        SamplingParams(temperature=0.0, logit_bias={7: 100.0}),
+        SamplingParams(temperature=0.0, logit_bias={argmax[1]: -100.0}),
+        SamplingParams(temperature=0.0),
+        SamplingParams(temperature=1.0, logit_bias={9: 100.0}),
+        SamplingParams(temperature=1.0, top_k=3, logit_bias={11: 100.0}),
+        SamplingParams(temperature=0.0),
+    ]
+    out = draw(logits, params)
+    assert out[0] == 7 and out[1] != argmax[1] and out[2] == argmax[2]
+    assert out[3] == 9 and out[4] == 11 and out[5] == argmax[5]
+
+
+def test_top_k_beyond_the_vocabulary_is_off(logits) -> None:
+    huge = [SamplingParams(temperature=1.0, top_k=2**31 - 1, seed=3)] * logits.shape[0]
+    off = [SamplingParams(temperature=1.0, seed=3)] * logits.shape[0]
+    assert draw(logits, huge) == draw(logits, off)
+
+
+@pytest.mark.parametrize(
+    "kw",
+    [
+        {"top_k": 2**63},
+        {"top_k": 2**31},
+        {"temperature": float("nan")},
+        {"temperature": float("inf")},
+        {"temperature": 2.5},
+        {"presence_penalty": float("-inf")},
+        {"repetition_penalty": 1e39},
+        {"min_p": float("nan")},
+        {"top_p": float("nan")},
+        {"seed": 2**64},
+        {"logit_bias": {1: float("nan")}},
+        {"stop": ["x"] * 17},
+        {"stop": ["x" * 1025]},
+    ],
+)
+def test_sampling_params_reject_what_would_break_the_sampler(kw) -> None:
+    with pytest.raises(ValueError):
+        SamplingParams(**kw)
+
+
+def test_tiny_temperature_samples_greedily(logits) -> None:
+    assert SamplingParams(temperature=1e-30).greedy
+    params = [SamplingParams(temperature=1e-30)] * logits.shape[0]
+    assert draw(logits, params) == logits.argmax(-1).tolist()
+
+
 @pytest.mark.parametrize("k", [1, 5, 63])
 def test_top_k_matches_transformers(logits, k) -> None:
     ours = _top_k_top_p(logits, torch.full((logits.shape[0],), k), None)
@@ -135,7 +185,7 @@ def test_seeded_rows_do_not_depend_on_batch_or_global_generator(logits) -> None:
     assert mixed[1] == alone[0]
     # the stream moves with the position, so a seeded request does not repeat one draw forever
     flat = logits[0].expand(40, -1).contiguous()
-    draws = draw(flat, [SamplingParams(temperature=5.0, seed=1234)] * 40, positions=list(range(40)))
+    draws = draw(flat, [SamplingParams(temperature=2.0, seed=1234)] * 40, positions=list(range(40)))
     assert len(set(draws)) > 5
 
 

@@ -217,6 +217,78 @@ def test_invalid_requests_are_400_in_openai_format(client, kw, param):
     assert err.value.body["type"] == "invalid_request_error" and err.value.body["param"] == param
 
 
+BIG = 2**63
+
+
+@pytest.mark.parametrize(
+    ("fields", "param"),
+    [
+        ('"top_k": 9223372036854775808', "top_k"),
+        ('"top_k": 18446744073709551616', "top_k"),
+        ('"top_k": -5', "top_k"),
+        ('"temperature": NaN', None),
+        ('"temperature": Infinity', None),
+        ('"temperature": 1e400', None),
+        ('"temperature": 2.5', "temperature"),
+        ('"presence_penalty": -Infinity', None),
+        ('"frequency_penalty": 2.01', "frequency_penalty"),
+        ('"repetition_penalty": 0', "repetition_penalty"),
+        ('"repetition_penalty": 1e39', "repetition_penalty"),
+        ('"top_p": 0', "top_p"),
+        ('"min_p": 1.5', "min_p"),
+        ('"seed": 36893488147419103232', "seed"),
+        ('"max_tokens": 9223372036854775808', "max_tokens"),
+        ('"n": 9223372036854775808', "n"),
+        ('"logprobs": true, "top_logprobs": 9223372036854775808', "top_logprobs"),
+        ('"stop": ["a","b","c","d","e","f","g","h","i","j","k","l","m","n","o","p","q"]', "stop"),
+        ('"stop_token_ids": [9223372036854775807]', None),
+        ('"logit_bias": {"5": 101}', "logit_bias"),
+        ('"logit_bias": {"x": 1}', "logit_bias"),
+        ('"logit_bias": {"99999999": 1}', None),
+    ],
+)
+def test_out_of_range_sampling_parameters_are_400_and_the_engine_keeps_serving(
+    base_url, client, fields, param
+):
+    """Issue #8 item 1: top_k = 2**63 overflowed in the sampler, killed the step loop for good."""
+    body = f'{{"model": "{MODEL}", "messages": [{{"role": "user", "content": "hi"}}], {fields}}}'
+    r = httpx.post(
+        f"{base_url}/v1/chat/completions",
+        content=body.encode(),
+        headers={"content-type": "application/json"},
+        timeout=30,
+    )
+    assert r.status_code == 400, r.text
+    error = r.json()["error"]
+    assert set(error) == {"message", "type", "param", "code"}
+    assert error["type"] == "invalid_request_error"
+    if param is not None:
+        assert error["param"] == param
+    assert httpx.get(f"{base_url}/health").status_code == 200
+    ok = client.chat.completions.create(model=MODEL, messages=CONVERSATION, max_tokens=2)
+    assert ok.choices[0].finish_reason in ("stop", "length")
+
+
+def test_logit_bias_steers_greedy_decoding(client, model_dir):
+    tok = Tokenizer.from_dir(model_dir)
+    forced_id = tok.encode("hello", add_special_tokens=False)[0]
+    forced = client.completions.create(
+        model=MODEL,
+        prompt=[10, 11],
+        max_tokens=3,
+        temperature=0,
+        logit_bias={str(forced_id): 100},
+        extra_body={"ignore_eos": True},
+    )
+    assert forced.choices[0].text == tok.decode([forced_id] * 3)
+    plain = client.completions.create(model=MODEL, prompt=[10, 11], max_tokens=1, temperature=0)
+    first = tok.encode(plain.choices[0].text, add_special_tokens=False)[0]
+    banned = client.completions.create(
+        model=MODEL, prompt=[10, 11], max_tokens=1, temperature=0, logit_bias={str(first): -100}
+    )
+    assert banned.choices[0].text != plain.choices[0].text
+
+
 def test_bad_token_ids_and_bad_json_are_400(base_url, client):
     with pytest.raises(openai.BadRequestError):
         client.completions.create(model=MODEL, prompt=[1, 10**7], max_tokens=2)

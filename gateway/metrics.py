@@ -66,7 +66,7 @@ def prepare_multiprocess(path: str) -> str:
     for f in glob.glob(os.path.join(path, "*.db")):
         os.remove(f)
     os.environ[MULTIPROC_ENV] = path
-    values = sys.modules.get("prometheus_client.values")
+    values: Any = sys.modules.get("prometheus_client.values")  # a module; swapped in place
     if values is not None:
         values.ValueClass = values.MultiProcessValue()
     return path

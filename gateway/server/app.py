@@ -14,13 +14,13 @@ from pathlib import Path
 
 import orjson
 
-from gateway.cache import build_cache
+from gateway.cache import ResponseCache, build_cache
 from gateway.errors import AuthenticationError, GatewayError, InvalidRequestError, NotFoundError
 from gateway.metrics import GatewayMetrics
 from gateway.server.http import header_map, send_bytes, send_error
 from gateway.server.pipeline import Pipeline
 from gateway.server.policy_store import PolicyStore
-from gateway.state import build_state
+from gateway.state import SharedState, build_state
 
 log = logging.getLogger("gateway")
 
@@ -60,9 +60,12 @@ def _headers_only(send):
 class GatewayApp:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.store: PolicyStore | None = None
-        self.pipeline: Pipeline | None = None
-        self.metrics: GatewayMetrics | None = None
+        # set by startup(); read through the properties below
+        self._store: PolicyStore | None = None
+        self._pipeline: Pipeline | None = None
+        self._metrics: GatewayMetrics | None = None
+        self._cache: ResponseCache | None = None
+        self._state: SharedState | None = None
         self._ready: tuple[float, bool, list[str]] = (0.0, False, [])
         self._routes = {
             "/v1/chat/completions": ("POST", self._chat),
@@ -71,9 +74,27 @@ class GatewayApp:
             "/v1/models": ("GET", self._models),
             "/health": ("GET", self._health),
             "/ready": ("GET", self._ready_handler),
-            "/metrics": ("GET", self._metrics),
+            "/metrics": ("GET", self._metrics_handler),
             "/admin/reload": ("POST", self._admin_reload),
         }
+
+    @property
+    def store(self) -> PolicyStore:
+        if self._store is None:
+            raise RuntimeError("the gateway has not started (ASGI lifespan startup)")
+        return self._store
+
+    @property
+    def pipeline(self) -> Pipeline:
+        if self._pipeline is None:
+            raise RuntimeError("the gateway has not started (ASGI lifespan startup)")
+        return self._pipeline
+
+    @property
+    def metrics(self) -> GatewayMetrics:
+        if self._metrics is None:
+            raise RuntimeError("the gateway has not started (ASGI lifespan startup)")
+        return self._metrics
 
     # ------------------------------------------------------------ ASGI
 
@@ -123,8 +144,8 @@ class GatewayApp:
                 return
 
     async def startup(self) -> None:
-        self.metrics = metrics = GatewayMetrics(team_label=False)
-        self.store = store = PolicyStore(self.settings.policy_path, self.settings.env, metrics)
+        self._metrics = metrics = GatewayMetrics(team_label=False)
+        self._store = store = PolicyStore(self.settings.policy_path, self.settings.env, metrics)
         policy = store.runtime.policy
         metrics.team_label = policy.metrics.team_label
         cache = (
@@ -137,7 +158,7 @@ class GatewayApp:
             state_url, on_error=metrics.record_state_error, namespace=policy.cache.namespace
         )
         self._cache, self._state = cache, state
-        self.pipeline = Pipeline(store, metrics, cache, state)
+        self._pipeline = Pipeline(store, metrics, cache, state)
         if self.settings.watch_interval_s > 0:
             store.start(self.settings.watch_interval_s)
         if self.settings.freeze_heap:
@@ -160,11 +181,12 @@ class GatewayApp:
         )
 
     async def shutdown(self) -> None:
-        if self.store is not None:
-            await self.store.close()
+        if self._store is not None:
+            await self._store.close()
         if self._cache is not None:
             await self._cache.close()
-        await self._state.close()
+        if self._state is not None:
+            await self._state.close()
 
     # ------------------------------------------------------------ handlers
 
@@ -222,7 +244,7 @@ class GatewayApp:
         )
         await send_bytes(send, 200 if ok else 503, body)
 
-    async def _metrics(self, scope, receive, send) -> None:
+    async def _metrics_handler(self, scope, receive, send) -> None:
         body, ctype = self.metrics.render()
         await send_bytes(send, 200, body, content_type=ctype.encode())
 

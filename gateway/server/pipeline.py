@@ -144,19 +144,19 @@ class Pipeline:
             if isinstance(exc, UpstreamError) and exc.upstream_status in RELAYED_CLIENT_ERRORS:
                 # the upstream judged the request itself: the client gets its answer as-is
                 status = exc.upstream_status
-                body = exc.body or InvalidRequestError(exc.message).to_json()
-                await send_bytes(send, status, body, extra=hdrs)
+                relayed = exc.body or InvalidRequestError(exc.message).to_json()
+                await send_bytes(send, status, relayed, extra=hdrs)
             else:
                 await send_error(send, exc, hdrs)
         except TimeoutError:
             status = 504
             self.metrics.record_error(vmodel, o.backend or "none", "RequestTimeout")
-            exc = UpstreamTimeoutError("the request took longer than server.request_timeout_s")
+            late = UpstreamTimeoutError("the request took longer than server.request_timeout_s")
             if o.started:  # mid-stream: end the stream with an error event
-                await send_chunk(send, b"data: " + exc.to_json() + b"\n\n")
+                await send_chunk(send, b"data: " + late.to_json() + b"\n\n")
                 await end_body(send)
             else:
-                await send_error(send, exc)
+                await send_error(send, late)
         total = time.perf_counter() - t0
         self.metrics.record_request(
             virtual_model=vmodel,
@@ -300,6 +300,8 @@ class Pipeline:
         upstream request (a non-streamed generation would otherwise run on for nobody).
         One watcher task and a callback, not a second task plus asyncio.wait: this is the hot path."""
         me = asyncio.current_task()
+        if me is None:
+            raise RuntimeError("_unless_disconnected must run inside a task")
         gone = False
 
         def on_message(w: asyncio.Future) -> None:

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from gateway.simulate.curve import Curve, cost_quality_curve
-from gateway.simulate.replay import Routed
+from gateway.simulate.replay import Routed, Side
 
 __all__ = ["Group", "Rate", "Report", "summarize", "MONTH_S", "MIN_SPAN_S"]
 
@@ -106,14 +106,16 @@ def _rate(routed: Sequence[Routed], assumed_per_day: float | None) -> Rate:
     )
 
 
-def _add(groups: dict[str, Group], key: str, r: Routed, self_hosted: bool | None) -> None:
+def _add(
+    groups: dict[str, Group], key: str, r: Routed, side: Side, self_hosted: bool | None
+) -> None:
     g = groups.get(key)
     if g is None:
         g = groups[key] = Group(key, self_hosted)
     g.requests += 1
     g.prompt_tokens += r.prompt_tokens
     g.completion_tokens += r.completion_tokens
-    g.cost_usd += r.chosen.cost
+    g.cost_usd += side.cost
     g.baseline_usd += r.baseline_cost
 
 
@@ -135,21 +137,23 @@ def summarize(
     requests_per_day: float | None = None,
     notes: Sequence[str] = (),
 ) -> Report:
-    ok = [r for r in routed if r.chosen is not None]
+    picked = [(r, r.chosen) for r in routed if r.chosen is not None]
+    ok = [r for r, _ in picked]
     bad = [r for r in routed if r.chosen is None]
     models = {r.virtual_model for r in ok}
     backends: dict[str, Group] = {}
     rules: dict[str, Group] = {}
-    for r in ok:
-        _add(backends, r.chosen.backend, r, r.chosen.self_hosted)
+    for r, side in picked:
+        _add(backends, side.backend, r, side, side.self_hosted)
         _add(
             rules,
-            r.chosen.rule if len(models) == 1 else f"{r.virtual_model}/{r.chosen.rule}",
+            side.rule if len(models) == 1 else f"{r.virtual_model}/{side.rule}",
             r,
+            side,
             None,
         )
     tokens = sum(r.prompt_tokens + r.completion_tokens for r in ok)
-    prop = [r for r in ok if not r.chosen.self_hosted]
+    prop = [r for r, side in picked if not side.self_hosted]
     return Report(
         policy=policy,
         log=log,
@@ -157,7 +161,7 @@ def summarize(
         routed=len(ok),
         by_backend=_shares(backends, len(ok), tokens),
         by_rule=_shares(rules, len(ok), tokens),
-        cost_usd=sum(r.chosen.cost for r in ok),
+        cost_usd=sum(side.cost for _, side in picked),
         baseline_usd=sum(r.baseline_cost for r in ok),
         proprietary_request_share=len(prop) / len(ok) if ok else 0.0,
         proprietary_token_share=sum(r.prompt_tokens + r.completion_tokens for r in prop) / tokens

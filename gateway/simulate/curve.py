@@ -13,7 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from gateway.simulate.replay import Routed
+from gateway.simulate.log import Label
+from gateway.simulate.replay import Routed, Side
 
 __all__ = ["CurvePoint", "Curve", "cost_quality_curve", "THRESHOLDS", "QUALITY_TARGET"]
 
@@ -41,24 +42,43 @@ class Curve:
     cheapest_at_target: CurvePoint | None  # lowest cost reaching QUALITY_TARGET of strong quality
 
 
-def _usable(r: Routed) -> bool:
-    if r.req.label is None or r.chosen is None:
-        return False
-    return r.score is None or (r.hard is not None and r.soft is not None)
+@dataclass(slots=True, frozen=True)
+class _Row:
+    """A labelled, routable request: its label, and where it goes if hard / if not."""
+
+    routed: Routed
+    label: Label
+    hard: Side
+    soft: Side
+
+
+def _usable(r: Routed) -> _Row | None:
+    label, chosen = r.req.label, r.chosen
+    if label is None or chosen is None:
+        return None
+    if r.score is not None and (r.hard is None or r.soft is None):
+        return None
+    # A request without a score goes to the same side at every threshold.
+    return _Row(r, label, r.hard or chosen, r.soft or chosen)
+
+
+def _cheapest_first(p: CurvePoint) -> tuple[float, float]:
+    """Lowest cost first; at equal cost the highest threshold (fewest escalations)."""
+    return p.cost_usd, -(p.threshold if p.threshold is not None else 0.0)
 
 
 def cost_quality_curve(routed: Sequence[Routed]) -> Curve | None:
-    rows = [r for r in routed if _usable(r)]
-    if not rows:
+    usable = [u for u in map(_usable, routed) if u is not None]
+    if not usable:
         return None
+    rows = [u.routed for u in usable]
     n = len(rows)
-    weak = np.array([r.req.label.weak for r in rows])
-    strong = np.array([r.req.label.strong for r in rows])
+    weak = np.array([u.label.weak for u in usable])
+    strong = np.array([u.label.strong for u in usable])
     baseline = float(sum(r.baseline_cost for r in rows))
-    # A request without a score goes to the same side at every threshold.
     score = np.array([r.score if r.score is not None else np.nan for r in rows])
-    hard = [r.hard or r.chosen for r in rows]
-    soft = [r.soft or r.chosen for r in rows]
+    hard = [u.hard for u in usable]
+    soft = [u.soft for u in usable]
     h_cost, s_cost = np.array([s.cost for s in hard]), np.array([s.cost for s in soft])
     h_prop = np.array([not s.self_hosted for s in hard])
     s_prop = np.array([not s.self_hosted for s in soft])
@@ -90,5 +110,5 @@ def cost_quality_curve(routed: Sequence[Routed]) -> Curve | None:
         operating=operating,
         weak_quality=float(weak.mean()),
         strong_quality=strong_q,
-        cheapest_at_target=min(reach, key=lambda p: (p.cost_usd, -p.threshold)) if reach else None,
+        cheapest_at_target=min(reach, key=_cheapest_first) if reach else None,
     )

@@ -21,6 +21,7 @@ from gateway.errors import NoBackendError
 from gateway.routing.decide import Decision, route
 from gateway.routing.features import RequestFeatures, extract_features
 from gateway.routing.heuristic import HeuristicScorer
+from gateway.routing.scorer import DifficultyScorer
 from gateway.simulate.context import SimContext, model_scoring
 from gateway.simulate.log import LoggedRequest
 from gateway.simulate.spend_cap import SpendCapReplay
@@ -90,16 +91,17 @@ def _scores(
     A scorer failure falls back to the heuristic for that batch and is counted, as in serve."""
     out: list[float | None] = [None] * len(reqs)
     todo: dict[str, list[int]] = {}
+    scorers: dict[str, DifficultyScorer] = {}
     for i, (r, m) in enumerate(zip(reqs, models, strict=True)):
-        if (
-            r.operation == "chat"
-            and m in ctx.loaded.policy.models
-            and model_scoring(ctx, m, threshold).scorer is not None
-        ):
+        if r.operation != "chat" or m not in ctx.loaded.policy.models:
+            continue
+        found = model_scoring(ctx, m, threshold).scorer
+        if found is not None:
+            scorers[m] = found
             todo.setdefault(m, []).append(i)
     failures = 0
     for m, idx in todo.items():
-        scorer = model_scoring(ctx, m, threshold).scorer
+        scorer = scorers[m]
         # LearnedScorer answers its own failures with the heuristic and counts them.
         counted_before = getattr(scorer, "failures", 0)
         for start in range(0, len(idx), SCORE_CHUNK):

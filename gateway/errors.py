@@ -5,6 +5,7 @@
     │   └── ContextLengthError        400 invalid_request_error / context_length_exceeded
     ├── AuthenticationError           401 authentication_error
     ├── PermissionDeniedError         403 permission_error
+    │   └── ProvenanceDeniedError     403 permission_error / denied_by_policy (a provenance rule)
     ├── NotFoundError                 404 not_found_error (model_not_found)
     ├── RequestTooLargeError          413 invalid_request_error
     ├── RateLimitError                429 rate_limit_error (rate_limit_exceeded / budget_exceeded)
@@ -36,6 +37,7 @@ __all__ = [
     "UpstreamUnavailableError",
     "UpstreamTimeoutError",
     "NoBackendError",
+    "ProvenanceDeniedError",
     "PolicyError",
 ]
 
@@ -96,6 +98,16 @@ class AuthenticationError(GatewayError):
 class PermissionDeniedError(GatewayError):
     status = 403
     type = "permission_error"
+
+
+class ProvenanceDeniedError(PermissionDeniedError):
+    """A team, key or data rule forbids every backend that could serve the request."""
+
+    default_code = "denied_by_policy"
+
+    def __init__(self, message: str, *, rules: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.rules = rules  # e.g. ("team:federal",), for metrics
 
 
 class NotFoundError(GatewayError):

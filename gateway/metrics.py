@@ -159,6 +159,19 @@ class GatewayMetrics:
             ["kind"],
             registry=r,
         )
+        self.provenance_refusals = Counter(
+            p + "provenance_refusals_total",
+            "Requests refused because a provenance rule (team, key or data rule) forbids every "
+            "backend that could serve them, by rule.",
+            ["rule"],
+            registry=r,
+        )
+        self.provenance_skips = Counter(
+            p + "provenance_skips_total",
+            "Candidate backends a provenance rule removed from a request (never called), by rule.",
+            ["rule", "backend"],
+            registry=r,
+        )
         self._cache_children = {res: self.cache_requests.labels(res) for res in CACHE_RESULTS}
         self._reload_children = {
             True: self.policy_reloads.labels("success"),
@@ -318,6 +331,15 @@ class GatewayMetrics:
     def record_rate_limited(self, kind: str) -> None:
         """``kind``: what refused the request, e.g. "rpm" or "budget"."""
         self._child(self.rate_limited, kind).inc()
+
+    def record_provenance_skips(self, refused: tuple[tuple[str, str], ...]) -> None:
+        """``refused``: (backend, rule) pairs of one request's decision."""
+        for backend, rule in refused:
+            self._child(self.provenance_skips, rule, backend).inc()
+
+    def record_provenance_refusal(self, rules: tuple[str, ...]) -> None:
+        for rule in rules:
+            self._child(self.provenance_refusals, rule).inc()
 
     def record_policy_reload(self, ok: bool) -> None:
         self._reload_children[bool(ok)].inc()

@@ -20,6 +20,7 @@ from gateway.config.schema import BackendConfig, Policy, VirtualModel
 from gateway.routing.calibrate import calibrate_share
 from gateway.routing.decide import BackendView
 from gateway.routing.heuristic import HeuristicScorer
+from gateway.routing.provenance import Governance
 from gateway.routing.scorer import DifficultyScorer
 
 log = logging.getLogger("gateway.runtime")
@@ -82,6 +83,7 @@ class Runtime:
         self.loaded = loaded
         self.policy = policy = loaded.policy
         self.keys = KeyRing(policy.auth)
+        self.governance = Governance(policy)  # provenance rules, compiled
         self.backends: dict[str, Backend] = {}
         self.breakers: dict[str, CircuitBreaker] = {}
         self.configs: dict[str, BackendConfig] = {}

@@ -23,6 +23,7 @@ from pydantic import (
     model_validator,
 )
 
+LABEL_KEY = r"^[A-Za-z0-9_.:/-]{1,64}$"
 ENV_REF = re.compile(r"^os\.environ/([A-Za-z_][A-Za-z0-9_]*)(?::-(.*))?$")
 
 DEFAULT_MAX_BODY_BYTES = 10 * 1024 * 1024
@@ -146,6 +147,8 @@ class BackendConfig(Strict):
     base_url: str | None = None
     api_key: SecretStr | None = None
     self_hosted: bool = False
+    # provenance, free-form: {vendor: alibaba, origin: cn, license: apache-2.0, weights: open}
+    labels: dict[Annotated[str, Field(pattern=LABEL_KEY)], str] = {}
     enabled: bool = True
     price_model: str | None = None  # litellm model-map name for prices and capabilities
     pricing: Pricing | None = None
@@ -249,8 +252,11 @@ class Condition(Strict):
     difficulty: Range | Literal["hard"] | None = None  # "hard": score > the model's threshold
     teams: list[str] | None = None
     keys: list[str] | None = None  # API key names (never the secrets themselves)
-    headers: dict[str, str | list[str]] | None = None  # names case-insensitive
+    # Header names are case-insensitive; a header value is a comma-separated list (repeated
+    # headers are joined), and a metadata value may be a list: any item that matches counts.
+    headers: dict[str, str | list[str]] | None = None
     metadata: dict[str, str | list[str]] | None = None
+    ignore_case: bool = False  # compare header and metadata values case-insensitively
     stream: bool | None = None
     any: list[Condition] | None = None
 
@@ -321,6 +327,38 @@ class VirtualModel(Strict):
         return any(r.when is not None and r.when.uses_difficulty() for r in self.rules)
 
 
+# ---------------------------------------------------------------- provenance
+
+
+class Provenance(Strict):
+    """Which backends a team, key or data rule may reach, by their ``labels``.
+
+    ``deny``: a backend carrying any listed value of a label is refused. ``require``: every
+    listed label must be present on the backend with one of the listed values.
+    ``self_hosted_only``: proprietary backends are refused. ``deny_backends``: by name."""
+
+    deny: dict[str, str | list[str]] = {}
+    require: dict[str, str | list[str]] = {}
+    self_hosted_only: bool = False
+    deny_backends: list[str] = []
+
+    def is_empty(self) -> bool:
+        return not (self.deny or self.require or self.self_hosted_only or self.deny_backends)
+
+
+class DataRule(Strict):
+    """A policy-level rule about data: it applies to every virtual model, whatever model name
+    the client asks for. When ``when`` matches, the request may only reach backends that pass
+    ``only``; ``fallbacks`` are tried (under the same restriction) after the model's own
+    candidates, so data that must stay home is still served when the client named a
+    proprietary-only model."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.:-]{1,64}$")
+    when: Condition
+    only: Provenance
+    fallbacks: list[str] = []
+
+
 # ---------------------------------------------------------------- the rest
 
 
@@ -335,6 +373,9 @@ class TeamConfig(Strict):
     # Past the budget: keep serving on self-hosted backends only, or refuse with 429.
     on_budget_exhausted: Literal["self_hosted_only", "reject"] = "self_hosted_only"
     rpm: int | None = Field(None, gt=0)  # requests per minute for the whole team
+    tpm: int | None = Field(None, gt=0)  # tokens (prompt + completion) per minute
+    models: list[str] | None = None  # virtual models the team may use; None: all
+    provenance: Provenance = Provenance()  # e.g. {deny: {origin: cn}}: binds every request
 
 
 class ApiKey(Strict):
@@ -345,6 +386,11 @@ class ApiKey(Strict):
     team: str = Field("default", pattern=r"^[A-Za-z0-9_.:-]{1,64}$")
     models: list[str] | None = None  # allowed virtual models; None: all
     rpm: int | None = Field(None, gt=0)  # requests per minute for this key
+    tpm: int | None = Field(None, gt=0)  # tokens (prompt + completion) per minute
+    budget_usd: float | None = Field(None, gt=0)  # this key's spend per budget_period
+    budget_period: Period = "month"
+    on_budget_exhausted: Literal["self_hosted_only", "reject"] = "self_hosted_only"
+    provenance: Provenance = Provenance()
 
     @field_validator("key", mode="before")
     @classmethod
@@ -398,6 +444,45 @@ class ServerConfig(Strict):
     request_timeout_s: float = Field(600.0, gt=0)  # whole request, all attempts and fallbacks
 
 
+DEFAULT_SPOOL_DIR = "/var/tmp/gateway-ledger"
+
+
+class LedgerConfig(Strict):
+    """The spend ledger in PostgreSQL: off unless ``database_url`` resolves to a URL."""
+
+    database_url: str | None = None  # postgresql://user@host:5432/db (may hold a password)
+    spool_dir: str = DEFAULT_SPOOL_DIR  # rows wait here while the database is slow or down
+    batch_size: int = Field(500, ge=1, le=50_000)
+    flush_interval_s: float = Field(0.5, gt=0, le=60)
+    max_buffer_rows: int = Field(10_000, ge=1)  # past this, rows go to the spool file
+    write_timeout_s: float = Field(5.0, gt=0)
+
+    @field_validator("database_url", "spool_dir", mode="before")
+    @classmethod
+    def _env(cls, v: Any, info: ValidationInfo) -> Any:
+        return resolve_env(v, info) if isinstance(v, str) else v
+
+
+class TracingConfig(Strict):
+    """OpenTelemetry traces over OTLP/HTTP: off unless ``otlp_endpoint`` resolves to a URL."""
+
+    otlp_endpoint: str | None = None  # e.g. http://collector:4318/v1/traces
+    service_name: str = "llm-gateway"
+    headers: dict[str, str] = {}  # for the collector (values may be os.environ/ references)
+
+    @field_validator("otlp_endpoint", mode="before")
+    @classmethod
+    def _env(cls, v: Any, info: ValidationInfo) -> Any:
+        return resolve_env(v, info) if isinstance(v, str) else v
+
+    @field_validator("headers", mode="before")
+    @classmethod
+    def _env_headers(cls, v: Any, info: ValidationInfo) -> Any:
+        if isinstance(v, dict):
+            return {k: resolve_env(x, info) if isinstance(x, str) else x for k, x in v.items()}
+        return v
+
+
 class Policy(Strict):
     version: Literal[1] = 1
     allow_literal_secrets: bool = False
@@ -410,6 +495,10 @@ class Policy(Strict):
         None  # shared state (budgets, rate limits); None: the cache's redis_url, else in-process
     )
     teams: dict[str, TeamConfig] = {}
+    # Rules about data that hold for every virtual model (checked before the model's own rules).
+    data_rules: list[DataRule] = []
+    ledger: LedgerConfig = LedgerConfig()
+    tracing: TracingConfig = TracingConfig()
     backends: Annotated[dict[str, BackendConfig], Field(min_length=1)]
     models: Annotated[dict[str, VirtualModel], Field(min_length=1)]
 
@@ -441,7 +530,28 @@ class Policy(Strict):
                 if r.name in seen:
                     raise ValueError(f"models.{mname} has two rules named {r.name!r}")
                 seen.add(r.name)
+        self._check_governance(names)
         return self
+
+    def _check_governance(self, names: set[str]) -> None:
+        seen: set[str] = set()
+        for i, d in enumerate(self.data_rules):
+            where = f"data_rules[{i}] ({d.name!r})"
+            if d.name in seen:
+                raise ValueError(f"two data rules named {d.name!r}")
+            seen.add(d.name)
+            for b in [*d.fallbacks, *d.only.deny_backends, *_condition_refs(d.when)]:
+                if b not in names:
+                    raise ValueError(f"{where} names unknown backend {b!r}")
+        scopes = [(f"teams.{t}", c.provenance, c.models) for t, c in self.teams.items()]
+        scopes += [(f"auth.keys.{k.name}", k.provenance, k.models) for k in self.auth.keys]
+        for where, prov, models in scopes:
+            for b in prov.deny_backends:
+                if b not in names:
+                    raise ValueError(f"{where}.provenance names unknown backend {b!r}")
+            for m in models or ():
+                if m not in self.models:
+                    raise ValueError(f"{where}.models names unknown model {m!r}")
 
 
 def _condition_refs(c: Condition | None) -> list[str]:

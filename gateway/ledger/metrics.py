@@ -18,7 +18,9 @@ class LedgerMetrics:
             registry=registry,
         )
         self.write_failures = Counter(
-            p + "write_failures_total", "Failed ledger writes (connect or insert).", registry=registry
+            p + "write_failures_total",
+            "Failed ledger writes (connect or insert).",
+            registry=registry,
         )
         self.buffered = Gauge(
             p + "buffered_rows",

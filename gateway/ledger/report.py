@@ -48,7 +48,9 @@ def parse_day(text: str) -> datetime:
             return datetime(d.year, d.month, d.day, tzinfo=UTC)
         t = datetime.fromisoformat(text)
     except ValueError:
-        raise ValueError(f"not a date: {text!r} (expected YYYY-MM-DD or an ISO timestamp)") from None
+        raise ValueError(
+            f"not a date: {text!r} (expected YYYY-MM-DD or an ISO timestamp)"
+        ) from None
     return t if t.tzinfo else t.replace(tzinfo=UTC)
 
 
@@ -137,10 +139,18 @@ def format_rows(rows: list[dict[str, Any]], by: tuple[str, ...], fmt: str) -> st
     ]
     head = [*by, "requests", "prompt", "completion", "cost", "saved", "self-hosted"]
     widths = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(head)]
-    lines = ["  ".join(h.ljust(w) if i < len(by) else h.rjust(w) for i, (h, w) in enumerate(zip(head, widths, strict=True)))]
+    lines = [
+        "  ".join(
+            h.ljust(w) if i < len(by) else h.rjust(w)
+            for i, (h, w) in enumerate(zip(head, widths, strict=True))
+        )
+    ]
     for c in cells:
         lines.append(
-            "  ".join(x.ljust(w) if i < len(by) else x.rjust(w) for i, (x, w) in enumerate(zip(c, widths, strict=True)))
+            "  ".join(
+                x.ljust(w) if i < len(by) else x.rjust(w)
+                for i, (x, w) in enumerate(zip(c, widths, strict=True))
+            )
         )
     if not cells:
         lines.append("(no requests in this range)")

@@ -212,7 +212,9 @@ class LedgerWriter:
         try:
             self.spool.append(rows, sync=sync)
         except OSError as exc:  # a full or read-only disk: the rows can only be lost, loudly
-            log.error("ledger: %d rows lost, spool %s not writable: %s", len(rows), self.spool.path, exc)
+            log.error(
+                "ledger: %d rows lost, spool %s not writable: %s", len(rows), self.spool.path, exc
+            )
             return
         if self.metrics:
             self.metrics.spooled_total.inc(len(rows))

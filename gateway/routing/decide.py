@@ -10,9 +10,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from gateway.config.schema import Condition, VirtualModel
-from gateway.errors import NoBackendError
+from gateway.config.schema import VirtualModel
+from gateway.errors import NoBackendError, ProvenanceDeniedError
+from gateway.routing.conditions import fits as _fits
+from gateway.routing.conditions import matches
 from gateway.routing.features import RequestFeatures
+from gateway.routing.provenance import NONE, Applicable, Governance, restrictions_for
 
 __all__ = ["BackendView", "Decision", "route", "matches"]
 
@@ -39,63 +42,11 @@ class Decision:
     candidates: tuple[str, ...]  # backends to try, in order
     self_hosted_only: bool = False
     skipped: tuple[tuple[str, str], ...] = ()  # (backend, why) for logs and errors
-
-
-def _match_values(want: str | list[str], got: object) -> bool:
-    if got is None:
-        return False
-    got_s = str(got)
-    return got_s in want if isinstance(want, list) else got_s == want
-
-
-def matches(
-    cond: Condition | None, f: RequestFeatures, backends: Mapping[str, BackendView]
-) -> bool:
-    """Whether every field of ``cond`` holds for ``f`` (``any`` is an OR of sub-conditions)."""
-    if cond is None:
-        return True
-    if cond.needs is not None and not all(n in f.needs for n in cond.needs):
-        return False
-    if cond.prompt_tokens is not None and not cond.prompt_tokens.contains(f.prompt_tokens):
-        return False
-    if cond.exceeds_context_of is not None:
-        view = backends.get(cond.exceeds_context_of)
-        if view is None or view.context_window is None:
-            return False
-        if _fits(f, view):
-            return False
-    if cond.difficulty is not None:
-        if f.difficulty is None:
-            return False
-        if cond.difficulty == "hard":
-            if f.difficulty <= f.difficulty_threshold:  # "hard" means strictly above
-                return False
-        elif not cond.difficulty.contains(f.difficulty):
-            return False
-    if cond.teams is not None and f.team not in cond.teams:
-        return False
-    if cond.keys is not None and f.key_name not in cond.keys:
-        return False
-    if cond.stream is not None and cond.stream != f.stream:
-        return False
-    if cond.headers is not None:
-        for name, want in cond.headers.items():
-            if not _match_values(want, f.headers.get(name)):
-                return False
-    if cond.metadata is not None:
-        for name, want in cond.metadata.items():
-            if not _match_values(want, f.metadata.get(name)):
-                return False
-    if cond.any is not None and not any(matches(c, f, backends) for c in cond.any):
-        return False
-    return True
-
-
-def _fits(f: RequestFeatures, view: BackendView) -> bool:
-    if view.context_window is None:
-        return True
-    tokens = f.exact_tokens.get(view.name, f.prompt_tokens)
-    return tokens + f.max_output_tokens <= view.context_window
+    # provenance rules that removed a candidate: (backend, rule source such as "team:federal")
+    refused: tuple[tuple[str, str], ...] = ()
+    # backends no provenance rule refuses for this request (None: no rule applies, all may):
+    # shadow calls and cascades must stay inside this set
+    allowed: frozenset[str] | None = None
 
 
 def _why_not(f: RequestFeatures, view: BackendView | None, self_hosted_only: bool) -> str | None:
@@ -130,29 +81,57 @@ def _choose(
     f: RequestFeatures,
     backends: Mapping[str, BackendView],
     self_hosted_only: bool,
+    gov: Governance | None = None,
+    applicable: Applicable = NONE,
 ) -> Decision:
     candidates: list[str] = []
     skipped: list[tuple[str, str]] = []
-    for name in dict.fromkeys(names):  # keep order, drop repeats
+    refused: list[tuple[str, str]] = []
+    binding = gov is not None and bool(applicable.restrictions)
+    for name in dict.fromkeys([*names, *applicable.fallbacks]):  # keep order, drop repeats
         why = _why_not(f, backends.get(name), self_hosted_only)
+        if why is None and gov is not None and binding:
+            denied = gov.why_not(applicable, name)
+            if denied is not None:
+                refused.append((name, denied[0]))
+                why = f"refused by {denied[0]} ({denied[1]})"
         if why is None:
             candidates.append(name)
         else:
             skipped.append((name, why))
+    allowed = None
+    if gov is not None and binding:
+        allowed = frozenset(n for n in gov.all if gov.why_not(applicable, n) is None)
     if not candidates:
         detail = "; ".join(f"{n}: {w}" for n, w in skipped) or "no backends listed"
+        if refused and len(refused) == len(skipped):
+            rules = ", ".join(dict.fromkeys(r for _, r in refused))
+            raise ProvenanceDeniedError(
+                f"policy rule {rules} forbids every backend that could serve this request "
+                f"(rule {reason!r}: {detail})",
+                rules=tuple(dict.fromkeys(r for _, r in refused)),
+            )
         prefix = (
             "request must stay on self-hosted backends and none can serve it"
             if self_hosted_only
             else "no backend can serve this request"
         )
         raise NoBackendError(f"{prefix} (rule {reason!r}: {detail})")
-    return Decision(reason, tuple(candidates), self_hosted_only, tuple(skipped))
+    return Decision(
+        reason, tuple(candidates), self_hosted_only, tuple(skipped), tuple(refused), allowed
+    )
 
 
-def route(f: RequestFeatures, model: VirtualModel, backends: Mapping[str, BackendView]) -> Decision:
-    """First matching rule wins; its route then the model's fallbacks, filtered by built-in
-    capability checks, data rules and live availability."""
+def route(
+    f: RequestFeatures,
+    model: VirtualModel,
+    backends: Mapping[str, BackendView],
+    gov: Governance | None = None,
+) -> Decision:
+    """First matching rule wins; its route then the model's fallbacks (then the fallbacks of
+    matching policy-level data rules), filtered by built-in capability checks, data rules,
+    provenance rules (``gov``) and live availability."""
+    applicable = restrictions_for(gov, f, backends) if gov is not None else NONE
     if f.operation == "embeddings":
         if not model.embeddings:
             raise NoBackendError(f"model {f.virtual_model!r} has no embeddings backends configured")
@@ -160,11 +139,17 @@ def route(f: RequestFeatures, model: VirtualModel, backends: Mapping[str, Backen
         home = f.self_hosted_only or any(
             r.self_hosted_only and matches(r.when, f, backends) for r in model.rules
         )
-        return _choose("embeddings", list(model.embeddings), f, backends, home)
+        return _choose("embeddings", list(model.embeddings), f, backends, home, gov, applicable)
     for rule in model.rules:
         if matches(rule.when, f, backends):
             names = list(rule.route) + (list(model.fallbacks) if rule.use_fallbacks else [])
             return _choose(
-                rule.name, names, f, backends, f.self_hosted_only or rule.self_hosted_only
+                rule.name,
+                names,
+                f,
+                backends,
+                f.self_hosted_only or rule.self_hosted_only,
+                gov,
+                applicable,
             )
     raise NoBackendError(f"no rule of model {f.virtual_model!r} matches this request")

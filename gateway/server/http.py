@@ -21,7 +21,16 @@ class ClientDisconnected(Exception):
 
 
 def header_map(scope: dict[str, Any]) -> dict[str, str]:
-    return {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+    """Request headers by (lower-case) name. A repeated header's values are joined with ", "
+    (RFC 9110 5.3), so a rule sees every value, not just the last one sent."""
+    raw = scope["headers"]
+    out = {k.decode("latin-1"): v.decode("latin-1") for k, v in raw}
+    if len(out) != len(raw):
+        out = {}
+        for k, v in raw:
+            name, value = k.decode("latin-1"), v.decode("latin-1")
+            out[name] = f"{out[name]}, {value}" if name in out else value
+    return out
 
 
 async def read_body(receive, limit: int, content_length: str | None) -> bytes:

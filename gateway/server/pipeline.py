@@ -24,6 +24,7 @@ from gateway.errors import (
     NoBackendError,
     NotFoundError,
     PermissionDeniedError,
+    ProvenanceDeniedError,
     RateLimitError,
     UpstreamError,
     UpstreamTimeoutError,
@@ -124,7 +125,9 @@ class Pipeline:
             f.self_hosted_only = over_budget
             self._score(rt, f, body)
             self._exact_tokens(rt, f, body)
-            decision = route(f, model, rt.views())
+            decision = route(f, model, rt.views(), rt.governance)
+            if decision.refused:
+                self.metrics.record_provenance_skips(decision.refused)
             o.reason = decision.reason
             async with asyncio.timeout(rt.policy.server.request_timeout_s):
                 if f.stream and operation != "embeddings":
@@ -140,6 +143,8 @@ class Pipeline:
         except GatewayError as exc:
             status = exc.status
             self.metrics.record_error(vmodel, o.backend or "none", type(exc).__name__)
+            if isinstance(exc, ProvenanceDeniedError):
+                self.metrics.record_provenance_refusal(exc.rules)
             hdrs = _fmt_headers(o, (time.perf_counter() - t0) * 1000)
             if isinstance(exc, UpstreamError) and exc.upstream_status in RELAYED_CLIENT_ERRORS:
                 # the upstream judged the request itself: the client gets its answer as-is
@@ -228,10 +233,14 @@ class Pipeline:
             return mode, None
         return mode, cache_key(operation, body, team)
 
-    async def _lookup(self, mode: str, key: str | None) -> CacheEntry | None:
+    async def _lookup(
+        self, mode: str, key: str | None, allowed: frozenset[str] | None
+    ) -> CacheEntry | None:
         if mode != "use":
             return None
         entry = await self.cache.get(key)
+        if entry is not None and allowed is not None and entry.backend not in allowed:
+            entry = None  # answered by a backend a provenance rule now refuses this request
         if entry is not None:
             self.metrics.record_cache("hit")
         elif self.cache.available:
@@ -334,7 +343,7 @@ class Pipeline:
         self, rt, operation, body, raw, headers, decision, f, o, receive, send, t0
     ) -> int:
         mode, key = self._cache_plan(rt, operation, body, headers, f.team)
-        entry = await self._lookup(mode, key)
+        entry = await self._lookup(mode, key, decision.allowed)
         if entry is not None:
             return await self._send_cached(
                 rt, entry, o, send, t0, stream=False, include_usage=False
@@ -375,7 +384,7 @@ class Pipeline:
         so = body.get("stream_options") or {}
         client_usage = bool(so.get("include_usage"))
         mode, key = self._cache_plan(rt, operation, body, headers, f.team)
-        entry = await self._lookup(mode, key)
+        entry = await self._lookup(mode, key, decision.allowed)
         if entry is not None:
             return await self._send_cached(
                 rt, entry, o, send, t0, stream=True, include_usage=client_usage

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from gateway.config.loader import LoadedPolicy
 from gateway.routing.decide import BackendView
 from gateway.routing.heuristic import HeuristicScorer
+from gateway.routing.provenance import Governance
 from gateway.routing.scorer import DifficultyScorer
 
 log = logging.getLogger("gateway.simulate")
@@ -33,6 +34,7 @@ class SimContext:
     views: dict[str, BackendView]
     prices: dict[str, tuple[float, float]]  # backend -> USD per (prompt, completion) token
     reference_prices: tuple[float, float]
+    governance: Governance
     scoring: dict[str, ModelScoring] = field(default_factory=dict)  # built on first use
 
     def self_hosted(self, backend: str) -> bool:
@@ -71,6 +73,7 @@ def build_context(loaded: LoadedPolicy) -> SimContext:
         views=static_views(policy),
         prices={n: resolve_pricing(cfg) for n, cfg in policy.backends.items()},
         reference_prices=reference_prices(policy.savings),
+        governance=Governance(policy),
     )
 
 

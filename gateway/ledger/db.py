@@ -23,8 +23,20 @@ from dataclasses import dataclass
 from importlib import resources
 
 import asyncpg
+from asyncpg.pool import PoolConnectionProxy
 
-__all__ = ["DB_ERRORS", "Migration", "applied_versions", "load_migrations", "migrate", "open_pool"]
+# A connection of its own or one lent by a pool: both run the same queries.
+Conn = asyncpg.Connection | PoolConnectionProxy
+
+__all__ = [
+    "Conn",
+    "DB_ERRORS",
+    "Migration",
+    "applied_versions",
+    "load_migrations",
+    "migrate",
+    "open_pool",
+]
 
 DEFAULT_CONNECT_TIMEOUT_S = 2.0
 DEFAULT_COMMAND_TIMEOUT_S = 10.0
@@ -94,7 +106,7 @@ def load_migrations(package: str) -> list[Migration]:
     return found
 
 
-async def applied_versions(conn: asyncpg.Connection, component: str) -> set[int]:
+async def applied_versions(conn: Conn, component: str) -> set[int]:
     await conn.execute(_BOOKKEEPING)
     rows = await conn.fetch(
         "SELECT version FROM gateway_schema_migrations WHERE component = $1", component
@@ -102,7 +114,7 @@ async def applied_versions(conn: asyncpg.Connection, component: str) -> set[int]
     return {r["version"] for r in rows}
 
 
-async def migrate(conn: asyncpg.Connection, component: str, package: str) -> list[str]:
+async def migrate(conn: Conn, component: str, package: str) -> list[str]:
     """Apply ``package``'s migrations that ``component`` lacks; returns the names applied now."""
     todo = load_migrations(package)
     done: list[str] = []

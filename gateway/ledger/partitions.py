@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 import time
 
-import asyncpg
+from gateway.ledger.db import Conn
 
 __all__ = ["ensure_months", "month_of", "months_ahead", "partition_name", "prune"]
 
@@ -41,7 +41,7 @@ def partition_name(year: int, month: int) -> str:
     return f"{TABLE}_{year:04d}_{month:02d}"
 
 
-async def ensure_months(conn: asyncpg.Connection, months: set[tuple[int, int]]) -> None:
+async def ensure_months(conn: Conn, months: set[tuple[int, int]]) -> None:
     """Create the partitions of ``months`` that do not exist yet."""
     async with conn.transaction():
         await conn.execute("SELECT pg_advisory_xact_lock($1)", PARTITION_LOCK_KEY)
@@ -54,7 +54,7 @@ async def ensure_months(conn: asyncpg.Connection, months: set[tuple[int, int]]) 
             )
 
 
-async def existing_months(conn: asyncpg.Connection) -> set[tuple[int, int]]:
+async def existing_months(conn: Conn) -> set[tuple[int, int]]:
     rows = await conn.fetch(
         "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
         "JOIN pg_class p ON p.oid = i.inhparent WHERE p.relname = $1",
@@ -68,7 +68,7 @@ async def existing_months(conn: asyncpg.Connection) -> set[tuple[int, int]]:
     return out
 
 
-async def prune(conn: asyncpg.Connection, keep_months: int, now: float | None = None) -> list[str]:
+async def prune(conn: Conn, keep_months: int, now: float | None = None) -> list[str]:
     """Drop the partitions older than the last ``keep_months`` months (the current one counts)."""
     if keep_months < 1:
         raise ValueError("keep_months must be at least 1")

@@ -16,6 +16,7 @@ from typing import Any
 
 import asyncpg
 
+from gateway.ledger.db import Conn
 from gateway.ledger.partitions import TABLE
 
 __all__ = ["GROUPS", "UsageQuery", "format_rows", "parse_day", "usage"]
@@ -95,7 +96,7 @@ class UsageQuery:
         return f"SELECT {select} FROM {TABLE} WHERE {' AND '.join(where)}{group}", args
 
 
-async def usage(conn: asyncpg.Connection | asyncpg.Pool, q: UsageQuery) -> list[dict[str, Any]]:
+async def usage(conn: Conn | asyncpg.Pool, q: UsageQuery) -> list[dict[str, Any]]:
     sql, args = q.sql()
     rows = await conn.fetch(sql, *args)
     out = []

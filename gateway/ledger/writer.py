@@ -25,7 +25,7 @@ from typing import IO
 import asyncpg
 
 from gateway.ledger import partitions
-from gateway.ledger.db import DB_ERRORS, open_pool
+from gateway.ledger.db import DB_ERRORS, Conn, open_pool
 from gateway.ledger.metrics import LedgerMetrics
 from gateway.ledger.row import COLUMNS, PG_TYPES, LedgerRow, columns_for_pg
 from gateway.ledger.spool import Spool
@@ -160,7 +160,7 @@ class LedgerWriter:
         self.up = True
         self._backoff = BACKOFF_MIN_S
 
-    async def _replay(self, conn: asyncpg.Connection) -> None:
+    async def _replay(self, conn: Conn) -> None:
         now = time.monotonic()
         if now >= self._scan_at:
             self._scan_at = now + ORPHAN_SCAN_S
@@ -175,7 +175,7 @@ class LedgerWriter:
             self.spool.clear_own()  # no await since the last read: nothing was appended unseen
             log.warning("ledger: replayed %d spooled rows", n)
 
-    async def _replay_file(self, conn: asyncpg.Connection, path: Path, fh: IO[bytes]) -> int:
+    async def _replay_file(self, conn: Conn, path: Path, fh: IO[bytes]) -> int:
         n = 0
         for batch in Spool.read(fh, self._batch):
             await self._insert(conn, batch)
@@ -184,7 +184,7 @@ class LedgerWriter:
                 self.metrics.replayed.inc(len(batch))
         return n
 
-    async def _insert(self, conn: asyncpg.Connection, rows: list[LedgerRow]) -> None:
+    async def _insert(self, conn: Conn, rows: list[LedgerRow]) -> None:
         months = {partitions.month_of(r.ts) for r in rows} - self._months
         if months:
             await partitions.ensure_months(conn, months)

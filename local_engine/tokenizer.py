@@ -26,6 +26,8 @@ import jinja2.ext
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from tokenizers import Tokenizer as HFTokenizer
 
+from local_engine.errors import ChatTemplateError
+
 __all__ = ["ChatTemplateError", "Tokenizer"]
 
 TOKENIZER_FILE = "tokenizer.json"
@@ -43,10 +45,6 @@ SPECIAL_TOKEN_NAMES = (
     "cls_token",
     "mask_token",
 )
-
-
-class ChatTemplateError(ValueError):
-    """The conversation cannot be rendered (no template, or the template raised)."""
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -128,6 +126,9 @@ def _build_jinja_env() -> ImmutableSandboxedEnvironment:
     return env
 
 
+ENCODE_PIECE_CHARS = 16384  # ~1 ms of encoding; see Tokenizer.encode_within
+
+
 class Tokenizer:
     def __init__(
         self,
@@ -173,6 +174,32 @@ class Tokenizer:
     # encode / decode
     def encode(self, text: str, add_special_tokens: bool = False) -> list[int]:
         return self._tok.encode(text, add_special_tokens=add_special_tokens).ids
+
+    def encode_within(
+        self, text: str, max_tokens: int, add_special_tokens: bool = False
+    ) -> list[int] | None:
+        """Encode ``text``, or return None when it has more than ``max_tokens`` tokens.
+
+        A long text is first counted piece by piece, stopping once the count is past
+        ``max_tokens``, so a prompt far over the context costs about one context's worth of
+        encoding, not the whole text's (the Rust encoder holds the GIL while it runs). Pieces end
+        before whitespace, where pre-tokenizers split anyway; each piece may add a token (a
+        prefix space), so the count is lowered by one per piece before comparing.
+        """
+        if len(text) > ENCODE_PIECE_CHARS:
+            count = pieces = start = 0
+            while start < len(text):
+                end = start + ENCODE_PIECE_CHARS
+                if end < len(text):
+                    cut = max(text.rfind(" ", start + 1, end), text.rfind("\n", start + 1, end))
+                    end = cut if cut > start else end
+                count += len(self._tok.encode(text[start:end], add_special_tokens=False).ids)
+                pieces += 1
+                if count - pieces > max_tokens:
+                    return None
+                start = end
+        ids = self.encode(text, add_special_tokens=add_special_tokens)
+        return ids if len(ids) <= max_tokens else None
 
     def decode(self, ids: list[int], skip_special_tokens: bool = True) -> str:
         return self._tok.decode(ids, skip_special_tokens=skip_special_tokens)
@@ -227,5 +254,5 @@ class Tokenizer:
                 add_generation_prompt=add_generation_prompt,
                 **{**self.special_tokens, **template_kwargs},
             )
-        except jinja2.TemplateError as exc:
+        except (jinja2.TemplateError, TypeError) as exc:  # TypeError: a value of the wrong type
             raise ChatTemplateError(f"chat template failed: {exc}") from exc

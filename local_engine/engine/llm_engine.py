@@ -21,7 +21,12 @@ from local_engine.engine.detokenizer import Detokenizer
 from local_engine.engine.outputs import EngineStats, RequestOutput
 from local_engine.engine.scheduler import ScheduledBatch, Scheduler
 from local_engine.engine.sequence import FinishReason, Sequence
-from local_engine.errors import EngineError, RequestValidationError, StepFailedError
+from local_engine.errors import (
+    ContextLengthError,
+    EngineError,
+    RequestValidationError,
+    StepFailedError,
+)
 from local_engine.sampling_params import SamplingParams
 
 __all__ = ["EngineStats", "LLMEngine", "RequestOutput"]
@@ -100,7 +105,7 @@ class LLMEngine:
         if not prompt_token_ids:
             raise RequestValidationError("the prompt must contain at least one token")
         if len(prompt_token_ids) >= self.max_model_len:
-            raise RequestValidationError(
+            raise ContextLengthError(
                 f"the prompt has {len(prompt_token_ids)} tokens; this model's context is "
                 f"{self.max_model_len} tokens, including at least one generated token"
             )

@@ -34,7 +34,7 @@ async def create_chat_completion(
     ctx: ServerContext, req: ChatCompletionRequest, request: Request
 ) -> Response:
     parse_tools = tools_enabled(req)
-    prompt_ids = chat_prompt_ids(req, ctx.tokenizer)
+    prompt_ids = await ctx.off_loop(chat_prompt_ids, req, ctx.tokenizer, ctx.max_model_len)
     params = sampling_params(req, len(prompt_ids), ctx.max_model_len)
     request_id = f"chatcmpl-{uuid.uuid4().hex}"
     gen = await start_generation(ctx, request, request_id, prompt_ids, params)

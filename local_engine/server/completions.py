@@ -28,7 +28,7 @@ __all__ = ["create_completion"]
 async def create_completion(
     ctx: ServerContext, req: CompletionRequest, request: Request
 ) -> Response:
-    prompt_ids = completion_prompt_ids(req, ctx.tokenizer)
+    prompt_ids = await ctx.off_loop(completion_prompt_ids, req, ctx.tokenizer, ctx.max_model_len)
     params = sampling_params(req, len(prompt_ids), ctx.max_model_len)
     request_id = f"cmpl-{uuid.uuid4().hex}"
     gen = await start_generation(ctx, request, request_id, prompt_ids, params)

@@ -9,22 +9,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Awaitable
+import functools
+from collections.abc import AsyncIterator, Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, ParamSpec, TypeVar
 
 from starlette.requests import Request
 
+from local_engine.errors import ClientGoneError
 from local_engine.sampling_params import SamplingParams
+from local_engine.server.limits import ServerLimits
 from local_engine.server.metrics import RequestTimer, ServerMetrics
 
-__all__ = ["ClientGone", "Generation", "ServerContext", "start_generation"]
+__all__ = ["Generation", "ServerContext", "start_generation", "until_disconnect"]
 
 T = TypeVar("T")
-
-
-class ClientGone(Exception):
-    """The client disconnected before the response started."""
+P = ParamSpec("P")
 
 
 @dataclass(slots=True)
@@ -34,6 +35,12 @@ class ServerContext:
     model_name: str
     max_model_len: int
     metrics: ServerMetrics
+    limits: ServerLimits
+    cpu_pool: ThreadPoolExecutor  # chat templates and tokenization: never on the event loop
+
+    async def off_loop(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.cpu_pool, functools.partial(fn, *args, **kwargs))
 
 
 async def _wait_disconnect(request: Request) -> None:
@@ -42,7 +49,7 @@ async def _wait_disconnect(request: Request) -> None:
 
 
 async def until_disconnect(request: Request, awaitable: Awaitable[T]) -> T:
-    """Await ``awaitable`` unless the client disconnects first (then cancel it, raise ClientGone)."""
+    """Await ``awaitable`` unless the client disconnects first (then cancel it, raise ClientGoneError)."""
     work = asyncio.ensure_future(awaitable)
     watcher = asyncio.ensure_future(_wait_disconnect(request))
     try:
@@ -54,7 +61,7 @@ async def until_disconnect(request: Request, awaitable: Awaitable[T]) -> T:
             with contextlib.suppress(asyncio.CancelledError):
                 await work
     if work.cancelled():
-        raise ClientGone()
+        raise ClientGoneError("the client disconnected")
     return work.result()
 
 
@@ -106,7 +113,7 @@ async def start_generation(
     params: SamplingParams,
 ) -> Generation:
     """Admit the request and wait for its first output (so a full queue is a 503, not a broken
-    stream). Raises QueueFullError, RequestValidationError or ClientGone."""
+    stream). Raises QueueFullError, RequestValidationError or ClientGoneError."""
     timer = ctx.metrics.timer()
     outputs = ctx.engine.generate(request_id, prompt_ids, params)  # may raise QueueFullError
     try:

@@ -14,7 +14,14 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-__all__ = ["ChatCompletionRequest", "CompletionRequest", "StreamOptions", "ToolDefinition"]
+__all__ = [
+    "ChatCompletionRequest",
+    "ChatMessage",
+    "CompletionRequest",
+    "StreamOptions",
+    "ToolCall",
+    "ToolDefinition",
+]
 
 
 class _Body(BaseModel):
@@ -36,6 +43,33 @@ class FunctionDefinition(_Body):
 class ToolDefinition(_Body):
     type: Literal["function"] = "function"
     function: FunctionDefinition
+
+
+class ContentPart(_Body):
+    type: str
+    text: str = ""
+
+
+class ToolCallFunction(_Body):
+    name: str
+    arguments: str  # a JSON string, as OpenAI sends it
+
+
+class ToolCall(_Body):
+    id: str | None = None
+    type: Literal["function"] = "function"
+    function: ToolCallFunction
+
+
+class ChatMessage(BaseModel):
+    """One message; the fields the server reads are typed, others reach the template as sent."""
+
+    model_config = ConfigDict(extra="allow", allow_inf_nan=False)
+    role: str  # checked against the roles we serve in request_mapping (a clear 400 there)
+    content: str | list[ContentPart] | None = None
+    name: str | None = None
+    tool_calls: list[ToolCall] | None = None
+    tool_call_id: str | None = None
 
 
 class _SamplingFields(_Body):
@@ -60,7 +94,7 @@ class _SamplingFields(_Body):
 
 
 class ChatCompletionRequest(_SamplingFields):
-    messages: list[dict[str, Any]] = Field(min_length=1)
+    messages: list[ChatMessage] = Field(min_length=1)
     max_completion_tokens: int | None = None
     logprobs: bool = False
     top_logprobs: int | None = None

@@ -6,8 +6,14 @@ import json
 from typing import Any
 
 from local_engine.sampling_params import MAX_TOP_LOGPROBS, SamplingParams
-from local_engine.server.errors import CONTEXT_LENGTH_EXCEEDED, invalid
-from local_engine.server.protocol import ChatCompletionRequest, CompletionRequest
+from local_engine.server.errors import invalid, too_long
+from local_engine.server.protocol import (
+    ChatCompletionRequest,
+    ChatMessage,
+    CompletionRequest,
+    ContentPart,
+    ToolCall,
+)
 from local_engine.tokenizer import Tokenizer
 
 __all__ = ["chat_prompt_ids", "completion_prompt_ids", "sampling_params", "tools_enabled"]
@@ -18,48 +24,41 @@ _RESERVED_TEMPLATE_KWARGS = {"messages", "tools", "documents", "add_generation_p
 
 
 # prompts
-def _text_content(content: Any, i: int) -> str | None:
-    if content is None or isinstance(content, str):
+def _text_content(content: str | list[ContentPart] | None, i: int) -> str | None:
+    if not isinstance(content, list):
         return content
-    if isinstance(content, list):
-        parts = []
-        for part in content:
-            if not isinstance(part, dict) or part.get("type") != "text":
-                raise invalid("only text content parts are supported", f"messages.{i}.content")
-            parts.append(str(part.get("text", "")))
-        return "\n".join(parts)
-    raise invalid("content must be a string or a list of text parts", f"messages.{i}.content")
+    if any(part.type != "text" for part in content):
+        raise invalid("only text content parts are supported", f"messages.{i}.content")
+    return "\n".join(part.text for part in content)
 
 
-def _tool_call_for_template(call: dict) -> dict:
-    # OpenAI sends arguments as a JSON string; templates render them with tojson, so pass the object
-    fn = call.get("function")
-    if isinstance(fn, dict) and isinstance(fn.get("arguments"), str):
-        try:
-            fn = {**fn, "arguments": json.loads(fn["arguments"])}
-        except json.JSONDecodeError:
-            return call
-        return {**call, "function": fn}
-    return call
+def _tool_call_for_template(call: ToolCall) -> dict[str, Any]:
+    # OpenAI sends arguments as a JSON string; templates render them with tojson, so pass the
+    # object (or the string as it came, when it is not JSON)
+    out = call.model_dump(exclude_none=True)
+    try:
+        out["function"]["arguments"] = json.loads(call.function.arguments)
+    except json.JSONDecodeError:
+        pass
+    return out
 
 
-def normalize_messages(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def normalize_messages(messages: list[ChatMessage]) -> list[dict[str, Any]]:
     out = []
     for i, message in enumerate(messages):
-        role = message.get("role")
+        role = message.role
         if role not in CHAT_ROLES:
             raise invalid(
-                f"role must be one of {sorted(CHAT_ROLES)}, got {role!r}", f"messages.{i}.role"
+                f"role must be one of {sorted(CHAT_ROLES)}, got {role[:40]!r}",
+                f"messages.{i}.role",
             )
-        msg = {
-            **message,
-            "role": "system" if role == "developer" else role,
-            "content": _text_content(message.get("content"), i),
-        }
+        msg = message.model_dump(exclude_unset=True)  # unknown keys reach the template as sent
+        msg["role"] = "system" if role == "developer" else role
+        msg["content"] = _text_content(message.content, i)
         if msg["content"] is None and role != "assistant":
             raise invalid(f"a {role} message needs content", f"messages.{i}.content")
-        if isinstance(msg.get("tool_calls"), list):
-            msg["tool_calls"] = [_tool_call_for_template(c) for c in msg["tool_calls"]]
+        if message.tool_calls is not None:
+            msg["tool_calls"] = [_tool_call_for_template(c) for c in message.tool_calls]
         out.append(msg)
     return out
 
@@ -75,7 +74,24 @@ def tools_enabled(req: ChatCompletionRequest) -> bool:
     return bool(req.tools) and choice != "none"
 
 
-def chat_prompt_ids(req: ChatCompletionRequest, tokenizer: Tokenizer) -> list[int]:
+def _encode(
+    tokenizer: Tokenizer, text: str, max_model_len: int | None, param: str, special: bool
+) -> list[int]:
+    if max_model_len is None:
+        return tokenizer.encode(text, add_special_tokens=special)
+    ids = tokenizer.encode_within(text, max_model_len, add_special_tokens=special)
+    if ids is None:
+        raise too_long(
+            f"the prompt is longer than this model's context length {max_model_len}", param
+        )
+    return ids
+
+
+def chat_prompt_ids(
+    req: ChatCompletionRequest, tokenizer: Tokenizer, max_model_len: int | None = None
+) -> list[int]:
+    """Render and encode the conversation (CPU work: the server runs this off the event loop).
+    With ``max_model_len``, a prompt over it fails fast, before most of it is encoded."""
     if req.response_format is not None and req.response_format.get("type", "text") != "text":
         raise invalid("response_format other than text is not supported", "response_format")
     kwargs = dict(req.chat_template_kwargs or {})
@@ -88,10 +104,12 @@ def chat_prompt_ids(req: ChatCompletionRequest, tokenizer: Tokenizer) -> list[in
         add_generation_prompt=req.add_generation_prompt,
         **kwargs,
     )
-    return tokenizer.encode(prompt, add_special_tokens=False)
+    return _encode(tokenizer, prompt, max_model_len, "messages", special=False)
 
 
-def completion_prompt_ids(req: CompletionRequest, tokenizer: Tokenizer) -> list[int]:
+def completion_prompt_ids(
+    req: CompletionRequest, tokenizer: Tokenizer, max_model_len: int | None = None
+) -> list[int]:
     if req.echo:
         raise invalid("echo is not supported", "echo")
     if req.suffix:
@@ -104,7 +122,7 @@ def completion_prompt_ids(req: CompletionRequest, tokenizer: Tokenizer) -> list[
             )
         prompt = prompt[0]
     if isinstance(prompt, str):
-        ids = tokenizer.encode(prompt, add_special_tokens=True)
+        ids = _encode(tokenizer, prompt, max_model_len, "prompt", special=True)
     else:
         ids = list(prompt)  # the engine checks the ids against the model's vocabulary
     if not ids:
@@ -118,21 +136,19 @@ def _max_tokens(
 ) -> int:
     room = max_model_len - prompt_len
     if room < 1:
-        raise invalid(
+        raise too_long(
             f"the prompt has {prompt_len} tokens; this model's context length is {max_model_len}",
             prompt_param,
-            code=CONTEXT_LENGTH_EXCEEDED,
         )
     if requested is None:
         return room
     if requested < 1:
         raise invalid("max_tokens must be >= 1", "max_tokens")
     if requested > room:
-        raise invalid(
+        raise too_long(
             f"max_tokens={requested} plus the prompt's {prompt_len} tokens exceeds this "
             f"model's context length {max_model_len}",
             "max_tokens",
-            code=CONTEXT_LENGTH_EXCEEDED,
         )
     return requested
 
@@ -175,6 +191,8 @@ def sampling_params(
         requested = req.max_completion_tokens
     logprobs, top_logprobs = _logprob_fields(req)
     prompt_param = "messages" if isinstance(req, ChatCompletionRequest) else "prompt"
+    max_tokens = _max_tokens(requested, prompt_len, max_model_len, prompt_param)
+    logit_bias = _logit_bias(req.logit_bias)
     stop = [req.stop] if isinstance(req.stop, str) else list(req.stop or [])
     try:
         return SamplingParams(
@@ -186,13 +204,13 @@ def sampling_params(
             presence_penalty=req.presence_penalty or 0.0,
             frequency_penalty=req.frequency_penalty or 0.0,
             repetition_penalty=1.0 if req.repetition_penalty is None else req.repetition_penalty,
-            max_tokens=_max_tokens(requested, prompt_len, max_model_len, prompt_param),
+            max_tokens=max_tokens,
             stop=[s for s in stop if s],
             stop_token_ids=list(req.stop_token_ids or []),
             ignore_eos=req.ignore_eos,
             logprobs=logprobs,
             top_logprobs=top_logprobs,
-            logit_bias=_logit_bias(req.logit_bias),
+            logit_bias=logit_bias,
         )
     except ValueError as exc:
         param = str(exc).split(" ", 1)[0]

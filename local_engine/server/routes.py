@@ -8,10 +8,11 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Request
 from starlette.responses import Response
 
+from local_engine.errors import EngineUnavailableError, ModelNotFoundError
+from local_engine.server.body import read_body
 from local_engine.server.chat import create_chat_completion
 from local_engine.server.completions import create_completion
 from local_engine.server.encoding import JSONResponse
-from local_engine.server.errors import APIError
 from local_engine.server.generation import ServerContext
 from local_engine.server.metrics import CONTENT_TYPE
 from local_engine.server.protocol import ChatCompletionRequest, CompletionRequest
@@ -35,22 +36,21 @@ DEFAULT_ALIAS = "default"
 
 def _check_model(ctx: ServerContext, model: str) -> None:
     if model != ctx.model_name and model != DEFAULT_ALIAS:
-        raise APIError(
-            404,
-            f"the model {model!r} does not exist; this server serves {ctx.model_name!r}",
-            param="model",
-            code="model_not_found",
+        raise ModelNotFoundError(
+            f"the model {model[:100]!r} does not exist; this server serves {ctx.model_name!r}"
         )
 
 
 @router.post("/v1/chat/completions")
-async def chat_completions(body: ChatCompletionRequest, request: Request, ctx: Context) -> Response:
+async def chat_completions(request: Request, ctx: Context) -> Response:
+    body = await read_body(request, ChatCompletionRequest, ctx.limits)
     _check_model(ctx, body.model)
     return await create_chat_completion(ctx, body, request)
 
 
 @router.post("/v1/completions")
-async def completions(body: CompletionRequest, request: Request, ctx: Context) -> Response:
+async def completions(request: Request, ctx: Context) -> Response:
+    body = await read_body(request, CompletionRequest, ctx.limits)
     _check_model(ctx, body.model)
     return await create_completion(ctx, body, request)
 
@@ -71,7 +71,7 @@ async def models(ctx: Context) -> Response:
 async def health(ctx: Context) -> Response:
     health = ctx.engine.health()
     if not health.ok:
-        raise APIError(503, health.reason, code="engine_unhealthy")
+        raise EngineUnavailableError(health.reason)
     return JSONResponse({"status": "ok"})
 
 

@@ -7,11 +7,14 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import uvicorn
+from fastapi import FastAPI
 
 from local_engine.config import EngineConfig
 from local_engine.server import create_app
+from local_engine.server.limits import ServerLimits
 
 STARTUP_TIMEOUT_S = 120
 
@@ -23,12 +26,12 @@ def free_port() -> int:
 
 
 @contextmanager
-def running_server(config: EngineConfig) -> Iterator[str]:
-    """Yield the base URL (``http://127.0.0.1:PORT``) of a server for ``config``."""
+def running_app(app: FastAPI, **uvicorn_kw: Any) -> Iterator[str]:
+    """Yield the base URL (``http://127.0.0.1:PORT``) of uvicorn serving ``app``."""
     port = free_port()
     server = uvicorn.Server(
         uvicorn.Config(
-            create_app(config), host="127.0.0.1", port=port, log_level="warning", lifespan="on"
+            app, host="127.0.0.1", port=port, log_level="warning", lifespan="on", **uvicorn_kw
         )
     )
     thread = threading.Thread(target=server.run, name=f"uvicorn-{port}", daemon=True)
@@ -45,3 +48,10 @@ def running_server(config: EngineConfig) -> Iterator[str]:
     finally:
         server.should_exit = True
         thread.join(timeout=60)
+
+
+@contextmanager
+def running_server(config: EngineConfig, limits: ServerLimits | None = None) -> Iterator[str]:
+    """Yield the base URL of a server for ``config``."""
+    with running_app(create_app(config, limits=limits)) as url:
+        yield url

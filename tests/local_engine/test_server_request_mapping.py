@@ -7,7 +7,7 @@ import json
 import pytest
 from test_tokenizer import QWEN25_TEMPLATE, WEATHER_TOOL, _write_tokenizer_dir
 
-from local_engine.server.errors import APIError
+from local_engine.errors import RequestValidationError
 from local_engine.server.protocol import ChatCompletionRequest, CompletionRequest
 from local_engine.server.request_mapping import (
     chat_prompt_ids,
@@ -103,13 +103,13 @@ def test_completion_logprobs_int():
     ],
 )
 def test_bad_sampling_fields_are_400(kw, param):
-    with pytest.raises(APIError) as err:
+    with pytest.raises(RequestValidationError) as err:
         sampling_params(chat(**kw), 5, 100)
     assert err.value.status == 400 and err.value.param == param
 
 
 def test_prompt_longer_than_context_is_400():
-    with pytest.raises(APIError, match="context length is 100"):
+    with pytest.raises(RequestValidationError, match="context length is 100"):
         sampling_params(chat(), 100, 100)
 
 
@@ -162,13 +162,13 @@ def test_chat_prompt_renders_template_with_tools_and_openai_tool_calls(tokenizer
 )
 def test_bad_chat_requests_are_400(tokenizer, kw, param):
     body = {"model": "m", "messages": [{"role": "user", "content": "hi"}], **kw}
-    with pytest.raises(APIError) as err:
+    with pytest.raises(RequestValidationError) as err:
         chat_prompt_ids(ChatCompletionRequest(**body), tokenizer)
     assert err.value.status == 400 and err.value.param == param
 
 
 def test_forced_tool_choice_is_400():
-    with pytest.raises(APIError) as err:
+    with pytest.raises(RequestValidationError) as err:
         tools_enabled(chat(tools=[WEATHER_TOOL], tool_choice="required"))
     assert err.value.param == "tool_choice"
 
@@ -185,7 +185,7 @@ def test_completion_prompts(tokenizer):
     assert completion_prompt_ids(CompletionRequest(model="m", prompt=[5, 6]), tokenizer) == [5, 6]
     assert completion_prompt_ids(CompletionRequest(model="m", prompt=[[5, 6]]), tokenizer) == [5, 6]
     for prompt, match in ((["a", "b"], "one prompt"), ("", "empty"), ([], "empty")):
-        with pytest.raises(APIError, match=match):
+        with pytest.raises(RequestValidationError, match=match):
             completion_prompt_ids(CompletionRequest(model="m", prompt=prompt), tokenizer)
-    with pytest.raises(APIError, match="echo"):
+    with pytest.raises(RequestValidationError, match="echo"):
         completion_prompt_ids(CompletionRequest(model="m", prompt="x", echo=True), tokenizer)

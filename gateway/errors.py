@@ -11,6 +11,7 @@
     ├── RateLimitError                429 rate_limit_error (rate_limit_exceeded / budget_exceeded)
     ├── UpstreamError                 502 upstream_error (bad_gateway)
     │   ├── UpstreamUnavailableError  503 upstream_error (service_unavailable)
+    │   │   └── FleetSaturatedError   503 upstream_error (fleet_saturated): healthy but full
     │   └── UpstreamTimeoutError      504 upstream_error (timeout)
     └── NoBackendError                503 no_backend_available (nothing eligible can serve it)
 
@@ -36,6 +37,7 @@ __all__ = [
     "UpstreamError",
     "UpstreamUnavailableError",
     "UpstreamTimeoutError",
+    "FleetSaturatedError",
     "NoBackendError",
     "ProvenanceDeniedError",
     "PolicyError",
@@ -134,6 +136,8 @@ class UpstreamError(GatewayError):
     status = 502
     type = "upstream_error"
     default_code = "bad_gateway"
+    # Whether this failure says the backend is unwell (its circuit breaker counts it).
+    counts_against_backend: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -157,6 +161,19 @@ class UpstreamError(GatewayError):
 class UpstreamUnavailableError(UpstreamError):
     status = 503
     default_code = "service_unavailable"
+
+
+class FleetSaturatedError(UpstreamUnavailableError):
+    """Every replica of a self-hosted fleet is past its spill-over thresholds: the backend is
+    healthy but full. Not retried on it and not counted against its circuit; the pipeline
+    moves on to the next candidate (spill-over)."""
+
+    default_code = "fleet_saturated"
+    counts_against_backend = False
+
+    @property
+    def retryable(self) -> bool:
+        return False
 
 
 class UpstreamTimeoutError(UpstreamError):

@@ -178,6 +178,7 @@ class GatewayMetrics:
             False: self.policy_reloads.labels("failure"),
         }
         self._simple: dict[tuple[Any, ...], Any] = {}  # (metric, *labels) -> child
+        self._collectors: list[Any] = []  # read at scrape time (fleets), in every render mode
         self._team_label = team_label
         self._build_team_metrics()
 
@@ -346,10 +347,17 @@ class GatewayMetrics:
 
     # ------------------------------------------------------------ exposition
 
+    def add_collector(self, collector: Any) -> None:
+        """A prometheus_client collector whose series are built at scrape time."""
+        self._collectors.append(collector)
+        self.registry.register(collector)
+
     def render(self) -> tuple[bytes, str]:
         """(body, content type) for GET /metrics; every worker's values in multiprocess mode."""
         if self.multiprocess_dir:
             merged = CollectorRegistry()
             MultiProcessCollector(merged, path=self.multiprocess_dir)
+            for c in self._collectors:  # this worker's view
+                merged.register(c)
             return generate_latest(merged), CONTENT_TYPE_LATEST
         return generate_latest(self.registry), CONTENT_TYPE_LATEST

@@ -46,6 +46,9 @@ class UpstreamRequest:
     stream: bool = False
     timeout_s: float | None = None  # None: the backend's configured timeout
     headers: dict[str, str] = field(default_factory=dict)
+    # A later candidate may take this request (it need not stay self-hosted): a full fleet
+    # raises FleetSaturatedError instead of queueing it (spill-over).
+    spill_ok: bool = False
 
 
 @dataclass(slots=True)

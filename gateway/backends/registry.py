@@ -22,6 +22,10 @@ ADAPTERS: dict[str, str] = {
 
 def build_backend(name: str, cfg: BackendConfig) -> Backend:
     """A ready (not yet connected) adapter for one backend of the policy."""
+    if getattr(cfg, "fleet", None) is not None:
+        from gateway.backends.fleet import FleetBackend
+
+        return FleetBackend(name, cfg, cfg.fleet)
     try:
         target = ADAPTERS[cfg.kind]
     except KeyError:

@@ -37,7 +37,7 @@ T = TypeVar("T")
 
 def counts_as_failure(exc: UpstreamError) -> bool:
     """Whether an error says something about the backend's health (the breaker counts it)."""
-    return exc.upstream_status not in CLIENT_FAULT_STATUSES
+    return exc.counts_against_backend and exc.upstream_status not in CLIENT_FAULT_STATUSES
 
 
 class CircuitBreaker:

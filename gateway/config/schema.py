@@ -23,7 +23,10 @@ from pydantic import (
     model_validator,
 )
 
+from gateway.config.fleet import FleetConfig
+
 LABEL_KEY = r"^[A-Za-z0-9_.:/-]{1,64}$"
+
 ENV_REF = re.compile(r"^os\.environ/([A-Za-z_][A-Za-z0-9_]*)(?::-(.*))?$")
 
 DEFAULT_MAX_BODY_BYTES = 10 * 1024 * 1024
@@ -160,6 +163,7 @@ class BackendConfig(Strict):
     retry: RetryConfig = RetryConfig()
     circuit_breaker: CircuitBreakerConfig = CircuitBreakerConfig()
     headers: dict[str, str] = {}
+    fleet: FleetConfig | None = None  # several replicas instead of one base_url (openai_compatible)
     # Set at load: why the backend is off (e.g. its key variable is unset). Not part of the YAML.
     _disabled_reason: str | None = PrivateAttr(None)
 
@@ -201,7 +205,9 @@ class BackendConfig(Strict):
     @model_validator(mode="after")
     def _check(self, info: ValidationInfo) -> BackendConfig:
         unset = (info.context or {}).pop("unset_url", None)
-        if self.kind == "openai_compatible" and not self.base_url:
+        if self.fleet is not None and self.kind != "openai_compatible":
+            raise ValueError("fleet: is for kind openai_compatible backends")
+        if self.kind == "openai_compatible" and not self.base_url and self.fleet is None:
             if unset is None:
                 raise ValueError("base_url is required for kind openai_compatible")
             self.disable(f"environment variable {unset} is not set")

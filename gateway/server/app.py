@@ -14,6 +14,7 @@ from pathlib import Path
 
 import orjson
 
+from gateway.backends.fleet import FleetBackend, FleetCollector
 from gateway.cache import ResponseCache, build_cache
 from gateway.errors import AuthenticationError, GatewayError, InvalidRequestError, NotFoundError
 from gateway.metrics import GatewayMetrics
@@ -159,6 +160,9 @@ class GatewayApp:
         )
         self._cache, self._state = cache, state
         self._pipeline = Pipeline(store, metrics, cache, state)
+        metrics.add_collector(FleetCollector(self._fleets))
+        for fleet in self._fleets():
+            fleet.start()  # member list and live load before the first request
         if self.settings.watch_interval_s > 0:
             store.start(self.settings.watch_interval_s)
         if self.settings.freeze_heap:
@@ -179,6 +183,10 @@ class GatewayApp:
             ", ".join(store.runtime.loaded.enabled_backends),
             ", ".join(policy.models),
         )
+
+    def _fleets(self) -> list[FleetBackend]:
+        rt = self.store.runtime
+        return [b for b in rt.backends.values() if isinstance(b, FleetBackend)]
 
     async def shutdown(self) -> None:
         if self._store is not None:

@@ -267,11 +267,20 @@ class Pipeline:
             self.metrics.set_circuit_state(name, breaker.state)
 
     async def _over_candidates(
-        self, rt: Runtime, decision: Decision, o: Outcome, make_call, vmodel: str
+        self,
+        rt: Runtime,
+        decision: Decision,
+        o: Outcome,
+        make_call,
+        vmodel: str,
+        req: UpstreamRequest,
     ):
         last: UpstreamError | None = None
+        n = len(decision.candidates)
         for i, name in enumerate(decision.candidates):
             backend = rt.backends[name]
+            # a full self-hosted fleet may pass this request on (spill-over) only if it may leave
+            req.spill_ok = not decision.self_hosted_only and i + 1 < n
             t = time.perf_counter()
             try:
                 result = await self._attempt(rt, name, lambda b=backend: make_call(b))
@@ -350,7 +359,9 @@ class Pipeline:
             )
         o.cache = "miss" if key and self.cache.available else "bypass"
         req = UpstreamRequest(operation=operation, body=body, raw=raw, headers=_forward(headers))
-        call = self._over_candidates(rt, decision, o, lambda b: b.complete(req), f.virtual_model)
+        call = self._over_candidates(
+            rt, decision, o, lambda b: b.complete(req), f.virtual_model, req
+        )
         resp = await self._unless_disconnected(call, receive, o, f.virtual_model)
         self._account(rt, o, resp.usage)
         overhead_ms = (time.perf_counter() - t0 - o.upstream_s) * 1000
@@ -401,7 +412,7 @@ class Pipeline:
         )
         t_open = time.perf_counter()
         stream: UpstreamStream = await self._over_candidates(
-            rt, decision, o, lambda b: b.open_stream(req), f.virtual_model
+            rt, decision, o, lambda b: b.open_stream(req), f.virtual_model, req
         )
         o.ttft_s = time.perf_counter() - t_open
         p_in, _ = rt.prices[o.backend]

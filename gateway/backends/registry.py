@@ -22,7 +22,7 @@ ADAPTERS: dict[str, str] = {
 
 def build_backend(name: str, cfg: BackendConfig) -> Backend:
     """A ready (not yet connected) adapter for one backend of the policy."""
-    if getattr(cfg, "fleet", None) is not None:
+    if cfg.fleet is not None:  # several replicas behind one backend name
         from gateway.backends.fleet import FleetBackend
 
         return FleetBackend(name, cfg, cfg.fleet)

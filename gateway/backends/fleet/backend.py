@@ -23,7 +23,12 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
-from gateway.backends.base import Backend, UpstreamRequest, UpstreamResponse, UpstreamStream
+from gateway.backends.base import (
+    Backend,
+    UpstreamRequest,
+    UpstreamResponse,
+    UpstreamStream,
+)
 from gateway.backends.fleet.balancer import Choice, FleetBalancer, Replica, prefix_key
 from gateway.backends.fleet.load import MetricsFormatError, parse_load
 from gateway.backends.openai_compat import OpenAICompatBackend
@@ -99,18 +104,16 @@ class _FleetStream(UpstreamStream):
         self._inner, self._release = inner, release
         self.model = inner.model
 
-    @property
-    def usage(self):  # type: ignore[override]
-        return self._inner.usage
-
     async def __aiter__(self) -> AsyncIterator[bytes]:
         async for event in self._inner:
             yield event
+        self.usage = self._inner.usage
 
     async def aclose(self) -> None:
         try:
             await self._inner.aclose()
         finally:
+            self.usage = self._inner.usage
             self._release()
 
 

@@ -6,12 +6,15 @@
     refused / reset     -> UpstreamUnavailableError (upstream_status None)
     timeouts            -> UpstreamTimeoutError (upstream_status None)
 
-``retry_after`` comes from ``retry-after-ms`` or ``Retry-After`` (seconds or an HTTP date).
+``retry_after`` comes from ``retry-after-ms`` or ``Retry-After`` (seconds or an HTTP date),
+parsed defensively: only digits (an optional fraction), clamped to ``MAX_RETRY_AFTER_S``;
+anything else (``inf``, ``nan``, ``1e400``, ``-5``, a date beyond the calendar) is ignored.
 ``body`` keeps the upstream's own error JSON when it is OpenAI-shaped, for relaying.
 """
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Mapping
 from email.utils import parsedate_to_datetime
@@ -32,6 +35,10 @@ __all__ = [
 ]
 
 SNIPPET_CHARS = 200
+# Longest wait an upstream can ask for that we keep as such: beyond it "a long time" is all it
+# says, and a float that large (1e400 is inf) must never reach arithmetic or int().
+MAX_RETRY_AFTER_S = 86_400.0
+_DELTA = re.compile(r"[0-9]{1,12}(?:\.[0-9]{1,9})?")  # RFC 9110 delta-seconds (+ a fraction)
 # Mid-stream error events as vLLM/SGLang/OpenAI send them.
 STREAM_ERROR_PREFIXES = (b'data: {"error"', b'data: {"object":"error"', b'data: {"object": "error"')
 _BY_STATUS: dict[int, type[UpstreamError]] = {
@@ -52,29 +59,33 @@ def scrub(text: str, secret: str | None) -> str:
     return text
 
 
+def _delta(text: str) -> float | None:
+    text = text.strip()
+    return float(text) if _DELTA.fullmatch(text) else None  # at most 13 digits: finite
+
+
 def parse_retry_after(headers: Mapping[str, str], now: float | None = None) -> float | None:
-    """Seconds to wait, from ``retry-after-ms`` or ``Retry-After`` (delta-seconds or HTTP date)."""
+    """Seconds to wait (0 to ``MAX_RETRY_AFTER_S``), from ``retry-after-ms`` or ``Retry-After``
+    (delta-seconds or an HTTP date); None when absent or unreadable."""
     ms = headers.get("retry-after-ms")
     if ms is not None:
-        try:
-            return max(0.0, float(ms) / 1000.0)
-        except ValueError:
-            pass
+        got = _delta(ms)
+        if got is not None:
+            return min(got / 1000.0, MAX_RETRY_AFTER_S)
     value = headers.get("retry-after")
     if value is None:
         return None
-    value = value.strip()
+    got = _delta(value)
+    if got is not None:
+        return min(got, MAX_RETRY_AFTER_S)
     try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
+        when = parsedate_to_datetime(value.strip())
+        stamp = when.timestamp()
+    except (TypeError, ValueError, IndexError, OverflowError):
         return None
     if when.tzinfo is None:
         return None
-    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+    return min(max(0.0, stamp - (time.time() if now is None else now)), MAX_RETRY_AFTER_S)
 
 
 def _error_message(body: bytes) -> tuple[str | None, bool]:

@@ -6,11 +6,15 @@ objects: on a pass-through path those objects cost more than the rest of the gat
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from typing import Any
 
 from gateway.errors import GatewayError, InvalidRequestError, RequestTooLargeError
 
+# The longest Retry-After a client is told: an upstream asking for an hour (or for "inf") is
+# not a promise the gateway can pass on; its limits and fallbacks change by the minute.
+MAX_CLIENT_RETRY_AFTER_S = 60
 JSON = b"application/json"
 SSE = b"text/event-stream"
 Headers = list[tuple[bytes, bytes]]
@@ -72,10 +76,17 @@ async def send_bytes(
     await send({"type": "http.response.body", "body": body})
 
 
+def retry_after_header(seconds: float) -> bytes:
+    """Whole seconds, rounded up, in [1, MAX_CLIENT_RETRY_AFTER_S]; NaN and inf included."""
+    if not seconds < MAX_CLIENT_RETRY_AFTER_S:  # also NaN and inf
+        return str(MAX_CLIENT_RETRY_AFTER_S).encode()
+    return str(max(1, math.ceil(seconds))).encode()
+
+
 async def send_error(send, exc: GatewayError, extra: Headers | None = None) -> None:
     headers = list(extra or ())
     if exc.retry_after is not None:
-        headers.append((b"retry-after", str(max(1, int(exc.retry_after + 0.999))).encode()))
+        headers.append((b"retry-after", retry_after_header(exc.retry_after)))
     await send_bytes(send, exc.status, exc.to_json(), JSON, headers)
 
 

@@ -15,6 +15,10 @@
     │   └── UpstreamTimeoutError      504 upstream_error (timeout)
     └── NoBackendError                503 no_backend_available (nothing eligible can serve it)
 
+``should_retry`` becomes the ``x-should-retry`` header the OpenAI SDKs obey before their own
+status rules: ``False`` on a 503 that no retry can change (nothing configured can serve the
+request), so the SDK does not send it three more times.
+
 Lower-library errors (aiohttp, litellm, redis) are mapped to these at the edge with
 ``raise ... from exc``; messages never include secrets or upstream credentials.
 """
@@ -56,12 +60,14 @@ class GatewayError(Exception):
         param: str | None = None,
         code: str | None = None,
         retry_after: float | None = None,
+        should_retry: bool | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
         self.param = param
         self.code = code if code is not None else self.default_code
         self.retry_after = retry_after
+        self.should_retry = should_retry  # None: the client's own rules (by status) decide
 
     @property
     def retryable(self) -> bool:

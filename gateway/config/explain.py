@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from gateway.config.loader import LoadedPolicy
 from gateway.config.schema import Provenance
-from gateway.errors import NoBackendError, ProvenanceDeniedError
-from gateway.routing.decide import BackendView, route
+from gateway.routing.decide import REFUSALS, BackendView, route
 from gateway.routing.features import RequestFeatures
 from gateway.routing.provenance import Governance
 
@@ -77,7 +76,7 @@ def explain(loaded: LoadedPolicy) -> str:
             try:
                 d = route(f, m, views, gov)
                 out.append(f"    {label:<34} -> {' > '.join(d.candidates)}  [{d.reason}]")
-            except (NoBackendError, ProvenanceDeniedError) as exc:
+            except REFUSALS as exc:
                 out.append(f"    {label:<34} -> refused: {exc.message}")
     return "\n".join(out)
 

@@ -2,7 +2,7 @@
 
 No I/O happens here. The pipeline gathers everything the decision needs (features, the
 difficulty score if a rule asks for it, which circuits are open) and gets back an ordered
-list of candidate backends with the reason, or a ``NoBackendError`` that says why.
+list of candidate backends with the reason, or one of ``REFUSALS`` that says why.
 """
 
 from __future__ import annotations
@@ -11,13 +11,22 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from gateway.config.schema import VirtualModel
-from gateway.errors import NoBackendError, ProvenanceDeniedError
+from gateway.errors import ContextLengthError, NoBackendError, ProvenanceDeniedError
 from gateway.routing.conditions import fits as _fits
 from gateway.routing.conditions import matches
 from gateway.routing.features import RequestFeatures
 from gateway.routing.provenance import NONE, Applicable, Governance, restrictions_for
 
-__all__ = ["BackendView", "Decision", "route", "matches"]
+__all__ = ["BackendView", "Decision", "REFUSALS", "route", "matches"]
+
+# What route() raises when nothing can take a request: nothing eligible (503), too long for
+# every window (400), or a provenance rule forbids every candidate (403).
+REFUSALS = (NoBackendError, ContextLengthError, ProvenanceDeniedError)
+
+# The one reason a backend is skipped that can change by itself (the circuit closes again);
+# every other says something about the request or the configuration.
+CIRCUIT_OPEN = "circuit open"
+TOO_LONG = "context window"
 
 
 @dataclass(slots=True, frozen=True)
@@ -69,9 +78,9 @@ def _why_not(f: RequestFeatures, view: BackendView | None, self_hosted_only: boo
     if "json_schema" in f.needs and not view.json_schema:
         return "no json_schema"
     if f.operation != "embeddings" and not _fits(f, view):
-        return f"context window {view.context_window} too small"
+        return f"{TOO_LONG} {view.context_window} too small"
     if not view.available:
-        return "circuit open"
+        return CIRCUIT_OPEN
     return None
 
 
@@ -103,22 +112,40 @@ def _choose(
     if gov is not None and binding:
         allowed = frozenset(n for n in gov.all if gov.why_not(applicable, n) is None)
     if not candidates:
-        detail = "; ".join(f"{n}: {w}" for n, w in skipped) or "no backends listed"
         if refused and len(refused) == len(skipped):
+            detail = "; ".join(f"{n}: {w}" for n, w in skipped)
             rules = ", ".join(dict.fromkeys(r for _, r in refused))
             raise ProvenanceDeniedError(
                 f"policy rule {rules} forbids every backend that could serve this request "
                 f"(rule {reason!r}: {detail})",
                 rules=tuple(dict.fromkeys(r for _, r in refused)),
             )
-        prefix = (
-            "request must stay on self-hosted backends and none can serve it"
-            if self_hosted_only
-            else "no backend can serve this request"
-        )
-        raise NoBackendError(f"{prefix} (rule {reason!r}: {detail})")
+        raise _nothing_eligible(reason, skipped, self_hosted_only, f.operation)
     return Decision(
         reason, tuple(candidates), self_hosted_only, tuple(skipped), tuple(refused), allowed
+    )
+
+
+def _nothing_eligible(
+    reason: str, skipped: list[tuple[str, str]], self_hosted_only: bool, operation: str
+) -> NoBackendError | ContextLengthError:
+    """Why no candidate is left: retrying helps only if a circuit was open. When nothing
+    else stood in the way but length, the request is too long for every backend: a 400."""
+    detail = "; ".join(f"{n}: {w}" for n, w in skipped) or "no backends listed"
+    transient = any(w == CIRCUIT_OPEN for _, w in skipped)
+    prefix = (
+        "request must stay on self-hosted backends and none can serve it"
+        if self_hosted_only
+        else "no backend can serve this request"
+    )
+    if not transient and any(w.startswith(TOO_LONG) for _, w in skipped):
+        return ContextLengthError(
+            f"{prefix}: the prompt plus max_tokens exceeds every eligible context window "
+            f"(rule {reason!r}: {detail}); shorten the input or lower max_tokens",
+            param="messages" if operation == "chat" else "prompt",
+        )
+    return NoBackendError(
+        f"{prefix} (rule {reason!r}: {detail})", should_retry=None if transient else False
     )
 
 
@@ -134,7 +161,10 @@ def route(
     applicable = restrictions_for(gov, f, backends) if gov is not None else NONE
     if f.operation == "embeddings":
         if not model.embeddings:
-            raise NoBackendError(f"model {f.virtual_model!r} has no embeddings backends configured")
+            raise NoBackendError(
+                f"model {f.virtual_model!r} has no embeddings backends configured",
+                should_retry=False,
+            )
         # Data rules bind embeddings too: text marked self-hosted only never leaves.
         home = f.self_hosted_only or any(
             r.self_hosted_only and matches(r.when, f, backends) for r in model.rules
@@ -152,4 +182,6 @@ def route(
                 gov,
                 applicable,
             )
-    raise NoBackendError(f"no rule of model {f.virtual_model!r} matches this request")
+    raise NoBackendError(
+        f"no rule of model {f.virtual_model!r} matches this request", should_retry=False
+    )

@@ -87,6 +87,8 @@ async def send_error(send, exc: GatewayError, extra: Headers | None = None) -> N
     headers = list(extra or ())
     if exc.retry_after is not None:
         headers.append((b"retry-after", retry_after_header(exc.retry_after)))
+    if exc.should_retry is not None:
+        headers.append((b"x-should-retry", b"true" if exc.should_retry else b"false"))
     await send_bytes(send, exc.status, exc.to_json(), JSON, headers)
 
 

@@ -17,8 +17,7 @@ from dataclasses import dataclass
 from tqdm import tqdm
 
 from gateway.config.schema import VirtualModel
-from gateway.errors import NoBackendError, ProvenanceDeniedError
-from gateway.routing.decide import Decision, route
+from gateway.routing.decide import REFUSALS, Decision, route
 from gateway.routing.features import RequestFeatures, extract_features
 from gateway.routing.heuristic import HeuristicScorer
 from gateway.routing.scorer import DifficultyScorer
@@ -210,5 +209,5 @@ def _try(
     """The decision's first candidate, or why no backend can take the request."""
     try:
         return _side(ctx, route(f, vm, ctx.views, ctx.governance), p_tok, c_tok)
-    except (NoBackendError, ProvenanceDeniedError) as exc:
+    except REFUSALS as exc:
         return exc.message

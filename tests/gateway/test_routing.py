@@ -3,7 +3,7 @@
 import pytest
 
 from gateway.config.loader import parse_policy
-from gateway.errors import NoBackendError
+from gateway.errors import ContextLengthError, NoBackendError
 from gateway.routing.decide import BackendView, route
 from gateway.routing.features import RequestFeatures, extract_features
 
@@ -127,6 +127,38 @@ def test_confidential_with_vision_is_refused_not_leaked(model):
     f2 = feat(headers={"x-data-classification": "confidential"})
     with pytest.raises(NoBackendError):
         route(f2, model, views(local=dict(available=False), local2=dict(available=False)))
+
+
+def test_a_request_too_long_for_every_window_is_a_400_not_a_503(model):
+    with pytest.raises(ContextLengthError) as e:
+        route(feat(max_output_tokens=2**31 - 1), model, views())
+    assert e.value.status == 400 and e.value.code == "context_length_exceeded"
+    assert e.value.param == "messages"
+    f = feat(operation="completions", prompt_tokens=10**6)
+    with pytest.raises(ContextLengthError) as e:
+        route(f, model, views())
+    assert e.value.param == "prompt"
+    # too long for the one that is up, but another one is only down for now: retry may help
+    with pytest.raises(NoBackendError) as e2:
+        route(
+            feat(prompt_tokens=5000, headers={"x-data-classification": "confidential"}),
+            model,
+            views(local2=dict(available=False)),
+        )
+    assert e2.value.should_retry is None
+
+
+def test_refusals_no_retry_can_change_say_so(model):
+    # confidential + vision: no self-hosted backend has vision, whatever the circuits do
+    f = feat(headers={"x-data-classification": "confidential"}, needs=frozenset({"vision"}))
+    with pytest.raises(NoBackendError) as e:
+        route(f, model, views())
+    assert e.value.should_retry is False
+    # every candidate's circuit is open: that passes, so the client may retry
+    f2 = feat(headers={"x-data-classification": "confidential"})
+    with pytest.raises(NoBackendError) as e:
+        route(f2, model, views(local=dict(available=False), local2=dict(available=False)))
+    assert e.value.should_retry is None
 
 
 def test_open_circuit_and_disabled_backends_are_skipped(model):

@@ -113,9 +113,11 @@ def build_parser() -> argparse.ArgumentParser:
     j.set_defaults(func=_schema)
 
     from gateway.router import cli as router_cli
+    from gateway.shadow import cli as shadow_cli
     from gateway.simulate import cli as simulate_cli
 
     router_cli.register(sub)
+    shadow_cli.register(sub)
     simulate_cli.register(sub)
     return p
 

@@ -29,6 +29,9 @@ from prometheus_client import (
 )
 from prometheus_client.multiprocess import MultiProcessCollector
 
+from gateway.cascade.metrics import CascadeMetrics
+from gateway.shadow.metrics import ShadowMetrics
+
 __all__ = ["GatewayMetrics", "prepare_multiprocess", "MULTIPROC_ENV"]
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
@@ -172,6 +175,8 @@ class GatewayMetrics:
             ["rule", "backend"],
             registry=r,
         )
+        self.shadow = ShadowMetrics(r)
+        self.cascade = CascadeMetrics(r)
         self._cache_children = {res: self.cache_requests.labels(res) for res in CACHE_RESULTS}
         self._reload_children = {
             True: self.policy_reloads.labels("success"),

@@ -9,12 +9,9 @@ Secrets (API keys) must be references; a literal secret is refused unless
 
 from __future__ import annotations
 
-import re
 from typing import Annotated, Any, Literal
 
 from pydantic import (
-    BaseModel,
-    ConfigDict,
     Field,
     PrivateAttr,
     SecretStr,
@@ -23,11 +20,11 @@ from pydantic import (
     model_validator,
 )
 
+from gateway.config.base import ENV_REF, Strict, resolve_env
 from gateway.config.fleet import FleetConfig
+from gateway.config.shadow import CascadeConfig, ShadowModelConfig, ShadowPolicy
 
 LABEL_KEY = r"^[A-Za-z0-9_.:/-]{1,64}$"
-
-ENV_REF = re.compile(r"^os\.environ/([A-Za-z_][A-Za-z0-9_]*)(?::-(.*))?$")
 
 DEFAULT_MAX_BODY_BYTES = 10 * 1024 * 1024
 DEFAULT_TIMEOUT_S = 60.0
@@ -38,21 +35,6 @@ DEFAULT_REFERENCE_MODEL = "gpt-4o"
 # Output tokens are generated one step at a time; a prompt is processed in parallel. Unless the
 # admin measured it, a self-hosted prompt token costs this fraction of a generated one.
 DEFAULT_PROMPT_TOKEN_COST_RATIO = 0.1
-
-
-def resolve_env(value: str, info: ValidationInfo) -> str | None:
-    """``os.environ/NAME[:-default]`` -> the variable's value, the default, or None if unset."""
-    m = ENV_REF.match(value)
-    if not m:
-        return value
-    env = (info.context or {}).get("env", {})
-    name, default = m.group(1), m.group(2)
-    got = env.get(name)
-    return got if got not in (None, "") else default
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class Range(Strict):
@@ -281,6 +263,7 @@ class Rule(Strict):
     route: list[str] = Field(min_length=1)  # backend names, tried in order
     self_hosted_only: bool = False  # data that must stay home: never a proprietary backend
     use_fallbacks: bool = True  # append the model's fallbacks after ``route``
+    cascade: CascadeConfig | None = None  # self-hosted first, escalate when unsure
 
     @field_validator("route", mode="before")
     @classmethod
@@ -313,6 +296,7 @@ class VirtualModel(Strict):
     fallbacks: list[str] = []
     embeddings: list[str] = []  # backends for /v1/embeddings requests naming this model
     difficulty: DifficultyConfig = DifficultyConfig()
+    shadow: ShadowModelConfig | None = None  # overrides the global shadow: section's sampling
 
     @field_validator("route", mode="before")
     @classmethod
@@ -505,6 +489,7 @@ class Policy(Strict):
     data_rules: list[DataRule] = []
     ledger: LedgerConfig = LedgerConfig()
     tracing: TracingConfig = TracingConfig()
+    shadow: ShadowPolicy | None = None  # shadow evaluation of self-hosted answers
     backends: Annotated[dict[str, BackendConfig], Field(min_length=1)]
     models: Annotated[dict[str, VirtualModel], Field(min_length=1)]
 
@@ -537,6 +522,7 @@ class Policy(Strict):
                     raise ValueError(f"models.{mname} has two rules named {r.name!r}")
                 seen.add(r.name)
         self._check_governance(names)
+        _check_shadow(self)
         return self
 
     def _check_governance(self, names: set[str]) -> None:
@@ -558,6 +544,32 @@ class Policy(Strict):
             for m in models or ():
                 if m not in self.models:
                     raise ValueError(f"{where}.models names unknown model {m!r}")
+
+
+def _check_shadow(policy: Policy) -> None:
+    """Shadow and cascade settings name real backends; home_* backends are self-hosted."""
+    backends = policy.backends
+    sections: list[tuple[str, ShadowPolicy | ShadowModelConfig]] = (
+        [("shadow", policy.shadow)] if policy.shadow is not None else []
+    )
+    sections += [(f"models.{n}.shadow", m.shadow) for n, m in policy.models.items() if m.shadow]
+    for where, sec in sections:
+        for field in ("reference", "judge", "home_judge", "home_reference"):
+            b = getattr(sec, field)
+            if b is None:
+                continue
+            if b not in backends:
+                raise ValueError(f"{where}.{field} names unknown backend {b!r}")
+            if field.startswith("home_") and not backends[b].self_hosted:
+                raise ValueError(f"{where}.{field}: backend {b!r} is not self_hosted")
+        if sec is not policy.shadow and policy.shadow is None:
+            raise ValueError(f"{where} needs a global shadow: section (store, cap and queue)")
+    for mname, m in policy.models.items():
+        for r in m.rules:
+            if r.cascade is not None and not backends[r.route[0]].self_hosted:
+                raise ValueError(
+                    f"models.{mname} rule {r.name!r}: cascade needs a self_hosted first backend"
+                )
 
 
 def _condition_refs(c: Condition | None) -> list[str]:

@@ -31,7 +31,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     t = sub.add_parser("train", help="train a router on labelled prompts (JSONL)")
     t.add_argument(
-        "--data", type=Path, required=True, help="training JSONL (see docs for the format)"
+        "--data", type=Path, default=None, help="training JSONL (see docs for the format)"
+    )
+    t.add_argument(
+        "--from-shadow",
+        default=None,
+        metavar="SOURCE",
+        help="also (or only) train on judged shadow records: a postgresql:// DSN or a JSONL file",
+    )
+    t.add_argument(
+        "--holdout",
+        type=float,
+        default=0.2,
+        help="with --from-shadow: share of records held back for `router evaluate`",
     )
     t.add_argument("--out", type=Path, required=True, help="directory to write router.json into")
     t.add_argument("--embedding", choices=["anchors", "none", "raw"], default="anchors")
@@ -51,6 +63,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     s.add_argument("--output", type=Path, required=True)
     s.add_argument("--model", default=None, help="artefact directory (default: the built-in one)")
     s.set_defaults(func=functools.partial(_guarded, _score))
+
+    from gateway.shadow.cli import register_evaluate
+
+    register_evaluate(sub)
 
     b = sub.add_parser(
         "build-default", help="rebuild the shipped artefact from shared/data/routing"
@@ -78,7 +94,23 @@ def _train(args: argparse.Namespace) -> int:
 
     if args.c is not None and not args.c > 0:
         raise RouterError("--c must be > 0")
-    rows = read_training(args.data)
+    if args.from_shadow is not None:
+        from gateway.shadow.cli import shadow_training_file
+        from gateway.shadow.errors import ShadowError
+
+        try:
+            data, summary = shadow_training_file(args.from_shadow, args.holdout, args.data)
+        except ShadowError as exc:
+            raise RouterError(str(exc)) from exc
+        print(summary)
+        try:
+            rows = read_training(data)
+        finally:
+            data.unlink()
+    elif args.data is None:
+        raise RouterError("give --data FILE, --from-shadow SOURCE, or both")
+    else:
+        rows = read_training(args.data)
     extra = {} if args.c is None else {"c": args.c}
     config = RouterConfig(embedding=args.embedding, use_prior=not args.no_prior, **extra)
     t0 = time.perf_counter()
@@ -88,11 +120,18 @@ def _train(args: argparse.Namespace) -> int:
         weights=[r.weight for r in rows],
         groups=[r.source for r in rows],
         config=config,
-        meta={"trained_on": str(args.data.name)},
+        meta={"trained_on": _trained_on(args)},
     )
     path = artifact.save(model, args.out)
     print(f"trained on {len(rows)} rows in {time.perf_counter() - t0:.1f}s -> {path}")
     return 0
+
+
+def _trained_on(args: argparse.Namespace) -> str:
+    names = [args.data.name] if args.data is not None else []
+    if args.from_shadow is not None:
+        names.append("shadow records")
+    return " + ".join(names)
 
 
 def _score(args: argparse.Namespace) -> int:

@@ -17,7 +17,7 @@ from gateway.routing.conditions import matches
 from gateway.routing.features import RequestFeatures
 from gateway.routing.provenance import NONE, Applicable, Governance, restrictions_for
 
-__all__ = ["BackendView", "Decision", "REFUSALS", "route", "matches"]
+__all__ = ["BackendView", "Decision", "REFUSALS", "backend_refusal", "route", "matches"]
 
 # What route() raises when nothing can take a request: nothing eligible (503), too long for
 # every window (400), or a provenance rule forbids every candidate (403).
@@ -82,6 +82,14 @@ def _why_not(f: RequestFeatures, view: BackendView | None, self_hosted_only: boo
     if not view.available:
         return CIRCUIT_OPEN
     return None
+
+
+def backend_refusal(
+    f: RequestFeatures, view: BackendView | None, self_hosted_only: bool
+) -> str | None:
+    """Why a backend cannot take this request (None: it can): the checks route() applies
+    to every candidate, for callers outside routing (shadow evaluation)."""
+    return _why_not(f, view, self_hosted_only)
 
 
 def _choose(

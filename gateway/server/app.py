@@ -21,6 +21,7 @@ from gateway.metrics import GatewayMetrics
 from gateway.server.http import header_map, send_bytes, send_error
 from gateway.server.pipeline import Pipeline
 from gateway.server.policy_store import PolicyStore
+from gateway.shadow.service import ShadowService
 from gateway.state import SharedState, build_state
 
 log = logging.getLogger("gateway")
@@ -67,6 +68,7 @@ class GatewayApp:
         self._metrics: GatewayMetrics | None = None
         self._cache: ResponseCache | None = None
         self._state: SharedState | None = None
+        self._shadow: ShadowService | None = None
         self._ready: tuple[float, bool, list[str]] = (0.0, False, [])
         self._routes = {
             "/v1/chat/completions": ("POST", self._chat),
@@ -96,6 +98,12 @@ class GatewayApp:
         if self._metrics is None:
             raise RuntimeError("the gateway has not started (ASGI lifespan startup)")
         return self._metrics
+
+    @property
+    def shadow(self) -> ShadowService:
+        if self._shadow is None:
+            raise RuntimeError("the gateway has not started (ASGI lifespan startup)")
+        return self._shadow
 
     # ------------------------------------------------------------ ASGI
 
@@ -159,7 +167,8 @@ class GatewayApp:
             state_url, on_error=metrics.record_state_error, namespace=policy.cache.namespace
         )
         self._cache, self._state = cache, state
-        self._pipeline = Pipeline(store, metrics, cache, state)
+        self._shadow = ShadowService(state, metrics.shadow)
+        self._pipeline = Pipeline(store, metrics, cache, state, shadow=self._shadow)
         metrics.add_collector(FleetCollector(self._fleets))
         for fleet in self._fleets():
             fleet.start()  # member list and live load before the first request
@@ -189,6 +198,8 @@ class GatewayApp:
         return [b for b in rt.backends.values() if isinstance(b, FleetBackend)]
 
     async def shutdown(self) -> None:
+        if self._shadow is not None:
+            await self._shadow.close()
         if self._store is not None:
             await self._store.close()
         if self._cache is not None:

@@ -18,6 +18,7 @@ from gateway.backends.base import UpstreamRequest, UpstreamStream, Usage
 from gateway.backends.resilience import call_with_retries
 from gateway.cache import CacheEntry, cache_decision, cache_key, completion_to_sse
 from gateway.cache.sse import StreamAssembler
+from gateway.cascade.run import CascadeRules, run_cascade
 from gateway.errors import (
     GatewayError,
     InvalidRequestError,
@@ -46,6 +47,7 @@ from gateway.server.http import (
 )
 from gateway.server.limits import Limits
 from gateway.server.validate import parse_json, validate
+from gateway.shadow.service import ShadowService
 
 log = logging.getLogger("gateway.request")
 
@@ -66,16 +68,20 @@ class Outcome:
     upstream_s: float = 0.0
     ttft_s: float | None = None
     started: bool = False  # response headers are out: errors can only go in-band now
+    extra_headers: list[tuple[bytes, bytes]] | None = None  # e.g. the cascade's
 
 
 def _fmt_headers(o: Outcome, overhead_ms: float) -> list[tuple[bytes, bytes]]:
-    return [
+    out = [
         (b"x-gateway-backend", o.backend.encode()),
         (b"x-gateway-route-reason", o.reason.encode()),
         (b"x-gateway-cache", o.cache.encode()),
         (b"x-gateway-cost-usd", f"{o.cost:.8f}".encode()),
         (b"x-gateway-overhead-ms", f"{overhead_ms:.3f}".encode()),
     ]
+    if o.extra_headers:
+        out += o.extra_headers
+    return out
 
 
 def _is_usage_only(event: bytes) -> bool:
@@ -83,11 +89,13 @@ def _is_usage_only(event: bytes) -> bool:
 
 
 class Pipeline:
-    def __init__(self, store, metrics, cache, state) -> None:
+    def __init__(self, store, metrics, cache, state, shadow: ShadowService | None = None) -> None:
         self.store = store  # gateway.server.policy_store.PolicyStore
         self.metrics = metrics
         self.cache = cache
         self.limits = Limits(state, metrics)
+        self.shadow = shadow
+        self.cascades = CascadeRules()
 
     # ------------------------------------------------------------ entry
 
@@ -359,13 +367,41 @@ class Pipeline:
             )
         o.cache = "miss" if key and self.cache.available else "bypass"
         req = UpstreamRequest(operation=operation, body=body, raw=raw, headers=_forward(headers))
-        call = self._over_candidates(
-            rt, decision, o, lambda b: b.complete(req), f.virtual_model, req
-        )
-        resp = await self._unless_disconnected(call, receive, o, f.virtual_model)
+        ticket = self.shadow.ticket(rt, f, decision) if self.shadow is not None else None
+        cascade = self.cascades.get(rt.policy, f.virtual_model, decision.reason)
+        info = None
+        if cascade is not None and operation == "chat":
+            call = run_cascade(self, rt, cascade, decision, req, o, f.virtual_model)
+            resp, info = await self._unless_disconnected(call, receive, o, f.virtual_model)
+            o.extra_headers = info.headers()
+            self.metrics.cascade.record(
+                f.virtual_model,
+                decision.reason,
+                info.result,
+                info.confidence,
+                info.extra_cost_usd,
+                info.extra_s if info.result == "escalated" else None,
+            )
+        else:
+            call = self._over_candidates(
+                rt, decision, o, lambda b: b.complete(req), f.virtual_model, req
+            )
+            resp = await self._unless_disconnected(call, receive, o, f.virtual_model)
         self._account(rt, o, resp.usage)
         overhead_ms = (time.perf_counter() - t0 - o.upstream_s) * 1000
         await send_bytes(send, resp.status, resp.body, extra=_fmt_headers(o, overhead_ms))
+        if ticket is not None and self.shadow is not None and resp.status == 200:
+            self.shadow.submit(
+                ticket,
+                rt,
+                f,
+                decision,
+                body,
+                o.backend,
+                resp.body,
+                resp.usage,
+                info.confidence if info is not None else None,
+            )
         if key is not None and resp.status == 200:
             await self.cache.set(key, _entry(resp.body, resp.model, o))
         return resp.status
@@ -422,7 +458,8 @@ class Pipeline:
         overhead_ms = (time.perf_counter() - t0 - o.upstream_s) * 1000
         await start_sse(send, _fmt_headers(o, overhead_ms))
         o.started = True
-        assembler = StreamAssembler() if key is not None else None
+        ticket = self.shadow.ticket(rt, f, decision) if self.shadow is not None else None
+        assembler = StreamAssembler() if key is not None or ticket is not None else None
         pump = asyncio.ensure_future(
             self._pump(stream, send, client_usage, assembler, o, f.virtual_model)
         )
@@ -447,7 +484,9 @@ class Pipeline:
         self._account(rt, o, stream.usage)
         if ok and assembler is not None:
             full = assembler.result()
-            if full is not None:
+            if full is not None and ticket is not None and self.shadow is not None:
+                self.shadow.submit(ticket, rt, f, decision, body, o.backend, full, stream.usage)
+            if full is not None and key is not None:
                 await self.cache.set(key, _entry(full, stream.model, o))
         return status
 

@@ -164,8 +164,17 @@ def parse_line(obj: Any, line: int) -> LoggedRequest:
 
 
 def iter_log(path: str | Path) -> Iterator[LoggedRequest]:
+    """Request-log lines, and shadow records (gateway.shadow) as labelled requests: the
+    records without prompt text cannot be replayed and are skipped."""
+    from gateway.shadow.export import is_record, to_log_line
+
     p = Path(path)
     for n, obj in iter_json_objects(read_lines(p, LogError, "request log"), str(p), LogError):
+        if is_record(obj):
+            line = to_log_line(obj)
+            if line is None:
+                continue
+            obj = line
         try:
             yield parse_line(obj, n)
         except ValueError as exc:

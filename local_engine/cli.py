@@ -16,8 +16,17 @@ from local_engine.config import (
     DEFAULT_MAX_WAITING,
     EngineConfig,
 )
+from local_engine.server.limits import (
+    DEFAULT_BODY_TIMEOUT_S,
+    DEFAULT_GRACEFUL_SHUTDOWN_S,
+    DEFAULT_HEADER_TIMEOUT_S,
+    DEFAULT_KEEP_ALIVE_S,
+    DEFAULT_MAX_BODY_BYTES,
+    DEFAULT_MAX_CONNECTIONS,
+    ServerLimits,
+)
 
-__all__ = ["build_parser", "engine_config_from_args", "main"]
+__all__ = ["build_parser", "engine_config_from_args", "main", "server_limits_from_args"]
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8000
@@ -63,6 +72,22 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"]
     )
+    _add_limits(p)
+
+
+def _add_limits(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("connection limits (see local_engine/server/limits.py)")
+    g.add_argument("--max-body-bytes", type=int, default=DEFAULT_MAX_BODY_BYTES)
+    g.add_argument("--body-timeout", type=float, default=DEFAULT_BODY_TIMEOUT_S, help="seconds")
+    g.add_argument("--header-timeout", type=float, default=DEFAULT_HEADER_TIMEOUT_S, help="seconds")
+    g.add_argument("--keep-alive-timeout", type=int, default=DEFAULT_KEEP_ALIVE_S, help="seconds")
+    g.add_argument("--max-connections", type=int, default=DEFAULT_MAX_CONNECTIONS)
+    g.add_argument(
+        "--graceful-shutdown-timeout",
+        type=int,
+        default=DEFAULT_GRACEFUL_SHUTDOWN_S,
+        help="seconds in-flight requests get on SIGTERM",
+    )
 
 
 def _add_make_demo(sub: argparse._SubParsersAction) -> None:
@@ -100,13 +125,27 @@ def engine_config_from_args(args: argparse.Namespace) -> EngineConfig:
     )
 
 
+def server_limits_from_args(args: argparse.Namespace) -> ServerLimits:
+    return ServerLimits(
+        max_body_bytes=args.max_body_bytes,
+        body_timeout_s=args.body_timeout,
+        header_timeout_s=args.header_timeout,
+        keep_alive_s=args.keep_alive_timeout,
+        max_connections=args.max_connections,
+        graceful_shutdown_s=args.graceful_shutdown_timeout,
+    )
+
+
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from local_engine.server import create_app
+    from local_engine.server.connections import uvicorn_config
 
-    app = create_app(engine_config_from_args(args))
-    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
+    limits = server_limits_from_args(args)
+    app = create_app(engine_config_from_args(args), limits=limits)
+    config = uvicorn_config(app, args.host, args.port, limits, log_level=args.log_level)
+    uvicorn.Server(config).run()
     return 0
 
 
@@ -131,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
         path = make_demo_model(args.out_dir, args.arch)
         print(f"wrote a tiny random-weight {args.arch} checkpoint to {path}")
         return 0
-    except (ValueError, FileNotFoundError) as exc:
+    except (ValueError, FileNotFoundError) as exc:  # pydantic's ValidationError is a ValueError
         print(f"local-engine: error: {exc}", file=sys.stderr)
         return 2
 

@@ -14,6 +14,7 @@ from fastapi import FastAPI
 
 from local_engine.config import EngineConfig
 from local_engine.server import create_app
+from local_engine.server.connections import uvicorn_config
 from local_engine.server.limits import ServerLimits
 
 STARTUP_TIMEOUT_S = 120
@@ -26,14 +27,22 @@ def free_port() -> int:
 
 
 @contextmanager
-def running_app(app: FastAPI, **uvicorn_kw: Any) -> Iterator[str]:
-    """Yield the base URL (``http://127.0.0.1:PORT``) of uvicorn serving ``app``."""
+def running_app(
+    app: FastAPI, limits: ServerLimits | None = None, **uvicorn_kw: Any
+) -> Iterator[str]:
+    """Yield the base URL (``http://127.0.0.1:PORT``) of uvicorn serving ``app``, set up as
+    ``local-engine serve`` sets it up (connection limits included)."""
     port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(
-            app, host="127.0.0.1", port=port, log_level="warning", lifespan="on", **uvicorn_kw
-        )
+    config = uvicorn_config(
+        app,
+        "127.0.0.1",
+        port,
+        limits or ServerLimits(),
+        log_level="warning",
+        lifespan="on",
+        **uvicorn_kw,
     )
+    server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, name=f"uvicorn-{port}", daemon=True)
     thread.start()
     deadline = time.monotonic() + STARTUP_TIMEOUT_S
@@ -53,5 +62,5 @@ def running_app(app: FastAPI, **uvicorn_kw: Any) -> Iterator[str]:
 @contextmanager
 def running_server(config: EngineConfig, limits: ServerLimits | None = None) -> Iterator[str]:
     """Yield the base URL of a server for ``config``."""
-    with running_app(create_app(config, limits=limits)) as url:
+    with running_app(create_app(config, limits=limits), limits) as url:
         yield url

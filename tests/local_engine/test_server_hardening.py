@@ -10,14 +10,17 @@ official openai SDK as clients.
 from __future__ import annotations
 
 import logging
+import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 
 import httpx
 import openai
 import pytest
-from server_harness import running_app
+from server_harness import free_port, running_app
 
 from local_engine.config import EngineConfig
 from local_engine.demo_model import build_tiny_checkpoint
@@ -69,14 +72,14 @@ def server(tmp_path_factory):
     uvicorn_log = logging.getLogger("uvicorn.error")
     uvicorn_log.addHandler(errors)
     try:
-        with running_app(app) as url:
+        with running_app(app, LIMITS) as url:
             runner = app.state.ctx.engine.engine.runner
             execute = runner.execute
 
             def poisoned(seqs, num_new_tokens):
                 # fault injection at the device edge: a row the sampler cannot handle, once it
                 # has streamed a few tokens
-                if any(s.token_ids[0] == POISON and s.num_completion_tokens >= 2 for s in seqs):
+                if any(s.token_ids[0] == POISON and s.num_completion_tokens >= 6 for s in seqs):
                     raise RuntimeError("simulated device-side failure")
                 return execute(seqs, num_new_tokens)
 
@@ -282,7 +285,8 @@ def test_a_step_failure_ends_its_stream_with_an_error_event_and_spares_the_other
             events = [line for line in r.iter_lines() if line.startswith("data:")]
         text = "".join(c.choices[0].text for c in healthy if c.choices)
     assert events[-1].startswith('data: {"error"') and "step_failed" in events[-1]
-    assert "data: [DONE]" not in events and len(events) >= 2  # streamed, then the error
+    assert "data: [DONE]" not in events  # 200 and streaming (random tokens may decode to ""),
+    # then the error event ends the stream
     assert len(text) > 0
     r = httpx.post(
         f"{url}/v1/completions",
@@ -292,3 +296,105 @@ def test_a_step_failure_ends_its_stream_with_an_error_event_and_spares_the_other
     assert check_error(r, 500)["code"] == "step_failed"
     assert httpx.get(f"{url}/health").status_code == 200
     assert app.state.ctx.engine.stats().num_running == 0
+
+
+# item 5: idle and slow connections are closed, connections are capped, shutdown is bounded
+TIGHT = ServerLimits(header_timeout_s=3.0, max_connections=4)
+
+
+@pytest.fixture
+def tight_url(server):
+    app = create_app(server[1].state.ctx.engine.config, limits=TIGHT)
+    with running_app(app, TIGHT) as url:
+        yield url
+
+
+def connect(url: str) -> socket.socket:
+    host, port = url.removeprefix("http://").split(":")
+    sock = socket.create_connection((host, int(port)))
+    sock.settimeout(30)
+    return sock
+
+
+def read_until_closed(sock: socket.socket) -> bytes:
+    data = b""
+    while chunk := sock.recv(4096):
+        data += chunk
+    return data
+
+
+def test_idle_and_slow_header_connections_are_closed(tight_url):
+    idle, slow = connect(tight_url), connect(tight_url)
+    slow.sendall(b"GET /health HTTP/1.1\r\n")
+    t0 = time.monotonic()
+    for _ in range(4):  # a header line every 0.5 s keeps the connection busy, not fast
+        time.sleep(0.5)
+        try:
+            slow.sendall(b"x-slow: 1\r\n")
+        except OSError:
+            break
+    for sock in (idle, slow):
+        with sock:
+            reply = read_until_closed(sock)  # a 30 s socket timeout would raise: never closed
+            assert reply.startswith(b"HTTP/1.1 408") and b"request_timeout" in reply
+    assert time.monotonic() - t0 < 25  # closed at ~3 s (TIGHT.header_timeout_s), not left open
+    with httpx.Client(base_url=tight_url, timeout=30) as client:
+        assert client.get("/health").status_code == 200
+
+
+def test_connections_past_the_cap_get_503_and_are_closed(tight_url):
+    held = [connect(tight_url) for _ in range(TIGHT.max_connections)]
+    try:
+        with connect(tight_url) as extra:
+            reply = read_until_closed(extra)
+        assert reply.startswith(b"HTTP/1.1 503") and b"too_many_connections" in reply
+    finally:
+        for sock in held:
+            sock.close()
+    deadline = time.monotonic() + 30
+    while True:  # the server sees the held connections go
+        try:
+            assert httpx.get(f"{tight_url}/health", timeout=30).status_code == 200
+            break
+        except httpx.TransportError:
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+
+
+def test_cli_serve_wires_the_limits_and_sigterm_does_not_wait_for_a_stuck_request(server, tmp_path):
+    model_dir = server[1].state.ctx.engine.config.model
+    port = free_port()
+    log = (tmp_path / "serve.log").open("w")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "local_engine.cli", "serve", "--model", model_dir,
+         "--device", "cpu", "--port", str(port), "--num-kv-blocks", "32",
+         "--header-timeout", "2", "--body-timeout", "600", "--graceful-shutdown-timeout", "2",
+         "--log-level", "warning"],
+        stdout=log, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                if httpx.get(f"{url}/health", timeout=5).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert proc.poll() is None and time.monotonic() < deadline, "engine did not start"
+            time.sleep(0.2)
+        with connect(url) as idle:  # --header-timeout reached the server
+            assert read_until_closed(idle).startswith(b"HTTP/1.1 408")
+        stuck = connect(url)  # a request whose body never ends (--body-timeout is 600 s)
+        stuck.sendall(b"POST /v1/completions HTTP/1.1\r\nhost: x\r\ncontent-length: 100\r\n\r\n{")
+        time.sleep(0.5)
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)  # ~2 s: the stuck request is cancelled, not waited for
+        stuck.close()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        log.close()
+    # uvicorn re-raises the SIGTERM it handled once it has shut down
+    assert proc.returncode in (0, -signal.SIGTERM), (tmp_path / "serve.log").read_text()[-2000:]

@@ -23,6 +23,7 @@ from gateway.metrics import PREFIX
 from local_engine.engine.outputs import EngineStats
 from local_engine.server.metrics import ServerMetrics
 from tests.gateway.gateway_server import running_gateway
+from tests.support.mock_engine import MockEngine
 from tests.support.mock_openai import running_mock_openai
 from tests.support.servers import MockControl
 
@@ -75,8 +76,16 @@ class ConfigMapDir:
         self._current = new
 
 
-def _policy_with_keys() -> str:
+def _policy_with_keys(fleet_url: str) -> str:
     policy = yaml.safe_load(DEFAULT_POLICY.read_text(encoding="utf-8"))
+    # a one-replica fleet (a loopback engine stand-in with vLLM's gauges): the gateway_fleet_* series
+    policy["backends"]["local-fleet"] = {
+        "kind": "openai_compatible",
+        "model": "default",
+        "self_hosted": True,
+        "fleet": {"endpoints": [fleet_url], "metrics_interval_s": 0.2},
+    }
+    policy["models"]["fleet"] = {"route": "local-fleet"}
     # the transparent scorer: same series, without loading the embedding model (seconds of CPU)
     policy["models"]["auto"]["difficulty"]["scorer"] = "heuristic"
     policy["auth"] = {
@@ -144,12 +153,13 @@ def _traffic(url: str, local: MockControl) -> None:
 def gateway_series(tmp: Path) -> tuple[dict[str, frozenset[str]], str]:
     """(series name -> label names, the final /metrics text) of a live gateway after traffic."""
     config_map = ConfigMapDir(tmp / "policy", "policy.yaml")
-    good = _policy_with_keys()
-    config_map.write(good)
     with (
+        MockEngine() as fleet_replica,
         running_mock_openai(MockControl(models=["default"])) as (local_url, local),
         running_mock_openai(MockControl(api_key=OPENAI_KEY, models=["gpt-4o"])) as (openai_url, _),
     ):
+        good = _policy_with_keys(fleet_replica.url)
+        config_map.write(good)
         env = {
             "LOCAL_ENGINE_URL": local_url,
             "OPENAI_BASE_URL": openai_url,
@@ -160,6 +170,17 @@ def gateway_series(tmp: Path) -> tuple[dict[str, frozenset[str]], str]:
         }
         with running_gateway(config_map.path, env) as (url, _app):
             _traffic(url, local)
+            client = OpenAI(base_url=url + "/v1", api_key=CLIENT_KEY, max_retries=0)
+            client.chat.completions.create(
+                model="fleet", messages=[{"role": "user", "content": "hello fleet"}]
+            )
+            replica = f"127.0.0.1:{fleet_replica.port}"
+            _wait_for(
+                url,
+                PREFIX
+                + f'fleet_replica_waiting_requests{{backend="local-fleet",replica="{replica}"}}',
+                0,
+            )
             # ConfigMap updates are picked up by the file watcher: a bad one is refused, a good one taken
             config_map.write("version: 1\nbackends: {broken: {kind: nonexistent}}\n")
             _wait_for(url, PREFIX + 'policy_reloads_total{result="failure"}', 1)

@@ -1,8 +1,8 @@
 """The dashboard and the rules, evaluated by a real Prometheus server.
 
 Prometheus (Debian's binary) runs on loopback with the project's scrape config and rules, pointed
-at a real gateway (policies/default.yaml, heuristic scorer) and a real local engine serving a
-tiny checkpoint, with a loopback mock as OpenAI. Traffic comes in two phases with a scrape in
+at a real gateway (policies/default.yaml, heuristic scorer, its self-hosted backend a fleet) and
+two real local engine replicas serving a tiny checkpoint, with a loopback mock as OpenAI. Traffic comes in two phases with a scrape in
 between, so counters rise between samples and rates are not zero. Then every dashboard query
 (template variables filled in) and every recording and alert expression goes through
 ``/api/v1/query``: none may error, and the panels that must show something after this traffic
@@ -62,6 +62,13 @@ MUST_HAVE_DATA = [
     "KV-cache usage",
     "Engine tokens/s",
     "Prefix-cache hit ratio",
+    "Fleet replicas up",
+    "Fleet load per replica",
+    "Fleet KV-cache usage per replica",
+    "Fleet requests/s per replica",
+    "Fleet spill-over per second",
+    "Prefix-affinity home ratio",
+    "Fleet replica circuit state",
 ]
 # recording rules that must have a value after the traffic (Prometheus evaluates them itself)
 MUST_RECORD = [
@@ -74,10 +81,14 @@ MUST_RECORD = [
 ]
 
 
-def _policy() -> str:
+def _policy(engines: list[str]) -> str:
+    """policies/default.yaml with its self-hosted backend as a fleet of ``engines``."""
     policy = yaml.safe_load((REPO / "policies/default.yaml").read_text(encoding="utf-8"))
     policy["models"]["auto"]["difficulty"]["scorer"] = "heuristic"
-    policy["backends"]["local"]["capabilities"]["context_window"] = 512  # the tiny model's
+    local = policy["backends"]["local"]
+    local["capabilities"]["context_window"] = 512  # the tiny model's
+    del local["base_url"]
+    local["fleet"] = {"endpoints": [e + "/v1" for e in engines], "metrics_interval_s": 0.5}
     return yaml.safe_dump(policy, sort_keys=False)
 
 
@@ -118,20 +129,20 @@ def prom(tmp_path_factory) -> Prometheus:
         model=str(model), num_kv_blocks=64, max_num_seqs=8, max_num_batched_tokens=256
     )
     policy = tmp / "policy.yaml"
-    policy.write_text(_policy(), encoding="utf-8")
     with (
-        running_server(engine) as engine_url,
+        running_server(engine) as engine_a,
+        running_server(engine) as engine_b,
         running_mock_openai(MockControl(api_key=OPENAI_KEY, models=["gpt-4o"])) as (openai, _),
     ):
+        policy.write_text(_policy([engine_a, engine_b]), encoding="utf-8")
         env = {
-            "LOCAL_ENGINE_URL": engine_url + "/v1",
             "OPENAI_BASE_URL": openai,
             "OPENAI_API_KEY": OPENAI_KEY,
         }
         with running_gateway(policy, env) as (url, _app):
             targets = {
                 "gateway": [url.removeprefix("http://")],
-                "local-engine": [engine_url.removeprefix("http://")],
+                "local-engine": [e.removeprefix("http://") for e in (engine_a, engine_b)],
             }
             with running_prometheus(tmp, targets) as p:
                 for job in targets:

@@ -98,7 +98,7 @@ def shadow_training_file(source: str, holdout: float, extra: Path | None) -> tup
 
 def evaluate_command(args: argparse.Namespace) -> int:
     from gateway.router import artifact
-    from gateway.router.shadow_labels import judged, split
+    from gateway.router.shadow_labels import judged, qualities, split
     from gateway.shadow.report import format_table, random_router, score_router
     from gateway.shadow.store import read_records
 
@@ -112,6 +112,12 @@ def evaluate_command(args: argparse.Namespace) -> int:
     )
     if not test:
         raise ShadowError("no records to evaluate on (collect more, or pass --all)")
+    weak, strong = (sum(q) / len(test) for q in zip(*map(qualities, test), strict=True))
+    print(f"mean judged quality: self-hosted {weak:.3f}, reference {strong:.3f}")
+    if strong <= weak:
+        print("the reference is not better than the self-hosted model on these records:")
+        print("keeping everything local loses no quality here; no router can gain any")
+        return 0
     rows = []
     if with_text:
         prompts = [r.prompt for r in with_text if r.prompt]

@@ -98,7 +98,7 @@ class ShadowService:
         cfg = rt.policy.shadow
         if cfg is None:  # reloaded without a shadow section since ticket()
             return False
-        on = self._ensure_started(cfg)
+        on = self._ensure_started(cfg, rt.policy.ledger.database_url)
         job = ShadowJob(
             sampling=sampling,
             targets=targets,
@@ -128,14 +128,14 @@ class ShadowService:
 
     # ------------------------------------------------------------ workers
 
-    def _ensure_started(self, cfg: ShadowPolicy) -> _Running:
+    def _ensure_started(self, cfg: ShadowPolicy, ledger_url: str | None) -> _Running:
         on = self._on
         if on is not None:
             if cfg.store != on.config.store or cfg.queue_size != on.config.queue_size:
                 log.debug("shadow store/queue settings changed: they apply after a restart")
             on.cap.cap_usd = cfg.daily_cap_usd  # the cap reloads with the policy
             return on
-        store = build_store(cfg.store)
+        store = build_store(cfg.store, ledger_url)
         if store is None:
             log.warning("shadow: no store configured (shadow.store); records go to metrics only")
         on = self._on = _Running(

@@ -3,7 +3,8 @@ and how they are read back (``gateway router train --from-shadow SOURCE``, ``eva
 
 A SOURCE is a ``postgresql://`` DSN or a path to a JSONL file. Retention: records older than
 ``retention_days`` are deleted at start and then once an hour (PostgreSQL) or when the file is
-compacted (JSONL: rewritten without old lines at start and once a day).
+compacted (JSONL: rewritten without old lines at start and once a day). Without a store of its
+own, shadow records go to the ledger's database (``ledger.database_url``) when there is one.
 """
 
 from __future__ import annotations
@@ -33,28 +34,7 @@ __all__ = [
 DAY_S = 86400.0
 PRUNE_EVERY_S = 3600.0
 TABLE = "shadow_records"
-
-SCHEMA = f"""
-CREATE TABLE IF NOT EXISTS {TABLE} (
-    id              text PRIMARY KEY,
-    at              timestamptz NOT NULL,
-    team            text NOT NULL,
-    key_name        text,
-    virtual_model   text NOT NULL,
-    rule            text NOT NULL,
-    difficulty      double precision,
-    confidence      double precision,
-    local_backend   text NOT NULL,
-    reference_backend text,
-    judge_mode      text NOT NULL,
-    local_score     double precision,
-    reference_score double precision,
-    outcome         text,
-    shadow_cost_usd double precision NOT NULL,
-    record          jsonb NOT NULL
-);
-CREATE INDEX IF NOT EXISTS {TABLE}_at ON {TABLE} (at);
-"""
+MIGRATIONS = "gateway.shadow.migrations"
 
 
 def is_postgres(source: str) -> bool:
@@ -129,23 +109,28 @@ def _line_time(line: bytes) -> float:
 
 
 class PostgresStore(RecordStore):
+    """The ``shadow_records`` table, created by this package's migrations through the shared
+    database plumbing (gateway.ledger.db: pool, numbered migrations, advisory lock)."""
+
     def __init__(self, dsn: str, retention_days: int, clock=time.time) -> None:
-        self.dsn = dsn
+        self.dsn = dsn  # may hold a password: never logged or put in an error
         self.retention_days = retention_days
         self._clock = clock
         self._pool: Any = None  # asyncpg.Pool once open
         self._pruned_at = 0.0
 
     async def open(self) -> None:
-        import asyncpg
+        from gateway.ledger.db import DB_ERRORS, migrate, open_pool
 
         try:
-            self._pool = await asyncpg.create_pool(self.dsn, min_size=1, max_size=2)
+            self._pool = await open_pool(self.dsn, max_size=2)
             async with self._pool.acquire() as con:
-                await con.execute(SCHEMA)
+                await migrate(con, "shadow", MIGRATIONS)
             await self._prune()
-        except (OSError, asyncpg.PostgresError) as exc:
-            raise ShadowStoreError(f"shadow store (PostgreSQL): {exc}") from exc
+        except DB_ERRORS as exc:
+            raise ShadowStoreError(
+                f"shadow store (PostgreSQL): {type(exc).__name__}: {exc}"
+            ) from exc
 
     async def _prune(self) -> None:
         await self._pool.execute(
@@ -155,7 +140,7 @@ class PostgresStore(RecordStore):
         self._pruned_at = self._clock()
 
     async def write(self, record: ShadowRecord) -> None:
-        import asyncpg
+        from gateway.ledger.db import DB_ERRORS
 
         if self._pool is None:
             raise ShadowStoreError("shadow store (PostgreSQL) is not open")
@@ -185,8 +170,10 @@ class PostgresStore(RecordStore):
                 record.shadow_cost_usd,
                 record.to_json().decode(),
             )
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-            raise ShadowStoreError(f"shadow store (PostgreSQL): {exc}") from exc
+        except DB_ERRORS as exc:
+            raise ShadowStoreError(
+                f"shadow store (PostgreSQL): {type(exc).__name__}: {exc}"
+            ) from exc
 
     async def close(self) -> None:
         if self._pool is not None:
@@ -194,11 +181,14 @@ class PostgresStore(RecordStore):
             self._pool = None
 
 
-def build_store(cfg: ShadowStoreConfig) -> RecordStore | None:
+def build_store(cfg: ShadowStoreConfig, ledger_url: str | None = None) -> RecordStore | None:
+    """``postgres_dsn``, else ``jsonl``, else the ledger's database when one is configured."""
     if cfg.postgres_dsn:
         return PostgresStore(cfg.postgres_dsn, cfg.retention_days)
     if cfg.jsonl:
         return JsonlStore(cfg.jsonl, cfg.retention_days)
+    if ledger_url:
+        return PostgresStore(ledger_url, cfg.retention_days)
     return None
 
 
@@ -223,10 +213,14 @@ def read_records(source: str) -> list[ShadowRecord]:
 async def _read_postgres(dsn: str) -> list[ShadowRecord]:
     import asyncpg
 
+    from gateway.ledger.db import DB_ERRORS
+
     try:
-        con = await asyncpg.connect(dsn)
-    except (OSError, asyncpg.PostgresError) as exc:
-        raise ShadowSourceError(f"cannot connect to the shadow database: {exc}") from exc
+        con = await asyncpg.connect(dsn, timeout=5)
+    except DB_ERRORS as exc:
+        raise ShadowSourceError(
+            f"cannot connect to the shadow database: {type(exc).__name__}: {exc}"
+        ) from exc
     try:
         rows = await con.fetch(f"SELECT record FROM {TABLE} ORDER BY at, id")
     except asyncpg.UndefinedTableError as exc:

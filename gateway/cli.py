@@ -112,6 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
     j.add_argument("--out", help="write to this file instead of stdout")
     j.set_defaults(func=_schema)
 
+    from gateway.ledger import cli as ledger_cli
     from gateway.router import cli as router_cli
     from gateway.shadow import cli as shadow_cli
     from gateway.simulate import cli as simulate_cli
@@ -119,6 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
     router_cli.register(sub)
     shadow_cli.register(sub)
     simulate_cli.register(sub)
+    ledger_cli.register(sub)
     return p
 
 

@@ -177,6 +177,14 @@ class GatewayMetrics:
         )
         self.shadow = ShadowMetrics(r)
         self.cascade = CascadeMetrics(r)
+        self.budget_remaining = Gauge(
+            p + "budget_remaining_usd",
+            "Budget left in the current period, per key or team with a budget (scope: key:NAME "
+            "or team:NAME, bounded by the policy); as last seen by this process.",
+            ["scope"],
+            registry=r,
+            multiprocess_mode="livemin",
+        )
         self._cache_children = {res: self.cache_requests.labels(res) for res in CACHE_RESULTS}
         self._reload_children = {
             True: self.policy_reloads.labels("success"),
@@ -337,6 +345,9 @@ class GatewayMetrics:
     def record_rate_limited(self, kind: str) -> None:
         """``kind``: what refused the request, e.g. "rpm" or "budget"."""
         self._child(self.rate_limited, kind).inc()
+
+    def set_budget_remaining(self, scope: str, usd: float) -> None:
+        self._child(self.budget_remaining, scope).set(max(0.0, usd))
 
     def record_provenance_skips(self, refused: tuple[tuple[str, str], ...]) -> None:
         """``refused``: (backend, rule) pairs of one request's decision."""

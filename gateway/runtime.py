@@ -83,6 +83,7 @@ class Runtime:
         self.loaded = loaded
         self.policy = policy = loaded.policy
         self.keys = KeyRing(policy.auth)
+        self.policy_keys = {k.name: k for k in policy.auth.keys}  # key name -> its limits
         self.governance = Governance(policy)  # provenance rules, compiled
         self.backends: dict[str, Backend] = {}
         self.breakers: dict[str, CircuitBreaker] = {}

@@ -11,12 +11,24 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import parse_qs
 
 import orjson
 
 from gateway.backends.fleet import FleetBackend, FleetCollector
 from gateway.cache import ResponseCache, build_cache
-from gateway.errors import AuthenticationError, GatewayError, InvalidRequestError, NotFoundError
+from gateway.config.schema import LedgerConfig
+from gateway.errors import (
+    AuthenticationError,
+    GatewayError,
+    InvalidRequestError,
+    NotFoundError,
+    UpstreamUnavailableError,
+)
+from gateway.ledger.db import DB_ERRORS
+from gateway.ledger.metrics import LedgerMetrics
+from gateway.ledger.report import UsageQuery, parse_day, usage
+from gateway.ledger.writer import LedgerWriter
 from gateway.metrics import GatewayMetrics
 from gateway.server.http import header_map, send_bytes, send_error
 from gateway.server.pipeline import Pipeline
@@ -79,7 +91,9 @@ class GatewayApp:
             "/ready": ("GET", self._ready_handler),
             "/metrics": ("GET", self._metrics_handler),
             "/admin/reload": ("POST", self._admin_reload),
+            "/admin/usage": ("GET", self._admin_usage),
         }
+        self.ledger: LedgerWriter | None = None
 
     @property
     def store(self) -> PolicyStore:
@@ -168,7 +182,10 @@ class GatewayApp:
         )
         self._cache, self._state = cache, state
         self._shadow = ShadowService(state, metrics.shadow)
-        self._pipeline = Pipeline(store, metrics, cache, state, shadow=self._shadow)
+        self.ledger = _build_ledger(policy.ledger, metrics)
+        self._pipeline = Pipeline(
+            store, metrics, cache, state, shadow=self._shadow, ledger=self.ledger
+        )
         metrics.add_collector(FleetCollector(self._fleets))
         for fleet in self._fleets():
             fleet.start()  # member list and live load before the first request
@@ -198,6 +215,8 @@ class GatewayApp:
         return [b for b in rt.backends.values() if isinstance(b, FleetBackend)]
 
     async def shutdown(self) -> None:
+        if self.ledger is not None:
+            await self.ledger.close()
         if self._shadow is not None:
             await self._shadow.close()
         if self._store is not None:
@@ -275,6 +294,62 @@ class GatewayApp:
         if not ok:
             raise InvalidRequestError(message, code="invalid_policy")
         await send_bytes(send, 200, orjson.dumps({"status": "reloaded"}))
+
+    async def _admin_usage(self, scope, receive, send) -> None:
+        """GET /admin/usage?since=YYYY-MM-DD[&until=...][&by=team,day][&team=...][&key=...]:
+        the same JSON as ``gateway usage --format json``."""
+        if not self.store.runtime.keys.is_admin(header_map(scope)):
+            raise AuthenticationError("admin key required (policy auth.admin_key)")
+        if self.ledger is None:
+            raise NotFoundError(
+                "no ledger configured (policy ledger.database_url)", code="no_ledger"
+            )
+        q = usage_query_from_params(parse_qs(scope.get("query_string", b"").decode("latin-1")))
+        try:
+            rows = await usage(await self.ledger.pool(), q)
+        except DB_ERRORS as exc:
+            log.warning("usage report: database unavailable: %s: %s", type(exc).__name__, exc)
+            raise UpstreamUnavailableError("the ledger database is unavailable") from exc
+        await send_bytes(send, 200, orjson.dumps(rows))
+
+
+def usage_query_from_params(params: Mapping[str, list[str]]) -> UsageQuery:
+    def one(name: str) -> str | None:
+        got = params.get(name)
+        return got[-1] if got else None
+
+    since = one("since")
+    if since is None:
+        raise InvalidRequestError("since is required (YYYY-MM-DD)", param="since")
+    try:
+        until = one("until")
+        by = one("by")
+        return UsageQuery(
+            since=parse_day(since),
+            until=parse_day(until) if until else None,
+            by=tuple(b for b in (by or "team").split(",") if b),
+            team=one("team"),
+            key=one("key"),
+        )
+    except ValueError as exc:
+        raise InvalidRequestError(str(exc)) from None
+
+
+def _build_ledger(cfg: LedgerConfig, metrics: GatewayMetrics) -> LedgerWriter | None:
+    if not cfg.database_url:
+        return None
+    writer = LedgerWriter(
+        cfg.database_url,
+        cfg.spool_dir,
+        batch_size=cfg.batch_size,
+        flush_interval_s=cfg.flush_interval_s,
+        max_buffer_rows=cfg.max_buffer_rows,
+        write_timeout_s=cfg.write_timeout_s,
+        metrics=LedgerMetrics(metrics.registry),
+    )
+    writer.start()
+    log.info("ledger: on (spool %s)", cfg.spool_dir)
+    return writer
 
 
 def _freeze_startup_heap() -> None:

@@ -7,20 +7,37 @@ without limits pays nothing for them. State failures fail open (``SharedState`` 
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from gateway.auth import Caller
+from gateway.config.schema import ApiKey, TeamConfig
 from gateway.errors import RateLimitError
 from gateway.router.calibration import SpendCapController
 from gateway.runtime import Runtime
 from gateway.state.periods import period_bounds
 
-RPM_WINDOW_S = 60
+RPM_WINDOW_S = 60  # requests and tokens per minute: one sliding minute
+# What a request without max_tokens is assumed to generate when its tokens are reserved
+DEFAULT_COMPLETION_ESTIMATE = 256
 PERIOD_SECONDS = {
     "minute": 60,
     "hour": 3600,
     "day": 86400,
 }  # fixed-length periods; months are calendar months
+
+
+@dataclass(slots=True)
+class Admission:
+    """What the limits decided for one request, and what it reserved (to settle afterwards)."""
+
+    self_hosted_only: bool = False  # over a budget whose policy keeps it on self-hosted backends
+    reserved: list[tuple[str, int, int, int]] = field(
+        default_factory=list
+    )  # (scope, window_s, window, tokens) of TPM reservations
+
+
+NO_LIMITS = Admission()
 
 
 class Limits:
@@ -30,28 +47,35 @@ class Limits:
         # virtual model -> proprietary spend in the current cap period, as last seen
         self._cap_spend: dict[str, float] = {}
 
-    async def check(self, rt: Runtime, caller: Caller) -> bool:
-        """Raise RateLimitError past a limit; return True when the team is over its budget
-        and its policy is to stay on self-hosted backends."""
-        rpm = rt.keys.rpm_by_key.get(caller.key_name) if caller.key_name else None
-        if rpm:
-            await self._rate(f"key:{caller.key_name}", rpm, "API key")
+    async def check(self, rt: Runtime, caller: Caller, est_tokens: int = 0) -> Admission:
+        """Raise RateLimitError past a limit (RPM, TPM, a reject-on-exhaustion budget), else
+        admit: TPM limits reserve ``est_tokens`` now, reconciled by ``settle``."""
+        key = rt.policy_keys.get(caller.key_name) if caller.key_name else None
         team = rt.policy.teams.get(caller.team)
-        if team is None:
-            return False
-        if team.rpm:
-            await self._rate(f"team:{caller.team}", team.rpm, "team")
-        if team.budget_usd is not None:
-            spent = await self.state.get_spend(f"team:{caller.team}", team.budget_period)
-            if spent >= team.budget_usd:
-                if team.on_budget_exhausted == "reject":
-                    self.metrics.record_rate_limited("budget")
-                    raise RateLimitError(
-                        f"team {caller.team!r} has spent its budget of ${team.budget_usd:g} per {team.budget_period}",
-                        code="budget_exceeded",
-                    )
-                return True
-        return False
+        if key is None and team is None:
+            return NO_LIMITS
+        adm = Admission()
+        try:
+            if key is not None and key.rpm:
+                await self._rate(f"key:{caller.key_name}", key.rpm, "API key")
+            if team is not None and team.rpm:
+                await self._rate(f"team:{caller.team}", team.rpm, "team")
+            if key is not None and key.tpm:
+                await self._tokens(adm, f"key:{caller.key_name}", key.tpm, est_tokens, "API key")
+            if team is not None and team.tpm:
+                await self._tokens(adm, f"team:{caller.team}", team.tpm, est_tokens, "team")
+            if key is not None and key.budget_usd is not None:
+                adm.self_hosted_only |= await self._budget(
+                    f"key:{caller.key_name}", key, f"API key {caller.key_name!r}"
+                )
+            if team is not None and team.budget_usd is not None:
+                adm.self_hosted_only |= await self._budget(
+                    f"team:{caller.team}", team, f"team {caller.team!r}"
+                )
+        except RateLimitError:
+            await self._release(adm)
+            raise
+        return adm
 
     async def _rate(self, scope: str, limit: int, what: str) -> None:
         res = await self.state.hit_rate_limit(scope, limit, RPM_WINDOW_S)
@@ -62,12 +86,68 @@ class Limits:
                 retry_after=res.retry_after_s,
             )
 
+    async def _tokens(self, adm: Admission, scope: str, limit: int, est: int, what: str) -> None:
+        # a request larger than the whole limit may still run alone in an empty window
+        cost = max(1, min(est, limit))
+        res = await self.state.hit_rate_limit(scope, limit, RPM_WINDOW_S, cost)
+        if not res.allowed:
+            self.metrics.record_rate_limited("tpm")
+            raise RateLimitError(
+                f"{what} token rate limit of {limit} tokens per minute reached",
+                code="tokens_per_minute_exceeded",
+                retry_after=res.retry_after_s,
+            )
+        adm.reserved.append((scope, RPM_WINDOW_S, res.window, cost))
+
+    async def _budget(self, scope: str, cfg: TeamConfig | ApiKey, what: str) -> bool:
+        budget = cfg.budget_usd or 0.0
+        spent = await self.state.get_spend(scope, cfg.budget_period)
+        self.metrics.set_budget_remaining(scope, budget - spent)
+        if spent < budget:
+            return False
+        if cfg.on_budget_exhausted == "reject":
+            self.metrics.record_rate_limited("budget")
+            raise RateLimitError(
+                f"{what} has spent its budget of ${cfg.budget_usd:g} per {cfg.budget_period}",
+                code="budget_exceeded",
+            )
+        return True
+
+    async def _release(self, adm: Admission) -> None:
+        for scope, window_s, window, tokens in adm.reserved:
+            await self.state.adjust_window(scope, window_s, window, -tokens)
+        adm.reserved.clear()
+
+    async def settle(
+        self,
+        rt: Runtime,
+        caller: Caller,
+        adm: Admission,
+        used_tokens: int,
+        vmodel: str,
+        usd: float,
+        self_hosted: bool,
+    ) -> None:
+        """After the request: reconcile TPM reservations with the tokens really used (a cut
+        stream counts what it produced) and charge the spend to the key, team and spend cap."""
+        for scope, window_s, window, tokens in adm.reserved:
+            if used_tokens != tokens:
+                await self.state.adjust_window(scope, window_s, window, used_tokens - tokens)
+        if usd <= 0:
+            return
+        key = rt.policy_keys.get(caller.key_name) if caller.key_name else None
+        if key is not None and key.budget_usd is not None:
+            total = await self.state.incr_spend(f"key:{caller.key_name}", usd, key.budget_period)
+            self.metrics.set_budget_remaining(f"key:{caller.key_name}", key.budget_usd - total)
+        await self.record_spend(rt, caller.team, vmodel, usd, self_hosted)
+
     async def record_spend(
         self, rt: Runtime, team: str, vmodel: str, usd: float, self_hosted: bool
     ) -> None:
         t = rt.policy.teams.get(team)
         if t is not None and t.budget_usd is not None:
-            await self.state.incr_spend(f"team:{team}", usd, t.budget_period)
+            total = await self.state.incr_spend(f"team:{team}", usd, t.budget_period)
+            self.metrics.set_budget_remaining(f"team:{team}", t.budget_usd - total)
         m = rt.policy.models.get(vmodel)
         if m is not None and m.difficulty.spend_cap_usd is not None and not self_hosted:
             self._cap_spend[vmodel] = await self.state.incr_spend(

@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from gateway.auth import Caller
 from gateway.backends.base import UpstreamRequest, UpstreamStream, Usage
 from gateway.backends.resilience import call_with_retries
 from gateway.cache import CacheEntry, cache_decision, cache_key, completion_to_sse
@@ -31,6 +32,8 @@ from gateway.errors import (
     UpstreamTimeoutError,
     UpstreamUnavailableError,
 )
+from gateway.ledger.row import LedgerRow, new_request_id
+from gateway.ledger.writer import LedgerWriter
 from gateway.routing.decide import Decision, route
 from gateway.routing.features import RequestFeatures, extract_features
 from gateway.routing.tokens import count_with_tokenizer
@@ -45,7 +48,7 @@ from gateway.server.http import (
     send_error,
     start_sse,
 )
-from gateway.server.limits import Limits
+from gateway.server.limits import DEFAULT_COMPLETION_ESTIMATE, NO_LIMITS, Limits
 from gateway.server.validate import parse_json, validate
 from gateway.shadow.service import ShadowService
 
@@ -69,6 +72,8 @@ class Outcome:
     ttft_s: float | None = None
     started: bool = False  # response headers are out: errors can only go in-band now
     extra_headers: list[tuple[bytes, bytes]] | None = None  # e.g. the cascade's
+    events: int = 0  # content events relayed to the client (what a cut stream produced)
+    request_id: str = ""  # set when the ledger (or tracing) is on
 
 
 def _fmt_headers(o: Outcome, overhead_ms: float) -> list[tuple[bytes, bytes]]:
@@ -81,6 +86,8 @@ def _fmt_headers(o: Outcome, overhead_ms: float) -> list[tuple[bytes, bytes]]:
     ]
     if o.extra_headers:
         out += o.extra_headers
+    if o.request_id:
+        out.append((b"x-gateway-request-id", o.request_id.encode()))
     return out
 
 
@@ -89,13 +96,22 @@ def _is_usage_only(event: bytes) -> bool:
 
 
 class Pipeline:
-    def __init__(self, store, metrics, cache, state, shadow: ShadowService | None = None) -> None:
+    def __init__(
+        self,
+        store,
+        metrics,
+        cache,
+        state,
+        shadow: ShadowService | None = None,
+        ledger: LedgerWriter | None = None,
+    ) -> None:
         self.store = store  # gateway.server.policy_store.PolicyStore
         self.metrics = metrics
         self.cache = cache
         self.limits = Limits(state, metrics)
         self.shadow = shadow
         self.cascades = CascadeRules()
+        self.ledger = ledger  # None: no ledger configured, nothing recorded
 
     # ------------------------------------------------------------ entry
 
@@ -107,6 +123,14 @@ class Pipeline:
         vmodel = "unknown"
         team = "default"
         status = 200
+        caller: Caller | None = None
+        f: RequestFeatures | None = None
+        adm = NO_LIMITS
+        ledger = self.ledger
+        ts = 0.0
+        if ledger is not None:
+            ts = time.time()
+            o.request_id = new_request_id()
         try:
             raw = await read_body(
                 receive, rt.policy.server.max_body_bytes, headers.get("content-length")
@@ -126,11 +150,19 @@ class Pipeline:
                 raise PermissionDeniedError(
                     f"this API key may not use model {vmodel!r}", param="model"
                 )
-            over_budget = await self.limits.check(rt, caller)
+            team_cfg = rt.policy.teams.get(team)
+            if team_cfg is not None and team_cfg.models is not None:
+                if vmodel not in team_cfg.models:
+                    raise PermissionDeniedError(
+                        f"team {team!r} may not use model {vmodel!r}", param="model"
+                    )
             f = extract_features(
                 operation, body, team=team, key_name=caller.key_name, headers=headers
             )
-            f.self_hosted_only = over_budget
+            adm = await self.limits.check(
+                rt, caller, f.prompt_tokens + (f.max_output_tokens or DEFAULT_COMPLETION_ESTIMATE)
+            )
+            f.self_hosted_only = adm.self_hosted_only
             self._score(rt, f, body)
             self._exact_tokens(rt, f, body)
             decision = route(f, model, rt.views(), rt.governance)
@@ -186,9 +218,37 @@ class Pipeline:
             savings_usd=o.savings,
             ttft_s=o.ttft_s,
         )
-        if o.cost > 0:
-            await self.limits.record_spend(
-                rt, team, vmodel, o.cost, rt.configs[o.backend].self_hosted
+        self_hosted = o.cache == "hit" or (
+            rt.configs[o.backend].self_hosted if o.backend in rt.configs else True
+        )
+        if caller is not None and (o.cost > 0 or adm.reserved):
+            used = o.usage.total_tokens if o.usage is not None else 0
+            await self.limits.settle(rt, caller, adm, used, vmodel, o.cost, self_hosted)
+        if ledger is not None and caller is not None:
+            ledger.record(
+                LedgerRow(
+                    ts,
+                    o.request_id,
+                    team,
+                    caller.key_name,
+                    vmodel,
+                    operation,
+                    o.reason or "none",
+                    o.backend or "none",
+                    rt.configs[o.backend].model if o.backend in rt.configs else "",
+                    self_hosted,
+                    status,
+                    f.stream if f is not None else False,
+                    o.usage.prompt_tokens if o.usage is not None else 0,
+                    o.usage.completion_tokens if o.usage is not None else 0,
+                    o.usage.cached_tokens if o.usage is not None else 0,
+                    o.cost,
+                    o.savings,
+                    total * 1000.0,
+                    max(0.0, total - o.upstream_s) * 1000.0,
+                    o.cache,
+                    f.difficulty if f is not None else None,
+                )
             )
 
     # ------------------------------------------------------------ routing inputs
@@ -481,7 +541,10 @@ class Pipeline:
             self.metrics.record_error(f.virtual_model, o.backend, "ClientDisconnected")
             ok, status = False, 499
         o.upstream_s += time.perf_counter() - t_open - (o.ttft_s or 0.0)
-        self._account(rt, o, stream.usage)
+        usage = stream.usage
+        if usage is None and o.events:  # cut before the usage chunk: charge what it produced
+            usage = Usage(f.prompt_tokens, o.events)
+        self._account(rt, o, usage)
         if ok and assembler is not None:
             full = assembler.result()
             if full is not None and ticket is not None and self.shadow is not None:
@@ -502,6 +565,7 @@ class Pipeline:
                     assembler.feed(event)
                 if not client_usage and _is_usage_only(event):
                     continue
+                o.events += 1
                 await send_chunk(send, event)
         except UpstreamError as exc:
             log.warning("stream from %s failed after the first byte: %s", o.backend, exc.message)

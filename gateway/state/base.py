@@ -17,7 +17,8 @@ __all__ = ["RateLimitResult", "SharedState", "retry_after_s", "sliding_window"]
 class RateLimitResult:
     allowed: bool
     retry_after_s: float  # 0 when allowed
-    remaining: int  # requests left in the window after this one
+    remaining: int  # requests (or tokens) left in the window after this one
+    window: int = -1  # index of the fixed window it was counted in (for adjust_window)
 
 
 class SharedState(ABC):
@@ -30,25 +31,36 @@ class SharedState(ABC):
         """``scope``'s spend in the current UTC ``period`` (0 when none)."""
 
     @abstractmethod
-    async def hit_rate_limit(self, scope: str, limit: int, window_s: int) -> RateLimitResult:
-        """Count one request against ``limit`` per ``window_s`` (sliding window); refused ones are not counted."""
+    async def hit_rate_limit(
+        self, scope: str, limit: int, window_s: int, cost: int = 1
+    ) -> RateLimitResult:
+        """Count ``cost`` (1 request, or a token estimate) against ``limit`` per ``window_s``
+        (sliding window); refused ones are not counted."""
+
+    @abstractmethod
+    async def adjust_window(self, scope: str, window_s: int, window: int, delta: int) -> None:
+        """Add ``delta`` (negative: give back) to the fixed ``window`` a hit was counted in:
+        reconciles a token reservation with the real usage."""
 
     @abstractmethod
     async def close(self) -> None: ...
 
 
 def sliding_window(
-    limit: int, window_s: int, elapsed_s: float, current: int, previous: int
+    limit: int, window_s: int, elapsed_s: float, current: int, previous: int, cost: int = 1
 ) -> RateLimitResult:
     """The sliding-window-counter estimate (two fixed windows, the previous one weighted by how
-    much of it still overlaps the sliding window) after a request that was counted in
-    ``current`` if allowed. ``current`` and ``previous`` are counts *before* this request.
+    much of it still overlaps the sliding window) after a request of ``cost`` that was counted
+    in ``current`` if allowed. ``current`` and ``previous`` are counts *before* this request.
     """
     weight = max(0.0, 1.0 - elapsed_s / window_s)
     estimate = previous * weight + current
-    if estimate + 1 <= limit:
-        return RateLimitResult(True, 0.0, max(0, math.floor(limit - estimate - 1)))
-    return RateLimitResult(False, retry_after_s(limit, window_s, elapsed_s, current, previous), 0)
+    if estimate + cost <= limit:
+        return RateLimitResult(True, 0.0, max(0, math.floor(limit - estimate - cost)))
+    # one more request of this cost fits once the estimate is <= limit - cost
+    return RateLimitResult(
+        False, retry_after_s(limit - cost + 1, window_s, elapsed_s, current, previous), 0
+    )
 
 
 def retry_after_s(

@@ -32,20 +32,28 @@ class MemoryState(SharedState):
         label, _ = period_bounds(period, self._clock())
         return self._spend.get((scope, period, label), (0.0, 0.0))[0]
 
-    async def hit_rate_limit(self, scope: str, limit: int, window_s: int) -> RateLimitResult:
-        if limit < 1 or window_s < 1:
-            raise ValueError("limit and window_s must be positive")
+    async def hit_rate_limit(
+        self, scope: str, limit: int, window_s: int, cost: int = 1
+    ) -> RateLimitResult:
+        if limit < 1 or window_s < 1 or cost < 1:
+            raise ValueError("limit, window_s and cost must be positive")
         now = self._clock()
         idx = int(now // window_s)
         cur_key = (scope, window_s, idx)
         current = self._windows.get(cur_key, 0)
         previous = self._windows.get((scope, window_s, idx - 1), 0)
-        res = sliding_window(limit, window_s, now - idx * window_s, current, previous)
+        res = sliding_window(limit, window_s, now - idx * window_s, current, previous, cost)
         if res.allowed:
-            self._windows[cur_key] = current + 1
+            self._windows[cur_key] = current + cost
             if current == 0:  # a window opens: sweep dead ones
                 self._expire_windows()
+            return RateLimitResult(True, 0.0, res.remaining, idx)
         return res
+
+    async def adjust_window(self, scope: str, window_s: int, window: int, delta: int) -> None:
+        key = (scope, window_s, window)
+        if key in self._windows:
+            self._windows[key] = max(0, self._windows[key] + delta)
 
     async def close(self) -> None:
         self._spend.clear()

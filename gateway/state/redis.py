@@ -19,16 +19,28 @@ __all__ = ["RedisState"]
 
 SPEND_GRACE_S = 3600  # keep a closed period's total a while for late readers
 
-# KEYS: current window, previous window. ARGV: limit, weight of the previous window, ttl.
+# KEYS: current window, previous window. ARGV: limit, weight of the previous window, ttl, cost.
 _RATE_LUA = """
 local cur = tonumber(redis.call('GET', KEYS[1]) or '0')
 local prev = tonumber(redis.call('GET', KEYS[2]) or '0')
-if prev * tonumber(ARGV[2]) + cur + 1 <= tonumber(ARGV[1]) then
-  redis.call('INCR', KEYS[1])
+local cost = tonumber(ARGV[4] or '1')
+if prev * tonumber(ARGV[2]) + cur + cost <= tonumber(ARGV[1]) then
+  redis.call('INCRBY', KEYS[1], cost)
   redis.call('EXPIRE', KEYS[1], tonumber(ARGV[3]))
   return {1, cur, prev}
 end
 return {0, cur, prev}
+"""
+
+
+# KEYS: a window. ARGV: delta. Applied only if the window is still alive; never below 0.
+_ADJUST_LUA = """
+local cur = redis.call('GET', KEYS[1])
+if not cur then return 0 end
+local v = tonumber(cur) + tonumber(ARGV[1])
+if v < 0 then v = 0 end
+redis.call('SET', KEYS[1], v, 'KEEPTTL')
+return 1
 """
 
 
@@ -47,6 +59,7 @@ class RedisState(SharedState):
         self._clock = clock
         self.guard = guard or RedisGuard("shared state", on_error)
         self._rate = self._r.register_script(_RATE_LUA)
+        self._adjust = self._r.register_script(_ADJUST_LUA)
         # Last known totals, answered (fail-open) while Redis is unreachable: (scope, period) -> (label, usd)
         self._last: dict[tuple[str, str], tuple[str, float]] = {}
 
@@ -95,9 +108,11 @@ class RedisState(SharedState):
         self._last[(scope, period)] = (label, total)
         return total
 
-    async def hit_rate_limit(self, scope: str, limit: int, window_s: int) -> RateLimitResult:
-        if limit < 1 or window_s < 1:
-            raise ValueError("limit and window_s must be positive")
+    async def hit_rate_limit(
+        self, scope: str, limit: int, window_s: int, cost: int = 1
+    ) -> RateLimitResult:
+        if limit < 1 or window_s < 1 or cost < 1:
+            raise ValueError("limit, window_s and cost must be positive")
         if not self.guard.should_try():
             self.guard.skipped()
             return RateLimitResult(True, 0.0, limit)
@@ -108,21 +123,36 @@ class RedisState(SharedState):
         try:
             allowed, cur, prev = await self._rate(
                 keys=[f"{base}:{idx}", f"{base}:{idx - 1}"],
-                args=[limit, repr(max(0.0, 1.0 - elapsed / window_s)), 2 * window_s],
+                args=[limit, repr(max(0.0, 1.0 - elapsed / window_s)), 2 * window_s, cost],
             )
         except REDIS_ERRORS as exc:
             self.guard.failed(exc)
             return RateLimitResult(True, 0.0, limit)
         self.guard.ok()
-        res = sliding_window(limit, window_s, elapsed, int(cur), int(prev))
+        res = sliding_window(limit, window_s, elapsed, int(cur), int(prev), cost)
         if bool(allowed) == res.allowed:
-            return res
+            return RateLimitResult(True, 0.0, res.remaining, idx) if allowed else res
         # Float rounding on the boundary: Redis's decision stands.
         if allowed:
-            return RateLimitResult(True, 0.0, 0)
+            return RateLimitResult(True, 0.0, 0, idx)
         return RateLimitResult(
-            False, retry_after_s(limit, window_s, elapsed, int(cur), int(prev)), 0
+            False, retry_after_s(limit - cost + 1, window_s, elapsed, int(cur), int(prev)), 0
         )
+
+    async def adjust_window(self, scope: str, window_s: int, window: int, delta: int) -> None:
+        if delta == 0 or window < 0:
+            return
+        if not self.guard.should_try():
+            self.guard.skipped()
+            return
+        key = f"{self._ns}:rl:{{{scope}:{window_s}}}:{window}"
+        try:
+            # only a window that still exists (a late reconcile must not resurrect one)
+            await self._adjust(keys=[key], args=[delta])
+        except REDIS_ERRORS as exc:
+            self.guard.failed(exc)
+            return
+        self.guard.ok()
 
     async def close(self) -> None:
         await self._r.aclose()

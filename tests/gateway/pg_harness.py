@@ -10,6 +10,7 @@ import shutil
 import socket
 import subprocess
 import tempfile
+import threading
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -23,7 +24,22 @@ PG_BIN = Path("/usr/lib/postgresql/15/bin")
 
 
 def _run(coro):
-    return asyncio.run(coro)
+    """Run ``coro`` to completion on a loop of its own (callers may be inside a running loop)."""
+    out: list = []
+
+    def target() -> None:
+        try:
+            out.append((True, asyncio.run(coro)))
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
+            out.append((False, exc))
+
+    t = threading.Thread(target=target)
+    t.start()
+    t.join()
+    ok, value = out[0]
+    if not ok:
+        raise value
+    return value
 
 
 async def _admin(url: str, sql: str) -> None:

@@ -88,6 +88,13 @@ def _format_errors(exc: ValidationError, lines: dict[tuple, int], source: str) -
 def parse_policy(text: str, env: Mapping[str, str], source: str = "<policy>") -> LoadedPolicy:
     """Validate policy text. ``env`` resolves ``os.environ/NAME`` references."""
     try:
+        return _parse(text, env, source)
+    except RecursionError:  # PyYAML and validation recurse per level: '[[[[...' of any depth
+        raise PolicyError(f"{source}: nested too deeply to be a policy") from None
+
+
+def _parse(text: str, env: Mapping[str, str], source: str) -> LoadedPolicy:
+    try:
         node = yaml.compose(text, Loader=_LineLoader)
         data = yaml.load(text, Loader=_LineLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as exc:

@@ -195,7 +195,7 @@ class GatewayApp:
             _freeze_startup_heap()
         try:
             asyncio.get_running_loop().add_signal_handler(
-                signal.SIGHUP, lambda: asyncio.ensure_future(store.reload("SIGHUP"))
+                signal.SIGHUP, lambda: store.reload_soon("SIGHUP")
             )
         except (
             NotImplementedError,

@@ -1,7 +1,15 @@
 """Holds the live ``Runtime`` and swaps it on reload (file change, SIGHUP, admin endpoint).
 
 A bad file never replaces a good one: the old policy keeps serving, the reason is logged
-and the failure counted.
+and the failure counted. The watcher waits for a changed file to stay unchanged for one more
+interval (a writer still at work is not read half-way), and refuses a change that loosens
+auth or residency the way a cut file would (``gateway.config.loosening``): such a change is
+applied only by an explicit reload (SIGHUP, POST /admin/reload). Writing the file elsewhere
+and renaming it over the old one (what editors and ConfigMaps do) is atomic and never seen
+half-written.
+
+A new ``Runtime`` is built in a worker thread (a learned scorer's calibration can take
+seconds); requests keep being served by the old one meanwhile.
 """
 
 from __future__ import annotations
@@ -13,12 +21,13 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from gateway.config.loader import load_policy
-from gateway.errors import PolicyError
+from gateway.config.loosening import loosenings
 from gateway.runtime import Runtime
 
 log = logging.getLogger("gateway.policy")
 
 WATCH_INTERVAL_S = 1.0
+MAX_SETTLE_ROUNDS = 10  # a file that keeps changing is read after this many intervals anyway
 RETIRE_GRACE_S = 30.0  # requests in flight on a retired backend get this long to finish
 
 
@@ -27,8 +36,8 @@ class PolicyStore:
         self.path = Path(path)
         self.env = env
         self.metrics = metrics
+        self._stamp = self._file_stamp()  # before reading: a change during the read is seen
         self.runtime: Runtime = self._build(None)
-        self._stamp = self._file_stamp()
         self._watch_task: asyncio.Task | None = None
         self._lock = asyncio.Lock()
         self._retiring: set[asyncio.Task] = set()
@@ -40,48 +49,94 @@ class PolicyStore:
             log.warning("%s", w)
         return Runtime(loaded, previous)
 
-    def _file_stamp(self) -> tuple[float, int, int] | None:
+    def _file_stamp(self) -> tuple[int, int, int] | None:
         try:
-            st = os.stat(
-                self.path
-            )  # follows symlinks: a Kubernetes ConfigMap swap changes the target
+            # follows symlinks: a Kubernetes ConfigMap swap changes the target
+            st = os.stat(self.path)
         except OSError:
             return None
-        return (st.st_mtime, st.st_size, st.st_ino)
+        return (st.st_mtime_ns, st.st_size, st.st_ino)
 
-    async def reload(self, why: str) -> tuple[bool, str]:
+    async def reload(self, why: str, *, explicit: bool = True) -> tuple[bool, str]:
+        """Load the file and swap the runtime in. ``explicit``: someone asked for it (SIGHUP,
+        admin endpoint); the file watcher's reloads are not, and may not loosen auth or
+        residency."""
         async with self._lock:
             self._stamp = self._file_stamp()
             old = self.runtime
             try:
-                new = self._build(old)
-            except PolicyError as exc:
+                new = await asyncio.to_thread(self._build, old)
+            except (ValueError, OSError) as exc:  # PolicyError, and what building can raise
                 self.metrics.record_policy_reload(False)
                 log.error("policy reload (%s) failed; keeping the running policy: %s", why, exc)
                 return False, str(exc)
+            looser = loosenings(old.policy, new.policy)
+            if looser and not explicit:
+                self.metrics.record_policy_reload(False)
+                log.error(
+                    "policy reload (%s) refused: the file loosens auth or residency as a file "
+                    "cut short would (%s); if this is intended, apply it with SIGHUP or "
+                    "POST /admin/reload",
+                    why,
+                    "; ".join(looser),
+                )
+                retired = new.retired_backends(old)  # built for nothing: close them
+                if retired:
+                    self._close_soon(retired, grace_s=0.0)
+                return False, "refused: " + "; ".join(looser)
+            for change in looser:
+                log.warning("policy reload (%s) loosens: %s", why, change)
             self.runtime = new
             self.metrics.record_policy_reload(True)
             log.info("policy reloaded (%s) from %s", why, self.path)
             retired = old.retired_backends(new)
             if retired:
-                self._to_close.extend(retired)
-                t = asyncio.ensure_future(self._close_later(retired))
-                self._retiring.add(t)
-                t.add_done_callback(self._retiring.discard)
+                self._close_soon(retired, RETIRE_GRACE_S)
             return True, "reloaded"
 
-    async def _close_later(self, backends) -> None:
-        await asyncio.sleep(RETIRE_GRACE_S)
+    def _close_soon(self, backends: list, grace_s: float) -> None:
+        self._to_close.extend(backends)
+        t = asyncio.ensure_future(self._close_later(backends, grace_s))
+        self._retiring.add(t)
+        t.add_done_callback(self._retiring.discard)
+
+    async def _close_later(self, backends, grace_s: float) -> None:
+        await asyncio.sleep(grace_s)
         for b in backends:
             self._to_close.remove(b)
             await b.close()
 
+    async def _settled(self, interval_s: float) -> bool:
+        """After a change is seen: wait until the file stays the same for one interval."""
+        seen = self._file_stamp()
+        for _ in range(MAX_SETTLE_ROUNDS):
+            await asyncio.sleep(interval_s)
+            now = self._file_stamp()
+            if now == seen:
+                break
+            seen = now
+        return seen is not None and seen != self._stamp
+
     async def _watch(self, interval_s: float) -> None:
         while True:
             await asyncio.sleep(interval_s)
-            stamp = self._file_stamp()
-            if stamp is not None and stamp != self._stamp:
-                await self.reload("file changed")
+            try:
+                stamp = self._file_stamp()
+                if stamp is not None and stamp != self._stamp and await self._settled(interval_s):
+                    await self.reload("file changed", explicit=False)
+            except Exception:  # noqa: BLE001 - the watcher outlives any one bad reload; logged
+                log.exception("policy watcher: reload failed; still watching %s", self.path)
+
+    def reload_soon(self, why: str) -> None:
+        """Reload in a task of its own (a signal handler cannot await); failures are logged."""
+        t = asyncio.ensure_future(self.reload(why))
+        self._retiring.add(t)
+        t.add_done_callback(self._reload_done)
+
+    def _reload_done(self, t: asyncio.Task) -> None:
+        self._retiring.discard(t)
+        if not t.cancelled() and t.exception() is not None:
+            log.error("policy reload failed", exc_info=t.exception())
 
     def start(self, interval_s: float = WATCH_INTERVAL_S) -> None:
         """Watch the file (mtime, size, inode: editors' atomic renames and ConfigMap swaps too)."""

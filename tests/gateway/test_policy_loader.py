@@ -116,3 +116,9 @@ def test_published_json_schema_is_current():
     assert published.read_text() == policy_json_schema(), (
         "run: gateway schema --out policies/policy.schema.json"
     )
+
+
+@pytest.mark.parametrize("depth", [1_000, 100_000])
+def test_deeply_nested_yaml_is_a_policy_error_not_a_recursion_error(depth):
+    with pytest.raises(PolicyError, match="nested too deeply"):
+        parse_policy("backends: " + "[" * depth + "]" * depth, {})

@@ -272,7 +272,12 @@ def build_tiny_checkpoint(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     tok = _train_tokenizer(tokenizer_vocab_size)
-    ids = {t: tok.token_to_id(t) for t in SPECIAL_TOKENS}
+    ids: dict[str, int] = {}
+    for t in SPECIAL_TOKENS:
+        token_id = tok.token_to_id(t)
+        if token_id is None:  # the trainer adds every special token; this would be a bug
+            raise ValueError(f"the demo tokenizer lacks {t!r}")
+        ids[t] = token_id
     cfg = _config(arch, tok.get_vocab_size(), overrides, ids, dtype)
     _write_json(out / "config.json", cfg)
     eos = [ids["<|im_end|>"], ids["<|endoftext|>"]]

@@ -70,12 +70,13 @@ class DecodeGraphs:
         n = step.input_ids.shape[0]
         groups = step.meta.decode
         g = groups[0] if groups is not None and len(groups) == 1 else None
-        if n > self.sizes[-1] or g is None or g.ctx_lens is None:
+        slots = step.meta.slot_mapping
+        if n > self.sizes[-1] or g is None or g.ctx_lens is None or slots is None:
             return self.runner.model(step.input_ids, step.positions, step.meta)
         size = self.sizes[bisect.bisect_left(self.sizes, n)]
         self.input_ids[:n] = step.input_ids
         self.positions[:n] = step.positions
-        self.slots[:n] = step.meta.slot_mapping
+        self.slots[:n] = slots
         self.slots[n:size] = self.spare_block * self.runner.block_size
         self.block_tables[:n, : g.block_tables.shape[1]] = g.block_tables
         self.block_tables[n:size, 0] = self.spare_block

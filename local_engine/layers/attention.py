@@ -78,13 +78,18 @@ class PagedAttention(nn.Module):
         # q: [T, H, D]; k, v: [T, Hkv, D] -> [T, H * D]
         if meta.cache_free:
             return self._cache_free(q, k, v, meta.sliding_window)
+        if meta.slot_mapping is None:
+            raise ValueError("slot_mapping is required unless cache_free")
         kv_shape = (-1, self.num_kv_heads, self.head_dim)
         self.k_cache.view(kv_shape).index_copy_(0, meta.slot_mapping, k)
         self.v_cache.view(kv_shape).index_copy_(0, meta.slot_mapping, v)
         out = torch.empty_like(q)
+        kernel = self.decode_kernel
         for g in meta.decode or ():
-            if g.mask is None:
-                out[g.start : g.end] = self.decode_kernel(
+            if g.mask is None:  # the kernel path: step_inputs leaves the mask out for it
+                if kernel is None:
+                    raise ValueError("a decode group without a mask needs the decode kernel")
+                out[g.start : g.end] = kernel(
                     q[g.start : g.end],
                     self.k_cache,
                     self.v_cache,
@@ -124,6 +129,8 @@ class PagedAttention(nn.Module):
     ) -> torch.Tensor:
         # q: [q, H, D]; k, v: [q, Hkv, D] -> [q, H, D]
         if c.block_table is not None:
+            if c.mask is None:
+                raise ValueError("a chunk after cached tokens needs its mask")
             k, v = self._gather(c.block_table.unsqueeze(0))  # [1, Hkv, ctx, D]
             k, v = k[:, :, : c.mask.shape[1]], v[:, :, : c.mask.shape[1]]
         else:

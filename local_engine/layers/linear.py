@@ -7,6 +7,8 @@ the whole tensor; packed ones copy into their slice.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -30,6 +32,14 @@ def default_weight_loader(
     param: nn.Parameter, loaded: torch.Tensor, shard_id: object = None
 ) -> None:
     copy_checked(param.data, loaded, "weight")
+
+
+WeightLoader = Callable[[nn.Parameter, torch.Tensor, object], None]
+WEIGHT_LOADER = "weight_loader"  # the attribute models/weights.py looks up on each parameter
+
+
+def set_weight_loader(param: torch.Tensor, loader: WeightLoader) -> None:
+    setattr(param, WEIGHT_LOADER, loader)  # a plain attribute on the tensor object
 
 
 def _param(shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> nn.Parameter:
@@ -56,10 +66,10 @@ class Linear(nn.Module):
             name: (off, size) for name, off, size in zip(names, offsets, out_sizes, strict=True)
         }
         self.weight = _param((sum(out_sizes), in_features), dtype, device)
-        self.weight.weight_loader = self._load_shard
+        set_weight_loader(self.weight, self._load_shard)
         self.bias = _param((sum(out_sizes),), dtype, device) if bias else None
         if self.bias is not None:
-            self.bias.weight_loader = self._load_shard
+            set_weight_loader(self.bias, self._load_shard)
 
     def _load_shard(
         self, param: nn.Parameter, loaded: torch.Tensor, shard_id: object = None

@@ -58,6 +58,9 @@ INV_FREQ_BY_ROPE_TYPE: dict[str, Callable[[int, RopeArgs], torch.Tensor]] = {
 
 
 class RotaryEmbedding(nn.Module):
+    cos: torch.Tensor  # buffers, registered in __init__
+    sin: torch.Tensor
+
     def __init__(
         self, head_dim: int, max_positions: int, rope: RopeArgs, device: torch.device
     ) -> None:

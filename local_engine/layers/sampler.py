@@ -28,18 +28,25 @@ _TINY = 1e-20  # floor for exponential noise so p / E never divides by zero
 
 
 @dataclass(slots=True)
+class Penalties:
+    presence: torch.Tensor  # [N, 1]
+    frequency: torch.Tensor  # [N, 1]
+    repetition: torch.Tensor  # [N, 1]
+    prompt_ids: torch.Tensor  # [N, P] padded with V (an out-of-range column, dropped)
+    output_ids: torch.Tensor  # [N, O] padded with V
+
+
+@dataclass(slots=True)
 class SamplingBatch:
     params: list[SamplingParams]
     positions: list[int]  # index of the token being sampled, per row (seeds mix it in)
     all_greedy: bool
-    temperature: torch.Tensor | None  # [N, 1]; 1.0 for greedy rows (they take argmax anyway)
-    greedy_rows: torch.Tensor | None  # [N] bool
-    top_k: torch.Tensor | None  # [N] int64, V when off
-    top_p: torch.Tensor | None  # [N]
-    min_p: torch.Tensor | None  # [N]
-    penalties: tuple[torch.Tensor, ...] | None  # (presence, frequency, repetition) [N, 1] each
-    prompt_ids: torch.Tensor | None  # [N, P] padded with V (an out-of-range column, dropped)
-    output_ids: torch.Tensor | None  # [N, O] padded with V
+    temperature: torch.Tensor | None = None  # [N, 1]; 1.0 for greedy rows (they take argmax anyway)
+    greedy_rows: torch.Tensor | None = None  # [N] bool
+    top_k: torch.Tensor | None = None  # [N] int64, V when off
+    top_p: torch.Tensor | None = None  # [N]
+    min_p: torch.Tensor | None = None  # [N]
+    penalties: Penalties | None = None
     logit_bias: torch.Tensor | None = None  # [N, V], added to the raw logits first
 
 
@@ -61,28 +68,19 @@ def build_sampling_batch(
     greedy = [p.temperature == 0.0 for p in params]
     has_pen = histories is not None
     has_bias = any(p.logit_bias for p in params)
-    batch = SamplingBatch(
-        params,
-        positions,
-        all(greedy) and not has_pen and not has_bias,
-        None,
-        None,
-        None,
-        None,
-        None,
-        None,
-        None,
-        None,
-    )
+    batch = SamplingBatch(params, positions, all(greedy) and not has_pen and not has_bias)
     if histories is not None:
-        prompts, outputs = [h[0] for h in histories], [h[1] for h in histories]
-        f32 = dict(dtype=torch.float32, device=device)
-        batch.penalties = tuple(
-            torch.tensor([[getattr(p, name)] for p in params], **f32)
-            for name in ("presence_penalty", "frequency_penalty", "repetition_penalty")
+
+        def column(values: list[float]) -> torch.Tensor:
+            return torch.tensor([[v] for v in values], dtype=torch.float32, device=device)
+
+        batch.penalties = Penalties(
+            column([p.presence_penalty for p in params]),
+            column([p.frequency_penalty for p in params]),
+            column([p.repetition_penalty for p in params]),
+            _pad([h[0] for h in histories], vocab_size, device),
+            _pad([h[1] for h in histories], vocab_size, device),
         )
-        batch.prompt_ids = _pad(prompts, vocab_size, device)
-        batch.output_ids = _pad(outputs, vocab_size, device)
     if has_bias:
         batch.logit_bias = _bias(params, vocab_size, device)
     if all(greedy):
@@ -127,15 +125,14 @@ def _counts(ids: torch.Tensor, vocab_size: int) -> torch.Tensor:
     return counts[:, :vocab_size]
 
 
-def apply_penalties(logits: torch.Tensor, b: SamplingBatch) -> torch.Tensor:
+def apply_penalties(logits: torch.Tensor, p: Penalties) -> torch.Tensor:
     # logits: [N, V] fp32
-    presence, frequency, repetition = b.penalties
     vocab = logits.shape[1]
-    out_counts = _counts(b.output_ids, vocab)
-    seen = (out_counts + _counts(b.prompt_ids, vocab)) > 0
-    scaled = torch.where(logits > 0, logits / repetition, logits * repetition)
+    out_counts = _counts(p.output_ids, vocab)
+    seen = (out_counts + _counts(p.prompt_ids, vocab)) > 0
+    scaled = torch.where(logits > 0, logits / p.repetition, logits * p.repetition)
     logits = torch.where(seen, scaled, logits)
-    return logits - frequency * out_counts - presence * (out_counts > 0).float()
+    return logits - p.frequency * out_counts - p.presence * (out_counts > 0).float()
 
 
 def _top_k_top_p(
@@ -185,8 +182,8 @@ def sample(
     if b.logit_bias is not None:
         logits = logits + b.logit_bias
     if b.penalties is not None:
-        logits = apply_penalties(logits, b)
-    if b.all_greedy or b.greedy_rows is None:
+        logits = apply_penalties(logits, b.penalties)
+    if b.all_greedy or b.greedy_rows is None or b.temperature is None:
         return logits.argmax(-1)
     greedy_ids = logits.argmax(-1)
     logits = logits / b.temperature
@@ -195,7 +192,8 @@ def sample(
     if b.min_p is not None:
         logits = _min_p(logits, b.min_p)
     probs = logits.softmax(-1)
-    sampled = (probs / _noise(b, tuple(probs.shape), probs.device, gen, seed_gen)).argmax(-1)
+    noise = _noise(b, (probs.shape[0], probs.shape[1]), probs.device, gen, seed_gen)
+    sampled = (probs / noise).argmax(-1)
     return torch.where(b.greedy_rows, greedy_ids, sampled)
 
 

@@ -12,7 +12,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from local_engine.layers.attention import AttentionMetadata, PagedAttention
-from local_engine.layers.linear import Linear, default_weight_loader, qkv_linear
+from local_engine.layers.linear import (
+    Linear,
+    default_weight_loader,
+    qkv_linear,
+    set_weight_loader,
+)
 from local_engine.layers.rmsnorm import RMSNorm
 from local_engine.layers.rotary import RotaryEmbedding, apply_rotary
 from local_engine.models.decoder_args import DecoderArgs
@@ -83,7 +88,7 @@ class DecoderModel(nn.Module):
         super().__init__()
         weight = torch.empty(a.vocab_size, a.hidden_size, dtype=dtype, device=device)
         self.embed_tokens = nn.Embedding(a.vocab_size, a.hidden_size, _weight=weight, _freeze=True)
-        self.embed_tokens.weight.weight_loader = default_weight_loader
+        set_weight_loader(self.embed_tokens.weight, default_weight_loader)
         self.rotary = RotaryEmbedding(a.head_dim, max_positions, a.rope, device)
         self.layers = nn.ModuleList(DecoderLayer(a, dtype, device) for _ in range(a.num_layers))
         self.norm = RMSNorm(a.hidden_size, a.rms_norm_eps, dtype, device)

@@ -38,7 +38,7 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        eng = engine if engine is not None else _build_engine(config)
+        eng = engine if config is None else _build_engine(config)
         await eng.start()
         pool = ThreadPoolExecutor(server_limits.tokenizer_threads, "local-engine-cpu")
         app.state.ctx = ServerContext(

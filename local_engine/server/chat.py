@@ -21,7 +21,7 @@ from local_engine.server.generation import (
 from local_engine.server.logprobs import chat_logprobs
 from local_engine.server.protocol import ChatCompletionRequest
 from local_engine.server.request_mapping import chat_prompt_ids, sampling_params, tools_enabled
-from local_engine.server.tool_parser import StreamingToolParser, parse_tool_calls
+from local_engine.server.tool_parser import StreamingToolParser, ToolCallDelta, parse_tool_calls
 
 __all__ = ["create_chat_completion"]
 
@@ -110,7 +110,8 @@ async def _stream(
     try:
         yield chunk({"role": "assistant", "content": ""})
         async for out in gen:
-            text, calls = out.new_text, []
+            text = out.new_text
+            calls: list[ToolCallDelta] = []
             if parser is not None:
                 text, calls = parser.feed(text)
                 if out.finished:

@@ -82,9 +82,9 @@ class _EngineStatsCollector(Collector):
                 family.add_metric([self._model_name], value)
                 yield family
         for name, attr, doc in _COUNTERS:
-            family = CounterMetricFamily(name, doc, labels=["model_name"])
-            family.add_metric([self._model_name], float(getattr(stats, attr)))
-            yield family
+            counter = CounterMetricFamily(name, doc, labels=["model_name"])
+            counter.add_metric([self._model_name], float(getattr(stats, attr)))
+            yield counter
 
 
 class RequestTimer:

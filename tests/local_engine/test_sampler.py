@@ -193,7 +193,7 @@ def test_repetition_penalty_matches_transformers(logits) -> None:
     prompt, output = [1, 2, 3, 40], [5, 5, 60]
     params = [SamplingParams(temperature=0.0, repetition_penalty=1.3)] * logits.shape[0]
     batch = build_sampling_batch(params, [7] * 6, [(prompt, output)] * 6, V, CPU)
-    ours = apply_penalties(logits.clone(), batch)
+    ours = apply_penalties(logits.clone(), batch.penalties)
     ids = torch.tensor([prompt + output] * logits.shape[0])
     ref = logits_process.RepetitionPenaltyLogitsProcessor(penalty=1.3)(ids, logits.clone())
     torch.testing.assert_close(ours, ref)
@@ -203,7 +203,7 @@ def test_presence_and_frequency_penalties_count_generated_tokens_only(logits) ->
     prompt, output = [1, 2], [5, 5, 6]
     params = [SamplingParams(temperature=0.0, presence_penalty=0.5, frequency_penalty=0.25)]
     batch = build_sampling_batch(params, [5], [(prompt, output)], V, CPU)
-    ours = apply_penalties(logits[:1].clone(), batch)[0]
+    ours = apply_penalties(logits[:1].clone(), batch.penalties)[0]
     expected = logits[0].clone()
     expected[5] -= 0.5 + 2 * 0.25
     expected[6] -= 0.5 + 0.25

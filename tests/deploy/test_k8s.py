@@ -73,7 +73,10 @@ def test_policy_comes_from_the_configmap_as_a_watched_file(objs):
 
 def test_configmap_is_the_default_policy_and_loads(objs, tmp_path):
     text = objs[("ConfigMap", "gateway-policy")]["data"]["policy.yaml"]
-    assert text == (REPO / "policies" / "default.yaml").read_text(encoding="utf-8")
+    assert text == (REPO / "policies" / "default.yaml").read_text(encoding="utf-8"), (
+        "deploy/k8s/gateway-configmap.yaml differs from policies/default.yaml: "
+        "run `python deploy/k8s/sync_configmap.py`"
+    )
     path = tmp_path / "policy.yaml"
     path.write_text(text, encoding="utf-8")
     env = {name: "set" for name in ("OPENAI_API_KEY", "ANTHROPIC_API_KEY")}

@@ -5,12 +5,30 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import socket
 import sys
 import tempfile
 from pathlib import Path
 
+from gateway.cli_args import add_policy_argument, resolve_policy
+
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 4000
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """Bind the port before anything else starts, so a busy port fails first and clearly."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise SystemExit(f"gateway: cannot listen on {host}:{port}: {exc.strerror}") from exc
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -24,19 +42,19 @@ def _serve(args: argparse.Namespace) -> int:
     except PolicyError as exc:
         print(exc, file=sys.stderr)
         return 2
+    sock = _listen(args.host, args.port)
     # absolute(), not resolve(): a Kubernetes ConfigMap file is a symlink whose target folder is
     # replaced on update; watching the link path is what sees the change.
     os.environ["GATEWAY_POLICY"] = str(Path(args.policy).absolute())
     os.environ["GATEWAY_WATCH_INTERVAL"] = str(args.watch_interval)
+    os.environ["GATEWAY_LISTEN"] = f"http://{args.host}:{args.port}"  # for the "ready" line
     if args.workers > 1:
         from gateway.metrics import prepare_multiprocess
 
         prepare_multiprocess(args.metrics_dir or tempfile.mkdtemp(prefix="gateway-metrics-"))
-    uvicorn.run(
+    config = uvicorn.Config(
         "gateway.server.app:app_from_env",
         factory=True,
-        host=args.host,
-        port=args.port,
         workers=args.workers,
         loop="uvloop",
         http="httptools",
@@ -44,7 +62,14 @@ def _serve(args: argparse.Namespace) -> int:
         access_log=args.access_log,
         timeout_keep_alive=75,
     )
-    return 0
+    server = uvicorn.Server(config)
+    if args.workers > 1:
+        from uvicorn.supervisors import Multiprocess
+
+        Multiprocess(config, sockets=[sock]).run()
+    else:
+        server.run(sockets=[sock])
+    return 0 if server.started or args.workers > 1 else 1
 
 
 def _check(args: argparse.Namespace) -> int:
@@ -72,24 +97,47 @@ def _schema(args: argparse.Namespace) -> int:
     return 0
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("llm-routing-gateway")
+    except PackageNotFoundError:  # running from a checkout that was never installed
+        return "unknown (not installed)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="gateway", description="OpenAI-compatible routing gateway")
+    p.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = p.add_subparsers(dest="command", required=True)
-
     s = sub.add_parser("serve", help="run the gateway")
+    add_policy_argument(s)
     s.add_argument(
-        "--policy", default="policies/default.yaml", help="policy YAML (default: %(default)s)"
-    )
-    s.add_argument("--host", default=os.environ.get("GATEWAY_HOST", DEFAULT_HOST))
-    s.add_argument("--port", type=int, default=int(os.environ.get("GATEWAY_PORT", DEFAULT_PORT)))
-    s.add_argument(
-        "--workers", type=int, default=1, help="worker processes (metrics stay correct across them)"
+        "--host",
+        default=os.environ.get("GATEWAY_HOST", DEFAULT_HOST),
+        help="address to listen on; 0.0.0.0 for every interface (default: %(default)s, env GATEWAY_HOST)",
     )
     s.add_argument(
-        "--metrics-dir", help="directory for multi-process metrics (default: a temp dir)"
+        "--port",
+        type=int,
+        default=int(os.environ.get("GATEWAY_PORT", DEFAULT_PORT)),
+        help="port to listen on (default: %(default)s, env GATEWAY_PORT)",
     )
     s.add_argument(
-        "--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"]
+        "--workers",
+        type=int,
+        default=1,
+        help="worker processes; metrics stay correct across them (default: %(default)s)",
+    )
+    s.add_argument(
+        "--metrics-dir",
+        help="directory for multi-process metrics (unset: a temp dir)",
+    )
+    s.add_argument(
+        "--log-level",
+        default="info",
+        choices=["critical", "error", "warning", "info", "debug"],
+        help="log level (default: %(default)s)",
     )
     s.add_argument(
         "--access-log",
@@ -100,12 +148,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--watch-interval",
         type=float,
         default=1.0,
-        help="seconds between checks of the policy file for changes; 0 turns watching off (SIGHUP and /admin/reload still work)",
+        help="seconds between checks of the policy file for changes; 0 turns watching off, SIGHUP and /admin/reload still work (default: %(default)s)",
     )
     s.set_defaults(func=_serve)
 
     c = sub.add_parser("check", help="validate a policy and print what it would do")
-    c.add_argument("policy")
+    add_policy_argument(c, default=None)
     c.set_defaults(func=_check)
 
     j = sub.add_parser("schema", help="print the policy file's JSON Schema (for editor completion)")
@@ -128,7 +176,10 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if hasattr(args, "policy_file"):
+        resolve_policy(parser, args)
     return args.func(args)
 
 

@@ -185,6 +185,12 @@ class GatewayMetrics:
             registry=r,
             multiprocess_mode="livemin",
         )
+        self.degraded = Counter(
+            p + "degraded_requests_total",
+            "Requests whose rule named only unconfigured backends, served self-hosted instead.",
+            ["virtual_model", "route_reason"],
+            registry=r,
+        )
         self._cache_children = {res: self.cache_requests.labels(res) for res in CACHE_RESULTS}
         self._reload_children = {
             True: self.policy_reloads.labels("success"),
@@ -314,6 +320,9 @@ class GatewayMetrics:
 
     def record_error(self, virtual_model: str, backend: str, error_type: str) -> None:
         self._child(self.errors, virtual_model, backend, error_type).inc()
+
+    def record_degraded(self, virtual_model: str, route_reason: str) -> None:
+        self._child(self.degraded, virtual_model, route_reason).inc()
 
     def record_fallback(self, virtual_model: str, from_backend: str, to_backend: str) -> None:
         self._child(self.fallbacks, virtual_model, from_backend, to_backend).inc()

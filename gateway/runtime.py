@@ -8,6 +8,7 @@ it in with one assignment; requests in flight finish on the runtime they started
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, replace
 
 from gateway.auth import KeyRing
@@ -43,6 +44,8 @@ def build_model_routing(name: str, model: VirtualModel) -> ModelRouting:
     if cfg.scorer == "heuristic":
         scorer: DifficultyScorer = HeuristicScorer()
     else:
+        t0 = time.perf_counter()
+        log.info("model %s: loading the learned difficulty router (takes a few seconds)", name)
         from gateway.router.scorer import LearnedScorer
 
         scorer = LearnedScorer.load(cfg.artifact)
@@ -55,6 +58,8 @@ def build_model_routing(name: str, model: VirtualModel) -> ModelRouting:
             threshold,
             100 * cfg.escalate_share,
         )
+    if cfg.scorer == "learned":
+        log.info("model %s: learned router ready in %.1f s", name, time.perf_counter() - t0)
     return ModelRouting(scorer, threshold)
 
 

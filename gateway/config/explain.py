@@ -56,9 +56,7 @@ def explain(loaded: LoadedPolicy) -> str:
         out.append("")
         out.append(f"model {mname!r}: {m.description}".rstrip(": "))
         for r in m.rules:
-            flag = "  (self-hosted only)" if r.self_hosted_only else ""
-            fb = f" then {', '.join(m.fallbacks)}" if r.use_fallbacks and m.fallbacks else ""
-            out.append(f"  rule {r.name}: {_cond(r.when)} -> {', '.join(r.route)}{fb}{flag}")
+            out.append(f"  rule {r.name}: {_cond(r.when)} -> {_rule_route(r, m.fallbacks, p)}")
         if m.embeddings:
             out.append(f"  embeddings -> {', '.join(m.embeddings)}")
         if not m.rules:
@@ -75,30 +73,63 @@ def explain(loaded: LoadedPolicy) -> str:
                 f.difficulty = 0.1
             try:
                 d = route(f, m, views, gov)
-                out.append(f"    {label:<34} -> {' > '.join(d.candidates)}  [{d.reason}]")
+                note = "  (degraded: its backends are not configured)" if d.degraded else ""
+                out.append(f"    {label:<34} -> {' > '.join(d.candidates)}  [{d.reason}]{note}")
             except REFUSALS as exc:
                 out.append(f"    {label:<34} -> refused: {exc.message}")
     return "\n".join(out)
 
 
+def _values(v: str | list[str]) -> str:
+    return f"= {v}" if isinstance(v, str) else f"in ({', '.join(v)})"
+
+
+def _range(r) -> str:
+    ops = (("gt", ">"), ("gte", ">="), ("lt", "<"), ("lte", "<="))
+    return " and ".join(f"{op} {getattr(r, k):g}" for k, op in ops if getattr(r, k) is not None)
+
+
 def _cond(c) -> str:
+    """A condition in words: ``needs vision``, ``header x-data-classification in (a, b)``."""
     if c is None:
         return "always"
     parts = []
-    for field_name in type(c).model_fields:
-        v = getattr(c, field_name)
-        if v is None or (field_name == "ignore_case" and not v):
-            continue
-        if field_name == "ignore_case":
-            parts.append("(values ignore case)")
-            continue
-        if field_name == "any":
-            parts.append("any of (" + " | ".join(_cond(x) for x in v) + ")")
-            continue
-        if hasattr(v, "model_dump"):
-            v = {k: x for k, x in v.model_dump().items() if x is not None}
-        parts.append(f"{field_name}={v}")
-    return " and ".join(parts)
+    if c.needs:
+        parts.append("needs " + " and ".join(c.needs))
+    if c.prompt_tokens is not None:
+        parts.append(f"prompt tokens {_range(c.prompt_tokens)}")
+    if c.exceeds_context_of:
+        parts.append(f"too long for {c.exceeds_context_of}")
+    if c.difficulty == "hard":
+        parts.append("difficulty hard (above the threshold)")
+    elif c.difficulty is not None:
+        parts.append(f"difficulty {_range(c.difficulty)}")
+    if c.teams:
+        parts.append("team in (" + ", ".join(c.teams) + ")")
+    if c.keys:
+        parts.append("key in (" + ", ".join(c.keys) + ")")
+    case = " (any case)" if c.ignore_case else ""
+    for name, v in (c.headers or {}).items():
+        parts.append(f"header {name} {_values(v)}{case}")
+    for name, v in (c.metadata or {}).items():
+        parts.append(f"metadata {name} {_values(v)}{case}")
+    if c.stream is not None:
+        parts.append("streamed" if c.stream else "not streamed")
+    if c.any:
+        parts.append("(" + " or ".join(_cond(x) for x in c.any) + ")")
+    return " and ".join(parts) or "always"
+
+
+def _rule_route(r, fallbacks: list[str], p) -> str:
+    """``a, b then c``: the rule's backends, then the fallbacks it adds (without repeats;
+    for a self-hosted-only rule, only the self-hosted ones, since no other is ever tried)."""
+    extra = [b for b in fallbacks if b not in r.route] if r.use_fallbacks else []
+    if r.self_hosted_only:
+        extra = [b for b in extra if p.backends[b].self_hosted]
+    text = ", ".join(r.route) + (f" then {', '.join(extra)}" if extra else "")
+    return text + (
+        "  (self-hosted only: never a proprietary backend)" if r.self_hosted_only else ""
+    )
 
 
 def _prov(p: Provenance) -> str:
@@ -141,3 +172,36 @@ def _governance(loaded: LoadedPolicy, gov: Governance) -> list[str]:
         lines.append(f"  {head}: {_prov(prov)}{tail}")
         lines.append(f"    may reach: {', '.join(allowed) or 'NO BACKEND'}")
     return lines + out
+
+
+def availability(loaded: LoadedPolicy) -> str:
+    """One line for the start-up log: what can serve, what is not configured, and what that
+    means for escalations, vision and embeddings."""
+    p = loaded.policy
+    views = _views(loaded)
+    on = [n for n, v in views.items() if v.enabled]
+    home = [n for n in on if views[n].self_hosted]
+    away = [n for n in on if not views[n].self_hosted]
+    off: dict[str, list[str]] = {}
+    for n, b in p.backends.items():
+        if not views[n].enabled:
+            off.setdefault(b.disabled_reason or "disabled", []).append(n)
+    parts = [
+        "available: " + (", ".join([*(f"{n} (self-hosted)" for n in home), *away]) or "nothing")
+    ]
+    if off:
+        reasons = "; ".join(f"{', '.join(ns)} ({why})" for why, ns in off.items())
+        parts.append(f"not configured: {reasons}")
+        if home:
+            parts.append(
+                "rules naming only those are served self-hosted where it can "
+                "(header x-gateway-degraded)"
+            )
+    missing = [
+        cap
+        for cap, attr in (("vision", "vision"), ("embeddings", "embeddings"))
+        if not any(getattr(views[n], attr) for n in on)
+    ]
+    if missing:
+        parts.append(f"no backend for {' or '.join(missing)} (those requests get 503)")
+    return "; ".join(parts)

@@ -27,6 +27,7 @@ REFUSALS = (NoBackendError, ContextLengthError, ProvenanceDeniedError)
 # every other says something about the request or the configuration.
 CIRCUIT_OPEN = "circuit open"
 TOO_LONG = "context window"
+DISABLED = "disabled"  # not configured (its key variable is unset) or enabled: false
 
 
 @dataclass(slots=True, frozen=True)
@@ -56,6 +57,8 @@ class Decision:
     # backends no provenance rule refuses for this request (None: no rule applies, all may):
     # shadow calls and cascades must stay inside this set
     allowed: frozenset[str] | None = None
+    # every backend the rule names is unconfigured (disabled): served by a self-hosted one
+    degraded: bool = False
 
 
 def _why_not(f: RequestFeatures, view: BackendView | None, self_hosted_only: bool) -> str | None:
@@ -63,7 +66,7 @@ def _why_not(f: RequestFeatures, view: BackendView | None, self_hosted_only: boo
     if view is None:
         return "unknown backend"
     if not view.enabled:
-        return "disabled"
+        return DISABLED
     if self_hosted_only and not view.self_hosted:
         return "proprietary (request must stay self-hosted)"
     if f.operation == "embeddings":
@@ -105,7 +108,8 @@ def _choose(
     skipped: list[tuple[str, str]] = []
     refused: list[tuple[str, str]] = []
     binding = gov is not None and bool(applicable.restrictions)
-    for name in dict.fromkeys([*names, *applicable.fallbacks]):  # keep order, drop repeats
+
+    def consider(name: str) -> None:
         why = _why_not(f, backends.get(name), self_hosted_only)
         if why is None and gov is not None and binding:
             denied = gov.why_not(applicable, name)
@@ -116,6 +120,19 @@ def _choose(
             candidates.append(name)
         else:
             skipped.append((name, why))
+
+    listed = list(dict.fromkeys([*names, *applicable.fallbacks]))  # keep order, drop repeats
+    for name in listed:
+        consider(name)
+    degraded = False
+    if not candidates and listed and all(w == DISABLED for _, w in skipped):
+        # Nothing the rule names is configured (a first run without provider keys): the
+        # self-hosted backends that can serve it do, marked and counted by the pipeline,
+        # instead of a 503 for every escalation.
+        for name, view in backends.items():
+            if view.self_hosted and name not in listed:
+                consider(name)
+        degraded = bool(candidates)
     allowed = None
     if gov is not None and binding:
         allowed = frozenset(n for n in gov.all if gov.why_not(applicable, n) is None)
@@ -130,7 +147,13 @@ def _choose(
             )
         raise _nothing_eligible(reason, skipped, self_hosted_only, f.operation)
     return Decision(
-        reason, tuple(candidates), self_hosted_only, tuple(skipped), tuple(refused), allowed
+        reason,
+        tuple(candidates),
+        self_hosted_only,
+        tuple(skipped),
+        tuple(refused),
+        allowed,
+        degraded,
     )
 
 

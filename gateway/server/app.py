@@ -17,6 +17,7 @@ import orjson
 
 from gateway.backends.fleet import FleetBackend, FleetCollector
 from gateway.cache import ResponseCache, build_cache
+from gateway.config.explain import availability
 from gateway.config.schema import LedgerConfig
 from gateway.errors import (
     AuthenticationError,
@@ -203,10 +204,11 @@ class GatewayApp:
             ValueError,
         ):  # not the main thread (tests) or no signals
             pass
+        log.info("%s", availability(store.runtime.loaded))
         log.info(
-            "gateway ready: policy %s, backends %s, models %s",
+            "gateway ready on %s (policy %s, models %s)",
+            self.settings.env.get("GATEWAY_LISTEN", "its address"),
             self.settings.policy_path,
-            ", ".join(store.runtime.loaded.enabled_backends),
             ", ".join(policy.models),
         )
 

@@ -58,6 +58,7 @@ log = logging.getLogger("gateway.request")
 # 404 ...) describe the gateway's own credentials or config and fall back instead.
 RELAYED_CLIENT_ERRORS = frozenset({400, 413, 422})
 DONE = b"data: [DONE]\n\n"
+DEGRADED_HEADER = (b"x-gateway-degraded", b"proprietary-unconfigured")
 
 
 @dataclass(slots=True)
@@ -169,6 +170,9 @@ class Pipeline:
             if decision.refused:
                 self.metrics.record_provenance_skips(decision.refused)
             o.reason = decision.reason
+            if decision.degraded:  # the rule's backends are unconfigured: self-hosted serves it
+                o.extra_headers = [*(o.extra_headers or ()), DEGRADED_HEADER]
+                self.metrics.record_degraded(vmodel, decision.reason)
             async with asyncio.timeout(rt.policy.server.request_timeout_s):
                 if f.stream and operation != "embeddings":
                     status = await self._stream(

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import orjson
 
+from gateway.cli_args import add_policy_argument
+
 __all__ = ["register"]
 
 
@@ -18,12 +20,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="replay a request log through a policy offline: shares, cost, savings, cost-quality curve",
         description="Replays a JSONL log of OpenAI request bodies through a policy without calling any backend.",
     )
-    s.add_argument(
-        "--policy",
-        type=Path,
-        default=Path("policies/default.yaml"),
-        help="policy YAML (default: %(default)s)",
-    )
+    add_policy_argument(s)
     s.add_argument(
         "--requests",
         type=Path,

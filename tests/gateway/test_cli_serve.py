@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -115,3 +116,71 @@ def test_access_log_never_prints_a_query_string_key(tmp_path):
             out, _ = proc.communicate(timeout=30)
     assert "/v1/models?<redacted>" in out  # the line is logged ...
     assert "SECRET123" not in out  # ... without the key
+
+
+def test_version_and_policy_given_either_way(tmp_path):
+    out = subprocess.run(gateway_cmd("--version"), capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and out.stdout.startswith("gateway 0.")
+    shipped = os.path.join(os.path.dirname(__file__), "..", "..", "policies", "local-only.yaml")
+    by_option = subprocess.run(
+        gateway_cmd("check", "--policy", shipped), capture_output=True, text=True, timeout=60
+    )
+    by_position = subprocess.run(
+        gateway_cmd("check", shipped), capture_output=True, text=True, timeout=60
+    )
+    assert by_option.returncode == 0 and by_option.stdout == by_position.stdout
+    other = tmp_path / "other.yaml"
+    both = subprocess.run(
+        gateway_cmd("check", shipped, "--policy", str(other)),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert both.returncode == 2 and "two policy files given" in both.stderr
+    serve_help = subprocess.run(
+        gateway_cmd("serve", "--help"), capture_output=True, text=True, timeout=60
+    )
+    assert "(default: 4000" in serve_help.stdout and "(default: 127.0.0.1" in serve_help.stdout
+
+
+def test_check_speaks_plainly(tmp_path):
+    shipped = os.path.join(os.path.dirname(__file__), "..", "..", "policies", "default.yaml")
+    out = subprocess.run(gateway_cmd("check", shipped), capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    text = out.stdout
+    assert "{'" not in text and "Condition(" not in text and "=[" not in text  # no reprs
+    assert "header x-data-classification in (confidential, restricted)" in text
+    assert "-> openai, anthropic then openai, anthropic" not in text  # no repeated lists
+    rule = next(x for x in text.splitlines() if x.startswith("  rule confidential-stays-home"))
+    assert "then openai" not in rule and "self-hosted only" in rule
+    # no provider keys here: the hard prompt is served self-hosted, and it says so
+    hard = next(x for x in text.splitlines() if "hard prompt" in x)
+    assert "-> local" in hard and "degraded" in hard
+
+
+def test_serve_binds_first_then_says_ready_and_what_is_available(tmp_path):
+    with running_mock_openai() as (url, _control):
+        proc, base, _policy = start_serve(tmp_path, url)
+        try:
+            wait_ready(base, proc)
+        finally:
+            proc.terminate()
+            out, _ = proc.communicate(timeout=30)
+    port = base.rsplit(":", 1)[1]
+    assert f"gateway ready on http://127.0.0.1:{port}" in out
+    assert "available: local (self-hosted)" in out
+    # the port is busy now: a clear failure, before anything claims to be ready
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        taken = busy.getsockname()[1]
+        policy = tmp_path / "p.yaml"
+        res = subprocess.run(
+            gateway_cmd("serve", str(policy), "--port", str(taken)),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert res.returncode != 0
+    assert f"cannot listen on 127.0.0.1:{taken}: Address already in use" in res.stderr
+    assert "gateway ready" not in res.stdout + res.stderr

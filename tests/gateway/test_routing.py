@@ -215,3 +215,33 @@ def test_extract_features():
     assert f.needs == {"vision", "tools", "json_schema"}
     assert f.max_output_tokens == 50 and f.stream and f.metadata == {"a": "b"}
     assert f.prompt_tokens >= 100 + 85  # 350 chars / 3.5 + image
+
+
+def _unconfigured():
+    """No provider key: every proprietary backend disabled (a first run)."""
+    return views(**{n: {"enabled": False} for n in ("gpt", "claude", "emb")})
+
+
+def test_unconfigured_proprietary_side_degrades_to_self_hosted(model):
+    d = route(feat(difficulty=0.9, difficulty_threshold=0.5), model, _unconfigured())
+    assert d.reason == "hard" and d.degraded
+    assert d.candidates == ("local", "local2")  # the policy's self-hosted backends, in order
+    # where self-hosted cannot serve it, still a clear refusal
+    with pytest.raises(NoBackendError, match="local: no vision"):
+        route(feat(needs=frozenset({"vision"})), model, _unconfigured())
+    with pytest.raises(NoBackendError):
+        route(feat(operation="embeddings"), model, _unconfigured())
+    with pytest.raises(ContextLengthError):  # too long for every self-hosted window
+        route(feat(prompt_tokens=9000), model, _unconfigured())
+
+
+def test_no_degrading_while_anything_the_rule_names_is_configured(model):
+    d = route(feat(difficulty=0.9, difficulty_threshold=0.5), model, views())
+    assert d.candidates[0] == "gpt" and not d.degraded
+    # an open circuit is not "unconfigured": no silent move to self-hosted
+    with pytest.raises(NoBackendError, match="circuit open"):
+        route(
+            feat(difficulty=0.9, difficulty_threshold=0.5, team="research"),
+            model,
+            views(gpt={"available": False}, claude={"enabled": False}),
+        )

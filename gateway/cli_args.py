@@ -1,0 +1,32 @@
+"""Arguments several ``gateway`` subcommands share: the policy file, given either way."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+__all__ = ["DEFAULT_POLICY", "add_policy_argument", "resolve_policy"]
+
+DEFAULT_POLICY = Path("policies/default.yaml")
+
+
+def add_policy_argument(p: argparse.ArgumentParser, default: Path | None = DEFAULT_POLICY) -> None:
+    """``POLICY`` positionally or ``--policy POLICY`` (the same thing, either spelling)."""
+    shown = f" (default: {default})" if default is not None else ""
+    p.add_argument(
+        "policy_file", nargs="?", type=Path, metavar="POLICY", help="policy YAML" + shown
+    )
+    p.add_argument(
+        "--policy", dest="policy_option", type=Path, metavar="POLICY", help="the same, as an option"
+    )
+    p.set_defaults(policy_default=default)
+
+
+def resolve_policy(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Set ``args.policy`` from either spelling; two different files are an error."""
+    pos, opt = args.policy_file, args.policy_option
+    if pos is not None and opt is not None and pos != opt:
+        parser.error(f"two policy files given: {pos} and --policy {opt}")
+    args.policy = pos or opt or args.policy_default
+    if args.policy is None:
+        parser.error("a policy file is required (POLICY or --policy POLICY)")

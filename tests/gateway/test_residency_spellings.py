@@ -127,4 +127,7 @@ def test_unmarked_request_does_fall_back_when_local_fails(stack):
 def test_refusals_are_counted(stack):
     base, *_ = stack
     text = httpx.get(base + "/metrics").text
-    assert 'gateway_provenance_skips_total{backend="openai",rule="data:confidential-stays-home"}' in text
+    assert (
+        'gateway_provenance_skips_total{backend="openai",rule="data:confidential-stays-home"}'
+        in text
+    )

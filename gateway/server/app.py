@@ -11,6 +11,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import parse_qs
 
 import orjson
@@ -30,6 +31,9 @@ from gateway.ledger.db import DB_ERRORS
 from gateway.ledger.metrics import LedgerMetrics
 from gateway.ledger.report import UsageQuery, parse_day, usage
 from gateway.ledger.writer import LedgerWriter
+
+if TYPE_CHECKING:
+    from gateway.tracing import Tracing
 from gateway.metrics import GatewayMetrics
 from gateway.server.http import header_map, send_bytes, send_error
 from gateway.server.pipeline import Pipeline
@@ -95,6 +99,7 @@ class GatewayApp:
             "/admin/usage": ("GET", self._admin_usage),
         }
         self.ledger: LedgerWriter | None = None
+        self.tracing: Tracing | None = None
 
     @property
     def store(self) -> PolicyStore:
@@ -184,8 +189,18 @@ class GatewayApp:
         self._cache, self._state = cache, state
         self._shadow = ShadowService(state, metrics.shadow)
         self.ledger = _build_ledger(policy.ledger, metrics)
+        if policy.tracing.otlp_endpoint:
+            from gateway.tracing import build_tracing
+
+            self.tracing = build_tracing(policy.tracing)
         self._pipeline = Pipeline(
-            store, metrics, cache, state, shadow=self._shadow, ledger=self.ledger
+            store,
+            metrics,
+            cache,
+            state,
+            shadow=self._shadow,
+            ledger=self.ledger,
+            tracing=self.tracing,
         )
         metrics.add_collector(FleetCollector(self._fleets))
         for fleet in self._fleets():
@@ -219,6 +234,8 @@ class GatewayApp:
     async def shutdown(self) -> None:
         if self.ledger is not None:
             await self.ledger.close()
+        if self.tracing is not None:
+            await self.tracing.close()
         if self._shadow is not None:
             await self._shadow.close()
         if self._store is not None:

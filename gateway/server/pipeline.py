@@ -9,10 +9,12 @@ read body -> authenticate -> parse + validate -> resolve virtual model -> limits
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gateway.auth import Caller
 from gateway.backends.base import UpstreamRequest, UpstreamStream, Usage
@@ -49,6 +51,9 @@ from gateway.server.http import (
     start_sse,
 )
 from gateway.server.limits import DEFAULT_COMPLETION_ESTIMATE, NO_LIMITS, Limits
+
+if TYPE_CHECKING:  # the OpenTelemetry SDK is imported only when tracing is configured
+    from gateway.tracing import Tracing
 from gateway.server.validate import parse_json, validate
 from gateway.shadow.service import ShadowService
 
@@ -75,6 +80,7 @@ class Outcome:
     extra_headers: list[tuple[bytes, bytes]] | None = None  # e.g. the cascade's
     events: int = 0  # content events relayed to the client (what a cut stream produced)
     request_id: str = ""  # set when the ledger (or tracing) is on
+    span: Any = None  # the request's trace span when tracing is on
 
 
 def _fmt_headers(o: Outcome, overhead_ms: float) -> list[tuple[bytes, bytes]]:
@@ -105,6 +111,7 @@ class Pipeline:
         state,
         shadow: ShadowService | None = None,
         ledger: LedgerWriter | None = None,
+        tracing: Tracing | None = None,
     ) -> None:
         self.store = store  # gateway.server.policy_store.PolicyStore
         self.metrics = metrics
@@ -113,6 +120,7 @@ class Pipeline:
         self.shadow = shadow
         self.cascades = CascadeRules()
         self.ledger = ledger  # None: no ledger configured, nothing recorded
+        self.tracing = tracing  # None: tracing off
 
     # ------------------------------------------------------------ entry
 
@@ -132,6 +140,10 @@ class Pipeline:
         if ledger is not None:
             ts = time.time()
             o.request_id = new_request_id()
+        tracing = self.tracing
+        if tracing is not None:
+            o.request_id = o.request_id or new_request_id()
+            o.span = tracing.start_request(operation, "", headers)
         try:
             raw = await read_body(
                 receive, rt.policy.server.max_body_bytes, headers.get("content-length")
@@ -141,6 +153,8 @@ class Pipeline:
             body = parse_json(raw)
             validate(operation, body)
             vmodel = body["model"]
+            if o.span is not None:
+                o.span.update_name(f"{o.span.name}{vmodel}")
             model = rt.policy.models.get(vmodel)
             if model is None:
                 vmodel = "unknown"
@@ -228,6 +242,26 @@ class Pipeline:
         if caller is not None and (o.cost > 0 or adm.reserved):
             used = o.usage.total_tokens if o.usage is not None else 0
             await self.limits.settle(rt, caller, adm, used, vmodel, o.cost, self_hosted)
+        if o.span is not None and tracing is not None:
+            cfg = rt.configs.get(o.backend)
+            tracing.finish(
+                o.span,
+                {
+                    "gen_ai.request.model": vmodel,
+                    "gen_ai.response.model": cfg.model if cfg is not None else None,
+                    "gen_ai.provider.name": tracing.provider_name(cfg) if cfg else None,
+                    "gen_ai.usage.input_tokens": o.usage.prompt_tokens if o.usage else None,
+                    "gen_ai.usage.output_tokens": o.usage.completion_tokens if o.usage else None,
+                    "gateway.route.rule": o.reason or None,
+                    "gateway.backend": o.backend or None,
+                    "gateway.cache": o.cache,
+                    "gateway.cost_usd": o.cost,
+                    "gateway.savings_usd": o.savings,
+                    "gateway.team": team,
+                    "gateway.request_id": o.request_id,
+                },
+                status,
+            )
         if ledger is not None and caller is not None:
             ledger.record(
                 LedgerRow(
@@ -354,8 +388,11 @@ class Pipeline:
             # a full self-hosted fleet may pass this request on (spill-over) only if it may leave
             req.spill_ok = not decision.self_hosted_only and i + 1 < n
             t = time.perf_counter()
+            call: Callable[[], Awaitable[Any]] = functools.partial(make_call, backend)
+            if o.span is not None and self.tracing is not None:
+                call = self.tracing.wrap_attempt(o.span, name, rt.configs[name], req.headers, call)
             try:
-                result = await self._attempt(rt, name, lambda b=backend: make_call(b))
+                result = await self._attempt(rt, name, call)
             except UpstreamError as exc:
                 o.upstream_s += time.perf_counter() - t
                 o.backend = name

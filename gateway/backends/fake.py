@@ -24,10 +24,9 @@ import orjson
 
 from gateway.backends.base import Backend, UpstreamRequest, UpstreamResponse, UpstreamStream, Usage
 from gateway.errors import UpstreamError
+from gateway.sse import DONE, data_event
 
 __all__ = ["FakeBackend", "FakeReply", "FakeStream"]
-
-DONE = b"data: [DONE]\n\n"
 
 
 @dataclass(slots=True)
@@ -205,7 +204,7 @@ def _stream_events(r: FakeReply, model: str, include_usage: bool) -> list[bytes]
     chunks.append(head | {"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
     if include_usage:
         chunks.append(head | {"choices": [], "usage": _usage(r)})
-    return [b"data: " + orjson.dumps(c) + b"\n\n" for c in chunks] + [DONE]
+    return [data_event(c) for c in chunks] + [DONE]
 
 
 def _pieces(text: str) -> list[str]:

@@ -30,6 +30,7 @@ from gateway.backends.litellm_format import (
 )
 from gateway.config.schema import BackendConfig
 from gateway.errors import UpstreamError
+from gateway.sse import DONE, data_event, json_of
 
 log = logging.getLogger("gateway.backends.litellm")
 
@@ -252,7 +253,8 @@ class LiteLLMStream(UpstreamStream):
             raise UpstreamError(
                 f"backend {self._backend.name!r} closed the stream before the first event"
             )
-        model = orjson.loads(self._first[6:]).get("model")
+        first = json_of(self._first)
+        model = first.get("model") if isinstance(first, dict) else None
         if isinstance(model, str):
             self.model = model
 
@@ -264,7 +266,7 @@ class LiteLLMStream(UpstreamStream):
             "choices": [],
             "usage": usage_dict(u),
         }
-        return b"data: " + orjson.dumps(out) + b"\n\n"
+        return data_event(out)
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
         first, self._first = self._first, None
@@ -277,7 +279,7 @@ class LiteLLMStream(UpstreamStream):
             yield event
         if self._client_usage and self.usage is not None:
             yield self._usage_event(self.usage)
-        yield b"data: [DONE]\n\n"
+        yield DONE
 
     async def aclose(self) -> None:
         close = getattr(self._wrapper, "aclose", None)

@@ -15,6 +15,7 @@ import orjson
 from gateway.backends.base import Usage
 from gateway.backends.upstream_errors import class_for_status, parse_retry_after, scrub
 from gateway.errors import UpstreamError, UpstreamTimeoutError, UpstreamUnavailableError
+from gateway.sse import data_event
 
 __all__ = [
     "chat_body",
@@ -188,7 +189,7 @@ def chunk_event(chunk: Any, fallback_model: str) -> bytes | None:
         "model": _get(chunk, "model") or fallback_model,
         "choices": choices,
     }
-    return b"data: " + orjson.dumps(out) + b"\n\n"
+    return data_event(out)
 
 
 def _clean_message(text: str) -> str:

@@ -18,7 +18,6 @@ import orjson
 
 from gateway.backends.base import Backend, UpstreamRequest, UpstreamResponse, UpstreamStream, Usage
 from gateway.backends.upstream_errors import (
-    STREAM_ERROR_PREFIXES,
     connection_error,
     error_from_response,
     stream_error,
@@ -26,6 +25,7 @@ from gateway.backends.upstream_errors import (
 )
 from gateway.config.schema import BackendConfig
 from gateway.errors import UpstreamError
+from gateway.sse import DONE, SSEReader, data_of, is_error_event, json_of, may_carry_usage
 
 log = logging.getLogger("gateway.backends.openai")
 
@@ -34,7 +34,6 @@ __all__ = ["OpenAICompatBackend", "SSEStream", "usage_from"]
 PATHS = {"chat": "/chat/completions", "completions": "/completions", "embeddings": "/embeddings"}
 KEEPALIVE_S = 30.0
 PROBE_TIMEOUT_S = 2.0
-DONE = b"data: [DONE]\n\n"
 
 
 def usage_from(obj: dict[str, Any]) -> Usage | None:
@@ -189,7 +188,7 @@ class SSEStream(UpstreamStream):
         self.usage = None
         self._backend = backend
         self._resp = resp
-        self._buf = b""
+        self._reader = SSEReader()
         self._first: bytes | None = None
         self._done = False
 
@@ -207,25 +206,19 @@ class SSEStream(UpstreamStream):
         self._inspect_first(self._first)
 
     def _inspect_first(self, event: bytes) -> None:
-        try:
-            obj = orjson.loads(event[6:])
-        except orjson.JSONDecodeError:
-            return
+        obj = json_of(event)
         if isinstance(obj, dict) and isinstance(obj.get("model"), str):
             self.model = obj["model"]
 
     async def _next_event(self) -> bytes | None:
         """The next ``data: ...`` event (with its blank line), or None at the end of the body."""
         b = self._backend
+        reader = self._reader
         while True:
-            cut = self._buf.find(b"\n\n")
-            if cut >= 0:
-                raw, self._buf = self._buf[:cut], self._buf[cut + 2 :]
-                event = _data_event(raw)
-                if event is None:
-                    continue  # a comment (keep-alive) or a non-data field
-                if event.startswith(STREAM_ERROR_PREFIXES):
-                    raise stream_error(b.name, event[6:], b._secret)
+            event = reader.next()
+            if event is not None:
+                if is_error_event(event):
+                    raise stream_error(b.name, data_of(event), b._secret)
                 return event
             try:
                 chunk = await self._resp.content.readany()
@@ -235,17 +228,11 @@ class SSEStream(UpstreamStream):
                 raise connection_error(b.name, exc, b._secret, "while streaming") from exc
             if not chunk:
                 return None
-            if b"\r" in chunk or self._buf.endswith(b"\r"):
-                self._buf = (self._buf + chunk).replace(b"\r\n", b"\n").replace(b"\r", b"\n")
-            else:
-                self._buf += chunk
+            reader.feed(chunk)
 
     def _note_usage(self, event: bytes) -> None:
-        if b'"usage":{' in event or b'"usage": {' in event:
-            try:
-                obj = orjson.loads(event[6:])
-            except orjson.JSONDecodeError:
-                return
+        if may_carry_usage(event):
+            obj = json_of(event)
             if isinstance(obj, dict):
                 self.usage = usage_from(obj) or self.usage
 
@@ -272,13 +259,3 @@ class SSEStream(UpstreamStream):
             self._resp.release()
         else:
             self._resp.close()  # unread data: the connection cannot go back to the pool
-
-
-def _data_event(raw: bytes) -> bytes | None:
-    """Normalise one SSE event to ``data: <payload>\\n\\n``; None for comments and other fields."""
-    if raw.startswith(b"data: ") and b"\n" not in raw:
-        return raw + b"\n\n"  # the common case: one data line, already in shape
-    parts = [line[5:].lstrip(b" ") for line in raw.split(b"\n") if line.startswith(b"data:")]
-    if not parts:
-        return None
-    return b"\n".join(b"data: " + p for p in parts) + b"\n\n"

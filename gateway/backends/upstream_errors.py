@@ -24,7 +24,6 @@ import orjson
 from gateway.errors import UpstreamError, UpstreamTimeoutError, UpstreamUnavailableError
 
 __all__ = [
-    "STREAM_ERROR_PREFIXES",
     "class_for_status",
     "connection_error",
     "error_from_response",
@@ -39,8 +38,6 @@ SNIPPET_CHARS = 200
 # says, and a float that large (1e400 is inf) must never reach arithmetic or int().
 MAX_RETRY_AFTER_S = 86_400.0
 _DELTA = re.compile(r"[0-9]{1,12}(?:\.[0-9]{1,9})?")  # RFC 9110 delta-seconds (+ a fraction)
-# Mid-stream error events as vLLM/SGLang/OpenAI send them.
-STREAM_ERROR_PREFIXES = (b'data: {"error"', b'data: {"object":"error"', b'data: {"object": "error"')
 _BY_STATUS: dict[int, type[UpstreamError]] = {
     503: UpstreamUnavailableError,
     408: UpstreamTimeoutError,

@@ -11,14 +11,11 @@ from typing import Any
 
 import orjson
 
-__all__ = ["StreamAssembler", "completion_to_sse", "sse_event"]
+from gateway.sse import DONE, SSEReader, data_event, data_of
 
-DONE = b"data: [DONE]\n\n"
+__all__ = ["StreamAssembler", "completion_to_sse"]
+
 _DELTA_TEXT = ("content", "reasoning_content", "reasoning", "refusal")
-
-
-def sse_event(obj: Any) -> bytes:
-    return b"data: " + orjson.dumps(obj) + b"\n\n"
 
 
 # ---------------------------------------------------------------- whole -> events
@@ -46,10 +43,10 @@ def completion_to_sse(body: bytes, include_usage: bool) -> list[bytes]:
     events: list[bytes] = []
     for choice in sorted(doc["choices"], key=lambda c: c.get("index", 0)):
         pieces = _text_pieces(choice) if text else _chat_pieces(choice)
-        events += [sse_event({**head, "choices": [p]}) for p in pieces]
+        events += [data_event({**head, "choices": [p]}) for p in pieces]
     usage = doc.get("usage")
     if include_usage and usage is not None:
-        events.append(sse_event({**head, "choices": [], "usage": usage}))
+        events.append(data_event({**head, "choices": [], "usage": usage}))
     events.append(DONE)
     return events
 
@@ -176,11 +173,10 @@ class StreamAssembler:
         self._broken = False
 
     def feed(self, event: bytes) -> None:
-        for block in event.split(b"\n\n"):
-            data = [line[5:].strip() for line in block.split(b"\n") if line.startswith(b"data:")]
-            if not data:
-                continue
-            payload = b"\n".join(data)
+        reader = SSEReader()
+        reader.feed(event if event.endswith(b"\n\n") else event + b"\n\n")
+        while (one := reader.next()) is not None:
+            payload = data_of(one).strip()
             if payload == b"[DONE]":
                 continue
             try:

@@ -48,14 +48,16 @@ _NUMERIC = (
 )
 
 
-def cache_key(operation: str, body: dict[str, Any], team: str) -> str:
-    """Hex sha256 of (operation, team, the answer-changing part of ``body``), canonically encoded."""
+def cache_key(operation: str, body: dict[str, Any], team: str, protocol: str = "openai") -> str:
+    """Hex sha256 of (protocol, operation, team, the answer-changing part of ``body``),
+    canonically encoded. The protocol is part of it: the stored answer is in the caller's."""
     kept = {k: v for k, v in body.items() if k not in IGNORED_FIELDS}
     for name in _NUMERIC:
         v = kept.get(name)
         if type(v) is int:
             kept[name] = float(v)
-    blob = orjson.dumps([operation, team, kept], option=orjson.OPT_SORT_KEYS)
+    head = [operation, team] if protocol == "openai" else [protocol, operation, team]
+    blob = orjson.dumps([*head, kept], option=orjson.OPT_SORT_KEYS)
     return hashlib.sha256(blob).hexdigest()
 
 

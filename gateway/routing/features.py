@@ -1,4 +1,4 @@
-"""What the router knows about a request: extracted once, cheaply, from the parsed body."""
+"""What the router knows about a request: read from the validated ``Request``, no second walk."""
 
 from __future__ import annotations
 
@@ -6,13 +6,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from gateway.routing.tokens import estimate_prompt_tokens
+from gateway.protocols.request import EMPTY, Request
 
 __all__ = ["RequestFeatures", "extract_features"]
-
-from types import MappingProxyType
-
-EMPTY: Mapping[str, str] = MappingProxyType({})
 
 
 @dataclass(slots=True)
@@ -33,50 +29,23 @@ class RequestFeatures:
     exact_tokens: dict[str, int] = field(default_factory=dict)  # backend -> count by its tokenizer
 
 
-def _needs(body: dict[str, Any]) -> frozenset[str]:
-    needs: set[str] = set()
-    if body.get("tools") or body.get("functions"):
-        needs.add("tools")
-    rf = body.get("response_format")
-    if isinstance(rf, dict):
-        t = rf.get("type")
-        if t == "json_schema":
-            needs.add("json_schema")
-        elif t == "json_object":
-            needs.add("json_object")
-    for m in body.get("messages") or ():
-        content = m.get("content") if isinstance(m, dict) else None
-        if isinstance(content, list):
-            for part in content:
-                if isinstance(part, dict) and part.get("type") in (
-                    "image_url",
-                    "input_image",
-                    "image",
-                ):
-                    needs.add("vision")
-                    break
-    return frozenset(needs)
-
-
 def extract_features(
-    operation: str,
-    body: dict[str, Any],
+    req: Request,
     *,
     team: str = "default",
     key_name: str | None = None,
     headers: Mapping[str, str] = EMPTY,
 ) -> RequestFeatures:
-    max_out = body.get("max_completion_tokens") or body.get("max_tokens") or 0
-    metadata = body.get("metadata")
+    """The routing view of a validated request (see ``gateway.server.validate``)."""
     return RequestFeatures(
-        operation=operation,
-        virtual_model=body.get("model", ""),
-        needs=_needs(body) if operation == "chat" else frozenset(),
-        prompt_tokens=estimate_prompt_tokens(operation, body),
-        max_output_tokens=max_out if isinstance(max_out, int) else 0,
-        stream=bool(body.get("stream")),
+        operation=req.operation,
+        virtual_model=req.model,
+        needs=req.needs,
+        prompt_tokens=req.prompt_tokens,
+        max_output_tokens=req.max_output_tokens,
+        stream=req.stream,
         team=team,
         key_name=key_name,
         headers=headers,
-        metadata=metadata if isinstance(metadata, dict) else EMPTY,
+        metadata=req.metadata,
     )

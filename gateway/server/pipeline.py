@@ -36,6 +36,7 @@ from gateway.errors import (
 )
 from gateway.ledger.row import LedgerRow, new_request_id
 from gateway.ledger.writer import LedgerWriter
+from gateway.protocols.request import Request
 from gateway.routing.decide import Decision, route
 from gateway.routing.features import RequestFeatures, extract_features
 from gateway.routing.tokens import count_with_tokenizer
@@ -56,14 +57,17 @@ if TYPE_CHECKING:  # the OpenTelemetry SDK is imported only when tracing is conf
     from gateway.tracing import Tracing
 from gateway.server.validate import parse_json, validate
 from gateway.shadow.service import ShadowService
+from gateway.sse import DONE, frame, is_usage_only
 
 log = logging.getLogger("gateway.request")
 
 # Upstream answers that describe the client's request (relayed as-is); other 4xx (401, 403,
 # 404 ...) describe the gateway's own credentials or config and fall back instead.
 RELAYED_CLIENT_ERRORS = frozenset({400, 413, 422})
-DONE = b"data: [DONE]\n\n"
 DEGRADED_HEADER = (b"x-gateway-degraded", b"proprietary-unconfigured")
+
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 
 @dataclass(slots=True)
@@ -83,6 +87,21 @@ class Outcome:
     span: Any = None  # the request's trace span when tracing is on
 
 
+@dataclass(slots=True)
+class Call:
+    """One routed request on its way to a backend: what ``_whole`` and ``_stream`` need."""
+
+    rt: Runtime
+    req: Request
+    headers: dict[str, str]  # the client's, lower-case names
+    decision: Decision
+    features: RequestFeatures
+    outcome: Outcome
+    receive: Receive
+    send: Send
+    t0: float  # perf_counter() when the request arrived
+
+
 def _fmt_headers(o: Outcome, overhead_ms: float) -> list[tuple[bytes, bytes]]:
     out = [
         (b"x-gateway-backend", o.backend.encode()),
@@ -96,10 +115,6 @@ def _fmt_headers(o: Outcome, overhead_ms: float) -> list[tuple[bytes, bytes]]:
     if o.request_id:
         out.append((b"x-gateway-request-id", o.request_id.encode()))
     return out
-
-
-def _is_usage_only(event: bytes) -> bool:
-    return b'"choices":[]' in event or b'"choices": []' in event
 
 
 class Pipeline:
@@ -150,16 +165,15 @@ class Pipeline:
             )
             caller = rt.keys.authenticate(headers)
             team = caller.team
-            body = parse_json(raw)
-            validate(operation, body)
-            vmodel = body["model"]
+            req = validate(operation, parse_json(raw), raw)
+            vmodel = req.model
             if o.span is not None:
                 o.span.update_name(f"{o.span.name}{vmodel}")
             model = rt.policy.models.get(vmodel)
             if model is None:
                 vmodel = "unknown"
                 raise NotFoundError(
-                    f"model {body['model']!r} does not exist; see GET /v1/models", param="model"
+                    f"model {req.model!r} does not exist; see GET /v1/models", param="model"
                 )
             if caller.models is not None and vmodel not in caller.models:
                 raise PermissionDeniedError(
@@ -171,15 +185,13 @@ class Pipeline:
                     raise PermissionDeniedError(
                         f"team {team!r} may not use model {vmodel!r}", param="model"
                     )
-            f = extract_features(
-                operation, body, team=team, key_name=caller.key_name, headers=headers
-            )
+            f = extract_features(req, team=team, key_name=caller.key_name, headers=headers)
             adm = await self.limits.check(
                 rt, caller, f.prompt_tokens + (f.max_output_tokens or DEFAULT_COMPLETION_ESTIMATE)
             )
             f.self_hosted_only = adm.self_hosted_only
-            self._score(rt, f, body)
-            self._exact_tokens(rt, f, body)
+            self._score(rt, f, req)
+            self._exact_tokens(rt, f, req)
             decision = route(f, model, rt.views(), rt.governance)
             if decision.refused:
                 self.metrics.record_provenance_skips(decision.refused)
@@ -187,15 +199,12 @@ class Pipeline:
             if decision.degraded:  # the rule's backends are unconfigured: self-hosted serves it
                 o.extra_headers = [*(o.extra_headers or ()), DEGRADED_HEADER]
                 self.metrics.record_degraded(vmodel, decision.reason)
+            call = Call(rt, req, headers, decision, f, o, receive, send, t0)
             async with asyncio.timeout(rt.policy.server.request_timeout_s):
-                if f.stream and operation != "embeddings":
-                    status = await self._stream(
-                        rt, operation, body, raw, headers, decision, f, o, receive, send, t0
-                    )
+                if req.stream and operation != "embeddings":
+                    status = await self._stream(call)
                 else:
-                    status = await self._whole(
-                        rt, operation, body, raw, headers, decision, f, o, receive, send, t0
-                    )
+                    status = await self._whole(call)
         except ClientDisconnected:
             status = 499
         except GatewayError as exc:
@@ -216,7 +225,7 @@ class Pipeline:
             self.metrics.record_error(vmodel, o.backend or "none", "RequestTimeout")
             late = UpstreamTimeoutError("the request took longer than server.request_timeout_s")
             if o.started:  # mid-stream: end the stream with an error event
-                await send_chunk(send, b"data: " + late.to_json() + b"\n\n")
+                await send_chunk(send, frame(late.to_json()))
                 await end_body(send)
             else:
                 await send_error(send, late)
@@ -291,7 +300,7 @@ class Pipeline:
 
     # ------------------------------------------------------------ routing inputs
 
-    def _score(self, rt: Runtime, f: RequestFeatures, body: dict[str, Any]) -> None:
+    def _score(self, rt: Runtime, f: RequestFeatures, req: Request) -> None:
         routing = rt.routing[f.virtual_model]
         if routing.scorer is None or f.operation != "chat":
             return
@@ -299,7 +308,7 @@ class Pipeline:
             routing.scorer, "failures", 0
         )  # scorers that fall back by themselves count it
         try:
-            f.difficulty = routing.scorer.score(body["messages"])
+            f.difficulty = routing.scorer.score(req.messages)
             if getattr(routing.scorer, "failures", 0) != failures:
                 self.metrics.record_router_failure()
         except Exception:  # noqa: BLE001 - a scorer bug must never fail the request
@@ -307,15 +316,15 @@ class Pipeline:
             self.metrics.record_router_failure()
             from gateway.routing.heuristic import HeuristicScorer
 
-            f.difficulty = HeuristicScorer().score(body["messages"])
+            f.difficulty = HeuristicScorer().score(req.messages)
         f.difficulty_threshold = self.limits.threshold(rt, f.virtual_model, routing.base_threshold)
 
-    def _exact_tokens(self, rt: Runtime, f: RequestFeatures, body: dict[str, Any]) -> None:
+    def _exact_tokens(self, rt: Runtime, f: RequestFeatures, req: Request) -> None:
         """Count with a backend's own tokenizer only when the estimate is near its window."""
         for name, path in rt.tokenizers.items():
             window = rt.views()[name].context_window
             if window and f.prompt_tokens + f.max_output_tokens > window * 0.7:
-                f.exact_tokens[name] = count_with_tokenizer(path, f.operation, body)
+                f.exact_tokens[name] = count_with_tokenizer(path, req)
 
     # ------------------------------------------------------------ accounting
 
@@ -328,16 +337,17 @@ class Pipeline:
         o.cost = usage.prompt_tokens * p_in + usage.completion_tokens * p_out
         o.savings = max(0.0, usage.prompt_tokens * r_in + usage.completion_tokens * r_out - o.cost)
 
-    def _cache_plan(
-        self, rt: Runtime, operation: str, body: dict, headers: dict, team: str
-    ) -> tuple[str, str | None]:
+    def _cache_plan(self, c: Call) -> tuple[str, str | None]:
         if self.cache is None:
             return "bypass", None
-        mode = cache_decision(body, headers.get("cache-control"), rt.policy.cache, operation)
+        req = c.req
+        mode = cache_decision(
+            req.body, c.headers.get("cache-control"), c.rt.policy.cache, req.operation
+        )
         if mode == "bypass":
             self.metrics.record_cache("bypass")
             return mode, None
-        return mode, cache_key(operation, body, team)
+        return mode, cache_key(req.operation, req.body, c.features.team, req.protocol)
 
     async def _lookup(
         self, mode: str, key: str | None, allowed: frozenset[str] | None
@@ -457,26 +467,26 @@ class Pipeline:
         self.metrics.record_error(vmodel, o.backend or "none", "ClientDisconnected")
         raise ClientDisconnected
 
-    async def _whole(
-        self, rt, operation, body, raw, headers, decision, f, o, receive, send, t0
-    ) -> int:
-        mode, key = self._cache_plan(rt, operation, body, headers, f.team)
-        entry = await self._lookup(mode, key, decision.allowed)
+    async def _whole(self, c: Call) -> int:
+        rt, req, o = c.rt, c.req, c.outcome
+        mode, key = self._cache_plan(c)
+        entry = await self._lookup(mode, key, c.decision.allowed)
         if entry is not None:
-            return await self._send_cached(
-                rt, entry, o, send, t0, stream=False, include_usage=False
-            )
+            return await self._send_cached(c, entry, stream=False)
         o.cache = "miss" if key and self.cache.available else "bypass"
-        req = UpstreamRequest(operation=operation, body=body, raw=raw, headers=_forward(headers))
+        up = UpstreamRequest(
+            operation=req.operation, body=req.body, raw=req.raw, headers=_forward(c.headers)
+        )
+        f, decision, vmodel = c.features, c.decision, c.features.virtual_model
         ticket = self.shadow.ticket(rt, f, decision) if self.shadow is not None else None
-        cascade = self.cascades.get(rt.policy, f.virtual_model, decision.reason)
+        cascade = self.cascades.get(rt.policy, vmodel, decision.reason)
         info = None
-        if cascade is not None and operation == "chat":
-            call = run_cascade(self, rt, cascade, decision, req, o, f.virtual_model)
-            resp, info = await self._unless_disconnected(call, receive, o, f.virtual_model)
+        if cascade is not None and req.operation == "chat":
+            call = run_cascade(self, rt, cascade, decision, up, o, vmodel)
+            resp, info = await self._unless_disconnected(call, c.receive, o, vmodel)
             o.extra_headers = info.headers()
             self.metrics.cascade.record(
-                f.virtual_model,
+                vmodel,
                 decision.reason,
                 info.result,
                 info.confidence,
@@ -484,20 +494,18 @@ class Pipeline:
                 info.extra_s if info.result == "escalated" else None,
             )
         else:
-            call = self._over_candidates(
-                rt, decision, o, lambda b: b.complete(req), f.virtual_model, req
-            )
-            resp = await self._unless_disconnected(call, receive, o, f.virtual_model)
+            call = self._over_candidates(rt, decision, o, lambda b: b.complete(up), vmodel, up)
+            resp = await self._unless_disconnected(call, c.receive, o, vmodel)
         self._account(rt, o, resp.usage)
-        overhead_ms = (time.perf_counter() - t0 - o.upstream_s) * 1000
-        await send_bytes(send, resp.status, resp.body, extra=_fmt_headers(o, overhead_ms))
+        overhead_ms = (time.perf_counter() - c.t0 - o.upstream_s) * 1000
+        await send_bytes(c.send, resp.status, resp.body, extra=_fmt_headers(o, overhead_ms))
         if ticket is not None and self.shadow is not None and resp.status == 200:
             self.shadow.submit(
                 ticket,
                 rt,
                 f,
                 decision,
-                body,
+                req.body,
                 o.backend,
                 resp.body,
                 resp.usage,
@@ -507,64 +515,61 @@ class Pipeline:
             await self.cache.set(key, _entry(resp.body, resp.model, o))
         return resp.status
 
-    async def _send_cached(
-        self, rt, entry: CacheEntry, o: Outcome, send, t0, stream: bool, include_usage: bool
-    ) -> int:
+    async def _send_cached(self, c: Call, entry: CacheEntry, stream: bool) -> int:
+        rt, o, send = c.rt, c.outcome, c.send
         o.backend, o.cache = entry.backend, "hit"
         if entry.backend not in rt.prices:  # cached under an older policy
             o.backend = "cache"
         o.usage = Usage(entry.prompt_tokens, entry.completion_tokens)
         r_in, r_out = rt.reference_prices
         o.savings = entry.prompt_tokens * r_in + entry.completion_tokens * r_out
-        hdrs = _fmt_headers(o, (time.perf_counter() - t0) * 1000)
+        hdrs = _fmt_headers(o, (time.perf_counter() - c.t0) * 1000)
         if not stream:
             await send_bytes(send, 200, entry.body, extra=hdrs)
             return 200
         await start_sse(send, hdrs)
-        for event in completion_to_sse(entry.body, include_usage):
+        for event in completion_to_sse(entry.body, c.req.include_usage):
             await send_chunk(send, event)
         await end_body(send)
         return 200
 
-    async def _stream(
-        self, rt, operation, body, raw, headers, decision, f, o, receive, send, t0
-    ) -> int:
-        so = body.get("stream_options") or {}
-        client_usage = bool(so.get("include_usage"))
-        mode, key = self._cache_plan(rt, operation, body, headers, f.team)
-        entry = await self._lookup(mode, key, decision.allowed)
+    async def _stream(self, c: Call) -> int:
+        rt, req, o, f, send = c.rt, c.req, c.outcome, c.features, c.send
+        client_usage = req.include_usage
+        mode, key = self._cache_plan(c)
+        entry = await self._lookup(mode, key, c.decision.allowed)
         if entry is not None:
-            return await self._send_cached(
-                rt, entry, o, send, t0, stream=True, include_usage=client_usage
-            )
+            return await self._send_cached(c, entry, stream=True)
         o.cache = "miss" if key and self.cache.available else "bypass"
-        up_body, up_raw = body, raw
-        if (
-            not client_usage
-        ):  # ask for usage anyway (for cost), and strip it from the client's stream
-            up_body = {**body, "stream_options": {**so, "include_usage": True}}
+        up_body, up_raw = req.body, req.raw
+        if not client_usage:
+            # ask for usage anyway (for cost), and strip it from the client's stream
+            so = req.body.get("stream_options") or {}
+            up_body = {**req.body, "stream_options": {**so, "include_usage": True}}
             up_raw = None
-        req = UpstreamRequest(
-            operation=operation, body=up_body, raw=up_raw, stream=True, headers=_forward(headers)
+        up = UpstreamRequest(
+            operation=req.operation,
+            body=up_body,
+            raw=up_raw,
+            stream=True,
+            headers=_forward(c.headers),
         )
         t_open = time.perf_counter()
         stream: UpstreamStream = await self._over_candidates(
-            rt, decision, o, lambda b: b.open_stream(req), f.virtual_model, req
+            rt, c.decision, o, lambda b: b.open_stream(up), f.virtual_model, up
         )
         o.ttft_s = time.perf_counter() - t_open
         p_in, _ = rt.prices[o.backend]
-        o.cost = (
-            f.prompt_tokens * p_in
-        )  # the header can only carry the prompt side of a stream's cost
-        overhead_ms = (time.perf_counter() - t0 - o.upstream_s) * 1000
+        o.cost = f.prompt_tokens * p_in  # the header can only carry the prompt side of the cost
+        overhead_ms = (time.perf_counter() - c.t0 - o.upstream_s) * 1000
         await start_sse(send, _fmt_headers(o, overhead_ms))
         o.started = True
-        ticket = self.shadow.ticket(rt, f, decision) if self.shadow is not None else None
+        ticket = self.shadow.ticket(rt, f, c.decision) if self.shadow is not None else None
         assembler = StreamAssembler() if key is not None or ticket is not None else None
         pump = asyncio.ensure_future(
             self._pump(stream, send, client_usage, assembler, o, f.virtual_model)
         )
-        watcher = asyncio.ensure_future(receive())
+        watcher = asyncio.ensure_future(c.receive())
         try:
             done, _ = await asyncio.wait({pump, watcher}, return_when=asyncio.FIRST_COMPLETED)
         finally:
@@ -575,9 +580,8 @@ class Pipeline:
             await stream.aclose()
         if pump in done and not pump.cancelled():
             ok = pump.result()
-            status = (
-                200 if ok else 502
-            )  # broken after the first byte: the upstream failed, not the client
+            # broken after the first byte: the upstream failed, not the client
+            status = 200 if ok else 502
         else:
             self.metrics.record_error(f.virtual_model, o.backend, "ClientDisconnected")
             ok, status = False, 499
@@ -589,7 +593,9 @@ class Pipeline:
         if ok and assembler is not None:
             full = assembler.result()
             if full is not None and ticket is not None and self.shadow is not None:
-                self.shadow.submit(ticket, rt, f, decision, body, o.backend, full, stream.usage)
+                self.shadow.submit(
+                    ticket, rt, f, c.decision, req.body, o.backend, full, stream.usage
+                )
             if full is not None and key is not None:
                 await self.cache.set(key, _entry(full, stream.model, o))
         return status
@@ -604,14 +610,14 @@ class Pipeline:
                     break
                 if assembler is not None:
                     assembler.feed(event)
-                if not client_usage and _is_usage_only(event):
+                if not client_usage and is_usage_only(event):
                     continue
                 o.events += 1
                 await send_chunk(send, event)
         except UpstreamError as exc:
             log.warning("stream from %s failed after the first byte: %s", o.backend, exc.message)
             self.metrics.record_stream_error(o.backend)
-            await send_chunk(send, b"data: " + exc.to_json() + b"\n\n")
+            await send_chunk(send, frame(exc.to_json()))
             await send_chunk(send, DONE)
             await end_body(send)
             return False

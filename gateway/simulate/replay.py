@@ -17,10 +17,12 @@ from dataclasses import dataclass
 from tqdm import tqdm
 
 from gateway.config.schema import VirtualModel
+from gateway.errors import InvalidRequestError
 from gateway.routing.decide import REFUSALS, Decision, route
 from gateway.routing.features import RequestFeatures, extract_features
 from gateway.routing.heuristic import HeuristicScorer
 from gateway.routing.scorer import DifficultyScorer
+from gateway.server.validate import validate
 from gateway.simulate.context import SimContext, model_scoring
 from gateway.simulate.log import LoggedRequest
 from gateway.simulate.spend_cap import SpendCapReplay
@@ -161,9 +163,12 @@ def _one(
     r_in: float,
     r_out: float,
 ) -> Routed:
-    f = extract_features(
-        req.operation, req.body, team=req.team, key_name=req.key_name, headers=req.headers
-    )
+    body = req.body if isinstance(req.body.get("model"), str) else {**req.body, "model": vmodel}
+    try:
+        parsed = validate(req.operation, body)
+    except InvalidRequestError as exc:  # the gateway would have answered 400
+        return Routed(req, vmodel, 0, 0, False, 0.0, None, error=f"invalid request: {exc.message}")
+    f = extract_features(parsed, team=req.team, key_name=req.key_name, headers=req.headers)
     f.virtual_model = vmodel
     p_tok = req.prompt_tokens if req.prompt_tokens is not None else f.prompt_tokens
     c_tok = _completion_tokens(req, f)

@@ -6,6 +6,7 @@ from gateway.config.loader import parse_policy
 from gateway.errors import ContextLengthError, NoBackendError
 from gateway.routing.decide import BackendView, route
 from gateway.routing.features import RequestFeatures, extract_features
+from gateway.server.validate import validate
 
 POLICY = """
 backends:
@@ -182,13 +183,10 @@ def test_tools_and_json_schema_capabilities(model):
 
 
 def test_embeddings_route_and_data_rules(model):
-    f = extract_features("embeddings", {"model": "auto", "input": "hi"})
+    req = validate("embeddings", {"model": "auto", "input": "hi"})
+    f = extract_features(req)
     assert route(f, model, views()).candidates == ("emb",)
-    f = extract_features(
-        "embeddings",
-        {"model": "auto", "input": "hi"},
-        headers={"x-data-classification": "confidential"},
-    )
+    f = extract_features(req, headers={"x-data-classification": "confidential"})
     with pytest.raises(NoBackendError):
         route(f, model, views())
 
@@ -211,7 +209,7 @@ def test_extract_features():
         "stream": True,
         "metadata": {"a": "b"},
     }
-    f = extract_features("chat", body, team="t", key_name="k")
+    f = extract_features(validate("chat", body), team="t", key_name="k")
     assert f.needs == {"vision", "tools", "json_schema"}
     assert f.max_output_tokens == 50 and f.stream and f.metadata == {"a": "b"}
     assert f.prompt_tokens >= 100 + 85  # 350 chars / 3.5 + image

@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 
 from gateway.backends.base import Backend
-from gateway.config.schema import BackendConfig
+from gateway.config.schema import BackendConfig, OpenAICompatConfig
 
 __all__ = ["ADAPTERS", "build_backend"]
 
@@ -22,8 +22,8 @@ ADAPTERS: dict[str, str] = {
 
 def build_backend(name: str, cfg: BackendConfig) -> Backend:
     """A ready (not yet connected) adapter for one backend of the policy."""
-    if cfg.fleet is not None:  # several replicas behind one backend name
-        from gateway.backends.fleet import FleetBackend
+    if isinstance(cfg, OpenAICompatConfig) and cfg.fleet is not None:
+        from gateway.backends.fleet import FleetBackend  # several replicas behind one name
 
         return FleetBackend(name, cfg, cfg.fleet)
     try:

@@ -11,7 +11,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from gateway.config.schema import Policy
+from gateway.config.schema import BACKEND_KINDS, Policy
 from gateway.errors import PolicyError
 
 log = logging.getLogger("gateway.policy")
@@ -71,8 +71,17 @@ def _format_errors(exc: ValidationError, lines: dict[tuple, int], source: str) -
     msgs = []
     for err in exc.errors():
         loc = tuple(err["loc"])
-        # pydantic adds the tagged-union/type name to some locations; keep the YAML-ish part.
-        ypath = tuple(p for p in loc if isinstance(p, int) or not str(p).startswith("function-"))
+        # pydantic adds the tagged-union/type name to some locations (a backend's kind after
+        # its name); keep the YAML-ish part.
+        ypath = tuple(
+            p
+            for i, p in enumerate(loc)
+            if isinstance(p, int)
+            or not (
+                str(p).startswith("function-")
+                or (i >= 2 and loc[i - 2] == "backends" and p in BACKEND_KINDS)
+            )
+        )
         line = None
         for n in range(len(ypath), -1, -1):
             line = lines.get(ypath[:n])

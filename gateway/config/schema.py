@@ -15,6 +15,7 @@ from pydantic import (
     Field,
     PrivateAttr,
     SecretStr,
+    TypeAdapter,
     ValidationInfo,
     field_validator,
     model_validator,
@@ -119,17 +120,10 @@ class Pricing(Strict):
         return (self.input_usd_per_mtok or 0.0) / 1e6, (self.output_usd_per_mtok or 0.0) / 1e6
 
 
-class BackendConfig(Strict):
-    """One upstream (endpoint + model).
+class BackendBase(Strict):
+    """What every backend kind has: a model, a key, capabilities, prices, limits, resilience."""
 
-    kind ``openai_compatible``: any server speaking OpenAI's API (OpenAI itself, our
-    local_engine, vLLM, SGLang, Ollama); bodies pass through with only ``model`` replaced.
-    kind ``litellm``: providers that need translation (``anthropic/...``, ``gemini/...``, ...).
-    """
-
-    kind: Literal["openai_compatible", "litellm"]
     model: str
-    base_url: str | None = None
     api_key: SecretStr | None = None
     self_hosted: bool = False
     # provenance, free-form: {vendor: alibaba, origin: cn, license: apache-2.0, weights: open}
@@ -145,7 +139,6 @@ class BackendConfig(Strict):
     retry: RetryConfig = RetryConfig()
     circuit_breaker: CircuitBreakerConfig = CircuitBreakerConfig()
     headers: dict[str, str] = {}
-    fleet: FleetConfig | None = None  # several replicas instead of one base_url (openai_compatible)
     # Set at load: why the backend is off (e.g. its key variable is unset). Not part of the YAML.
     _disabled_reason: str | None = PrivateAttr(None)
 
@@ -161,16 +154,10 @@ class BackendConfig(Strict):
     def _env(cls, v: Any, info: ValidationInfo) -> Any:
         return resolve_env(v, info) if isinstance(v, str) else v
 
-    @field_validator("base_url", mode="before")
+    @field_validator("base_url", mode="before", check_fields=False)
     @classmethod
     def _env_url(cls, v: Any, info: ValidationInfo) -> Any:
-        if not isinstance(v, str):
-            return v
-        got = resolve_env(v, info)
-        m = ENV_REF.match(v)
-        if got is None and m and info.context is not None:
-            info.context["unset_url"] = m.group(1)  # read by _check right after
-        return got
+        return resolve_env(v, info) if isinstance(v, str) else v
 
     @field_validator("headers", mode="before")
     @classmethod
@@ -184,20 +171,56 @@ class BackendConfig(Strict):
     def _secret(cls, v: Any, info: ValidationInfo) -> Any:
         return _resolve_secret(v, info, "api_key")
 
-    @model_validator(mode="after")
-    def _check(self, info: ValidationInfo) -> BackendConfig:
-        unset = (info.context or {}).pop("unset_url", None)
-        if self.fleet is not None and self.kind != "openai_compatible":
-            raise ValueError("fleet: is for kind openai_compatible backends")
-        if self.kind == "openai_compatible" and not self.base_url and self.fleet is None:
-            if unset is None:
+
+class OpenAICompatConfig(BackendBase):
+    """kind ``openai_compatible``: any server speaking OpenAI's API (OpenAI itself, our
+    local_engine, vLLM, SGLang, Ollama); bodies pass through with only ``model`` replaced.
+    A ``base_url`` written ``os.environ/NAME`` whose variable is unset disables the backend."""
+
+    kind: Literal["openai_compatible"]
+    base_url: str | None = None
+    fleet: FleetConfig | None = None  # several replicas instead of one base_url
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _required_url(cls, data: Any, handler: Any) -> OpenAICompatConfig:
+        cfg = handler(data)
+        if not cfg.base_url and cfg.fleet is None:
+            raw = data.get("base_url") if isinstance(data, dict) else None
+            m = ENV_REF.match(raw) if isinstance(raw, str) else None
+            if m is None:
                 raise ValueError("base_url is required for kind openai_compatible")
-            self.disable(f"environment variable {unset} is not set")
-        if self.kind == "litellm" and "/" not in self.model:
+            cfg.disable(f"environment variable {m.group(1)} is not set")
+        return cfg
+
+
+class LiteLLMConfig(BackendBase):
+    """kind ``litellm``: providers that need translation (``anthropic/...``, ``gemini/...``, ...);
+    ``base_url`` overrides the provider's endpoint."""
+
+    kind: Literal["litellm"]
+    base_url: str | None = None
+
+    @field_validator("model", mode="after")
+    @classmethod
+    def _provider(cls, v: str) -> str:
+        if "/" not in v:
             raise ValueError(
                 "litellm models are written provider/model, e.g. anthropic/claude-3-5-sonnet-latest"
             )
-        return self
+        return v
+
+
+# One variant per kind, each with only its own fields (TensorZero's provider configs).
+BackendConfig = Annotated[OpenAICompatConfig | LiteLLMConfig, Field(discriminator="kind")]
+BACKEND_KINDS = ("openai_compatible", "litellm")
+_BACKEND_ADAPTER: TypeAdapter[BackendConfig] = TypeAdapter(BackendConfig)
+
+
+def parse_backend(data: Any, env: dict[str, str] | None = None, **context: Any) -> BackendConfig:
+    """One backend's config from its YAML mapping (tests and tools; the loader validates a
+    whole policy)."""
+    return _BACKEND_ADAPTER.validate_python(data, context={"env": env or {}, **context})
 
 
 def _resolve_secret(v: Any, info: ValidationInfo, field: str) -> Any:

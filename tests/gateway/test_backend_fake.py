@@ -10,7 +10,7 @@ from gateway.backends import registry
 from gateway.backends.base import Backend, UpstreamRequest
 from gateway.backends.fake import FakeBackend
 from gateway.backends.resilience import CircuitBreaker, call_with_retries
-from gateway.config.schema import BackendConfig, CircuitBreakerConfig, RetryConfig
+from gateway.config.schema import CircuitBreakerConfig, RetryConfig, parse_backend
 from gateway.errors import UpstreamError, UpstreamUnavailableError
 
 
@@ -77,9 +77,8 @@ async def test_embeddings_and_probe_and_close():
 
 def test_registry_builds_by_kind_and_knows_both_kinds():
     assert set(registry.ADAPTERS) == {"openai_compatible", "litellm"}
-    cfg = BackendConfig.model_validate(
-        {"kind": "openai_compatible", "model": "m", "base_url": "http://127.0.0.1:9/v1"},
-        context={"env": {}},
+    cfg = parse_backend(
+        {"kind": "openai_compatible", "model": "m", "base_url": "http://127.0.0.1:9/v1"}
     )
     b = registry.build_backend("local", cfg)
     assert b.name == "local" and b.kind == "openai_compatible" and b.model == "m"

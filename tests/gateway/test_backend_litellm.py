@@ -16,7 +16,7 @@ import pytest
 from gateway.backends.base import UpstreamRequest
 from gateway.backends.litellm_backend import LiteLLMBackend
 from gateway.backends.registry import build_backend
-from gateway.config.schema import BackendConfig
+from gateway.config.schema import parse_backend
 from gateway.errors import UpstreamError, UpstreamTimeoutError, UpstreamUnavailableError
 from tests.support.mock_anthropic import TOOL_USE_ID, running_mock_anthropic
 from tests.support.servers import MockControl
@@ -55,9 +55,7 @@ def make(base: str, **kw) -> LiteLLMBackend:
         "api_key": "os.environ/K",
         "timeout_s": 5,
     } | kw
-    backend = build_backend(
-        "claude", BackendConfig.model_validate(cfg, context={"env": {"K": KEY}})
-    )
+    backend = build_backend("claude", parse_backend(cfg, {"K": KEY}))
     assert isinstance(backend, LiteLLMBackend)
     return backend
 
@@ -365,12 +363,12 @@ NO_NETWORK_SCRIPT = textwrap.dedent("""
 
     from gateway.backends.base import UpstreamRequest
     from gateway.backends.registry import build_backend
-    from gateway.config.schema import BackendConfig
+    from gateway.config.schema import parse_backend
 
     base, key = sys.argv[1], sys.argv[2]
-    cfg = BackendConfig.model_validate(
+    cfg = parse_backend(
         {"kind": "litellm", "model": "anthropic/claude-sonnet-4-5", "base_url": base, "api_key": "os.environ/K"},
-        context={"env": {"K": key}})
+        {"K": key})
     backend = build_backend("claude", cfg)
     async def main():
         r = await backend.complete(UpstreamRequest("chat", {"model": "auto", "messages": [{"role": "user", "content": "hi"}]}))

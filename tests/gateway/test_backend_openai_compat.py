@@ -13,7 +13,7 @@ from aiohttp import web
 from gateway.backends.base import UpstreamRequest
 from gateway.backends.openai_compat import OpenAICompatBackend
 from gateway.backends.registry import build_backend
-from gateway.config.schema import BackendConfig
+from gateway.config.schema import parse_backend
 from gateway.errors import UpstreamError, UpstreamTimeoutError, UpstreamUnavailableError
 from tests.support.mock_openai import TOOL_CALL_ID, running_mock_openai
 from tests.support.servers import MockControl, running
@@ -40,7 +40,7 @@ def make(base: str, **kw) -> OpenAICompatBackend:
         "base_url": base,
         "api_key": "os.environ/K",
     } | kw
-    backend = build_backend("up", BackendConfig.model_validate(cfg, context={"env": {"K": KEY}}))
+    backend = build_backend("up", parse_backend(cfg, {"K": KEY}))
     assert isinstance(backend, OpenAICompatBackend)
     return backend
 

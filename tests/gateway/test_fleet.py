@@ -16,7 +16,7 @@ from gateway_server import running_gateway
 
 from gateway.backends.fleet import FleetBackend
 from gateway.config.fleet import FleetConfig
-from gateway.config.schema import BackendConfig
+from gateway.config.schema import OpenAICompatConfig
 from tests.support.mock_engine import EngineModel, MockEngine
 from tests.support.mock_openai import running_mock_openai
 from tests.support.servers import MockControl
@@ -274,7 +274,7 @@ def test_dns_members_are_re_resolved():
             dns={"name": "engine.ns.svc.cluster.local", "port": 8000, "refresh_s": 0.05},
             metrics_path=None,
         )
-        cfg = BackendConfig(kind="openai_compatible", model="m", self_hosted=True, fleet=fleet)
+        cfg = OpenAICompatConfig(kind="openai_compatible", model="m", self_hosted=True, fleet=fleet)
         backend = FleetBackend("local", cfg, fleet, resolver=resolver)
         seen = []
         backend.start()

@@ -36,7 +36,7 @@ from gateway.errors import (
 )
 from gateway.ledger.row import LedgerRow, new_request_id
 from gateway.ledger.writer import LedgerWriter
-from gateway.protocols.request import Request
+from gateway.protocols.request import Operation, Request
 from gateway.routing.decide import Decision, route
 from gateway.routing.features import RequestFeatures, extract_features
 from gateway.routing.tokens import count_with_tokenizer
@@ -139,7 +139,7 @@ class Pipeline:
 
     # ------------------------------------------------------------ entry
 
-    async def handle(self, operation: str, scope: dict[str, Any], receive, send) -> None:
+    async def handle(self, operation: Operation, scope: dict[str, Any], receive, send) -> None:
         t0 = time.perf_counter()
         rt: Runtime = self.store.runtime
         headers = header_map(scope)

@@ -13,11 +13,13 @@ import logging
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import cast
 
 from tqdm import tqdm
 
 from gateway.config.schema import VirtualModel
 from gateway.errors import InvalidRequestError
+from gateway.protocols.request import Operation
 from gateway.routing.decide import REFUSALS, Decision, route
 from gateway.routing.features import RequestFeatures, extract_features
 from gateway.routing.heuristic import HeuristicScorer
@@ -165,7 +167,7 @@ def _one(
 ) -> Routed:
     body = req.body if isinstance(req.body.get("model"), str) else {**req.body, "model": vmodel}
     try:
-        parsed = validate(req.operation, body)
+        parsed = validate(cast(Operation, req.operation), body)  # log.py checked it
     except InvalidRequestError as exc:  # the gateway would have answered 400
         return Routed(req, vmodel, 0, 0, False, 0.0, None, error=f"invalid request: {exc.message}")
     f = extract_features(parsed, team=req.team, key_name=req.key_name, headers=req.headers)

@@ -243,3 +243,29 @@ def test_no_degrading_while_anything_the_rule_names_is_configured(model):
             model,
             views(gpt={"available": False}, claude={"enabled": False}),
         )
+
+
+def test_validate_describes_the_request_in_one_walk():
+    """validate() returns what routing reads; the estimate matches the documented formula."""
+    body = {
+        "model": "auto",
+        "messages": [
+            {"role": "system", "content": "s" * 70},
+            {
+                "role": "assistant",
+                "content": None,
+                "tool_calls": [{"id": "1", "function": {"name": "ab", "arguments": "{}"}}],
+            },
+        ],
+        "stream": True,
+        "stream_options": {"include_usage": True},
+        "n": 2,
+        "seed": 3,
+    }
+    req = validate("chat", body, b"raw")
+    # 70 + 4 characters -> ceil(74 / 3.5) = 22, plus 4 tokens for each of the two messages
+    assert req.prompt_tokens == 22 + 8 and req.needs == frozenset()
+    assert req.stream and req.include_usage and req.n == 2 and req.seed == 3
+    assert req.raw == b"raw" and req.messages is body["messages"] and req.protocol == "openai"
+    assert validate("completions", {"model": "m", "prompt": [1, 2, 3]}).prompt_tokens == 3
+    assert validate("embeddings", {"model": "m", "input": "x" * 7}).messages == []

@@ -41,6 +41,24 @@ class Curve:
     strong_quality: float  # ... by the strong side
     cheapest_at_target: CurvePoint | None  # lowest cost reaching QUALITY_TARGET of strong quality
 
+    def gain_over_random(self) -> float:
+        """Mean quality share above the random-routing line (the straight line from the
+        least- to the most-escalating threshold) over the sweep: < 0 when the scorer ranks
+        these requests worse than chance."""
+        lo, hi = self.points[-1], self.points[0]
+        span = hi.cost_share - lo.cost_share
+        if span <= 0:
+            return 0.0
+        gaps = [
+            p.quality_share
+            - (
+                lo.quality_share
+                + (hi.quality_share - lo.quality_share) * (p.cost_share - lo.cost_share) / span
+            )
+            for p in self.points
+        ]
+        return sum(gaps) / len(gaps)
+
 
 @dataclass(slots=True, frozen=True)
 class _Row:

@@ -21,6 +21,9 @@ h1{font-size:1.5rem}h2{font-size:1.15rem;margin-top:2rem;border-bottom:1px solid
 .card b{display:block;font-size:1.6rem}.muted{color:#666;font-size:.9rem}
 table{border-collapse:collapse;margin:.5rem 0}td,th{padding:.25rem .7rem;border-bottom:1px solid #eee;text-align:right}
 td:first-child,th:first-child{text-align:left}.op{background:#fff3f3;font-weight:bold}
+svg{width:100%;max-width:820px;height:auto;display:block}
+ul.notes li{margin:.45rem 0;line-height:1.45}ul.notes ul li{margin:.2rem 0;font-size:.92rem}
+.explain{background:#fffbe6;border-left:4px solid #e0b000;padding:.6rem 1rem;line-height:1.45}
 """
 
 
@@ -172,10 +175,24 @@ def _curve(c: Curve) -> str:
         else f"<p>No threshold reaches {pct(QUALITY_TARGET)} of all-proprietary quality: the policy's other rules "
         f"cap it at {pct(c.points[0].quality_share)} (requests they keep on one side at every threshold).</p>"
     )
+    gain = c.gain_over_random()
+    explain = (
+        f'<p class="explain"><b>The curve lies below the random-routing line</b> (by '
+        f"{-gain * 100:.1f} percentage points of quality on average). The dashed line is what escalating the same share "
+        "of requests <i>at random</i> would keep; below it, the difficulty score sends the "
+        "requests the self-hosted model answers well to the proprietary side more often than "
+        "chance, and keeps ones it answers badly. The scorer does not rank this traffic: do not "
+        "tune a threshold on it. Train the router on your own labelled traffic "
+        "(<code>gateway router train</code>), re-run this report, and until the curve rises "
+        "above the line route by rules (vision, context length, teams, headers) instead.</p>"
+        if gain < 0
+        else ""
+    )
     return (
         f"<h2>Cost and quality</h2><p class=muted>{c.requests:,} labelled requests. Quality: share answered well "
         f"(all self-hosted: {pct(c.weak_quality)}, all proprietary: {pct(c.strong_quality)}).</p>"
         + chart
+        + explain
         + target
         + _table(
             ["threshold", "escalated", "cost vs baseline", "quality vs all-strong"],
@@ -191,10 +208,10 @@ def render_html(rep: Report) -> str:
     if rep.scorer_failures:
         notes += f"<li><b>the difficulty scorer failed on {rep.scorer_failures:,} requests</b> (heuristic used, as in serve)</li>"
     if rep.error_count:
+        items = "".join(f"<li>line {ln}: {escape(why)}</li>" for ln, why in rep.errors)
+        shown = "" if len(rep.errors) >= rep.error_count else f" ({len(rep.errors)} shown)"
         notes += (
-            f"<li>{rep.error_count:,} requests no backend could take, e.g. "
-            + "; ".join(f"line {ln}: {escape(why)}" for ln, why in rep.errors)
-            + "</li>"
+            f"<li>{rep.error_count:,} requests no backend could take{shown}:<ul>{items}</ul></li>"
         )
     curve = (
         _curve(rep.curve)
@@ -211,5 +228,5 @@ def render_html(rep: Report) -> str:
         + _shares(rep, colors)
         + _cost(rep, colors)
         + curve
-        + f"<h2>Notes</h2><ul>{notes}</ul></body></html>\n"
+        + f'<h2>Notes</h2><ul class="notes">{notes}</ul></body></html>\n'
     )

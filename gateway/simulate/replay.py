@@ -9,6 +9,7 @@ be evaluated afterwards without routing again.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
 from collections.abc import Sequence
@@ -16,6 +17,7 @@ from dataclasses import dataclass
 from typing import cast
 
 from tqdm import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
 
 from gateway.config.schema import VirtualModel
 from gateway.errors import InvalidRequestError
@@ -142,16 +144,23 @@ def replay(
         if progress is not None
         else (len(reqs) >= PROGRESS_MIN_REQUESTS and sys.stderr.isatty())
     )
-    with tqdm(total=len(reqs), desc="scoring", unit="req", disable=not show, leave=False) as bar:
-        scores, failures = _scores(ctx, reqs, models, threshold, bar)
-    r_in, r_out = ctx.reference_prices
-    caps = {name: SpendCapReplay.for_model(ctx, name) for name in policy.models}
-    order = sorted(
-        range(len(reqs)), key=lambda i: (reqs[i].timestamp is None, reqs[i].timestamp or 0.0, i)
-    )
-    out: list[Routed | None] = [None] * len(reqs)
-    for i in tqdm(order, desc="routing", unit="req", disable=not show, leave=False):
-        out[i] = _one(ctx, reqs[i], models[i], scores[i], threshold, caps, r_in, r_out)
+    # log lines (the learned router says when it loads) go above the bars, not through them
+    with logging_redirect_tqdm() if show else contextlib.nullcontext():
+        with tqdm(
+            total=len(reqs), desc="scoring", unit="req", disable=not show, leave=False
+        ) as bar:
+            scores, failures = _scores(ctx, reqs, models, threshold, bar)
+        r_in, r_out = ctx.reference_prices
+        caps = {name: SpendCapReplay.for_model(ctx, name) for name in policy.models}
+        order = sorted(
+            range(len(reqs)),
+            key=lambda i: (reqs[i].timestamp is None, reqs[i].timestamp or 0.0, i),
+        )
+        out: list[Routed | None] = [None] * len(reqs)
+        for i in tqdm(order, desc="routing", unit="req", disable=not show, leave=False):
+            out[i] = _one(ctx, reqs[i], models[i], scores[i], threshold, caps, r_in, r_out)
+    if show:
+        sys.stderr.flush()  # the cleared bars are gone before the table goes to stdout
     return out, failures  # type: ignore[return-value]
 
 

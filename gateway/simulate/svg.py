@@ -21,7 +21,7 @@ __all__ = [
 SELF_HOSTED = "#2e8b57"
 PROPRIETARY = "#d2691e"
 PALETTE = ("#4682b4", "#2e8b57", "#d2691e", "#8a2be2", "#b8860b", "#c71585", "#008b8b", "#696969")
-FONT = 'font-family="system-ui, sans-serif" font-size="12"'
+FONT = 'font-family="system-ui, sans-serif" font-size="14"'
 ROW_H, BAR_H, LABEL_W, VALUE_W, LEGEND_W = 26, 16, 190, 110, 160
 
 

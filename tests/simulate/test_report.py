@@ -96,3 +96,25 @@ def test_public_surface():
         "simulate",
     }
     assert all(hasattr(sim, n) for n in sim.__all__)
+
+
+def _curve(qualities):
+    from gateway.simulate.curve import Curve, CurvePoint
+
+    n = len(qualities)
+    # points by threshold ascending: most escalation (cost 1) first, least (cost 0.1) last
+    pts = tuple(
+        CurvePoint(i / (n - 1), 1 - i / (n - 1), 0.0, 1 - 0.9 * i / (n - 1), q, q)
+        for i, q in enumerate(qualities)
+    )
+    return Curve(100, pts, pts[n // 2], 0.5, 0.9, None)
+
+
+def test_a_curve_below_random_is_explained_on_the_page():
+    from gateway.simulate.html import _curve as render_curve
+
+    below = _curve([1.0, 0.7, 0.6, 0.55, 0.5])  # under the straight line from 0.5 to 1.0
+    above = _curve([1.0, 0.95, 0.85, 0.7, 0.5])
+    assert below.gain_over_random() < 0 < above.gain_over_random()
+    assert "below the random-routing line" in render_curve(below)
+    assert "below the random-routing line" not in render_curve(above)

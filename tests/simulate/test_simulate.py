@@ -126,7 +126,8 @@ def test_backends_disabled_by_env_count_as_enabled_unless_told(policy_file, log_
     assert [g.name for g in on.by_backend] == ["openai"]
     assert any("openai" in n and "treated as enabled" in n for n in on.notes)
     off = run(policy_file, log_file, lines, all_backends=False)
-    assert off.routed == 0 and "openai: disabled" in off.errors[0][1]  # as serve would answer: 503
+    # as serve would answer: the unconfigured rule falls back to the self-hosted backend
+    assert off.routed == 1 and [g.name for g in off.by_backend] == ["local"]
 
 
 def test_model_override_and_unknown_models(policy_file, log_file):

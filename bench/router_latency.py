@@ -26,8 +26,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from gateway.router.scorer import LearnedScorer  # noqa: E402
-from gateway.router.shared_data import load_split  # noqa: E402
+from gateway.router.shared_data import sources  # noqa: E402
+from gateway.runtime import build_scorer  # noqa: E402
 
 
 def _pcts(ms: list[float]) -> dict:
@@ -69,19 +69,19 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "router_latency.json")
     args = ap.parse_args()
 
-    sets = {
-        **load_split(args.data, "train"),
-        **{f"{k}-test": v for k, v in load_split(args.data, "test").items()},
-    }
-    prompts = list(dict.fromkeys(e.prompt for v in sets.values() for e in v))
+    prompts = list(
+        dict.fromkeys(p.messages[0]["content"] for s in sources(args.data) for p in s.prompts)
+    )
     rng = np.random.default_rng(0)
     rng.shuffle(prompts)
     msgs = [[{"role": "user", "content": p}] for p in prompts]
     chars = np.array([len(p) for p in prompts])
 
     torch.set_num_threads(1)
-    scorer = LearnedScorer.load(strict=True)
-    scorer.warm_up()
+    scorer = build_scorer("learned", None)  # what serve builds: the shipped router + fallback
+    if scorer.primary is None:
+        raise SystemExit(f"the shipped router does not load: {scorer.load_error}")
+    scorer.score([{"role": "user", "content": "warm up"}])
     sample = [
         msgs[i % len(msgs)] + [{"role": "user", "content": f"#{i}"}] * (i >= len(msgs))
         for i in range(args.n)
@@ -116,7 +116,7 @@ def main() -> None:
     torch.set_num_threads(2)
     batch = [msgs[i % len(msgs)] for i in range(args.batch)]
     t = time.perf_counter()
-    scorer.model.predict(batch)
+    scorer.primary.model.predict(batch)
     secs = time.perf_counter() - t
     result["batch"] = {
         "prompts": args.batch,

@@ -20,9 +20,9 @@ from gateway.config.loader import LoadedPolicy
 from gateway.config.schema import BackendConfig, Policy, VirtualModel
 from gateway.routing.calibrate import calibrate_share
 from gateway.routing.decide import BackendView
+from gateway.routing.fallback import FallbackScorer
 from gateway.routing.heuristic import HeuristicScorer
 from gateway.routing.provenance import Governance
-from gateway.routing.scorer import DifficultyScorer
 
 log = logging.getLogger("gateway.runtime")
 
@@ -31,24 +31,37 @@ __all__ = ["Runtime", "ModelRouting", "backend_view", "static_views"]
 
 @dataclass(slots=True)
 class ModelRouting:
-    """Per virtual model: its scorer (only if a rule needs one) and fallback scorer."""
+    """Per virtual model: its scorer (only if a rule needs one), behind the one fallback."""
 
-    scorer: DifficultyScorer | None
+    scorer: FallbackScorer | None
     base_threshold: float
+
+
+def build_scorer(scorer: str, artifact: str | None) -> FallbackScorer:
+    """The policy's scorer wrapped in FallbackScorer. An unusable learned artefact (or a
+    missing install) still yields a scorer: every score then comes from the heuristic, is
+    counted, and ``load_error`` says why, so a gateway still starts."""
+    if scorer == "heuristic":
+        return FallbackScorer(HeuristicScorer())
+    from gateway.router.errors import RouterError
+
+    try:
+        from gateway.router.scorer import LearnedScorer
+
+        return FallbackScorer(LearnedScorer.load(artifact))
+    except (ImportError, RouterError) as exc:
+        log.error("router artefact unusable, scoring with the heuristic: %s", exc)
+        return FallbackScorer(None, load_error=str(exc))
 
 
 def build_model_routing(name: str, model: VirtualModel) -> ModelRouting:
     if not model.uses_difficulty():
         return ModelRouting(None, model.difficulty.threshold)
     cfg = model.difficulty
-    if cfg.scorer == "heuristic":
-        scorer: DifficultyScorer = HeuristicScorer()
-    else:
-        t0 = time.perf_counter()
+    t0 = time.perf_counter()
+    if cfg.scorer == "learned":
         log.info("model %s: loading the learned difficulty router (takes a few seconds)", name)
-        from gateway.router.scorer import LearnedScorer
-
-        scorer = LearnedScorer.load(cfg.artifact)
+    scorer = build_scorer(cfg.scorer, cfg.artifact)
     threshold = cfg.threshold
     if cfg.escalate_share is not None:
         threshold = calibrate_share(scorer, cfg.escalate_share, cfg.calibration_sample)

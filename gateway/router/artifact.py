@@ -1,8 +1,11 @@
 """Router artefacts on disk: one small JSON file, ``DIR/router.json``.
 
-    {"format": "gateway-router", "version": 1, "config": {...RouterConfig},
+    {"format": "gateway-router", "version": 2, "config": {...RouterConfig},
      "columns": [...], "mean": [...], "scale": [...], "coef": [...], "intercept": f,
-     "platt": {"a": f, "b": f}, "meta": {...}}
+     "meta": {...provenance, per-arm offsets}}
+
+Version 2 is the item-response model of gateway.router.training (version 1, a logistic
+regression with Platt scaling, is refused with a message saying so).
 
 Loading checks that the columns are exactly what this code computes for the config, so an
 artefact from an incompatible version fails loudly instead of scoring garbage. The embedding
@@ -22,7 +25,7 @@ from gateway.router.model import RouterConfig, RouterModel, column_names
 
 FILENAME = "router.json"
 FORMAT = "gateway-router"
-VERSION = 1
+VERSION = 2
 BUILTIN_DIR = Path(__file__).resolve().parent / "artifacts" / "default"
 
 
@@ -46,7 +49,6 @@ def save(model: RouterModel, out_dir: str | Path) -> Path:
         "scale": [round(float(v), 8) for v in model.scale],
         "coef": [round(float(v), 8) for v in model.coef],
         "intercept": float(model.intercept),
-        "platt": {"a": float(model.platt_a), "b": float(model.platt_b)},
         "meta": model.meta,
     }
     path = out / FILENAME
@@ -64,23 +66,23 @@ def load(path: str | Path | None = None) -> RouterModel:
         raise RouterModelError(f"{p} is not a gateway router artefact")
     if doc.get("version") != VERSION:
         raise RouterModelError(
-            f"{p}: artefact version {doc.get('version')} is not supported (want {VERSION})"
+            f"{p}: artefact version {doc.get('version')} is not supported (want {VERSION}; "
+            "retrain it with `gateway router train`)"
         )
     try:
         config = RouterConfig.model_validate(doc["config"])
         columns = list(doc["columns"])
         arrays = [np.asarray(doc[k], dtype=np.float64) for k in ("mean", "scale", "coef")]
         intercept = float(doc["intercept"])
-        a, b = float(doc["platt"]["a"]), float(doc["platt"]["b"])
     except (KeyError, TypeError, ValueError, ValidationError) as exc:
         raise RouterModelError(f"{p}: malformed artefact: {exc}") from exc
     if columns != column_names(config):
         raise RouterModelError(f"{p}: its feature columns do not match this version of the router")
-    if any(arr.shape != (len(columns),) for arr in arrays) or not all(
-        np.isfinite(arr).all() for arr in arrays
+    if (
+        any(arr.shape != (len(columns),) for arr in arrays)
+        or not all(np.isfinite(arr).all() for arr in arrays)
+        or not np.isfinite(intercept)
     ):
         raise RouterModelError(f"{p}: weight vectors must be finite and have one entry per column")
     mean, scale, coef = arrays
-    return RouterModel(
-        config, columns, mean, scale, coef, intercept, a, b, dict(doc.get("meta") or {})
-    )
+    return RouterModel(config, columns, mean, scale, coef, intercept, dict(doc.get("meta") or {}))

@@ -1,11 +1,16 @@
 """`gateway router ...` subcommands.
 
-    gateway router train --data FILE.jsonl --out DIR [--source-effects/--no-source-effects]
+    gateway router train --data FILE.jsonl --out DIR [--embedding raw|anchors|none]
+                         [--no-features] [--l2 X] [--prior builtin|DIR|none]
+                         [--from-shadow SOURCE [--holdout 0.2]]
+    gateway router evaluate ... (gateway.shadow.cli)
     gateway router score --input IN.jsonl --output OUT.jsonl [--model DIR]
     gateway router build-default --data SHARED_ROUTING_DIR [--out DIR]
 
-File formats: see gateway.router.dataset. ``build-default`` rebuilds the shipped artefact
-(gateway/router/artifacts/default) from the public outcomes in shared/data/routing.
+File formats: see gateway.router.dataset (every label kind). Training is
+gateway.router.training.fit (labelled prompts in, a RouterModel out); ``build-default``
+rebuilds the shipped artefact (gateway/router/artifacts/default) from the sixteen public
+sources in shared/data/routing, deterministically.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from gateway.router.errors import RouterError
 # builds its parser for another command
 
 SCORE_CHUNK = 512
+DEFAULT_PRIOR = "builtin"  # bench/router_eval.py own30: see the README's router section
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -31,7 +37,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     t = sub.add_parser("train", help="train a router on labelled prompts (JSONL)")
     t.add_argument(
-        "--data", type=Path, default=None, help="training JSONL (see docs for the format)"
+        "--data", type=Path, default=None, help="training JSONL (see docs for the formats)"
     )
     t.add_argument(
         "--from-shadow",
@@ -46,15 +52,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="with --from-shadow: share of records held back for `router evaluate`",
     )
     t.add_argument("--out", type=Path, required=True, help="directory to write router.json into")
-    t.add_argument("--embedding", choices=["anchors", "none", "raw"], default="anchors")
+    t.add_argument("--embedding", choices=["raw", "anchors", "none"], default=None)
+    t.add_argument("--no-features", action="store_true", help="embedding only, no cheap features")
+    t.add_argument("--l2", type=float, default=None, help="L2 penalty on the weights")
     t.add_argument(
-        "--c",
-        type=float,
-        default=None,
-        help="inverse pull toward the prior weights (default 0.001)",
-    )
-    t.add_argument(
-        "--no-prior", action="store_true", help="regularise toward zero instead of the prior"
+        "--prior",
+        default=DEFAULT_PRIOR,
+        help="pull the weights toward this router's ('builtin', a directory) instead of "
+        f"toward zero; 'none' trains from scratch (default: {DEFAULT_PRIOR})",
     )
     t.set_defaults(func=functools.partial(_guarded, _train))
 
@@ -90,10 +95,23 @@ def _guarded(func, args: argparse.Namespace) -> int:
 def _train(args: argparse.Namespace) -> int:
     from gateway.router import artifact
     from gateway.router.dataset import read_training
-    from gateway.router.model import RouterConfig, train
+    from gateway.router.model import RouterConfig
+    from gateway.router.training import fit
 
-    if args.c is not None and not args.c > 0:
-        raise RouterError("--c must be > 0")
+    if args.l2 is not None and not args.l2 > 0:
+        raise RouterError("--l2 must be > 0")
+    prior = None if args.prior == "none" else artifact.load(args.prior)
+    base = prior.config if prior is not None else RouterConfig()
+    update: dict = {}
+    if args.embedding is not None:
+        update["embedding"] = args.embedding
+    if args.no_features:
+        update["features"] = False
+    if args.l2 is not None:
+        update["l2"] = args.l2
+    config = RouterConfig.model_validate({**base.model_dump(), **update})
+    if prior is not None and (update.keys() - {"l2"}):
+        raise RouterError("--embedding/--no-features change the inputs: use them with --prior none")
     if args.from_shadow is not None:
         from gateway.shadow.cli import shadow_training_file
         from gateway.shadow.errors import ShadowError
@@ -111,19 +129,14 @@ def _train(args: argparse.Namespace) -> int:
         raise RouterError("give --data FILE, --from-shadow SOURCE, or both")
     else:
         rows = read_training(args.data)
-    extra = {} if args.c is None else {"c": args.c}
-    config = RouterConfig(embedding=args.embedding, use_prior=not args.no_prior, **extra)
     t0 = time.perf_counter()
-    model = train(
-        [r.messages for r in rows],
-        [r.target for r in rows],
-        weights=[r.weight for r in rows],
-        groups=[r.source for r in rows],
-        config=config,
-        meta={"trained_on": _trained_on(args)},
-    )
+    model = fit(rows, config, prior=prior, meta={"trained_on": _trained_on(args)})
     path = artifact.save(model, args.out)
-    print(f"trained on {len(rows)} rows in {time.perf_counter() - t0:.1f}s -> {path}")
+    n_obs = sum(len(r.observations) for r in rows)
+    print(
+        f"trained on {len(rows)} prompts ({n_obs} observations) in "
+        f"{time.perf_counter() - t0:.1f}s -> {path}"
+    )
     return 0
 
 
@@ -165,21 +178,27 @@ def _score(args: argparse.Namespace) -> int:
     return 0
 
 
+def build_default(data: Path):
+    """The shipped router: the default config fitted on every shared source."""
+    from gateway.router.model import RouterConfig
+    from gateway.router.shared_data import sources
+    from gateway.router.training import fit
+
+    srcs = sources(data)
+    prompts = [p for s in srcs for p in s.prompts]
+    return fit(
+        prompts,
+        RouterConfig(),
+        meta={"trained_on": "shared/data/routing: " + ", ".join(s.name for s in srcs)},
+    )
+
+
 def _build_default(args: argparse.Namespace) -> int:
     from gateway.router import artifact
-    from gateway.router.model import train
-    from gateway.router.shared_data import load_split
 
-    sets = load_split(args.data, "train")
-    ex = [e for v in sets.values() for e in v]
-    model = train(
-        [[{"role": "user", "content": e.prompt}] for e in ex],
-        [e.target for e in ex],
-        groups=[e.source for e in ex],
-        meta={"trained_on": "shared/data/routing train splits: " + ", ".join(sorted(sets))},
-    )
+    model = build_default(args.data)
     out = artifact.BUILTIN_DIR if args.out is None else args.out
-    print(f"built from {len(ex)} examples -> {artifact.save(model, out)}")
+    print(f"built from {model.meta['n_prompts']} prompts -> {artifact.save(model, out)}")
     return 0
 
 

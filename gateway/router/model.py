@@ -1,14 +1,11 @@
-"""The learned router: features -> standardise -> logistic regression -> Platt calibration.
+"""The router model at inference: features -> standardise -> one linear difficulty -> sigmoid.
 
-Inputs per prompt: the cheap features of ``features.py`` and, optionally, a MiniLM embedding
-reduced to cosine similarities with a few hand-written concept anchors ("a multi-step math
-word problem", "casual chit-chat", ...). Anchors rather than raw embedding dimensions because
-raw dimensions let the classifier learn the training sets' topics, which does not transfer
-(see bench/results/router_eval.md); anchors are a handful of priors whose weights are learned.
-
-Training with ``source_effects`` adds one indicator column per training source and drops it
-at inference (replaced by its weighted mean), so the other weights explain difficulty *within*
-a source rather than the sources' different base rates.
+Inputs per prompt (``RouterConfig``): the cheap features of ``features.py`` and a MiniLM
+embedding of the prompt, either raw (384 dimensions) or reduced to cosine similarities with
+a few hand-written concept anchors. The weights come from ``training.fit``, an item-response
+fit over every label kind at once; the score is the difficulty squashed to (0, 1): higher =
+more open models fail the prompt / the strong model is needed more. Policies compare it to a
+threshold that is usually calibrated to an escalation share, so only its order matters there.
 """
 
 from __future__ import annotations
@@ -21,8 +18,7 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from gateway.router.embedding import MiniLMEncoder
-from gateway.router.errors import TrainingDataError
+from gateway.router.embedding import EMBED_DIM, MiniLMEncoder
 from gateway.router.features import FEATURE_NAMES, feature_matrix
 from gateway.routing.scorer import Messages, prompt_text
 
@@ -45,53 +41,25 @@ ANCHORS: tuple[str, ...] = (
     "brainstorm a list of ideas",
 )
 
-
-# Prior logit weights per standardised column: what is known to transfer (longer prompts,
-# math, code, explicit reasoning, many constraints and long conversations need the strong
-# model more; short creative/social requests less). Training pulls the weights toward these
-# instead of toward zero, so a small or narrow data set adjusts the prior rather than
-# replacing it with its own topics. Columns not listed have a prior of 0.
-PRIOR: dict[str, float] = {
-    "log_chars": 0.4,
-    "log_words": 0.2,
-    "log_numbers": 0.2,
-    "math_symbols": 0.15,
-    "math_words": 0.15,
-    "code_words": 0.1,
-    "code_symbols": 0.1,
-    "has_code_block": 0.1,
-    "reason_words": 0.15,
-    "constraint_words": 0.1,
-    "creative_words": -0.1,
-    "log_user_turns": 0.1,
-    "non_ascii_share": 0.05,
-    "anchor:" + ANCHORS[0]: 0.2,
-    "anchor:" + ANCHORS[1]: 0.2,
-    "anchor:" + ANCHORS[2]: 0.15,
-    "anchor:" + ANCHORS[3]: 0.1,
-    "anchor:" + ANCHORS[4]: 0.2,
-    "anchor:" + ANCHORS[7]: 0.1,
-    "anchor:" + ANCHORS[8]: -0.1,
-    "anchor:" + ANCHORS[9]: -0.1,
-    "anchor:" + ANCHORS[10]: -0.2,
-    "anchor:" + ANCHORS[12]: -0.1,
-    "anchor:" + ANCHORS[13]: -0.1,
-    "anchor:" + ANCHORS[15]: -0.1,
-}
+# defaults chosen by the leave-one-source-out mean of bench/router_eval.py
+DEFAULT_L2 = 0.01
+DEFAULT_BALANCE = 0.0
 
 
 class RouterConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    embedding: Literal["none", "anchors", "raw"] = "anchors"
-    encoder_layers: int = Field(0, ge=0, le=6)
+    features: bool = True  # the cheap features of features.py
+    embedding: Literal["none", "anchors", "raw"] = "raw"
+    encoder_layers: int = Field(0, ge=0, le=6)  # 0: static token vectors (~1 ms a prompt)
     encoder_max_tokens: int = Field(256, ge=8, le=512)
-    # 0.001: the prior dominates unless the data disagree consistently; a weak prior (0.01)
-    # lets the shared sets' format artefacts in (bench/results/router_eval.md compares both)
-    c: float = Field(0.001, gt=0, description="inverse strength of the L2 pull toward PRIOR")
-    use_prior: bool = True
-    source_effects: bool = True
-    balance_sources: bool = True
+    l2: float = Field(DEFAULT_L2, gt=0, description="L2 penalty on the standardised weights")
+    # each source weighs n_s ** balance in total: 0 = sources equal, 1 = prompts equal
+    balance: float = Field(DEFAULT_BALANCE, ge=0, le=1)
+    # "source": one offset per (source, arm), so only differences within a source teach the
+    # weights; "global": one per arm (a model's ability is the same everywhere), so the
+    # weights also explain why one source's prompts fail more than another's
+    arm_scope: Literal["source", "global"] = "source"
 
 
 @cache
@@ -100,32 +68,35 @@ def shared_encoder(layers: int, max_tokens: int) -> MiniLMEncoder:
     return MiniLMEncoder(max_tokens=max_tokens, layers=layers)
 
 
-def _design(
-    config: RouterConfig, batch: Sequence[Messages], anchor_vecs: np.ndarray | None
-) -> np.ndarray:
-    x = feature_matrix(batch)  # [N, F]
-    if config.embedding == "none":
-        return x
-    enc = shared_encoder(config.encoder_layers, config.encoder_max_tokens)
-    emb = enc.encode([prompt_text(m) for m in batch])  # [N, 384]
-    if config.embedding == "raw":
-        return np.hstack([x, emb])
-    assert anchor_vecs is not None  # built in __post_init__/train for "anchors"
-    return np.hstack([x, emb @ anchor_vecs.T])  # [N, F + A]
-
-
-def _anchor_vecs(config: RouterConfig) -> np.ndarray | None:
+def anchor_vectors(config: RouterConfig) -> np.ndarray | None:
     if config.embedding != "anchors":
         return None
     return shared_encoder(config.encoder_layers, config.encoder_max_tokens).encode(list(ANCHORS))
 
 
+def design(
+    config: RouterConfig, batch: Sequence[Messages], anchors: np.ndarray | None = None
+) -> np.ndarray:
+    """[N, len(column_names(config))] float64: the model's inputs before standardising."""
+    parts = [feature_matrix(batch)] if config.features else []  # [N, F]
+    if config.embedding != "none":
+        enc = shared_encoder(config.encoder_layers, config.encoder_max_tokens)
+        emb = enc.encode([prompt_text(m) for m in batch]).astype(np.float64)  # [N, 384]
+        if config.embedding == "anchors":
+            if anchors is None:
+                anchors = anchor_vectors(config)
+            assert anchors is not None  # embedding == "anchors"
+            emb = emb @ anchors.T.astype(np.float64)  # [N, A]
+        parts.append(emb)
+    return np.hstack(parts) if parts else np.zeros((len(batch), 0))
+
+
 def column_names(config: RouterConfig) -> list[str]:
-    names = list(FEATURE_NAMES)
+    names = list(FEATURE_NAMES) if config.features else []
     if config.embedding == "anchors":
         names += [f"anchor:{a}" for a in ANCHORS]
     elif config.embedding == "raw":
-        names += [f"emb{i}" for i in range(384)]
+        names += [f"emb{i}" for i in range(EMBED_DIM)]
     return names
 
 
@@ -135,135 +106,22 @@ class RouterModel:
     columns: list[str]
     mean: np.ndarray  # [C]
     scale: np.ndarray  # [C]
-    coef: np.ndarray  # [C]
-    intercept: float
-    platt_a: float
-    platt_b: float
-    meta: dict = field(default_factory=dict)
+    coef: np.ndarray  # [C] difficulty weights per standardised column
+    intercept: float  # the training arms' mean offset
+    meta: dict = field(default_factory=dict)  # provenance, per-arm offsets
     _anchors: np.ndarray | None = field(default=None, repr=False)
 
-    def _anchor_matrix(self) -> np.ndarray | None:
-        if self._anchors is None:
-            self._anchors = _anchor_vecs(self.config)
-        return self._anchors
-
     def decision(self, batch: Sequence[Messages]) -> np.ndarray:
-        x = _design(self.config, batch, self._anchor_matrix())
+        """Difficulty logit per request, [N]."""
+        if self._anchors is None and self.config.embedding == "anchors":
+            self._anchors = anchor_vectors(self.config)
+        x = design(self.config, batch, self._anchors)
+        return self.decision_from_design(x)
+
+    def decision_from_design(self, x: np.ndarray) -> np.ndarray:
         return ((x - self.mean) / self.scale) @ self.coef + self.intercept  # [N]
 
     def predict(self, batch: Sequence[Messages]) -> np.ndarray:
-        """Calibrated P(strong needed) per request, [N] in (0, 1)."""
-        z = self.platt_a * self.decision(batch) + self.platt_b
-        return 1.0 / (1.0 + np.exp(-z))
-
-
-def _fit_logistic(
-    x: np.ndarray, y: np.ndarray, w: np.ndarray, prior: np.ndarray, lam: np.ndarray | float
-) -> tuple[np.ndarray, float]:
-    """Weighted logistic regression with soft targets and an L2 penalty centred on ``prior``
-    (not on zero): sum(lam/2 * (coef - prior)^2), ``lam`` per column or one for all. The
-    intercept is not penalised."""
-    from scipy.optimize import minimize
-
-    ws = w / w.sum() * len(w)  # weights average 1, so lam means the same at any n
-    lam_d = np.broadcast_to(np.asarray(lam, dtype=np.float64), prior.shape)
-
-    def loss(theta: np.ndarray) -> tuple[float, np.ndarray]:
-        coef, b = theta[:-1], theta[-1]
-        z = x @ coef + b  # [N]
-        # log(1 + e^z) - y z, computed stably
-        nll = np.logaddexp(0.0, z) - y * z
-        p = 0.5 * (1.0 + np.tanh(0.5 * z))  # sigmoid, overflow-free
-        r = ws * (p - y)  # [N]
-        d = coef - prior
-        f = float(ws @ nll) + 0.5 * float(lam_d @ (d * d))
-        grad = np.concatenate([x.T @ r + lam_d * d, [r.sum()]])
-        return f, grad
-
-    theta0 = np.concatenate([prior, [0.0]])
-    res = minimize(loss, theta0, jac=True, method="L-BFGS-B", options={"maxiter": 1000})
-    return res.x[:-1], float(res.x[-1])
-
-
-def prior_vector(columns: Sequence[str], extra: int = 0) -> np.ndarray:
-    """Prior weights per standardised column (see PRIOR); ``extra`` zero-prior columns appended."""
-    return np.array([PRIOR.get(c, 0.0) for c in columns] + [0.0] * extra)
-
-
-def train(
-    batch: Sequence[Messages],
-    targets: Sequence[float],
-    *,
-    weights: Sequence[float] | None = None,
-    groups: Sequence[str] | None = None,
-    config: RouterConfig | None = None,
-    meta: dict | None = None,
-) -> RouterModel:
-    """Fit a RouterModel. ``targets``: P(strong needed) in [0, 1] (0/1 labels or soft);
-    ``groups``: source of each example (for balancing and source effects)."""
-    config = config or RouterConfig()
-    n = len(batch)
-    y = np.asarray(targets, dtype=np.float64)
-    if n < 20 or y.shape != (n,):
-        raise TrainingDataError(f"need at least 20 examples with one target each, got {n}")
-    if np.isnan(y).any() or np.any((y < 0) | (y > 1)):
-        raise TrainingDataError("targets must be in [0, 1]")
-    if y.min() == y.max():
-        raise TrainingDataError("all targets are equal: nothing to learn")
-    w = np.ones(n) if weights is None else np.asarray(weights, dtype=np.float64)
-    if w.shape != (n,) or np.any(w < 0) or w.sum() <= 0:
-        raise TrainingDataError("weights must be one non-negative number per example")
-    g = np.array(["all"] * n if groups is None else [str(v) for v in groups])
-    sources = sorted(set(g.tolist()))
-    if config.balance_sources:  # each source weighs the same in total
-        for s in sources:
-            m = g == s
-            if w[m].sum() > 0:
-                w[m] *= n / (len(sources) * w[m].sum())
-
-    anchors = _anchor_vecs(config)
-    columns = column_names(config)
-    x = _design(config, batch, anchors)  # [N, C]
-    mean, scale = x.mean(0), x.std(0)
-    scale[scale < 1e-9] = 1.0
-    xs = (x - mean) / scale
-    use_effects = config.source_effects and len(sources) > 1
-    onehot = (g[:, None] == np.array(sources)[None, :]).astype(np.float64)  # [N, S]
-    xs_fit = np.hstack([xs, onehot]) if use_effects else xs
-    prior = prior_vector(columns, len(sources) if use_effects else 0)
-    if not config.use_prior:
-        prior = np.zeros_like(prior)
-    # source indicators act as per-source intercepts: (almost) unpenalised
-    lam = np.full(prior.shape, 1.0 / config.c)
-    lam[len(columns) :] = 1e-3
-
-    coef, intercept = _fit_logistic(xs_fit, y, w, prior, lam)
-    if use_effects:  # fold the source columns into the intercept at their weighted mean
-        share = np.array([w[g == s].sum() for s in sources]) / w.sum()
-        intercept += float(coef[len(columns) :] @ share)
-        coef = coef[: len(columns)]
-    # Platt scaling on out-of-fold decisions (monotone: the ranking is unchanged)
-    rng = np.random.default_rng(0)
-    fold = rng.integers(0, 5, n)
-    oof = np.empty(n)
-    for k in range(5):
-        tr, te = fold != k, fold == k
-        ck, bk = _fit_logistic(xs_fit[tr], y[tr], w[tr], prior, lam)
-        oof[te] = xs_fit[te] @ ck + bk
-    ab, platt_b = _fit_logistic(oof[:, None], y, w, np.zeros(1), 1e-6)
-    # a <= 0 would mean the held-out decisions rank backwards; keep the model's order (a
-    # near-flat score) rather than flip it, and say so in the artefact
-    platt_a = max(float(ab[0]), 1e-3)
-    meta = dict(meta or {}, calibration_slope=round(float(ab[0]), 4))
-    return RouterModel(
-        config=config,
-        columns=columns,
-        mean=mean,
-        scale=scale,
-        coef=coef,
-        intercept=intercept,
-        platt_a=platt_a,
-        platt_b=platt_b,
-        meta=dict(meta, n_examples=n, sources=sources),
-        _anchors=anchors,
-    )
+        """Score per request, [N] in (0, 1): higher = harder for the self-hosted model."""
+        z = self.decision(batch)
+        return 0.5 * (1.0 + np.tanh(0.5 * z))  # sigmoid, overflow-free

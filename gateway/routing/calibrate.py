@@ -13,7 +13,7 @@ from importlib import resources
 
 from gateway.errors import PolicyError
 from gateway.jsonl import iter_json_objects, read_lines
-from gateway.router.calibration import threshold_for_share
+from gateway.routing.calibration import threshold_for_share
 from gateway.routing.scorer import DifficultyScorer
 
 __all__ = ["calibrate_share", "load_sample"]

@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from gateway.auth import Caller
 from gateway.config.schema import ApiKey, TeamConfig
 from gateway.errors import RateLimitError
-from gateway.router.calibration import SpendCapController
+from gateway.routing.calibration import SpendCapController
 from gateway.runtime import Runtime
 from gateway.state.periods import period_bounds
 

@@ -304,19 +304,10 @@ class Pipeline:
         routing = rt.routing[f.virtual_model]
         if routing.scorer is None or f.operation != "chat":
             return
-        failures = getattr(
-            routing.scorer, "failures", 0
-        )  # scorers that fall back by themselves count it
-        try:
-            f.difficulty = routing.scorer.score(req.messages)
-            if getattr(routing.scorer, "failures", 0) != failures:
-                self.metrics.record_router_failure()
-        except Exception:  # noqa: BLE001 - a scorer bug must never fail the request
-            log.exception("difficulty scorer %s failed; using the heuristic", routing.scorer.name)
+        failures = routing.scorer.failures  # FallbackScorer: never raises, counts fallbacks
+        f.difficulty = routing.scorer.score(req.messages)
+        if routing.scorer.failures != failures:
             self.metrics.record_router_failure()
-            from gateway.routing.heuristic import HeuristicScorer
-
-            f.difficulty = HeuristicScorer().score(req.messages)
         f.difficulty_threshold = self.limits.threshold(rt, f.virtual_model, routing.base_threshold)
 
     def _exact_tokens(self, rt: Runtime, f: RequestFeatures, req: Request) -> None:

@@ -12,9 +12,8 @@ from dataclasses import dataclass, field
 
 from gateway.config.loader import LoadedPolicy
 from gateway.routing.decide import BackendView
-from gateway.routing.heuristic import HeuristicScorer
+from gateway.routing.fallback import FallbackScorer
 from gateway.routing.provenance import Governance
-from gateway.routing.scorer import DifficultyScorer
 
 log = logging.getLogger("gateway.simulate")
 
@@ -23,7 +22,7 @@ __all__ = ["ModelScoring", "SimContext", "build_context"]
 
 @dataclass(slots=True)
 class ModelScoring:
-    scorer: DifficultyScorer | None  # None: no rule of the model reads the difficulty
+    scorer: FallbackScorer | None  # None: no rule of the model reads the difficulty
     threshold: float
     note: str | None = None  # e.g. why the heuristic stands in for the learned scorer
 
@@ -42,25 +41,19 @@ class SimContext:
 
 
 def _scoring(name: str, loaded: LoadedPolicy, threshold: float | None) -> ModelScoring:
-    from gateway.router.errors import RouterError
     from gateway.runtime import build_model_routing
 
-    model = loaded.policy.models[name]
+    mr = build_model_routing(name, loaded.policy.models[name])
     note = None
-    try:
-        mr = build_model_routing(name, model)
-        scorer, base = mr.scorer, mr.base_threshold
-    except (ImportError, RouterError) as exc:
-        # The learned router could not load: serve would fall back to the heuristic too.
-        scorer, base = HeuristicScorer(), model.difficulty.threshold
-        note = f"learned scorer unavailable ({exc}); the heuristic scorer stands in"
-        log.warning("model %s: %s", name, note)
-    load_error = getattr(scorer, "load_error", None)
+    load_error = mr.scorer.load_error if mr.scorer is not None else None
     if load_error:
-        note = f"learned router artefact unusable ({load_error}); every score comes from the heuristic, as in serve"
-    if threshold is not None:
-        base = threshold
-    return ModelScoring(scorer, base, note)
+        note = (
+            f"learned router artefact unusable ({load_error}); every score comes from the "
+            "heuristic, as in serve"
+        )
+        log.warning("model %s: %s", name, note)
+    base = mr.base_threshold if threshold is None else threshold
+    return ModelScoring(mr.scorer, base, note)
 
 
 def build_context(loaded: LoadedPolicy) -> SimContext:

@@ -23,9 +23,8 @@ from gateway.config.schema import VirtualModel
 from gateway.errors import InvalidRequestError
 from gateway.protocols.request import Operation
 from gateway.routing.decide import REFUSALS, Decision, route
+from gateway.routing.fallback import FallbackScorer
 from gateway.routing.features import RequestFeatures, extract_features
-from gateway.routing.heuristic import HeuristicScorer
-from gateway.routing.scorer import DifficultyScorer
 from gateway.server.validate import validate
 from gateway.simulate.context import SimContext, model_scoring
 from gateway.simulate.log import LoggedRequest
@@ -93,10 +92,11 @@ def _scores(
     bar: tqdm,
 ) -> tuple[list[float | None], int]:
     """Difficulty scores for the chat requests whose model reads them, batched by model.
-    A scorer failure falls back to the heuristic for that batch and is counted, as in serve."""
+    A scorer failure falls back to the heuristic for that batch and is counted, as in serve
+    (the FallbackScorer does both)."""
     out: list[float | None] = [None] * len(reqs)
     todo: dict[str, list[int]] = {}
-    scorers: dict[str, DifficultyScorer] = {}
+    scorers: dict[str, FallbackScorer] = {}
     for i, (r, m) in enumerate(zip(reqs, models, strict=True)):
         if r.operation != "chat" or m not in ctx.loaded.policy.models:
             continue
@@ -107,23 +107,14 @@ def _scores(
     failures = 0
     for m, idx in todo.items():
         scorer = scorers[m]
-        # LearnedScorer answers its own failures with the heuristic and counts them.
-        counted_before = getattr(scorer, "failures", 0)
+        counted_before = scorer.failures  # FallbackScorer answers and counts failures
         for start in range(0, len(idx), SCORE_CHUNK):
             chunk = idx[start : start + SCORE_CHUNK]
-            batch = [reqs[i].body["messages"] for i in chunk]
-            try:
-                got = scorer.score_batch(batch)
-            except Exception:  # noqa: BLE001 - as in serve: a scorer failure falls back, counted and logged
-                log.exception(
-                    "difficulty scorer %s failed on a batch; using the heuristic", scorer.name
-                )
-                failures += len(chunk)
-                got = HeuristicScorer().score_batch(batch)
+            got = scorer.score_batch([reqs[i].body["messages"] for i in chunk])
             for i, s in zip(chunk, got, strict=True):
                 out[i] = float(s)
             bar.update(len(chunk))
-        failures += getattr(scorer, "failures", 0) - counted_before
+        failures += scorer.failures - counted_before
     return out, failures
 
 

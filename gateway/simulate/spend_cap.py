@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from gateway.router.calibration import SpendCapController
+from gateway.routing.calibration import SpendCapController
 from gateway.server.limits import elapsed_fraction
 from gateway.state.periods import period_bounds
 

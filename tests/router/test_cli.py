@@ -5,6 +5,7 @@ import sys
 import pytest
 
 from gateway.cli import main as gateway_main
+from gateway.router import artifact
 
 
 def _jsonl(path, rows):
@@ -14,22 +15,10 @@ def _jsonl(path, rows):
 
 def test_gateway_router_score_and_train(tmp_path, synthetic_rows, capsys):
     data = _jsonl(tmp_path / "train.jsonl", synthetic_rows)
-    assert (
-        gateway_main(
-            [
-                "router",
-                "train",
-                "--data",
-                str(data),
-                "--out",
-                str(tmp_path / "m"),
-                "--embedding",
-                "none",
-            ]
-        )
-        == 0
-    )
-    assert (tmp_path / "m" / "router.json").exists()
+    out_dir = tmp_path / "m"
+    args = ["router", "train", "--data", str(data), "--out", str(out_dir)]
+    assert gateway_main(args + ["--embedding", "none", "--prior", "none"]) == 0
+    assert (out_dir / "router.json").exists()
     inp = _jsonl(
         tmp_path / "in.jsonl",
         [
@@ -41,7 +30,7 @@ def test_gateway_router_score_and_train(tmp_path, synthetic_rows, capsys):
         ],
     )
     out = tmp_path / "out.jsonl"
-    for model in (None, str(tmp_path / "m")):
+    for model in (None, str(out_dir)):
         args = ["router", "score", "--input", str(inp), "--output", str(out)] + (
             ["--model", model] if model else []
         )
@@ -49,6 +38,37 @@ def test_gateway_router_score_and_train(tmp_path, synthetic_rows, capsys):
         rows = [json.loads(line) for line in out.read_text().splitlines()]
         assert [r["id"] for r in rows] == [1, "x"]
         assert all(0 <= r["score"] <= 1 for r in rows) and rows[1]["score"] > rows[0]["score"]
+
+
+def test_train_defaults_to_the_shipped_router_as_prior_and_takes_every_label_kind(
+    tmp_path, synthetic_rows
+):
+    rows = [
+        {"prompt": r["prompt"], "source": r["source"], "outcomes": {"my-7b": 1 - r["label"]}}
+        if i % 3 == 0
+        else {"prompt": r["prompt"], "source": r["source"], "strong_preferred": r["label"]}
+        if i % 3 == 1
+        else r
+        for i, r in enumerate(synthetic_rows)
+    ]
+    data = _jsonl(tmp_path / "train.jsonl", rows)
+    out_dir = tmp_path / "m"
+    assert gateway_main(["router", "train", "--data", str(data), "--out", str(out_dir)]) == 0
+    doc = json.loads((out_dir / "router.json").read_text())
+    shipped = json.loads(artifact.resolve(None).read_text())
+    assert doc["config"] == shipped["config"] and doc["mean"] == shipped["mean"]
+    arms = doc["meta"]["arm_offsets"]
+    assert {"b|fails:my-7b", "a|loses_to_strong:self-hosted", "a|needs_strong"} <= set(arms)
+
+
+def test_build_default_needs_the_shared_folder(tmp_path, capsys):
+    assert (
+        gateway_main(
+            ["router", "build-default", "--data", str(tmp_path), "--out", str(tmp_path / "o")]
+        )
+        == 2
+    )
+    assert "routerbench_arc_challenge_train.csv" in capsys.readouterr().err
 
 
 def test_bad_input_is_one_clear_line_and_exit_2(tmp_path, capsys):

@@ -22,10 +22,23 @@ def test_all_training_forms(tmp_path):
             {"messages": [{"role": "user", "content": "c"}], "label": 0.25},
             {"prompt": "d", "weak_score": 6, "strong_score": 9},
             {"prompt": "e", "weak_score": 9, "strong_score": 9},
+            {"prompt": "f", "outcomes": {"my-7b": 0, "llama": 1, "gpt-4o": 0.5}},
+            {"prompt": "g", "strong_preferred": 0.8, "model": "my-7b"},
+            {"prompt": "h", "strong_preferred": 0.3, "label": 1},
         ],
     )
     rows = read_training(p)
-    assert [r.target for r in rows] == [1.0, 0.0, 0.25, 1.0, 0.0]
+    obs = [[(o.arm, o.y) for o in r.observations] for r in rows]
+    assert obs == [
+        [("needs_strong", 1.0)],
+        [("needs_strong", 0.0)],
+        [("needs_strong", 0.25)],
+        [("needs_strong", 1.0)],
+        [("needs_strong", 0.0)],
+        [("fails:my-7b", 1.0), ("fails:llama", 0.0), ("fails:gpt-4o", 0.5)],
+        [("loses_to_strong:my-7b", 0.8)],
+        [("needs_strong", 1.0), ("loses_to_strong:self-hosted", 0.3)],
+    ]
     assert rows[1].weight == 2.0 and rows[1].source == "app1" and rows[0].source == "default"
     assert rows[0].messages == [{"role": "user", "content": "a"}]
 
@@ -37,6 +50,11 @@ def test_all_training_forms(tmp_path):
         ('["a"]', "JSON object"),
         ('{"label": 1}', "missing 'prompt'"),
         ('{"prompt": "a"}', "need 'label'"),
+        ('{"prompt": "a", "outcomes": {}}', "'outcomes' must be an object"),
+        ('{"prompt": "a", "outcomes": {"m": 2}}', "probability"),
+        ('{"prompt": "a", "outcomes": {"m": "right"}}', "must be a number"),
+        ('{"prompt": "a", "strong_preferred": 1.5}', "probability"),
+        ('{"prompt": "a", "strong_preferred": 0.5, "model": 3}', "'model' must be a string"),
         ('{"prompt": "a", "label": 3}', "probability"),
         ('{"prompt": "a", "label": "yes"}', "must be a number"),
         ('{"prompt": 5, "label": 1}', "string or a non-empty list"),

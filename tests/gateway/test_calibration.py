@@ -2,7 +2,7 @@ import math
 
 import pytest
 
-from gateway.router.calibration import SpendCapController, threshold_for_share
+from gateway.routing.calibration import SpendCapController, threshold_for_share
 
 
 @pytest.mark.parametrize("share", [0.0, 0.1, 0.25, 0.5, 0.9, 1.0])

@@ -12,7 +12,8 @@
     ├── UpstreamError                 502 upstream_error (bad_gateway)
     │   ├── UpstreamUnavailableError  503 upstream_error (service_unavailable)
     │   │   └── FleetSaturatedError   503 upstream_error (fleet_saturated): healthy but full
-    │   └── UpstreamTimeoutError      504 upstream_error (timeout)
+    │   └── UpstreamTimeoutError      504 upstream_error (timeout): no answer in time (read)
+    │       └── UpstreamConnectTimeoutError  504 (connect_timeout): never reached it
     └── NoBackendError                503 no_backend_available (nothing eligible can serve it)
 
 ``should_retry`` becomes the ``x-should-retry`` header the OpenAI SDKs obey before their own
@@ -41,6 +42,7 @@ __all__ = [
     "UpstreamError",
     "UpstreamUnavailableError",
     "UpstreamTimeoutError",
+    "UpstreamConnectTimeoutError",
     "FleetSaturatedError",
     "NoBackendError",
     "ProvenanceDeniedError",
@@ -183,8 +185,27 @@ class FleetSaturatedError(UpstreamUnavailableError):
 
 
 class UpstreamTimeoutError(UpstreamError):
+    """The upstream took too long. Without an HTTP status (our own read timeout) the request
+    was sent and may still be running there: sending it again to the same backend doubles
+    the work and the wait, so it is not retried (the next candidate is tried instead).
+    An upstream's own 408/504 answer is retried like any other."""
+
     status = 504
     default_code = "timeout"
+
+    @property
+    def retryable(self) -> bool:
+        return self.upstream_status is not None and super().retryable
+
+
+class UpstreamConnectTimeoutError(UpstreamTimeoutError):
+    """No connection within connect_timeout_s: nothing was sent, so a retry is safe."""
+
+    default_code = "connect_timeout"
+
+    @property
+    def retryable(self) -> bool:
+        return True
 
 
 class NoBackendError(GatewayError):

@@ -21,6 +21,7 @@ __all__ = [
     "DATA",
     "DONE",
     "SSEReader",
+    "carries_json_object",
     "data_event",
     "data_of",
     "frame",
@@ -76,6 +77,18 @@ def json_of(event: bytes) -> Any:
         return orjson.loads(data_of(event))
     except orjson.JSONDecodeError:
         return None
+
+
+def carries_json_object(event: bytes) -> bool:
+    """Whether the event's data is one JSON object (every OpenAI chunk is): anything else
+    relayed would break the client's parser."""
+    data = data_of(event)
+    if not data.startswith(b"{"):
+        return False
+    try:
+        return isinstance(orjson.loads(data), dict)
+    except orjson.JSONDecodeError:
+        return False
 
 
 def is_error_event(event: bytes) -> bool:

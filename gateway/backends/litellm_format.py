@@ -13,8 +13,13 @@ from typing import Any
 import orjson
 
 from gateway.backends.base import Usage
-from gateway.backends.upstream_errors import class_for_status, parse_retry_after, scrub
-from gateway.errors import UpstreamError, UpstreamTimeoutError, UpstreamUnavailableError
+from gateway.backends.upstream_errors import (
+    class_for_status,
+    parse_retry_after,
+    scrub,
+    timeout_error,
+)
+from gateway.errors import UpstreamError, UpstreamUnavailableError
 from gateway.sse import data_event
 
 __all__ = [
@@ -237,7 +242,10 @@ def map_exception(name: str, exc: BaseException, secret: str | None) -> Upstream
 
     detail = scrub(_clean_message(str(exc)), secret)
     if isinstance(exc, openai.APITimeoutError):
-        return UpstreamTimeoutError(f"backend {name!r} timed out")
+        import httpx
+
+        connect = isinstance(exc.__cause__, httpx.ConnectTimeout)  # the SDK raises from it
+        return timeout_error(name, exc, connect=connect)
     if isinstance(exc, openai.APIConnectionError) or _no_answer(exc):
         return UpstreamUnavailableError(f"backend {name!r} unreachable: {detail}")
     status = getattr(exc, "status_code", None)

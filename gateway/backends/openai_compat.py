@@ -12,6 +12,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 import orjson
@@ -20,12 +21,21 @@ from gateway.backends.base import Backend, UpstreamRequest, UpstreamResponse, Up
 from gateway.backends.upstream_errors import (
     connection_error,
     error_from_response,
+    malformed_event,
     stream_error,
     timeout_error,
 )
 from gateway.config.schema import BackendConfig
 from gateway.errors import UpstreamError
-from gateway.sse import DONE, SSEReader, data_of, is_error_event, json_of, may_carry_usage
+from gateway.sse import (
+    DONE,
+    SSEReader,
+    carries_json_object,
+    data_of,
+    is_error_event,
+    json_of,
+    may_carry_usage,
+)
 
 log = logging.getLogger("gateway.backends.openai")
 
@@ -59,6 +69,8 @@ class OpenAICompatBackend(Backend):
         self.self_hosted = cfg.self_hosted
         self._base = cfg.base_url.rstrip("/")
         self._urls = {op: self._base + path for op, path in PATHS.items()}
+        origin = urlsplit(self._base)
+        self._health_url = f"{origin.scheme}://{origin.netloc}/health"
         self._secret = cfg.api_key.get_secret_value() if cfg.api_key is not None else None
         headers = {"Content-Type": "application/json", **cfg.headers}
         if self._secret:
@@ -113,6 +125,8 @@ class OpenAICompatBackend(Backend):
                 headers=request.headers or None,
                 timeout=self._timeout_for(request, stream),
             )
+        except aiohttp.ConnectionTimeoutError as exc:
+            raise timeout_error(self.name, exc, connect=True) from exc
         except TimeoutError as exc:
             raise timeout_error(self.name, exc) from exc
         except aiohttp.ClientError as exc:
@@ -166,10 +180,17 @@ class OpenAICompatBackend(Backend):
         return stream
 
     async def probe(self) -> bool:
+        """Self-hosted servers (our engine, vLLM, SGLang) answer ``GET /health`` at their root
+        with their real state: an engine whose step loop died still lists its models but says
+        503 there. Where there is no such endpoint (404/405: Ollama, hosted APIs), the model
+        list is the check."""
+        timeout = aiohttp.ClientTimeout(total=PROBE_TIMEOUT_S)
         try:
-            async with self._client().get(
-                self._base + "/models", timeout=aiohttp.ClientTimeout(total=PROBE_TIMEOUT_S)
-            ) as resp:
+            if self.self_hosted:
+                async with self._client().get(self._health_url, timeout=timeout) as resp:
+                    if resp.status not in (404, 405):
+                        return 200 <= resp.status < 300
+            async with self._client().get(self._base + "/models", timeout=timeout) as resp:
                 return 200 <= resp.status < 300
         except (TimeoutError, aiohttp.ClientError, OSError):
             return False
@@ -219,6 +240,8 @@ class SSEStream(UpstreamStream):
             if event is not None:
                 if is_error_event(event):
                     raise stream_error(b.name, data_of(event), b._secret)
+                if event != DONE and not carries_json_object(event):
+                    raise malformed_event(b.name, event, b._secret)
                 return event
             try:
                 chunk = await self._resp.content.readany()

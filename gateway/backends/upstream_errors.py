@@ -4,7 +4,8 @@
     HTTP 408, 504       -> UpstreamTimeoutError
     other HTTP >= 400   -> UpstreamError (upstream_status set; .retryable for 408/409/429/5xx)
     refused / reset     -> UpstreamUnavailableError (upstream_status None)
-    timeouts            -> UpstreamTimeoutError (upstream_status None)
+    connect timeouts    -> UpstreamConnectTimeoutError (nothing sent: retried)
+    read timeouts       -> UpstreamTimeoutError (upstream_status None: not retried, falls back)
 
 ``retry_after`` comes from ``retry-after-ms`` or ``Retry-After`` (seconds or an HTTP date),
 parsed defensively: only digits (an optional fraction), clamped to ``MAX_RETRY_AFTER_S``;
@@ -14,6 +15,7 @@ anything else (``inf``, ``nan``, ``1e400``, ``-5``, a date beyond the calendar) 
 
 from __future__ import annotations
 
+import logging
 import re
 import time
 from collections.abc import Mapping
@@ -21,17 +23,25 @@ from email.utils import parsedate_to_datetime
 
 import orjson
 
-from gateway.errors import UpstreamError, UpstreamTimeoutError, UpstreamUnavailableError
+from gateway.errors import (
+    UpstreamConnectTimeoutError,
+    UpstreamError,
+    UpstreamTimeoutError,
+    UpstreamUnavailableError,
+)
 
 __all__ = [
     "class_for_status",
     "connection_error",
     "error_from_response",
+    "malformed_event",
     "parse_retry_after",
     "scrub",
     "stream_error",
     "timeout_error",
 ]
+
+log = logging.getLogger("gateway.backends")
 
 SNIPPET_CHARS = 200
 # Longest wait an upstream can ask for that we keep as such: beyond it "a long time" is all it
@@ -132,9 +142,25 @@ def connection_error(
     )
 
 
-def timeout_error(name: str, exc: BaseException, when: str = "") -> UpstreamTimeoutError:
+def timeout_error(
+    name: str, exc: BaseException, when: str = "", *, connect: bool = False
+) -> UpstreamTimeoutError:
+    """A timeout: ``connect`` when no connection was made (safe to retry), else a read."""
+    if connect:
+        return UpstreamConnectTimeoutError(f"backend {name!r}: connecting timed out")
     where = f" {when}" if when else ""
     return UpstreamTimeoutError(f"backend {name!r} timed out{where}")
+
+
+def malformed_event(name: str, event: bytes, secret: str | None) -> UpstreamError:
+    """A stream event whose data is not a JSON object: the upstream is broken (logged with a
+    snippet; the client is told only that the upstream's stream was malformed)."""
+    log.warning(
+        "backend %r sent a malformed stream event: %s",
+        name,
+        scrub(repr(event[:SNIPPET_CHARS]), secret),
+    )
+    return UpstreamError(f"backend {name!r} sent a malformed stream event (not a JSON object)")
 
 
 def stream_error(name: str, payload: bytes, secret: str | None) -> UpstreamError:

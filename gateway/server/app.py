@@ -292,13 +292,8 @@ class GatewayApp:
             up = [n for n, r in zip(names, results, strict=True) if r]
             ok = bool(up)
             self._ready = (time.monotonic(), ok, up)
-        body = orjson.dumps(
-            {
-                "status": "ready" if ok else "not_ready",
-                "policy": str(self.settings.policy_path),
-                "backends_up": up,
-            }
-        )
+        # no policy path here: /ready is open to anyone (load balancers), the path is internal
+        body = orjson.dumps({"status": "ready" if ok else "not_ready", "backends_up": up})
         await send_bytes(send, 200 if ok else 503, body)
 
     async def _metrics_handler(self, scope, receive, send) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 from email.utils import formatdate
 
 import orjson
@@ -14,7 +15,12 @@ from gateway.backends.base import UpstreamRequest
 from gateway.backends.openai_compat import OpenAICompatBackend
 from gateway.backends.registry import build_backend
 from gateway.config.schema import parse_backend
-from gateway.errors import UpstreamError, UpstreamTimeoutError, UpstreamUnavailableError
+from gateway.errors import (
+    UpstreamConnectTimeoutError,
+    UpstreamError,
+    UpstreamTimeoutError,
+    UpstreamUnavailableError,
+)
 from tests.support.mock_openai import TOOL_CALL_ID, running_mock_openai
 from tests.support.servers import MockControl, running
 
@@ -226,11 +232,39 @@ async def test_dropped_connection_is_unavailable(backend, control):
         await backend.complete(chat(b'{"model":"m1","messages":[]}'))
 
 
-async def test_timeout(backend, control):
+async def test_read_timeout_is_not_retried_on_the_same_backend(backend, control):
+    """The request reached the upstream, which may still be generating: sending it again
+    there doubles the work and the wait (the pipeline tries the next candidate instead)."""
     control.delay_next(1.0)
     with pytest.raises(UpstreamTimeoutError) as info:
         await backend.complete(chat(b'{"model":"m1","messages":[]}', timeout_s=0.2))
-    assert info.value.upstream_status is None and info.value.retryable
+    assert info.value.upstream_status is None and not info.value.retryable
+    assert not isinstance(info.value, UpstreamConnectTimeoutError)
+
+
+async def test_connect_timeout_is_retryable():
+    """A listener whose accept queue is full drops new SYNs: the connect itself times out."""
+    with socket.socket() as srv:
+        srv.bind(("127.0.0.1", 0))
+        srv.listen(0)
+        port = srv.getsockname()[1]
+        fillers = []
+        try:
+            for _ in range(4):  # fill the accept queue (never accepted)
+                c = socket.socket()
+                c.setblocking(False)
+                c.connect_ex(("127.0.0.1", port))
+                fillers.append(c)
+            b = make(f"http://127.0.0.1:{port}/v1", connect_timeout_s=0.3)
+            try:
+                with pytest.raises(UpstreamConnectTimeoutError) as info:
+                    await b.complete(chat(b'{"model":"m1","messages":[]}'))
+            finally:
+                await b.close()
+        finally:
+            for c in fillers:
+                c.close()
+    assert info.value.retryable and info.value.code == "connect_timeout"
 
 
 # ---------------------------------------------------------------- streaming
@@ -338,6 +372,18 @@ SSE_SCRIPTS = {
         b'data: {"error": {"message": "engine died", "type": "server_error"}}\n\n',
     ],
     "no_done": [b'data: {"choices":[{"index":0,"delta":{"content":"a"}}]}\n\n'],
+    "garbage": [
+        b'data: {"choices":[{"index":0,"delta":{"content":"a"}}]}\n\n',
+        b"data: <html>502 Bad Gateway</html>\n\n",
+        b"data: [DONE]\n\n",
+    ],
+    "garbage_first": [b"data: hello\n\n", b"data: [DONE]\n\n"],
+    "truncated_json": [b'data: {"choices":[{"index":0,"delta":\n\n', b"data: [DONE]\n\n"],
+    "json_array": [b"data: [1, 2]\n\n", b"data: [DONE]\n\n"],
+    "two_lines": [
+        b'data: {"choices":[{"index":0,\ndata: "delta":{"content":"a"}}]}\n\n',
+        b"data: [DONE]\n\n",
+    ],
     "stall": [
         b'data: {"choices":[{"index":0,"delta":{"content":"a"}}]}\n\n',
         None,
@@ -388,7 +434,12 @@ async def test_sse_parsing_is_robust_to_chunk_boundaries_and_crlf(sse_upstream):
 
 
 @pytest.mark.parametrize(
-    "script, error", [("error", "engine died"), ("no_done", "without \\[DONE\\]")]
+    "script, error",
+    [
+        ("error", "engine died"),
+        ("no_done", "without \\[DONE\\]"),
+        ("garbage", "malformed stream event"),
+    ],
 )
 async def test_stream_error_event_or_early_end_raises(sse_upstream, script, error):
     b = make(sse_upstream, model=script)
@@ -398,6 +449,29 @@ async def test_stream_error_event_or_early_end_raises(sse_upstream, script, erro
             await collect(stream)
     finally:
         await b.close()
+
+
+@pytest.mark.parametrize("script", ["garbage_first", "truncated_json", "json_array"])
+async def test_a_malformed_first_event_fails_the_open(sse_upstream, script):
+    """Before the first byte: open_stream raises, so the pipeline can still fall back."""
+    b = make(sse_upstream, model=script)
+    try:
+        with pytest.raises(UpstreamError, match="malformed stream event"):
+            await b.open_stream(stream_req({"model": script, "stream": True, "messages": []}))
+    finally:
+        await b.close()
+
+
+async def test_one_event_in_several_data_lines_is_accepted(sse_upstream):
+    b = make(sse_upstream, model="two_lines")
+    try:
+        stream = await b.open_stream(
+            stream_req({"model": "two_lines", "stream": True, "messages": []})
+        )
+        events = await collect(stream)
+    finally:
+        await b.close()
+    assert len(events) == 2 and events[-1] == b"data: [DONE]\n\n"
 
 
 async def test_stall_between_chunks_times_out(sse_upstream):

@@ -15,6 +15,7 @@ from gateway.backends.resilience import (
 from gateway.config.schema import CircuitBreakerConfig, RetryConfig
 from gateway.errors import (
     InvalidRequestError,
+    UpstreamConnectTimeoutError,
     UpstreamError,
     UpstreamTimeoutError,
     UpstreamUnavailableError,
@@ -172,7 +173,7 @@ def e503() -> UpstreamError:
 
 
 async def test_retries_retryable_errors_then_succeeds():
-    fn, sleeps, seen = Script(e503(), UpstreamTimeoutError("slow")), Sleeps(), []
+    fn, sleeps, seen = Script(e503(), UpstreamConnectTimeoutError("no connect")), Sleeps(), []
     b, _ = breaker(threshold=5)
     out = await call_with_retries(
         fn,
@@ -184,8 +185,20 @@ async def test_retries_retryable_errors_then_succeeds():
     )
     assert out == "ok" and fn.calls == 3
     assert sleeps.waits == pytest.approx([0.1, 0.2])
-    assert seen == [(1, "UpstreamUnavailableError"), (2, "UpstreamTimeoutError")]
+    assert seen == [(1, "UpstreamUnavailableError"), (2, "UpstreamConnectTimeoutError")]
     assert b.state == "closed" and b.consecutive_failures == 0
+
+
+async def test_a_read_timeout_is_not_retried_on_the_same_backend():
+    """It was sent, and may still be running there; an upstream's own 504 is retried."""
+    fn, sleeps = Script(UpstreamTimeoutError("slow")), Sleeps()
+    b, _ = breaker(threshold=5)
+    with pytest.raises(UpstreamTimeoutError):
+        await call_with_retries(fn, cfg(), b, sleep=sleeps)
+    assert fn.calls == 1 and b.consecutive_failures == 1
+    fn = Script(UpstreamTimeoutError("gateway timeout", upstream_status=504))
+    assert await call_with_retries(fn, cfg(max_attempts=2), b, sleep=sleeps) == "ok"
+    assert fn.calls == 2
 
 
 async def test_gives_up_after_max_attempts_with_the_last_error():

@@ -36,6 +36,7 @@ from gateway.backends.resilience import counts_as_failure
 from gateway.config.fleet import FleetConfig
 from gateway.errors import (
     FleetSaturatedError,
+    UpstreamConnectTimeoutError,
     UpstreamError,
     UpstreamTimeoutError,
     UpstreamUnavailableError,
@@ -292,7 +293,11 @@ class FleetBackend(Backend):
                 else:
                     replica.breaker.record_success()
                 # a read timeout may have done the work: do not send it again elsewhere
-                if not exc.retryable or isinstance(exc, UpstreamTimeoutError):
+                # (a connect timeout sent nothing)
+                if not exc.retryable or (
+                    isinstance(exc, UpstreamTimeoutError)
+                    and not isinstance(exc, UpstreamConnectTimeoutError)
+                ):
                     raise
                 log.warning(
                     "fleet %s: replica %s failed (%s); trying another",

@@ -57,9 +57,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     t.add_argument("--l2", type=float, default=None, help="L2 penalty on the weights")
     t.add_argument(
         "--prior",
-        default=DEFAULT_PRIOR,
+        default=None,
         help="pull the weights toward this router's ('builtin', a directory) instead of "
-        f"toward zero; 'none' trains from scratch (default: {DEFAULT_PRIOR})",
+        "toward zero; 'none' trains from scratch (default: the built-in router, unless "
+        "--embedding/--no-features ask for other inputs than it reads)",
     )
     t.set_defaults(func=functools.partial(_guarded, _train))
 
@@ -100,8 +101,6 @@ def _train(args: argparse.Namespace) -> int:
 
     if args.l2 is not None and not args.l2 > 0:
         raise RouterError("--l2 must be > 0")
-    prior = None if args.prior == "none" else artifact.load(args.prior)
-    base = prior.config if prior is not None else RouterConfig()
     update: dict = {}
     if args.embedding is not None:
         update["embedding"] = args.embedding
@@ -109,9 +108,20 @@ def _train(args: argparse.Namespace) -> int:
         update["features"] = False
     if args.l2 is not None:
         update["l2"] = args.l2
+    prior_name = args.prior or DEFAULT_PRIOR
+    prior = None if prior_name == "none" else artifact.load(prior_name)
+    base = prior.config if prior is not None else RouterConfig()
     config = RouterConfig.model_validate({**base.model_dump(), **update})
-    if prior is not None and (update.keys() - {"l2"}):
-        raise RouterError("--embedding/--no-features change the inputs: use them with --prior none")
+    inputs_differ = prior is not None and any(
+        getattr(config, k) != getattr(prior.config, k) for k in update.keys() - {"l2"}
+    )
+    if inputs_differ and args.prior is not None:
+        raise RouterError(
+            "--embedding/--no-features ask for other inputs than the prior reads: "
+            "drop --prior (or pass --prior none) to train from scratch"
+        )
+    if inputs_differ:
+        prior = None  # other inputs: the built-in weights do not apply
     if args.from_shadow is not None:
         from gateway.shadow.cli import shadow_training_file
         from gateway.shadow.errors import ShadowError

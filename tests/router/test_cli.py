@@ -17,7 +17,10 @@ def test_gateway_router_score_and_train(tmp_path, synthetic_rows, capsys):
     data = _jsonl(tmp_path / "train.jsonl", synthetic_rows)
     out_dir = tmp_path / "m"
     args = ["router", "train", "--data", str(data), "--out", str(out_dir)]
-    assert gateway_main(args + ["--embedding", "none", "--prior", "none"]) == 0
+    assert gateway_main(args + ["--embedding", "none"]) == 0  # other inputs: from scratch
+    assert json.loads((out_dir / "router.json").read_text())["config"]["embedding"] == "none"
+    bad = gateway_main(args + ["--embedding", "none", "--prior", "builtin"])
+    assert bad == 2 and "other inputs than the prior" in capsys.readouterr().err
     assert (out_dir / "router.json").exists()
     inp = _jsonl(
         tmp_path / "in.jsonl",

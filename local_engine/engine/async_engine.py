@@ -22,7 +22,6 @@ import time
 import weakref
 from collections import deque
 from dataclasses import dataclass, replace
-from pathlib import Path
 
 from local_engine.config import EngineConfig
 from local_engine.engine.llm_engine import LLMEngine
@@ -108,7 +107,7 @@ class AsyncLLMEngine:
         self.config = engine.config
         self.tokenizer = engine.tokenizer
         self.max_model_len = engine.max_model_len
-        self.model_name = self.config.served_model_name or Path(self.config.model).name
+        self.model_name: str = engine.model_name
         self._cv = threading.Condition()
         self._commands: deque[_Add | _Abort] = deque()  # guarded by _cv
         self._num_pending_adds = 0  # guarded by _cv

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol
 
 from local_engine.config import EngineConfig
@@ -32,6 +33,16 @@ from local_engine.sampling_params import SamplingParams
 __all__ = ["EngineStats", "LLMEngine", "RequestOutput"]
 
 logger = logging.getLogger(__name__)
+
+
+def default_model_name(model: str) -> str:
+    """The name clients use when --served-model-name is not given: the file or directory name."""
+    from local_engine.demo_gguf import DEMO_MODEL, DEMO_SERVED_NAME
+
+    if model == DEMO_MODEL and not Path(model).exists():
+        return DEMO_SERVED_NAME
+    path = Path(model)
+    return path.stem if path.suffix.lower() == ".gguf" else path.name
 
 
 class Runner(Protocol):
@@ -56,19 +67,19 @@ class LLMEngine:
         self, config: EngineConfig, runner: Runner | None = None, tokenizer: Any = None
     ) -> None:
         if runner is None or tokenizer is None:
-            # torch and the hub client are imported only when a real model is loaded
-            from local_engine.loader import read_hf_config, resolve_model_dir
+            # torch, gguf and the hub client are imported only when a real model is loaded
+            from local_engine.checkpoint import open_checkpoint
 
-            model_dir = resolve_model_dir(config.model)
+            checkpoint = open_checkpoint(config.model)
+            logger.info("loading %s", checkpoint.description)
             if runner is None:
                 from local_engine.engine.model_runner import ModelRunner
 
-                runner = ModelRunner(config, model_dir, read_hf_config(model_dir))
+                runner = ModelRunner(config, checkpoint)
             if tokenizer is None:
-                from local_engine.tokenizer import Tokenizer
-
-                tokenizer = Tokenizer.from_dir(model_dir)
+                tokenizer = checkpoint.tokenizer()
         self.config = config
+        self.model_name = config.served_model_name or default_model_name(config.model)
         self.runner = runner
         self.tokenizer = tokenizer
         capacity = runner.num_kv_blocks * config.block_size

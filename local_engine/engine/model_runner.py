@@ -12,8 +12,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -24,10 +23,13 @@ from local_engine.engine.step_inputs import StepInputs, prepare_step
 from local_engine.host_memory import tune_malloc
 from local_engine.layers.attention import AttentionMetadata, PagedAttention
 from local_engine.layers.sampler import build_sampling_batch, compute_logprobs, sample
-from local_engine.loader import eos_token_ids, iter_safetensors, read_generation_config
+from local_engine.loader import eos_token_ids
 from local_engine.models.decoder_args import ModelConfigError
 from local_engine.models.registry import build_model, decoder_args
 from local_engine.models.weights import load_weights
+
+if TYPE_CHECKING:
+    from local_engine.checkpoint import Checkpoint
 
 __all__ = ["ModelRunner", "TokenSample", "resolve_device", "resolve_dtype"]
 
@@ -81,20 +83,21 @@ def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
 
 
 class ModelRunner:
-    def __init__(self, config: EngineConfig, model_dir: Path, hf_config: dict[str, Any]) -> None:
+    def __init__(self, config: EngineConfig, checkpoint: Checkpoint) -> None:
         self.config = config
         self.device = resolve_device(config.device)
         self.dtype = resolve_dtype(config.dtype, self.device)
         self.block_size = config.block_size
         if self.device.type == "cpu" and config.cpu_malloc_tuning:
             tune_malloc()
-        self.generation_config = read_generation_config(model_dir)
+        hf_config = checkpoint.hf_config
+        self.generation_config = checkpoint.generation_config
         self.eos_token_ids: set[int] = eos_token_ids(hf_config, self.generation_config)
         self.args = decoder_args(hf_config)
         self.vocab_size = self.args.vocab_size
         self.max_model_len = self._max_model_len(config)
         self.model = build_model(hf_config, self.max_model_len, self.dtype, self.device)
-        load_weights(self.model, iter_safetensors(model_dir), self.args.tie_word_embeddings)
+        load_weights(self.model, checkpoint.tensors(), self.args.tie_word_embeddings)
         per_block = kv_cache.block_bytes(self.args, self.block_size, self.dtype)
         if self.device.type == "cuda":
             self._profile_forward()

@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from local_engine.checkpoint import HFCheckpoint
 from local_engine.config import EngineConfig
 from local_engine.engine.model_runner import ModelRunner
 from local_engine.engine.sequence import Sequence
-from local_engine.loader import read_hf_config
 from local_engine.sampling_params import SamplingParams
 
 transformers = pytest.importorskip("transformers")
@@ -40,7 +40,7 @@ def make_runner(model_dir: Path, **kw) -> ModelRunner:
         num_kv_blocks=256,
         **kw,
     )
-    return ModelRunner(cfg, model_dir, read_hf_config(model_dir))
+    return ModelRunner(cfg, HFCheckpoint(model_dir))
 
 
 def drive(
@@ -167,7 +167,7 @@ def test_bf16_paged_path_is_as_accurate_as_transformers_bf16(
     cfg = EngineConfig(
         model=str(model_dir), device="cpu", dtype="bfloat16", block_size=BLOCK, num_kv_blocks=256
     )
-    runner = ModelRunner(cfg, model_dir, read_hf_config(model_dir))
+    runner = ModelRunner(cfg, HFCheckpoint(model_dir))
     params = SamplingParams(temperature=0.0, max_tokens=16, ignore_eos=True, logprobs=True)
     seqs = drive(runner, PROMPTS, params, chunk=5)
     auto = transformers.AutoModelForCausalLM

@@ -11,10 +11,11 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
+from local_engine.checkpoint import HFCheckpoint
 from local_engine.config import EngineConfig
 from local_engine.demo_model import build_tiny_checkpoint
 from local_engine.engine.model_runner import ModelRunner
-from local_engine.loader import CheckpointError, read_hf_config, resolve_model_dir
+from local_engine.loader import CheckpointError, resolve_model_dir
 from local_engine.models import SUPPORTED_MODEL_TYPES, UnsupportedModelError
 from local_engine.models.decoder_args import ModelConfigError
 from local_engine.models.weights import WeightLoadError
@@ -24,7 +25,7 @@ PROMPT = [3, 14, 15, 92, 65, 35]
 
 def runner_for(model_dir: Path, **kw) -> ModelRunner:
     base = dict(model=str(model_dir), device="cpu", dtype="float32", block_size=4, num_kv_blocks=32)
-    return ModelRunner(EngineConfig(**(base | kw)), model_dir, read_hf_config(model_dir))
+    return ModelRunner(EngineConfig(**(base | kw)), HFCheckpoint(model_dir))
 
 
 def copy_of(src: Path, dst: Path) -> Path:

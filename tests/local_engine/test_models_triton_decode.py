@@ -28,7 +28,7 @@ CHECK = textwrap.dedent("""
     from local_engine.engine.model_runner import ModelRunner
     from local_engine.engine.sequence import Sequence
     from local_engine.layers.triton_decode import paged_decode
-    from local_engine.loader import read_hf_config
+    from local_engine.checkpoint import HFCheckpoint
     from local_engine.sampling_params import SamplingParams
 
     torch.set_num_threads(1)
@@ -51,7 +51,7 @@ CHECK = textwrap.dedent("""
     # through the runner: same greedy tokens and logprobs as the SDPA path
     def run(model_dir, kernel):
         cfg = EngineConfig(model=str(model_dir), device="cpu", dtype="float32", block_size=4, num_kv_blocks=64)
-        runner = ModelRunner(cfg, model_dir, read_hf_config(model_dir))
+        runner = ModelRunner(cfg, HFCheckpoint(model_dir))
         runner.set_decode_kernel(paged_decode if kernel else None)
         params = SamplingParams(temperature=0.0, max_tokens=6, ignore_eos=True, logprobs=True)
         seqs = [Sequence(p, params, 4) for p in ([5, 6, 7, 8, 9, 10, 11], [300, 301], [42] * 13)]

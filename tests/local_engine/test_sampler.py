@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from local_engine.checkpoint import HFCheckpoint
 from local_engine.config import EngineConfig
 from local_engine.engine.model_runner import ModelRunner
 from local_engine.engine.sequence import Sequence
@@ -20,7 +21,6 @@ from local_engine.layers.sampler import (
     compute_logprobs,
     sample,
 )
-from local_engine.loader import read_hf_config
 from local_engine.sampling_params import SamplingParams
 
 logits_process = pytest.importorskip("transformers.generation.logits_process")
@@ -237,7 +237,7 @@ def runner(tiny_checkpoint: Callable[..., Path]) -> ModelRunner:
     cfg = EngineConfig(
         model=str(d), device="cpu", dtype="float32", block_size=4, num_kv_blocks=64, seed=3
     )
-    return ModelRunner(cfg, d, read_hf_config(d))
+    return ModelRunner(cfg, HFCheckpoint(d))
 
 
 def _seq(prompt: list[int], params: SamplingParams, first_block: int) -> Sequence:

@@ -23,9 +23,27 @@ from local_engine.errors import (
 )
 from local_engine.server.limits import ServerLimits
 
-__all__ = ["read_body"]
+__all__ = ["MAX_JSON_DEPTH", "nesting_depth", "read_body"]
 
 M = TypeVar("M", bound=BaseModel)
+# Deeper JSON is refused: chat templates re-encode tool schemas with json.dumps, which recurses
+# (1,000 levels raise RecursionError); no OpenAI request needs more than a few dozen.
+MAX_JSON_DEPTH = 64
+
+
+def nesting_depth(value: object, limit: int = MAX_JSON_DEPTH) -> int:
+    """Depth of nested lists/dicts (a scalar is 0), counted without recursion; stops past ``limit``."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            item = list(item.values())
+        if isinstance(item, list):
+            deepest = max(deepest, depth)
+            if depth > limit:
+                return depth
+            stack.extend((child, depth + 1) for child in item)
+    return deepest
 
 
 def _too_large(limits: ServerLimits) -> RequestTooLargeError:
@@ -67,6 +85,8 @@ async def read_body(request: Request, model: type[M], limits: ServerLimits) -> M
         raise RequestValidationError(f"the body is not valid JSON: {exc}") from None
     if not isinstance(data, dict):
         raise RequestValidationError("the body must be a JSON object")
+    if nesting_depth(data) > MAX_JSON_DEPTH:
+        raise RequestValidationError(f"the body is nested more than {MAX_JSON_DEPTH} levels deep")
     try:
         return model.model_validate(data)
     except ValidationError as exc:

@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 from local_engine.sampling_params import MAX_TOP_LOGPROBS, SamplingParams
+from local_engine.server.body import MAX_JSON_DEPTH, nesting_depth
 from local_engine.server.errors import invalid, too_long
 from local_engine.server.protocol import (
     ChatCompletionRequest,
@@ -37,9 +38,11 @@ def _tool_call_for_template(call: ToolCall) -> dict[str, Any]:
     # object (or the string as it came, when it is not JSON)
     out = call.model_dump(exclude_none=True)
     try:
-        out["function"]["arguments"] = json.loads(call.function.arguments)
-    except json.JSONDecodeError:
-        pass
+        arguments = json.loads(call.function.arguments)
+    except (json.JSONDecodeError, RecursionError):
+        return out
+    if nesting_depth(arguments) <= MAX_JSON_DEPTH:  # the template re-encodes it recursively
+        out["function"]["arguments"] = arguments
     return out
 
 

@@ -10,7 +10,11 @@ import time
 import pytest
 
 from local_engine.config import EngineConfig
-from local_engine.engine.async_engine import UNHEALTHY_AFTER_FAILED_STEPS, AsyncLLMEngine
+from local_engine.engine.async_engine import (
+    STEP_STALL_S,
+    UNHEALTHY_AFTER_FAILED_STEPS,
+    AsyncLLMEngine,
+)
 from local_engine.engine.llm_engine import LLMEngine
 from local_engine.errors import (
     EngineDeadError,
@@ -240,6 +244,14 @@ async def test_an_unattributable_step_failure_fails_those_in_flight_only(tok):
         assert eng.stats().kv_cache_usage == 0.0
     finally:
         await eng.shutdown()
+
+
+async def test_health_reports_a_step_that_hangs(engine):
+    assert engine.health().ok
+    engine._step_started = time.monotonic() - STEP_STALL_S - 1  # as if a step never returned
+    assert not engine.health().ok and "step" in engine.health().reason
+    engine._step_started = None
+    assert engine.health().ok
 
 
 async def test_health_reports_a_dead_loop(tok):

@@ -157,6 +157,32 @@ def test_hostile_chat_bodies_are_400_in_openai_shape(server, http, raw, param):
     serves_normally(http)
 
 
+def test_json_nested_too_deep_for_the_template_is_400(http):
+    """A tool schema 1,000 levels deep parsed fine but made the template's json.dumps raise
+    RecursionError (a 500); the same depth inside a tool call's arguments string is kept as text."""
+    deep = "[" * 1000 + "]" * 1000
+    tools = f', "tools": [{{"type": "function", "function": {{"name": "f", "parameters": {{"a": {deep}}}}}}}]'
+    raw = chat_raw('[{"role": "user", "content": "x"}]', tools)
+    assert "nested" in check_error(post_raw(http, "/v1/chat/completions", raw), 400)["message"]
+    call = {"id": "c", "type": "function", "function": {"name": "f", "arguments": deep}}
+    r = http.post(
+        "/v1/chat/completions",
+        json={
+            "model": MODEL,
+            "max_tokens": 2,
+            "messages": [
+                {"role": "user", "content": "x"},
+                {"role": "assistant", "content": None, "tool_calls": [call]},
+                {"role": "tool", "tool_call_id": "c", "content": "ok"},
+            ],
+        },
+    )
+    assert r.status_code in (200, 400), r.text[:300]
+    if r.status_code == 400:
+        assert r.json()["error"]["code"] == "context_length_exceeded"
+    serves_normally(http)
+
+
 def test_a_lone_surrogate_in_a_completion_prompt_is_400(http):
     raw = f'{{"model": "{MODEL}", "prompt": "x\\ud83d"}}'.encode()
     check_error(post_raw(http, "/v1/completions", raw), 400)

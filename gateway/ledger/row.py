@@ -7,7 +7,6 @@ writer hands columns to PostgreSQL without another copy. Keys are named, never t
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
 __all__ = ["COLUMNS", "LedgerRow", "from_json_list", "new_request_id", "to_json_list"]
@@ -39,10 +38,12 @@ class LedgerRow(NamedTuple):
 
 COLUMNS: tuple[str, ...] = LedgerRow._fields
 
-# PostgreSQL array types of the columns, for INSERT ... SELECT FROM unnest($1::t[], ...).
+# PostgreSQL array types the columns are sent as, for INSERT ... SELECT FROM unnest($1::t[], ...):
+# ts goes as epoch seconds and request_id as text, converted by the server (no per-row datetime
+# or UUID objects built in the gateway).
 PG_TYPES: tuple[str, ...] = (
-    "timestamptz",
-    "uuid",
+    "float8",
+    "text",
     "text",
     "text",
     "text",
@@ -79,9 +80,6 @@ def from_json_list(values: list[Any]) -> LedgerRow:
     return LedgerRow(*values)
 
 
-def columns_for_pg(rows: list[LedgerRow]) -> list[list[Any]]:
-    """Column-major values with the Python types asyncpg encodes for each PG type."""
-    cols: list[list[Any]] = [list(c) for c in zip(*rows, strict=True)]
-    cols[0] = [datetime.fromtimestamp(t, UTC) for t in cols[0]]
-    cols[1] = [uuid.UUID(hex=h) for h in cols[1]]
-    return cols
+def columns_for_pg(rows: list[LedgerRow]) -> list[tuple[Any, ...]]:
+    """Column-major values, one sequence per column (in PG_TYPES' types)."""
+    return list(zip(*rows, strict=True))

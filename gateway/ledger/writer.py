@@ -35,9 +35,10 @@ __all__ = ["LedgerWriter"]
 log = logging.getLogger("gateway.ledger")
 
 INSERT_SQL = (
-    f"INSERT INTO {partitions.TABLE} ({', '.join(COLUMNS)}) SELECT * FROM unnest("
+    f"INSERT INTO {partitions.TABLE} ({', '.join(COLUMNS)}) "
+    f"SELECT to_timestamp(ts), request_id::uuid, {', '.join(COLUMNS[2:])} FROM unnest("
     + ", ".join(f"${i + 1}::{t}[]" for i, t in enumerate(PG_TYPES))
-    + ") ON CONFLICT DO NOTHING"
+    + f") AS r({', '.join(COLUMNS)}) ON CONFLICT DO NOTHING"
 )
 ORPHAN_SCAN_S = 60.0  # how often to look for spool files left by processes that are gone
 BACKOFF_MIN_S = 0.25

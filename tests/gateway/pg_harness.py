@@ -20,7 +20,15 @@ import asyncpg
 import pytest
 
 SHARED_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
-PG_BIN = Path("/usr/lib/postgresql/15/bin")
+def _pg_bin() -> Path:
+    """The newest installed server's binaries (Debian: /usr/lib/postgresql/N/bin)."""
+    found = sorted(
+        Path("/usr/lib/postgresql").glob("*/bin/initdb"), key=lambda p: int(p.parts[-3])
+    )
+    return found[-1].parent if found else Path("/usr/lib/postgresql/15/bin")
+
+
+PG_BIN = _pg_bin()
 
 
 def _run(coro):
@@ -74,7 +82,7 @@ class PrivatePostgres:
 
     def __init__(self) -> None:
         if not (PG_BIN / "initdb").exists():
-            pytest.fail(f"the tests need PostgreSQL 15 server binaries in {PG_BIN}")
+            pytest.fail(f"the tests need PostgreSQL server binaries (initdb) in {PG_BIN}")
         self.port = _free_port()
         self.root = Path(tempfile.mkdtemp(prefix="gw-pg-"))
         self.data = self.root / "data"

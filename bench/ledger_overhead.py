@@ -127,7 +127,9 @@ async def _count(url: str) -> int:
         await conn.close()
 
 
-def start_gateway(stack: ExitStack, work: Path, name: str, upstream: str, ledger: str) -> tuple[int, str]:
+def start_gateway(
+    stack: ExitStack, work: Path, name: str, upstream: str, ledger: str
+) -> tuple[int, str]:
     policy = work / f"{name}.yaml"
     policy.write_text(POLICY.format(upstream=upstream, ledger=ledger, ns=uuid.uuid4().hex))
     port = free_port()
@@ -158,12 +160,16 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--requests", type=int, default=2000)
-    ap.add_argument("--flush-interval", type=float, default=0.5, help="the ledger's flush_interval_s")
+    ap.add_argument(
+        "--flush-interval", type=float, default=0.5, help="the ledger's flush_interval_s"
+    )
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "ledger_overhead.json"))
     args = ap.parse_args()
 
     rec = bench_record(200_000, args.rounds)
-    print(f"record path: {statistics.median(rec):.2f} us CPU per request (median of {args.rounds} rounds of 200k)")
+    print(
+        f"record path: {statistics.median(rec):.2f} us CPU per request (median of {args.rounds} rounds of 200k)"
+    )
 
     name = f"ledger_bench_{uuid.uuid4().hex[:10]}"
     url = f"postgresql://postgres@127.0.0.1:5432/{name}"
@@ -209,7 +215,9 @@ def main() -> int:
         "gateway_cpu_us_per_request_ledger_on": [round(x, 1) for x in ons],
         "per_round_difference_us": [round(x, 1) for x in diffs],
         "median_difference_us": round(statistics.median(diffs), 1),
-        "median_ratio_on_over_off": round(statistics.median(o / f for o, f in zip(ons, offs)), 4),
+        "median_ratio_on_over_off": round(
+            statistics.median(o / f for o, f in zip(ons, offs, strict=True)), 4
+        ),
         "rows_written": written,
         "rows_expected": expected,
         "goal_us": 50,

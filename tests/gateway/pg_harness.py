@@ -20,11 +20,11 @@ import asyncpg
 import pytest
 
 SHARED_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
+
+
 def _pg_bin() -> Path:
     """The newest installed server's binaries (Debian: /usr/lib/postgresql/N/bin)."""
-    found = sorted(
-        Path("/usr/lib/postgresql").glob("*/bin/initdb"), key=lambda p: int(p.parts[-3])
-    )
+    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"), key=lambda p: int(p.parts[-3]))
     return found[-1].parent if found else Path("/usr/lib/postgresql/15/bin")
 
 

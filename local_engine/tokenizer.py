@@ -254,5 +254,8 @@ class Tokenizer:
                 add_generation_prompt=add_generation_prompt,
                 **{**self.special_tokens, **template_kwargs},
             )
-        except (jinja2.TemplateError, TypeError) as exc:  # TypeError: a value of the wrong type
+        except (jinja2.TemplateError, TypeError, ValueError, LookupError, ArithmeticError) as exc:
+            # the client's messages, tools and chat_template_kwargs are the template's input:
+            # a wrong type, a value out of range (the sandbox's range limit is an OverflowError),
+            # a division by zero are theirs to fix
             raise ChatTemplateError(f"chat template failed: {exc}") from exc

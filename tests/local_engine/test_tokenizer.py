@@ -250,3 +250,24 @@ def test_demo_checkpoint_template_matches_transformers(tmp_path, tools):
             conversation, tools=tools, tokenize=False, add_generation_prompt=True
         )
         assert ours.apply_chat_template(conversation, tools=tools) == expected
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"n": 10**9}, "range"),  # the sandbox's range limit: OverflowError
+        ({"n": 0}, "division"),  # ZeroDivisionError
+        ({"n": "x"}, "failed"),  # TypeError
+    ],
+)
+def test_template_errors_from_client_kwargs_are_chat_template_errors(tmp_path, kwargs, match):
+    """chat_template_kwargs reach the template: whatever they make it raise is the client's 400,
+    not a 500 (a range too big, a division by zero, a wrong type)."""
+    template = (
+        "{% if n is number and n > 100 %}{{ range(n) | list | length }}"
+        "{% elif n is number %}{{ 10 // n }}{% else %}{{ n + 1 }}{% endif %}"
+        "{% for m in messages %}{{ m.content }}{% endfor %}"
+    )
+    ours = Tokenizer.from_dir(_write_tokenizer_dir(tmp_path / "t", template))
+    with pytest.raises(ChatTemplateError, match=match):
+        ours.apply_chat_template([{"role": "user", "content": "hi"}], **kwargs)

@@ -455,6 +455,8 @@ class MetricsConfig(Strict):
 class ServerConfig(Strict):
     max_body_bytes: int = Field(DEFAULT_MAX_BODY_BYTES, gt=0)
     request_timeout_s: float = Field(600.0, gt=0)  # whole request, all attempts and fallbacks
+    # Responses API answers stored for previous_response_id and GET /v1/responses/{id}
+    responses_ttl_s: int = Field(30 * 24 * 3600, gt=0)
 
 
 DEFAULT_SPOOL_DIR = "/var/tmp/gateway-ledger"

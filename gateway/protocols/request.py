@@ -31,6 +31,7 @@ class Request:
     protocol: Protocol = "openai"
     native: dict[str, Any] | None = None  # the caller's own body (protocol != "openai")
     native_raw: bytes | None = None
+    response_id: str = ""  # Responses API: the id of the answer being made
     stream: bool = False
     include_usage: bool = False  # the client asked for a usage chunk in its stream
     max_output_tokens: int = 0  # 0: unspecified

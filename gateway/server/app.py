@@ -35,9 +35,11 @@ from gateway.ledger.writer import LedgerWriter
 if TYPE_CHECKING:
     from gateway.tracing import Tracing
 from gateway.metrics import GatewayMetrics
+from gateway.protocols.codecs import ANTHROPIC, ResponsesCodec
 from gateway.server.http import header_map, send_bytes, send_error
 from gateway.server.pipeline import Pipeline
 from gateway.server.policy_store import PolicyStore
+from gateway.server.protocol_routes import RESPONSES_PREFIX, ProtocolRoutes
 from gateway.shadow.service import ShadowService
 from gateway.state import SharedState, build_state
 
@@ -82,6 +84,7 @@ class GatewayApp:
         # set by startup(); read through the properties below
         self._store: PolicyStore | None = None
         self._pipeline: Pipeline | None = None
+        self._protocols: ProtocolRoutes | None = None
         self._metrics: GatewayMetrics | None = None
         self._cache: ResponseCache | None = None
         self._state: SharedState | None = None
@@ -91,6 +94,9 @@ class GatewayApp:
             "/v1/chat/completions": ("POST", self._chat),
             "/v1/completions": ("POST", self._completions),
             "/v1/embeddings": ("POST", self._embeddings),
+            "/v1/messages": ("POST", self._messages),
+            "/v1/messages/count_tokens": ("POST", self._count_tokens),
+            "/v1/responses": ("POST", self._responses_create),
             "/v1/models": ("GET", self._models),
             "/health": ("GET", self._health),
             "/ready": ("GET", self._ready_handler),
@@ -142,6 +148,9 @@ class GatewayApp:
                 if path.startswith("/v1/models/") and scope["method"] == "GET":
                     await self._model(scope, send, path.removeprefix("/v1/models/"))
                     return
+                if path.startswith(RESPONSES_PREFIX) and scope["method"] in ("GET", "DELETE"):
+                    await self.protocols.stored(scope, send, path.removeprefix(RESPONSES_PREFIX))
+                    return
                 raise NotFoundError(f"no route for {scope['method']} {path}", code="not_found")
             method, handler = entry
             if scope["method"] != method:
@@ -154,7 +163,9 @@ class GatewayApp:
             await handler(scope, receive, send)
         except GatewayError as exc:
             allow = getattr(exc, "allow", None)
-            await send_error(send, exc, [(b"allow", allow.encode())] if allow else None)
+            # Anthropic's SDK reads its own error shape; everyone else gets OpenAI's
+            shaped = ANTHROPIC.error_json(exc) if path.startswith("/v1/messages") else None
+            await send_error(send, exc, [(b"allow", allow.encode())] if allow else None, shaped)
 
     async def _lifespan(self, receive, send) -> None:
         while True:
@@ -201,6 +212,9 @@ class GatewayApp:
             shadow=self._shadow,
             ledger=self.ledger,
             tracing=self.tracing,
+        )
+        self._protocols = ProtocolRoutes(
+            self._pipeline, ResponsesCodec(state, policy.server.responses_ttl_s)
         )
         metrics.add_collector(FleetCollector(self._fleets))
         for fleet in self._fleets():
@@ -255,6 +269,21 @@ class GatewayApp:
 
     async def _embeddings(self, scope, receive, send) -> None:
         await self.pipeline.handle("embeddings", scope, receive, send)
+
+    @property
+    def protocols(self) -> ProtocolRoutes:
+        if self._protocols is None:
+            raise RuntimeError("the gateway has not started (ASGI lifespan startup)")
+        return self._protocols
+
+    async def _messages(self, scope, receive, send) -> None:
+        await self.protocols.messages(scope, receive, send)
+
+    async def _count_tokens(self, scope, receive, send) -> None:
+        await self.protocols.count_tokens(scope, receive, send)
+
+    async def _responses_create(self, scope, receive, send) -> None:
+        await self.protocols.responses_create(scope, receive, send)
 
     def _authorize(self, scope) -> None:
         self.store.runtime.keys.authenticate(header_map(scope))

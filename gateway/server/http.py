@@ -83,13 +83,17 @@ def retry_after_header(seconds: float) -> bytes:
     return str(max(1, math.ceil(seconds))).encode()
 
 
-async def send_error(send, exc: GatewayError, extra: Headers | None = None) -> None:
+async def send_error(
+    send, exc: GatewayError, extra: Headers | None = None, body: bytes | None = None
+) -> None:
+    """``exc`` as an error answer; ``body`` is its rendering in the caller's protocol
+    (default: OpenAI's shape)."""
     headers = list(extra or ())
     if exc.retry_after is not None:
         headers.append((b"retry-after", retry_after_header(exc.retry_after)))
     if exc.should_retry is not None:
         headers.append((b"x-should-retry", b"true" if exc.should_retry else b"false"))
-    await send_bytes(send, exc.status, exc.to_json(), JSON, headers)
+    await send_bytes(send, exc.status, body or exc.to_json(), JSON, headers)
 
 
 async def start_sse(send, extra: Headers | None = None) -> None:

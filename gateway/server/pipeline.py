@@ -16,6 +16,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+import orjson
+
 from gateway.auth import Caller
 from gateway.backends.base import UpstreamRequest, UpstreamStream, Usage
 from gateway.backends.resilience import call_with_retries
@@ -36,6 +38,7 @@ from gateway.errors import (
 )
 from gateway.ledger.row import LedgerRow, new_request_id
 from gateway.ledger.writer import LedgerWriter
+from gateway.protocols.codecs import Codec, StreamEncoder
 from gateway.protocols.request import Operation, Request
 from gateway.routing.decide import Decision, route
 from gateway.routing.features import RequestFeatures, extract_features
@@ -57,7 +60,7 @@ if TYPE_CHECKING:  # the OpenTelemetry SDK is imported only when tracing is conf
     from gateway.tracing import Tracing
 from gateway.server.validate import parse_json, validate
 from gateway.shadow.service import ShadowService
-from gateway.sse import DONE, frame, is_usage_only
+from gateway.sse import DONE, frame, is_usage_only, json_of
 
 log = logging.getLogger("gateway.request")
 
@@ -100,6 +103,7 @@ class Call:
     receive: Receive
     send: Send
     t0: float  # perf_counter() when the request arrived
+    codec: Codec | None = None  # the caller's protocol, when it is not OpenAI's
 
 
 def _fmt_headers(o: Outcome, overhead_ms: float) -> list[tuple[bytes, bytes]]:
@@ -139,7 +143,16 @@ class Pipeline:
 
     # ------------------------------------------------------------ entry
 
-    async def handle(self, operation: Operation, scope: dict[str, Any], receive, send) -> None:
+    async def handle(
+        self,
+        operation: Operation,
+        scope: dict[str, Any],
+        receive,
+        send,
+        codec: Codec | None = None,
+    ) -> None:
+        """One request; ``codec`` (None: OpenAI's own API) translates another protocol's
+        body in and the answer out, around the same pipeline."""
         t0 = time.perf_counter()
         rt: Runtime = self.store.runtime
         headers = header_map(scope)
@@ -165,7 +178,10 @@ class Pipeline:
             )
             caller = rt.keys.authenticate(headers)
             team = caller.team
-            req = validate(operation, parse_json(raw), raw)
+            if codec is None:
+                req = validate(operation, parse_json(raw), raw)
+            else:
+                req = await codec.decode(parse_json(raw), raw, team)
             vmodel = req.model
             if o.span is not None:
                 o.span.update_name(f"{o.span.name}{vmodel}")
@@ -199,7 +215,7 @@ class Pipeline:
             if decision.degraded:  # the rule's backends are unconfigured: self-hosted serves it
                 o.extra_headers = [*(o.extra_headers or ()), DEGRADED_HEADER]
                 self.metrics.record_degraded(vmodel, decision.reason)
-            call = Call(rt, req, headers, decision, f, o, receive, send, t0)
+            call = Call(rt, req, headers, decision, f, o, receive, send, t0, codec)
             async with asyncio.timeout(rt.policy.server.request_timeout_s):
                 if req.stream and operation != "embeddings":
                     status = await self._stream(call)
@@ -216,19 +232,30 @@ class Pipeline:
             if isinstance(exc, UpstreamError) and exc.upstream_status in RELAYED_CLIENT_ERRORS:
                 # the upstream judged the request itself: the client gets its answer as-is
                 status = exc.upstream_status
-                relayed = exc.body or InvalidRequestError(exc.message).to_json()
+                if codec is None:
+                    relayed = exc.body or InvalidRequestError(exc.message).to_json()
+                else:  # in the caller's protocol: the upstream spoke OpenAI's
+                    relayed = codec.error_json(InvalidRequestError(_upstream_message(exc)))
                 await send_bytes(send, status, relayed, extra=hdrs)
+            elif o.started and codec is not None:  # a codec's stream already began
+                for event in codec.stream(req).error(exc):
+                    await send_chunk(send, event)
+                await end_body(send)
             else:
-                await send_error(send, exc, hdrs)
+                await send_error(send, exc, hdrs, codec.error_json(exc) if codec else None)
         except TimeoutError:
             status = 504
             self.metrics.record_error(vmodel, o.backend or "none", "RequestTimeout")
             late = UpstreamTimeoutError("the request took longer than server.request_timeout_s")
             if o.started:  # mid-stream: end the stream with an error event
-                await send_chunk(send, frame(late.to_json()))
+                if codec is None:
+                    await send_chunk(send, frame(late.to_json()))
+                else:
+                    for event in codec.stream(req).error(late):
+                        await send_chunk(send, event)
                 await end_body(send)
             else:
-                await send_error(send, late)
+                await send_error(send, late, None, codec.error_json(late) if codec else None)
         total = time.perf_counter() - t0
         self.metrics.record_request(
             virtual_model=vmodel,
@@ -488,8 +515,9 @@ class Pipeline:
             call = self._over_candidates(rt, decision, o, lambda b: b.complete(up), vmodel, up)
             resp = await self._unless_disconnected(call, c.receive, o, vmodel)
         self._account(rt, o, resp.usage)
+        out = resp.body if c.codec is None else await self._encoded(c, resp.body)
         overhead_ms = (time.perf_counter() - c.t0 - o.upstream_s) * 1000
-        await send_bytes(c.send, resp.status, resp.body, extra=_fmt_headers(o, overhead_ms))
+        await send_bytes(c.send, resp.status, out, extra=_fmt_headers(o, overhead_ms))
         if ticket is not None and self.shadow is not None and resp.status == 200:
             self.shadow.submit(
                 ticket,
@@ -506,6 +534,14 @@ class Pipeline:
             await self.cache.set(key, _entry(resp.body, resp.model, o))
         return resp.status
 
+    async def _encoded(self, c: Call, body: bytes) -> bytes:
+        """A whole chat completion in the caller's protocol (and noted by its codec)."""
+        codec = c.codec
+        assert codec is not None  # noqa: S101 - callers check
+        answer = codec.whole(c.req, orjson.loads(body))
+        await codec.answered(c.req, answer, c.features.team)
+        return orjson.dumps(answer)
+
     async def _send_cached(self, c: Call, entry: CacheEntry, stream: bool) -> int:
         rt, o, send = c.rt, c.outcome, c.send
         o.backend, o.cache = entry.backend, "hit"
@@ -516,17 +552,33 @@ class Pipeline:
         o.savings = entry.prompt_tokens * r_in + entry.completion_tokens * r_out
         hdrs = _fmt_headers(o, (time.perf_counter() - c.t0) * 1000)
         if not stream:
-            await send_bytes(send, 200, entry.body, extra=hdrs)
+            body = entry.body if c.codec is None else await self._encoded(c, entry.body)
+            await send_bytes(send, 200, body, extra=hdrs)
             return 200
         await start_sse(send, hdrs)
-        for event in completion_to_sse(entry.body, c.req.include_usage):
-            await send_chunk(send, event)
+        if c.codec is None:
+            for event in completion_to_sse(entry.body, c.req.include_usage):
+                await send_chunk(send, event)
+        else:
+            enc = c.codec.stream(c.req)
+            for event in completion_to_sse(entry.body, True):
+                chunk = json_of(event)
+                for out in enc.feed(chunk) if isinstance(chunk, dict) else ():
+                    await send_chunk(send, out)
+            for out in enc.finish():
+                await send_chunk(send, out)
+            await self._stream_answered(c, enc)
         await end_body(send)
         return 200
 
+    async def _stream_answered(self, c: Call, enc: StreamEncoder) -> None:
+        answer = getattr(enc, "response", None)  # encoders that assemble the caller's answer
+        if c.codec is not None and answer is not None:
+            await c.codec.answered(c.req, answer, c.features.team)
+
     async def _stream(self, c: Call) -> int:
         rt, req, o, f, send = c.rt, c.req, c.outcome, c.features, c.send
-        client_usage = req.include_usage
+        client_usage = req.include_usage  # codecs read the usage chunk themselves, never relay it
         mode, key = self._cache_plan(c)
         entry = await self._lookup(mode, key, c.decision.allowed)
         if entry is not None:
@@ -555,11 +607,10 @@ class Pipeline:
         overhead_ms = (time.perf_counter() - c.t0 - o.upstream_s) * 1000
         await start_sse(send, _fmt_headers(o, overhead_ms))
         o.started = True
+        enc = c.codec.stream(req) if c.codec is not None else None
         ticket = self.shadow.ticket(rt, f, c.decision) if self.shadow is not None else None
         assembler = StreamAssembler() if key is not None or ticket is not None else None
-        pump = asyncio.ensure_future(
-            self._pump(stream, send, client_usage, assembler, o, f.virtual_model)
-        )
+        pump = asyncio.ensure_future(self._pump(stream, send, client_usage, assembler, o, enc))
         watcher = asyncio.ensure_future(c.receive())
         try:
             done, _ = await asyncio.wait({pump, watcher}, return_when=asyncio.FIRST_COMPLETED)
@@ -589,18 +640,34 @@ class Pipeline:
                 )
             if full is not None and key is not None:
                 await self.cache.set(key, _entry(full, stream.model, o))
+        if ok and enc is not None:
+            await self._stream_answered(c, enc)
         return status
 
     async def _pump(
-        self, stream: UpstreamStream, send, client_usage: bool, assembler, o: Outcome, vmodel: str
+        self,
+        stream: UpstreamStream,
+        send,
+        client_usage: bool,
+        assembler,
+        o: Outcome,
+        enc: StreamEncoder | None = None,
     ) -> bool:
-        """Relay events; a failure after the first byte ends the stream with an error event."""
+        """Relay events (through ``enc`` for another protocol); a failure after the first
+        byte ends the stream with an error event."""
         try:
             async for event in stream:
                 if event == DONE:
                     break
                 if assembler is not None:
                     assembler.feed(event)
+                if enc is not None:
+                    chunk = json_of(event)
+                    if isinstance(chunk, dict):
+                        for out in enc.feed(chunk):
+                            await send_chunk(send, out)
+                        o.events += 1
+                    continue
                 if not client_usage and is_usage_only(event):
                     continue
                 o.events += 1
@@ -608,13 +675,30 @@ class Pipeline:
         except UpstreamError as exc:
             log.warning("stream from %s failed after the first byte: %s", o.backend, exc.message)
             self.metrics.record_stream_error(o.backend)
-            await send_chunk(send, frame(exc.to_json()))
-            await send_chunk(send, DONE)
+            if enc is not None:
+                for out in enc.error(exc):
+                    await send_chunk(send, out)
+            else:
+                await send_chunk(send, frame(exc.to_json()))
+                await send_chunk(send, DONE)
             await end_body(send)
             return False
-        await send_chunk(send, DONE)
+        if enc is not None:
+            for out in enc.finish():
+                await send_chunk(send, out)
+        else:
+            await send_chunk(send, DONE)
         await end_body(send)
         return True
+
+
+def _upstream_message(exc: UpstreamError) -> str:
+    """The upstream's own words for a rejected request (its OpenAI-format error body)."""
+    try:
+        err = orjson.loads(exc.body or b"{}").get("error")
+    except (orjson.JSONDecodeError, AttributeError):
+        return exc.message
+    return err.get("message", exc.message) if isinstance(err, dict) else exc.message
 
 
 _FORWARDED = ("x-request-id", "traceparent")

@@ -22,6 +22,19 @@ class RateLimitResult:
 
 
 class SharedState(ABC):
+    # Blobs (stored Responses-API answers): not abstract, so a state without them still works
+    # for everything else; both implementations below override them.
+    async def put_blob(self, key: str, value: bytes, ttl_s: int) -> bool:
+        """Keep ``value`` under ``key`` for ``ttl_s`` seconds; False when the store failed."""
+        return False
+
+    async def get_blob(self, key: str) -> bytes | None:
+        return None
+
+    async def delete_blob(self, key: str) -> bool:
+        """True when something was deleted."""
+        return False
+
     @abstractmethod
     async def incr_spend(self, scope: str, usd: float, period: str) -> float:
         """Add ``usd`` to ``scope``'s spend in the current UTC ``period``; return the period's total."""

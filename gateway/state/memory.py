@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 
 from gateway.state.base import RateLimitResult, SharedState, sliding_window
 from gateway.state.periods import period_bounds
 
 __all__ = ["MemoryState"]
+
+MAX_BLOBS = 10_000
 
 
 class MemoryState(SharedState):
@@ -18,6 +21,7 @@ class MemoryState(SharedState):
             tuple[str, str, str], tuple[float, float]
         ] = {}  # (scope, period, label) -> (usd, end)
         self._windows: dict[tuple[str, int, int], int] = {}  # (scope, window_s, index) -> count
+        self._blobs: OrderedDict[str, tuple[bytes, float]] = OrderedDict()  # key -> (value, end)
 
     async def incr_spend(self, scope: str, usd: float, period: str) -> float:
         label, end = period_bounds(period, self._clock())
@@ -55,7 +59,27 @@ class MemoryState(SharedState):
         if key in self._windows:
             self._windows[key] = max(0, self._windows[key] + delta)
 
+    async def put_blob(self, key: str, value: bytes, ttl_s: int) -> bool:
+        self._blobs[key] = (value, self._clock() + ttl_s)
+        self._blobs.move_to_end(key)
+        while len(self._blobs) > MAX_BLOBS:  # oldest first: one replica's memory is bounded
+            self._blobs.popitem(last=False)
+        return True
+
+    async def get_blob(self, key: str) -> bytes | None:
+        got = self._blobs.get(key)
+        if got is None:
+            return None
+        if got[1] <= self._clock():
+            del self._blobs[key]
+            return None
+        return got[0]
+
+    async def delete_blob(self, key: str) -> bool:
+        return self._blobs.pop(key, None) is not None
+
     async def close(self) -> None:
+        self._blobs.clear()
         self._spend.clear()
         self._windows.clear()
 

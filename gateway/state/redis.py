@@ -154,5 +154,41 @@ class RedisState(SharedState):
             return
         self.guard.ok()
 
+    async def put_blob(self, key: str, value: bytes, ttl_s: int) -> bool:
+        if not self.guard.should_try():
+            self.guard.skipped()
+            return False
+        try:
+            await self._r.set(f"{self._ns}:blob:{key}", value, ex=ttl_s)
+        except REDIS_ERRORS as exc:
+            self.guard.failed(exc)
+            return False
+        self.guard.ok()
+        return True
+
+    async def get_blob(self, key: str) -> bytes | None:
+        if not self.guard.should_try():
+            self.guard.skipped()
+            return None
+        try:
+            raw = await self._r.get(f"{self._ns}:blob:{key}")
+        except REDIS_ERRORS as exc:
+            self.guard.failed(exc)
+            return None
+        self.guard.ok()
+        return raw if isinstance(raw, bytes) else None
+
+    async def delete_blob(self, key: str) -> bool:
+        if not self.guard.should_try():
+            self.guard.skipped()
+            return False
+        try:
+            n = await self._r.delete(f"{self._ns}:blob:{key}")
+        except REDIS_ERRORS as exc:
+            self.guard.failed(exc)
+            return False
+        self.guard.ok()
+        return bool(n)
+
     async def close(self) -> None:
         await self._r.aclose()

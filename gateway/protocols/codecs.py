@@ -1,0 +1,145 @@
+"""Protocol codecs: the pipeline's edges for callers that do not speak OpenAI chat.
+
+A codec decodes a caller's body into the one internal ``Request`` (its ``body`` an OpenAI
+chat body, validated by the same checks as ``/v1/chat/completions``), and encodes what the
+backend answered (an OpenAI chat completion, or chat chunks) back into the caller's
+protocol. Everything between (auth, policy, limits, routing, retries, cache, metrics,
+spend) is the one pipeline. The OpenAI protocol has no codec: its bytes pass through.
+
+    Codec
+    ├── AnthropicCodec   POST /v1/messages
+    └── ResponsesCodec   POST /v1/responses (+ stored responses for previous_response_id)
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+import orjson
+
+from gateway.errors import GatewayError, NotFoundError
+from gateway.protocols import anthropic, responses
+from gateway.protocols.request import Request
+from gateway.server.validate import validate
+from gateway.state import SharedState
+
+__all__ = [
+    "ANTHROPIC",
+    "RESPONSES",
+    "AnthropicCodec",
+    "Codec",
+    "ResponsesCodec",
+    "StreamEncoder",
+    "response_key",
+]
+
+DEFAULT_RESPONSE_TTL_S = 30 * 24 * 3600  # what OpenAI keeps stored responses for
+
+
+class StreamEncoder(Protocol):
+    def feed(self, chunk: dict[str, Any]) -> list[bytes]: ...
+
+    def finish(self) -> list[bytes]: ...
+
+    def error(self, exc: GatewayError) -> list[bytes]: ...
+
+
+class Codec:
+    protocol: str
+
+    async def decode(self, body: dict[str, Any], raw: bytes, team: str) -> Request:
+        raise NotImplementedError
+
+    def whole(self, req: Request, doc: dict[str, Any]) -> dict[str, Any]:
+        """The caller's answer from a chat completion (parsed)."""
+        raise NotImplementedError
+
+    def stream(self, req: Request) -> StreamEncoder:
+        raise NotImplementedError
+
+    def error_json(self, exc: GatewayError) -> bytes:
+        return exc.to_json()
+
+    async def answered(self, req: Request, answer: dict[str, Any], team: str) -> None:
+        """Called with the caller's answer (whole, or the streamed one at its end)."""
+
+
+def _request(protocol: str, chat: dict[str, Any], native: dict[str, Any], raw: bytes) -> Request:
+    req = validate("chat", chat)
+    req.protocol = protocol  # type: ignore[assignment]
+    req.native, req.native_raw = native, raw
+    metadata = native.get("metadata")
+    req.metadata = metadata if isinstance(metadata, dict) else req.metadata
+    return req
+
+
+class AnthropicCodec(Codec):
+    protocol = "anthropic"
+
+    async def decode(self, body: dict[str, Any], raw: bytes, team: str) -> Request:
+        return _request(self.protocol, anthropic.to_chat(body), body, raw)
+
+    def whole(self, req: Request, doc: dict[str, Any]) -> dict[str, Any]:
+        return anthropic.to_message(doc, req.model)
+
+    def stream(self, req: Request) -> StreamEncoder:
+        return anthropic.AnthropicStream(req.model, req.prompt_tokens)
+
+    def error_json(self, exc: GatewayError) -> bytes:
+        return anthropic.error_json(exc)
+
+
+def response_key(team: str, rid: str) -> str:
+    """Stored responses are scoped to the caller's team: another team's id is not found."""
+    return f"responses:{team}:{rid}"
+
+
+class ResponsesCodec(Codec):
+    """Responses over chat; ``store`` keeps each answer (and the conversation it ends) in the
+    shared state, so ``previous_response_id`` and ``GET /v1/responses/{id}`` work on every
+    replica."""
+
+    protocol = "responses"
+
+    def __init__(self, state: SharedState, ttl_s: int = DEFAULT_RESPONSE_TTL_S) -> None:
+        self.state = state
+        self.ttl_s = ttl_s
+
+    async def load(self, team: str, rid: str) -> dict[str, Any] | None:
+        blob = await self.state.get_blob(response_key(team, rid))
+        return orjson.loads(blob) if blob is not None else None
+
+    async def decode(self, body: dict[str, Any], raw: bytes, team: str) -> Request:
+        history = None
+        prev = body.get("previous_response_id")
+        if prev is not None:
+            stored = await self.load(team, prev) if isinstance(prev, str) else None
+            if stored is None:
+                raise NotFoundError(
+                    f"previous response {prev!r} not found (expired, deleted or never stored)",
+                    param="previous_response_id",
+                    code="previous_response_not_found",
+                )
+            history = stored["messages"]
+        req = _request(self.protocol, responses.to_chat(body, history), body, raw)
+        req.response_id = responses.new_id("resp")
+        return req
+
+    def whole(self, req: Request, doc: dict[str, Any]) -> dict[str, Any]:
+        return responses.to_response(doc, req.native or {}, req.response_id, req.model)
+
+    def stream(self, req: Request) -> StreamEncoder:
+        return responses.ResponsesStream(req.native or {}, req.response_id, req.model)
+
+    async def answered(self, req: Request, answer: dict[str, Any], team: str) -> None:
+        if not (req.native or {}).get("store", True):
+            return
+        messages = [m for m in req.body["messages"]] + responses.output_messages(answer)
+        record = {"response": answer, "messages": messages}
+        await self.state.put_blob(
+            response_key(team, req.response_id), orjson.dumps(record), self.ttl_s
+        )
+
+
+ANTHROPIC = AnthropicCodec()
+RESPONSES = ResponsesCodec  # built per app: it needs the shared state

@@ -1,9 +1,9 @@
 """Fleet balancing: round-robin vs least load vs least load + prefix affinity, one workload.
 
-Four loopback replicas (tests/support/mock_engine.py: a queue of ``--slots`` running requests
+Four loopback replicas in their own process (tests/support/mock_engine.py: a queue of ``--slots`` running requests
 per replica, latency that grows with the queue, and a prefix cache of ``--cache-blocks``
 64-character blocks whose hits skip prefill, so a cache hit makes a request faster) sit behind
-the real gateway as one ``fleet:`` backend. The same multi-turn workload runs against each
+the real gateway (``gateway serve``, its own process) as one ``fleet:`` backend. The same multi-turn workload runs against each
 balancing mode: ``--conversations`` chats, each with its own long system prompt, ``--turns``
 turns each (a turn resends the whole conversation so far), ``--concurrency`` chats at a time.
 Every mode gets fresh replicas (empty caches); rounds rotate the order of the modes.
@@ -24,19 +24,20 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
+import socket
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "tests" / "gateway"))
-
-from gateway_server import running_gateway  # noqa: E402
 
 from tests.support.mock_engine import EngineModel, MockEngine  # noqa: E402
 
@@ -110,7 +111,50 @@ def pct(xs: list[float], q: float) -> float:
     return xs[min(len(xs) - 1, int(q * len(xs)))]
 
 
-def run_mode(name: str, args, tmp: Path) -> dict:
+def _free_port() -> int:
+    with socket.socket() as sk:
+        sk.bind(("127.0.0.1", 0))
+        return sk.getsockname()[1]
+
+
+def _wait_http(url: str, proc: subprocess.Popen, timeout_s: float = 60) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{proc.args} exited with {proc.returncode}")
+        try:
+            if httpx.get(url, timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"{url} did not answer within {timeout_s}s")
+
+
+@contextmanager
+def replicas_process(args):
+    """The replicas in their own process (they share no GIL with the gateway or the client)."""
+    cmd = [sys.executable, __file__, "--serve-replicas", *_model_args(args)]
+    proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        urls = json.loads(proc.stdout.readline())
+        yield urls
+    finally:
+        proc.stdin.close()
+        proc.wait(timeout=30)
+
+
+def _model_args(args) -> list[str]:
+    return [
+        f"--replicas={args.replicas}",
+        f"--slots={args.slots}",
+        f"--cache-blocks={args.cache_blocks}",
+        f"--prefill-s-per-kchar={args.prefill_s_per_kchar}",
+        f"--decode-s-per-token={args.decode_s_per_token}",
+    ]
+
+
+def serve_replicas(args) -> int:
     model = EngineModel(
         slots=args.slots,
         cache_blocks=args.cache_blocks,
@@ -119,17 +163,48 @@ def run_mode(name: str, args, tmp: Path) -> dict:
         decode_s_per_token=args.decode_s_per_token,
     )
     engines = [MockEngine(model).start() for _ in range(args.replicas)]
+    print(json.dumps([e.url for e in engines]), flush=True)
+    sys.stdin.read()  # until the bench closes our stdin
+    for e in engines:
+        e.stop()
+    return 0
+
+
+def _replica_counts(urls: list[str]) -> tuple[float, float, list[int]]:
+    queries = hits = 0.0
+    served = []
+    for u in urls:
+        text = httpx.get(u.removesuffix("/v1") + "/metrics").text
+        values = {ln.split("{")[0]: float(ln.rsplit(" ", 1)[1]) for ln in text.splitlines()}
+        queries += values["local_engine_prefix_cache_queries_total"]
+        hits += values["local_engine_prefix_cache_hits_total"]
+        served.append(int(values["mock_engine_requests_total"]))
+    return queries, hits, served
+
+
+@contextmanager
+def gateway_process(policy: Path):
+    port = _free_port()
+    cmd = [sys.executable, "-m", "gateway.cli", "serve", str(policy), f"--port={port}"]
+    cmd += ["--watch-interval=0", "--log-level=warning"]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        path = tmp / f"{name}.yaml"
-        path.write_text(policy_text([e.url for e in engines], MODES[name], args.load_factor))
-        with running_gateway(path, {}) as (url, _app):
-            wall, lat = asyncio.run(workload(url, args))
-        queries = sum(e.block_queries for e in engines)
-        hits = sum(e.block_hits for e in engines)
-        per_replica = [e.requests for e in engines]
+        url = f"http://127.0.0.1:{port}"
+        _wait_http(url + "/health", proc)
+        yield url
     finally:
-        for e in engines:
-            e.stop()
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def run_mode(name: str, args, tmp: Path) -> dict:
+    with replicas_process(args) as urls:
+        path = tmp / f"{name}.yaml"
+        path.write_text(policy_text(urls, MODES[name], args.load_factor))
+        with gateway_process(path) as url:
+            wall, lat = asyncio.run(workload(url, args))
+        queries, hits, per_replica = _replica_counts(urls)
     return {
         "requests": len(lat),
         "wall_s": wall,
@@ -147,8 +222,8 @@ def main() -> int:
     ap.add_argument("--replicas", type=int, default=4)
     ap.add_argument("--slots", type=int, default=4, help="running requests per replica")
     ap.add_argument("--cache-blocks", type=int, default=400, help="prefix-cache blocks per replica")
-    ap.add_argument("--prefill-s-per-kchar", type=float, default=0.1)
-    ap.add_argument("--decode-s-per-token", type=float, default=0.004)
+    ap.add_argument("--prefill-s-per-kchar", type=float, default=0.4)
+    ap.add_argument("--decode-s-per-token", type=float, default=0.01)
     ap.add_argument("--conversations", type=int, default=48)
     ap.add_argument("--turns", type=int, default=4)
     ap.add_argument("--concurrency", type=int, default=16)
@@ -156,7 +231,10 @@ def main() -> int:
     ap.add_argument("--max-tokens", type=int, default=16)
     ap.add_argument("--load-factor", type=float, default=1.25, help="prefix affinity's bound")
     ap.add_argument("--no-write", action="store_true", help="do not write bench/results/")
+    ap.add_argument("--serve-replicas", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.serve_replicas:
+        return serve_replicas(args)
 
     names = list(MODES)
     rounds: list[dict[str, dict]] = []
@@ -207,16 +285,24 @@ def main() -> int:
     if not args.no_write:
         RESULTS.mkdir(exist_ok=True)
         cmd = "python bench/fleet_bench.py " + " ".join(sys.argv[1:])
+        machine = f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at the end"
         (RESULTS / "fleet_bench.json").write_text(
             json.dumps(
-                {"command": cmd.strip(), "args": vars(args), "summary": summary, "rounds": rounds},
+                {
+                    "command": cmd.strip(),
+                    "machine": machine,
+                    "args": vars(args),
+                    "summary": summary,
+                    "rounds": rounds,
+                },
                 indent=2,
             )
             + "\n"
         )
         (RESULTS / "fleet_bench.md").write_text(
             f"# Fleet balancing (`{cmd.strip()}`)\n\n{table}\n\n"
-            f"{args.rounds} rounds, medians; ratios are per-round medians against round-robin.\n"
+            f"{args.rounds} rounds, medians; ratios are per-round medians against round-robin. "
+            f"Machine: {machine}.\n"
         )
     return 0
 

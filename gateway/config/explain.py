@@ -50,6 +50,8 @@ def explain(loaded: LoadedPolicy) -> str:
         )
         if b.labels:
             out.append(f"  {'':<16} labels: {', '.join(f'{k}={x}' for k, x in b.labels.items())}")
+        if b.fleet is not None:
+            out.append(f"  {'':<16} fleet: {_fleet(b.fleet)}")
     gov = Governance(p)
     out.extend(_governance(loaded, gov))
     for mname, m in p.models.items():
@@ -130,6 +132,29 @@ def _rule_route(r, fallbacks: list[str], p) -> str:
     return text + (
         "  (self-hosted only: never a proprietary backend)" if r.self_hosted_only else ""
     )
+
+
+def _fleet(f) -> str:
+    where = [f"{len(f.endpoints)} endpoints"] if f.endpoints else []
+    if f.dns is not None:
+        where.append(f"DNS {f.dns.name}:{f.dns.port} every {f.dns.refresh_s:g} s")
+    how = f.balance + (" + prefix affinity" if f.prefix_affinity.enabled else "")
+    s = f.spill_over
+    limits = [
+        text
+        for text, v in (
+            (f"waiting > {s.max_waiting}", s.max_waiting),
+            (f"KV >= {s.max_kv_cache_usage}", s.max_kv_cache_usage),
+            (f"in flight >= {s.max_outstanding}", s.max_outstanding),
+        )
+        if v is not None
+    ]
+    spill = (
+        f"; full when every replica has {' or '.join(limits)}: spill over, else {s.when_saturated}"
+        if limits
+        else "; no spill-over"
+    )
+    return f"{' and '.join(where)}, {how}{spill}"
 
 
 def _prov(p: Provenance) -> str:

@@ -223,6 +223,7 @@ class MockEngine:
             waiting = self._forced.get("waiting", self._waiting)
             kv = self._forced.get("kv", len(self._cache) / self.model.cache_blocks)
             running, queries, hits = self._running, self.block_queries, self.block_hits
+            served = self.requests
         label = f'{{model_name="{self.name}"}}'
         lines = [
             f"vllm:num_requests_running{label} {running}",
@@ -230,5 +231,6 @@ class MockEngine:
             f"vllm:kv_cache_usage_perc{label} {kv}",
             f"local_engine_prefix_cache_queries_total{label} {queries}",
             f"local_engine_prefix_cache_hits_total{label} {hits}",
+            f"mock_engine_requests_total{label} {served}",
         ]
         return web.Response(text="\n".join(lines) + "\n", content_type="text/plain")

@@ -50,8 +50,9 @@ def explain(loaded: LoadedPolicy) -> str:
         )
         if b.labels:
             out.append(f"  {'':<16} labels: {', '.join(f'{k}={x}' for k, x in b.labels.items())}")
-        if b.fleet is not None:
-            out.append(f"  {'':<16} fleet: {_fleet(b.fleet)}")
+        fleet = getattr(b, "fleet", None)  # openai_compatible backends only
+        if fleet is not None:
+            out.append(f"  {'':<16} fleet: {_fleet(fleet)}")
     gov = Governance(p)
     out.extend(_governance(loaded, gov))
     for mname, m in p.models.items():

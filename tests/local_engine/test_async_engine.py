@@ -246,6 +246,26 @@ async def test_an_unattributable_step_failure_fails_those_in_flight_only(tok):
         await eng.shutdown()
 
 
+async def test_a_step_failure_it_cannot_recover_from_stops_the_engine_visibly(tok):
+    eng = AsyncLLMEngine(build(tok))
+    await eng.start()
+    try:
+
+        def broken(*_):
+            raise RuntimeError("simulated scheduler bug")
+
+        eng.engine.scheduler.schedule = broken
+        eng.engine.fail_all = broken  # recovery fails too
+        with pytest.raises(EngineDeadError) as err:
+            await collect(eng.generate("a", [1, 2], SamplingParams()))
+        assert isinstance(err.value.__cause__, RuntimeError)
+        assert not eng.health().ok and not eng.is_running
+        with pytest.raises(EngineDeadError):
+            eng.generate("b", [1, 2], SamplingParams())
+    finally:
+        await eng.shutdown()
+
+
 async def test_health_reports_a_step_that_hangs(engine):
     assert engine.health().ok
     engine._step_started = time.monotonic() - STEP_STALL_S - 1  # as if a step never returned

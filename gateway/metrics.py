@@ -227,8 +227,17 @@ class GatewayMetrics:
         team = ["team"] if self._team_label else []
         self.requests = Counter(
             p + "requests_total",
-            "Requests by virtual model, backend, route reason, status, cache.",
-            ["virtual_model", "backend", "route_reason", "status_class", "cache", *team],
+            "Requests by virtual model, backend, route reason, status, cache and the caller's "
+            "protocol (openai, anthropic, responses).",
+            [
+                "virtual_model",
+                "backend",
+                "route_reason",
+                "status_class",
+                "cache",
+                "protocol",
+                *team,
+            ],
             registry=r,
         )
         usage = ["virtual_model", "backend", *team]
@@ -250,11 +259,13 @@ class GatewayMetrics:
         self._req_children: dict[tuple[Any, ...], tuple[Any, ...]] = {}
 
     def _request_children(self, key: tuple[Any, ...]) -> tuple[Any, ...]:
-        vmodel, backend, reason, status, cache, team = key
+        vmodel, backend, reason, status, cache, protocol, team = key
         t = (team,) if self._team_label else ()
         usage = (vmodel, backend, *t)
         children = (
-            self.requests.labels(vmodel, backend, reason, _status_class(status), cache, *t),
+            self.requests.labels(
+                vmodel, backend, reason, _status_class(status), cache, protocol, *t
+            ),
             self.request_duration.labels(vmodel, backend),
             self.prompt_tokens.labels(*usage),
             self.completion_tokens.labels(*usage),
@@ -283,6 +294,7 @@ class GatewayMetrics:
         cost_usd: float = 0.0,
         savings_usd: float = 0.0,
         ttft_s: float | None = None,
+        protocol: str = "openai",
     ) -> None:
         """Everything about one finished request, in one call."""
         key = (
@@ -291,6 +303,7 @@ class GatewayMetrics:
             route_reason,
             status,
             cache,
+            protocol,
             team if self._team_label else None,
         )
         c = self._req_children.get(key) or self._request_children(key)

@@ -86,8 +86,11 @@ def _message(i: int, m: Any, out: list[dict[str, Any]]) -> None:
     if not isinstance(m, dict):
         raise _bad(f"{where} must be an object", where)
     role = m.get("role")
+    if role == "system":  # Claude Code sends mid-conversation system turns
+        out.append({"role": "system", "content": _text_of(m.get("content"), f"{where}.content")})
+        return
     if role not in ("user", "assistant"):
-        raise _bad(f"{where}.role must be user or assistant", f"{where}.role")
+        raise _bad(f"{where}.role must be user, assistant or system", f"{where}.role")
     content = m.get("content")
     if isinstance(content, str):
         out.append({"role": role, "content": content})

@@ -271,6 +271,7 @@ class Pipeline:
             cost_usd=o.cost,
             savings_usd=o.savings,
             ttft_s=o.ttft_s,
+            protocol="openai" if codec is None else codec.protocol,
         )
         self_hosted = o.cache == "hit" or (
             rt.configs[o.backend].self_hosted if o.backend in rt.configs else True

@@ -54,7 +54,7 @@ def test_request_series_and_units():
     )
     one_request(m, backend="openai", ttft_s=0.3, usage=Usage(10, 5), cost_usd=0.5, savings_usd=0.0)
     s = samples(m)
-    req = dict(virtual_model="auto", route_reason="everyday")
+    req = dict(virtual_model="auto", route_reason="everyday", protocol="openai")
     assert (
         value(s, "gateway_requests_total", backend="local", status_class="2xx", cache="miss", **req)
         == 1
@@ -222,6 +222,7 @@ def test_multiprocess_metrics_add_up_across_real_processes(tmp_path):
         route_reason="everyday",
         status_class="2xx",
         cache="miss",
+        protocol="openai",
     )
     assert value(s, "gateway_requests_total", **labels) == 8
     assert value(s, "gateway_prompt_tokens_total", virtual_model="auto", backend="local") == 80

@@ -179,7 +179,7 @@ def create_app(control: MockControl) -> web.Application:
         body, early, fault = await admit(request)
         if early is not None:
             return early
-        message, finish = _chat_answer(body)
+        message, finish = _chat_answer(body if control.tool_calls else {**body, "tools": None})
         completion = message.get("content") or json.dumps(
             [c["function"] for c in message.get("tool_calls", [])]
         )

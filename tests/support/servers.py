@@ -54,6 +54,7 @@ class MockControl:
     models: list[str] = field(default_factory=lambda: ["mock-model"])
     delay_s: float = 0.0  # every request waits this long (for timeout tests)
     record_requests: bool = True  # False for benchmarks: nothing kept per request
+    tool_calls: bool = True  # False: answer in text even when the request offers tools (agents)
     _faults: deque[Fault] = field(default_factory=deque)
     _requests: list[RecordedRequest] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)

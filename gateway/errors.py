@@ -8,6 +8,8 @@
     │   └── ProvenanceDeniedError     403 permission_error / denied_by_policy (a provenance rule)
     ├── NotFoundError                 404 not_found_error (model_not_found)
     ├── RequestTooLargeError          413 invalid_request_error
+    ├── RequestTimeoutError           408 invalid_request_error (request_timeout): slow body
+    ├── ServerBusyError               503 server_error (server_busy): bodies in flight at the cap
     ├── RateLimitError                429 rate_limit_error (rate_limit_exceeded / budget_exceeded)
     ├── UpstreamError                 502 upstream_error (bad_gateway)
     │   ├── UpstreamUnavailableError  503 upstream_error (service_unavailable)
@@ -38,6 +40,8 @@ __all__ = [
     "PermissionDeniedError",
     "NotFoundError",
     "RequestTooLargeError",
+    "RequestTimeoutError",
+    "ServerBusyError",
     "RateLimitError",
     "UpstreamError",
     "UpstreamUnavailableError",
@@ -132,6 +136,22 @@ class RequestTooLargeError(GatewayError):
     default_code = "request_too_large"
 
 
+class RequestTimeoutError(GatewayError):
+    """The client took longer than server.body_timeout_s to send its body."""
+
+    status = 408
+    type = "invalid_request_error"
+    default_code = "request_timeout"
+
+
+class ServerBusyError(GatewayError):
+    """This replica holds as many request bodies as server.max_inflight_body_bytes allows."""
+
+    status = 503
+    type = "server_error"
+    default_code = "server_busy"
+
+
 class RateLimitError(GatewayError):
     status = 429
     type = "rate_limit_error"
@@ -153,10 +173,13 @@ class UpstreamError(GatewayError):
         *,
         upstream_status: int | None = None,
         body: bytes | None = None,
+        detail: str | None = None,
         **kw,
     ) -> None:
         super().__init__(message, **kw)
         self.upstream_status = upstream_status
+        # For the log only (library exception names, host:port): never in the client's answer.
+        self.detail = detail
         # The upstream's own OpenAI-format error body, relayed as-is for client errors (4xx).
         self.body = body
 

@@ -247,10 +247,10 @@ def map_exception(name: str, exc: BaseException, secret: str | None) -> Upstream
         connect = isinstance(exc.__cause__, httpx.ConnectTimeout)  # the SDK raises from it
         return timeout_error(name, exc, connect=connect)
     if isinstance(exc, openai.APIConnectionError) or _no_answer(exc):
-        return UpstreamUnavailableError(f"backend {name!r} unreachable: {detail}")
+        return UpstreamUnavailableError(f"backend {name!r} unreachable", detail=detail)
     status = getattr(exc, "status_code", None)
     if not isinstance(status, int):
-        return UpstreamError(f"backend {name!r} failed: {detail}")
+        return UpstreamError(f"backend {name!r} failed", detail=detail)
     headers = getattr(exc, "litellm_response_headers", None) or {}
     body = None
     if 400 <= status < 500:

@@ -46,15 +46,24 @@ KEEPALIVE_S = 30.0
 PROBE_TIMEOUT_S = 2.0
 
 
+MAX_TOKEN_COUNT = 10**9  # beyond any context window: a count past it is garbage
+
+
+def _count(v: Any) -> int:
+    """A token count from an upstream's JSON: a non-negative int, else 0 ("many", -3, 1e400,
+    true and null are an upstream's bug, not a reason to fail the client's request)."""
+    if isinstance(v, bool) or not isinstance(v, int | float) or not 0 <= v <= MAX_TOKEN_COUNT:
+        return 0
+    return int(v)
+
+
 def usage_from(obj: dict[str, Any]) -> Usage | None:
     u = obj.get("usage")
     if not isinstance(u, dict):
         return None
     details = u.get("prompt_tokens_details")
-    cached = (details.get("cached_tokens") or 0) if isinstance(details, dict) else 0
-    return Usage(
-        int(u.get("prompt_tokens") or 0), int(u.get("completion_tokens") or 0), int(cached)
-    )
+    cached = details.get("cached_tokens") if isinstance(details, dict) else 0
+    return Usage(_count(u.get("prompt_tokens")), _count(u.get("completion_tokens")), _count(cached))
 
 
 class OpenAICompatBackend(Backend):

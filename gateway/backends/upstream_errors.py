@@ -138,7 +138,8 @@ def connection_error(
 ) -> UpstreamUnavailableError:
     where = f" {when}" if when else ""
     return UpstreamUnavailableError(
-        scrub(f"backend {name!r} unreachable{where}: {type(exc).__name__}: {exc}", secret)
+        f"backend {name!r} unreachable{where}",
+        detail=scrub(f"{type(exc).__name__}: {exc}", secret),
     )
 
 

@@ -28,6 +28,8 @@ from gateway.config.shadow import CascadeConfig, ShadowModelConfig, ShadowPolicy
 LABEL_KEY = r"^[A-Za-z0-9_.:/-]{1,64}$"
 
 DEFAULT_MAX_BODY_BYTES = 10 * 1024 * 1024
+DEFAULT_BODY_TIMEOUT_S = 30.0
+DEFAULT_MAX_INFLIGHT_BODY_BYTES = 256 * 1024 * 1024
 DEFAULT_TIMEOUT_S = 60.0
 DEFAULT_CONNECT_TIMEOUT_S = 5.0
 DEFAULT_CACHE_TTL_S = 3600
@@ -457,6 +459,10 @@ class ServerConfig(Strict):
     request_timeout_s: float = Field(600.0, gt=0)  # whole request, all attempts and fallbacks
     # Responses API answers stored for previous_response_id and GET /v1/responses/{id}
     responses_ttl_s: int = Field(30 * 24 * 3600, gt=0)
+    # reading one request body, from its first byte to its last: slow senders are cut off (408)
+    body_timeout_s: float = Field(DEFAULT_BODY_TIMEOUT_S, gt=0)
+    # request bodies held by this process at once (being read or in use); past it: 503, retry
+    max_inflight_body_bytes: int = Field(DEFAULT_MAX_INFLIGHT_BODY_BYTES, gt=0)
 
 
 DEFAULT_SPOOL_DIR = "/var/tmp/gateway-ledger"

@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     from gateway.tracing import Tracing
 from gateway.metrics import GatewayMetrics
 from gateway.protocols.codecs import ANTHROPIC, ResponsesCodec
+from gateway.server.guard import ResponseGuard
 from gateway.server.http import header_map, send_bytes, send_error
 from gateway.server.pipeline import Pipeline
 from gateway.server.policy_store import PolicyStore
@@ -141,6 +142,18 @@ class GatewayApp:
             await self._lifespan(receive, send)
 
     async def _http(self, scope, receive, send) -> None:
+        guard = ResponseGuard(send)
+        try:
+            await self._route(scope, receive, guard)
+        except GatewayError as exc:  # raised after the answer began (see _route)
+            log.warning("error after the response started on %s: %s", scope["path"], exc)
+            await guard.fail(exc)
+        except Exception:  # noqa: BLE001 - the last resort: logged with its traceback, answered
+            log.exception("unhandled error on %s %s", scope["method"], scope["path"])
+            await guard.fail()
+
+    async def _route(self, scope, receive, guard: ResponseGuard) -> None:
+        send = guard.send
         path = scope["path"]
         entry = self._routes.get(path.rstrip("/") if len(path) > 1 else path)
         try:
@@ -162,6 +175,8 @@ class GatewayApp:
                 )
             await handler(scope, receive, send)
         except GatewayError as exc:
+            if guard.started:  # a handler's error after its answer began: the last resort's
+                raise
             allow = getattr(exc, "allow", None)
             # Anthropic's SDK reads its own error shape; everyone else gets OpenAI's
             shaped = ANTHROPIC.error_json(exc) if path.startswith("/v1/messages") else None

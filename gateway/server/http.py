@@ -6,11 +6,19 @@ objects: on a pass-through path those objects cost more than the rest of the gat
 
 from __future__ import annotations
 
+import asyncio
 import math
 from collections.abc import Iterable
 from typing import Any
 
-from gateway.errors import GatewayError, InvalidRequestError, RequestTooLargeError
+from gateway.errors import (
+    GatewayError,
+    InvalidRequestError,
+    RequestTimeoutError,
+    RequestTooLargeError,
+    ServerBusyError,
+)
+from gateway.sse import DONE, frame
 
 # The longest Retry-After a client is told: an upstream asking for an hour (or for "inf") is
 # not a promise the gateway can pass on; its limits and fallbacks change by the minute.
@@ -37,7 +45,43 @@ def header_map(scope: dict[str, Any]) -> dict[str, str]:
     return out
 
 
-async def read_body(receive, limit: int, content_length: str | None) -> bytes:
+class BodyBudget:
+    """Bytes of request bodies this process holds at once, across requests.
+
+    ``read_body`` charges each chunk as it arrives (a slow sender holds what it sent so far);
+    the caller of a successful ``read_body`` owns ``len(body)`` and gives it back with
+    ``release`` when the request ends.
+    """
+
+    __slots__ = ("in_use",)
+
+    def __init__(self) -> None:
+        self.in_use = 0
+
+    def take(self, n: int, limit: int) -> None:
+        if self.in_use + n > limit:
+            raise ServerBusyError(
+                "the gateway holds too many request bodies at once; retry shortly",
+                retry_after=1.0,
+                should_retry=True,
+            )
+        self.in_use += n
+
+    def release(self, n: int) -> None:
+        self.in_use -= n
+
+
+async def read_body(
+    receive,
+    limit: int,
+    content_length: str | None,
+    *,
+    timeout_s: float | None = None,
+    budget: BodyBudget | None = None,
+    budget_limit: int = 0,
+) -> bytes:
+    """The whole body, at most ``limit`` bytes, within ``timeout_s`` (else 408), charged to
+    ``budget`` up to ``budget_limit`` bytes in all (else 503)."""
     if content_length is not None:
         try:
             n = int(content_length)
@@ -47,18 +91,34 @@ async def read_body(receive, limit: int, content_length: str | None) -> bytes:
             raise RequestTooLargeError(f"request body is {n} bytes; the limit is {limit}")
     chunks: list[bytes] = []
     size = 0
-    while True:
-        msg = await receive()
-        if msg["type"] == "http.disconnect":
-            raise ClientDisconnected
-        chunk = msg.get("body", b"")
-        if chunk:
-            size += len(chunk)
-            if size > limit:
-                raise RequestTooLargeError(f"request body exceeds the limit of {limit} bytes")
-            chunks.append(chunk)
-        if not msg.get("more_body"):
-            break
+    try:
+        async with asyncio.timeout(timeout_s):
+            while True:
+                msg = await receive()
+                if msg["type"] == "http.disconnect":
+                    raise ClientDisconnected
+                chunk = msg.get("body", b"")
+                if chunk:
+                    if size + len(chunk) > limit:
+                        raise RequestTooLargeError(
+                            f"request body exceeds the limit of {limit} bytes"
+                        )
+                    if budget is not None:
+                        budget.take(len(chunk), budget_limit)
+                    size += len(chunk)
+                    chunks.append(chunk)
+                if not msg.get("more_body"):
+                    break
+    except TimeoutError:
+        if budget is not None:
+            budget.release(size)
+        raise RequestTimeoutError(
+            f"the request body took longer than {timeout_s:g} s to arrive"
+        ) from None
+    except BaseException:
+        if budget is not None:
+            budget.release(size)
+        raise
     return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
@@ -113,3 +173,11 @@ async def send_chunk(send, data: bytes) -> None:
 
 async def end_body(send) -> None:
     await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+async def end_stream_with_error(send, exc: GatewayError) -> None:
+    """After SSE headers went out, an error can only go in-band: an OpenAI-style error event
+    (the SDK raises APIError on it), ``[DONE]``, and the end of the stream."""
+    await send_chunk(send, frame(exc.to_json()))
+    await send_chunk(send, DONE)
+    await end_body(send)

@@ -45,8 +45,10 @@ from gateway.routing.features import RequestFeatures, extract_features
 from gateway.routing.tokens import count_with_tokenizer
 from gateway.runtime import Runtime
 from gateway.server.http import (
+    BodyBudget,
     ClientDisconnected,
     end_body,
+    end_stream_with_error,
     header_map,
     read_body,
     send_bytes,
@@ -136,6 +138,7 @@ class Pipeline:
         self.metrics = metrics
         self.cache = cache
         self.limits = Limits(state, metrics)
+        self.bodies = BodyBudget()  # request bodies held by this process, across requests
         self.shadow = shadow
         self.cascades = CascadeRules()
         self.ledger = ledger  # None: no ledger configured, nothing recorded
@@ -172,12 +175,22 @@ class Pipeline:
         if tracing is not None:
             o.request_id = o.request_id or new_request_id()
             o.span = tracing.start_request(operation, "", headers)
+        held = 0  # body bytes charged to self.bodies, given back in finally
         try:
-            raw = await read_body(
-                receive, rt.policy.server.max_body_bytes, headers.get("content-length")
-            )
+            # the key comes from the headers: a keyless caller gets its 401 before we read
+            # (and hold) a byte of its body
             caller = rt.keys.authenticate(headers)
             team = caller.team
+            srv = rt.policy.server
+            raw = await read_body(
+                receive,
+                srv.max_body_bytes,
+                headers.get("content-length"),
+                timeout_s=srv.body_timeout_s,
+                budget=self.bodies,
+                budget_limit=srv.max_inflight_body_bytes,
+            )
+            held = len(raw)
             if codec is None:
                 req = validate(operation, parse_json(raw), raw)
             else:
@@ -241,6 +254,9 @@ class Pipeline:
                 for event in codec.stream(req).error(exc):
                     await send_chunk(send, event)
                 await end_body(send)
+            elif o.started:  # SSE headers are out: a second response cannot start
+                status = 502 if isinstance(exc, UpstreamError) else exc.status
+                await end_stream_with_error(send, exc)
             else:
                 await send_error(send, exc, hdrs, codec.error_json(exc) if codec else None)
         except TimeoutError:
@@ -256,75 +272,86 @@ class Pipeline:
                 await end_body(send)
             else:
                 await send_error(send, late, None, codec.error_json(late) if codec else None)
-        total = time.perf_counter() - t0
-        self.metrics.record_request(
-            virtual_model=vmodel,
-            backend=o.backend or "none",
-            route_reason=o.reason or "none",
-            status=status,
-            cache=o.cache,
-            team=team,
-            duration_s=total,
-            upstream_s=o.upstream_s,
-            overhead_s=max(0.0, total - o.upstream_s),
-            usage=o.usage,
-            cost_usd=o.cost,
-            savings_usd=o.savings,
-            ttft_s=o.ttft_s,
-            protocol="openai" if codec is None else codec.protocol,
-        )
-        self_hosted = o.cache == "hit" or (
-            rt.configs[o.backend].self_hosted if o.backend in rt.configs else True
-        )
-        if caller is not None and (o.cost > 0 or adm.reserved):
-            used = o.usage.total_tokens if o.usage is not None else 0
-            await self.limits.settle(rt, caller, adm, used, vmodel, o.cost, self_hosted)
-        if o.span is not None and tracing is not None:
-            cfg = rt.configs.get(o.backend)
-            tracing.finish(
-                o.span,
-                {
-                    "gen_ai.request.model": vmodel,
-                    "gen_ai.response.model": cfg.model if cfg is not None else None,
-                    "gen_ai.provider.name": tracing.provider_name(cfg) if cfg else None,
-                    "gen_ai.usage.input_tokens": o.usage.prompt_tokens if o.usage else None,
-                    "gen_ai.usage.output_tokens": o.usage.completion_tokens if o.usage else None,
-                    "gateway.route.rule": o.reason or None,
-                    "gateway.backend": o.backend or None,
-                    "gateway.cache": o.cache,
-                    "gateway.cost_usd": o.cost,
-                    "gateway.savings_usd": o.savings,
-                    "gateway.team": team,
-                    "gateway.request_id": o.request_id,
-                },
-                status,
+        except asyncio.CancelledError:
+            status = 499  # shutdown or an outer cancel: the answer never completed
+            raise
+        except Exception:
+            status = 500
+            self.metrics.record_error(vmodel, o.backend or "none", "InternalError")
+            raise  # the app's last-resort handler logs it and answers what it still can
+        finally:
+            self.bodies.release(held)
+            total = time.perf_counter() - t0
+            self.metrics.record_request(
+                virtual_model=vmodel,
+                backend=o.backend or "none",
+                route_reason=o.reason or "none",
+                status=status,
+                cache=o.cache,
+                team=team,
+                duration_s=total,
+                upstream_s=o.upstream_s,
+                overhead_s=max(0.0, total - o.upstream_s),
+                usage=o.usage,
+                cost_usd=o.cost,
+                savings_usd=o.savings,
+                ttft_s=o.ttft_s,
+                protocol="openai" if codec is None else codec.protocol,
             )
-        if ledger is not None and caller is not None:
-            ledger.record(
-                LedgerRow(
-                    ts,
-                    o.request_id,
-                    team,
-                    caller.key_name,
-                    vmodel,
-                    operation,
-                    o.reason or "none",
-                    o.backend or "none",
-                    rt.configs[o.backend].model if o.backend in rt.configs else "",
-                    self_hosted,
+            self_hosted = o.cache == "hit" or (
+                rt.configs[o.backend].self_hosted if o.backend in rt.configs else True
+            )
+            if caller is not None and (o.cost > 0 or adm.reserved):
+                used = o.usage.total_tokens if o.usage is not None else 0
+                await self.limits.settle(rt, caller, adm, used, vmodel, o.cost, self_hosted)
+            if o.span is not None and tracing is not None:
+                cfg = rt.configs.get(o.backend)
+                tracing.finish(
+                    o.span,
+                    {
+                        "gen_ai.request.model": vmodel,
+                        "gen_ai.response.model": cfg.model if cfg is not None else None,
+                        "gen_ai.provider.name": tracing.provider_name(cfg) if cfg else None,
+                        "gen_ai.usage.input_tokens": o.usage.prompt_tokens if o.usage else None,
+                        "gen_ai.usage.output_tokens": o.usage.completion_tokens
+                        if o.usage
+                        else None,
+                        "gateway.route.rule": o.reason or None,
+                        "gateway.backend": o.backend or None,
+                        "gateway.cache": o.cache,
+                        "gateway.cost_usd": o.cost,
+                        "gateway.savings_usd": o.savings,
+                        "gateway.team": team,
+                        "gateway.request_id": o.request_id,
+                    },
                     status,
-                    f.stream if f is not None else False,
-                    o.usage.prompt_tokens if o.usage is not None else 0,
-                    o.usage.completion_tokens if o.usage is not None else 0,
-                    o.usage.cached_tokens if o.usage is not None else 0,
-                    o.cost,
-                    o.savings,
-                    total * 1000.0,
-                    max(0.0, total - o.upstream_s) * 1000.0,
-                    o.cache,
-                    f.difficulty if f is not None else None,
                 )
-            )
+            if ledger is not None and caller is not None:
+                ledger.record(
+                    LedgerRow(
+                        ts,
+                        o.request_id,
+                        team,
+                        caller.key_name,
+                        vmodel,
+                        operation,
+                        o.reason or "none",
+                        o.backend or "none",
+                        rt.configs[o.backend].model if o.backend in rt.configs else "",
+                        self_hosted,
+                        status,
+                        f.stream if f is not None else False,
+                        o.usage.prompt_tokens if o.usage is not None else 0,
+                        o.usage.completion_tokens if o.usage is not None else 0,
+                        o.usage.cached_tokens if o.usage is not None else 0,
+                        o.cost,
+                        o.savings,
+                        total * 1000.0,
+                        max(0.0, total - o.upstream_s) * 1000.0,
+                        o.cache,
+                        f.difficulty if f is not None else None,
+                    )
+                )
 
     # ------------------------------------------------------------ routing inputs
 
@@ -428,7 +455,13 @@ class Pipeline:
                 if exc.upstream_status in RELAYED_CLIENT_ERRORS:
                     raise
                 last = exc
-                log.warning("backend %s failed (%s: %s)", name, type(exc).__name__, exc.message)
+                log.warning(
+                    "backend %s failed (%s: %s%s)",
+                    name,
+                    type(exc).__name__,
+                    exc.message,
+                    f"; {exc.detail}" if exc.detail else "",
+                )
                 if i + 1 < len(decision.candidates):
                     self.metrics.record_fallback(vmodel, name, decision.candidates[i + 1])
                 continue

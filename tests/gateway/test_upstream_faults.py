@@ -11,6 +11,8 @@ Real parts: the gateway on uvicorn, loopback aiohttp upstreams, httpx.
 from __future__ import annotations
 
 import json
+import logging
+import socket
 
 import httpx
 import pytest
@@ -100,3 +102,20 @@ def test_read_timeout_falls_back_instead_of_retrying_the_same_backend(tmp_path):
             assert r.headers["x-gateway-backend"] == "openai"
             assert len(local_ctl.requests) == 1  # sent once, not again after the timeout
             assert len(oai_ctl.requests) == 1
+
+
+def test_unreachable_upstreams_leave_no_host_or_library_names_in_the_answer(tmp_path, caplog):
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]  # bound, never listening: connections are refused
+        dead = f"http://127.0.0.1:{port}/v1"
+        policy = write_policy(tmp_path / "p.yaml", dead, dead)
+        with running_gateway(policy, ENV) as (base, _app):
+            with caplog.at_level(logging.WARNING, logger="gateway"):
+                r = httpx.post(base + PATHS["chat"], json=valid_chat(), headers=AUTH, timeout=30)
+    assert r.status_code in (502, 503), r.text
+    for internal in ("127.0.0.1", str(port), "ClientConnectorError", "Cannot connect", "aiohttp"):
+        assert internal not in r.text, internal
+    assert "unreachable" in r.json()["error"]["message"]
+    logged = "\n".join(rec.getMessage() for rec in caplog.records)
+    assert f"127.0.0.1:{port}" in logged  # the operator still sees where and why

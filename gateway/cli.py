@@ -36,6 +36,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     from gateway.config.loader import load_policy
     from gateway.errors import PolicyError
+    from gateway.server.connections import ConnectionLimits
 
     try:  # fail fast, before binding a port, on a policy that cannot load
         load_policy(args.policy, os.environ)
@@ -48,6 +49,8 @@ def _serve(args: argparse.Namespace) -> int:
     os.environ["GATEWAY_POLICY"] = str(Path(args.policy).absolute())
     os.environ["GATEWAY_WATCH_INTERVAL"] = str(args.watch_interval)
     os.environ["GATEWAY_LISTEN"] = f"http://{args.host}:{args.port}"  # for the "ready" line
+    # read by each worker's connection protocol (gateway/server/connections.py)
+    os.environ.update(ConnectionLimits(args.header_timeout, args.max_connections).to_env())
     if args.workers > 1:
         from gateway.metrics import prepare_multiprocess
 
@@ -57,10 +60,11 @@ def _serve(args: argparse.Namespace) -> int:
         factory=True,
         workers=args.workers,
         loop="uvloop",
-        http="httptools",
+        http="gateway.server.connections:GatewayHttpProtocol",
         log_level=args.log_level,
         access_log=args.access_log,
-        timeout_keep_alive=75,
+        timeout_keep_alive=args.keep_alive_timeout,
+        timeout_graceful_shutdown=args.graceful_shutdown_timeout,
     )
     server = uvicorn.Server(config)
     if args.workers > 1:
@@ -149,6 +153,36 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=1.0,
         help="seconds between checks of the policy file for changes; 0 turns watching off, SIGHUP and /admin/reload still work (default: %(default)s)",
+    )
+    from gateway.server import connections as conn
+
+    g = s.add_argument_group("connections (per worker process)")
+    g.add_argument(
+        "--header-timeout",
+        type=float,
+        default=conn.DEFAULT_HEADER_TIMEOUT_S,
+        help="seconds a connection gets to send a request's headers, else 408 and close "
+        "(also a new connection that sends nothing) (default: %(default)s)",
+    )
+    g.add_argument(
+        "--max-connections",
+        type=int,
+        default=0,
+        help="open connections past which a new one gets 503 and is closed "
+        "(default 0: half the descriptor limit, at most 8192)",
+    )
+    g.add_argument(
+        "--keep-alive-timeout",
+        type=int,
+        default=conn.DEFAULT_KEEP_ALIVE_S,
+        help="seconds an idle kept-alive connection stays open (default: %(default)s)",
+    )
+    g.add_argument(
+        "--graceful-shutdown-timeout",
+        type=int,
+        default=conn.DEFAULT_GRACEFUL_SHUTDOWN_S,
+        help="seconds in-flight requests get on SIGTERM before they are cancelled "
+        "(default: %(default)s)",
     )
     s.set_defaults(func=_serve)
 

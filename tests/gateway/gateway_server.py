@@ -12,6 +12,7 @@ from pathlib import Path
 import uvicorn
 
 from gateway.server.app import create_app
+from gateway.server.connections import ConnectionLimits, protocol_class
 
 
 def free_port() -> int:
@@ -21,12 +22,21 @@ def free_port() -> int:
 
 
 @contextmanager
-def running_gateway(policy_path: Path, env: Mapping[str, str]) -> Iterator[tuple[str, object]]:
-    """Yields (base_url, app). The app object gives tests access to the live runtime."""
+def running_gateway(
+    policy_path: Path, env: Mapping[str, str], limits: ConnectionLimits | None = None
+) -> Iterator[tuple[str, object]]:
+    """Yields (base_url, app). The app object gives tests access to the live runtime. The
+    connections are served by the gateway's own protocol, as `gateway serve` does."""
     app = create_app(policy_path, env)
     port = free_port()
     config = uvicorn.Config(
-        app, host="127.0.0.1", port=port, loop="asyncio", lifespan="on", log_level="warning"
+        app,
+        host="127.0.0.1",
+        port=port,
+        loop="asyncio",
+        lifespan="on",
+        log_level="warning",
+        http=protocol_class(limits or ConnectionLimits()),
     )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)

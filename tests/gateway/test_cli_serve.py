@@ -184,3 +184,76 @@ def test_serve_binds_first_then_says_ready_and_what_is_available(tmp_path):
     assert res.returncode != 0
     assert f"cannot listen on 127.0.0.1:{taken}: Address already in use" in res.stderr
     assert "gateway ready" not in res.stdout + res.stderr
+
+
+def _recv_all(s: socket.socket) -> bytes:
+    data = b""
+    while True:
+        try:
+            chunk = s.recv(65536)
+        except (ConnectionResetError, TimeoutError):
+            break
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_serve_closes_idle_and_slow_header_connections(tmp_path, workers):
+    """A probe kept 2,000 idle sockets and slow-header connections open for minutes."""
+    with running_mock_openai() as (url, _control):
+        proc, base, _ = start_serve(
+            tmp_path, url, "--workers", str(workers), "--header-timeout", "1"
+        )
+        host, port = base.removeprefix("http://").split(":")
+        try:
+            wait_ready(base, proc)
+            with (
+                socket.create_connection((host, int(port)), timeout=15) as idle,
+                socket.create_connection((host, int(port)), timeout=15) as slow,
+            ):
+                slow.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n")  # and stalls
+                t = time.monotonic()
+                for s in (idle, slow):
+                    got = _recv_all(s)
+                    assert got.startswith(b"HTTP/1.1 408"), got
+                    assert b"request_timeout" in got
+                assert time.monotonic() - t < 12  # loose: the contrast is never
+            # the gateway still serves
+            assert httpx.get(base + "/health", timeout=10).status_code == 200
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=20)
+
+
+def test_serve_caps_open_connections(tmp_path):
+    with running_mock_openai() as (url, _control):
+        proc, base, _ = start_serve(tmp_path, url, "--max-connections", "4")
+        host, port = base.removeprefix("http://").split(":")
+        held: list[socket.socket] = []
+        try:
+            wait_ready(base, proc)
+            time.sleep(0.5)  # wait_ready's own connection is closed by now
+            for _ in range(4):
+                held.append(socket.create_connection((host, int(port)), timeout=15))
+            with socket.create_connection((host, int(port)), timeout=15) as extra:
+                got = _recv_all(extra)
+            assert got.startswith(b"HTTP/1.1 503") and b"too_many_connections" in got, got
+            for s in held:
+                s.close()
+            held.clear()
+            deadline = time.monotonic() + 10
+            while True:  # the slots come back once they are closed
+                try:
+                    if httpx.get(base + "/health", timeout=5).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+                assert time.monotonic() < deadline
+                time.sleep(0.2)
+        finally:
+            for s in held:
+                s.close()
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=20)

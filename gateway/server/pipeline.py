@@ -334,7 +334,7 @@ class Pipeline:
                         team,
                         caller.key_name,
                         vmodel,
-                        operation,
+                        codec.protocol if codec is not None else operation,
                         o.reason or "none",
                         o.backend or "none",
                         rt.configs[o.backend].model if o.backend in rt.configs else "",

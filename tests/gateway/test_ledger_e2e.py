@@ -144,6 +144,43 @@ def test_every_finished_request_writes_one_row(stack):
     assert not any(ENV["KEY_A"] in json.dumps(r, default=str) for r in rows)
 
 
+def test_other_protocols_and_a_stream_cut_upstream_are_ledgered(stack):
+    import anthropic
+
+    base, db, local_ctl, gpt_ctl, _ = stack
+    n = len(wait_rows(db, 5))
+    ac = anthropic.Anthropic(base_url=base, api_key=ENV["KEY_A"], max_retries=0)
+    msg = ac.messages.create(
+        model="auto", max_tokens=32, messages=[{"role": "user", "content": "anthropic please"}]
+    )
+    assert msg.content
+    # an upstream stream that breaks after two events: the client gets an in-band error and the
+    # ledger charges what was produced (usage never arrived)
+    gpt_ctl.break_stream_next(after_events=3)
+    with httpx.stream(
+        "POST",
+        base + "/v1/chat/completions",
+        json={
+            "model": "gpt-4o",
+            "stream": True,
+            "messages": [{"role": "user", "content": "one two three four five six"}],
+        },
+        headers={"Authorization": "Bearer " + ENV["KEY_B"]},
+        timeout=30,
+    ) as r:
+        body = r.read()
+    assert r.status_code == 200 and b"error" in body
+    rows = wait_rows(db, n + 2)
+    assert len(rows) == n + 2
+    new = sorted(rows, key=lambda r: r["ts"])[-2:]
+    proto = {r["protocol"]: r for r in new}
+    assert set(proto) == {"anthropic", "chat"}
+    assert proto["anthropic"]["backend"] == "local" and proto["anthropic"]["completion_tokens"] > 0
+    cut = proto["chat"]
+    assert cut["status"] == 502 and cut["stream"] and cut["backend"] == "gpt"
+    assert cut["completion_tokens"] > 0 and cut["cost_usd"] > 0  # charged for what it produced
+
+
 def _cli_usage(db: str, *args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": ROOT, "DATABASE_URL": db}
     return subprocess.run(

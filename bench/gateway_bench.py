@@ -90,6 +90,42 @@ REQUEST = {
 }
 
 
+# The same conversation in the two other protocols the gateway speaks (same routing work:
+# the metadata rule, the heuristic score, the self-hosted backend).
+MESSAGES_REQUEST = {
+    "model": "auto",
+    "system": REQUEST["messages"][0]["content"],
+    "messages": REQUEST["messages"][1:],
+    "max_tokens": 128,
+    "temperature": 0.7,
+    "metadata": REQUEST["metadata"],
+}
+RESPONSES_REQUEST = {
+    "model": "auto",
+    "instructions": REQUEST["messages"][0]["content"],
+    "input": REQUEST["messages"][1:],
+    "max_output_tokens": 128,
+    "temperature": 0.7,
+    "metadata": REQUEST["metadata"],
+    "store": False,  # a stored answer is one more Redis/in-process write; not what is compared
+}
+BODIES = {"chat": REQUEST, "messages": MESSAGES_REQUEST, "responses": RESPONSES_REQUEST}
+STREAM_END = {
+    "chat": b"data: [DONE]",
+    "messages": b"message_stop",
+    "responses": b"response.completed",
+}
+
+
+def bodies(protocol: str) -> tuple[bytes, bytes]:
+    """(whole, streamed) request bodies for one protocol."""
+    b = BODIES[protocol]
+    return (
+        json.dumps(b, separators=(",", ":")).encode(),
+        json.dumps({**b, "stream": True}, separators=(",", ":")).encode(),
+    )
+
+
 @dataclass
 class Target:
     server: Server
@@ -124,13 +160,21 @@ def check_answer(server: Server, body: bytes, stream: bool) -> dict[str, str]:
             headers = {k.lower(): v for k, v in resp.headers.items()}
     except urllib.error.HTTPError as exc:
         raise BenchError(f"{server.name}: HTTP {exc.code}: {exc.read()[:500]!r}") from exc
+    proto = server.protocol
     if stream:
-        if not data.rstrip().endswith(b"data: [DONE]") or b"chat.completion.chunk" not in data:
-            raise BenchError(f"{server.name}: not an SSE chat stream: {data[:300]!r}")
+        if STREAM_END[proto] not in data[-4000:]:
+            raise BenchError(f"{server.name}: not a complete {proto} stream: {data[-300:]!r}")
     else:
         obj = json.loads(data)
-        if obj.get("object") != "chat.completion" or not obj["choices"][0]["message"]["content"]:
-            raise BenchError(f"{server.name}: not a chat completion: {data[:300]!r}")
+        ok = {
+            "chat": lambda o: (
+                o.get("object") == "chat.completion" and o["choices"][0]["message"]["content"]
+            ),
+            "messages": lambda o: o.get("type") == "message" and o["content"][0]["text"],
+            "responses": lambda o: o.get("object") == "response" and o["output"][0]["content"],
+        }[proto]
+        if not ok(obj):
+            raise BenchError(f"{server.name}: not a {proto} answer: {data[:300]!r}")
     return headers
 
 
@@ -176,9 +220,24 @@ def ratios(targets: dict[str, Target], stream: bool) -> dict[str, float]:
     m = {k: v for k, v in m.items() if v[0] is not None}
     out: dict[str, float] = {}
     d_lat = m["direct"][1]["p50_ms"]
-    for name in ("gateway", "gateway@baseline", "floor", "litellm"):
+    for name in (
+        "gateway",
+        "gateway-messages",
+        "gateway-responses",
+        "gateway@baseline",
+        "floor",
+        "litellm",
+    ):
         if name in m:
             out[f"{name}_added_p50_ms"] = round(m[name][1]["p50_ms"] - d_lat, 3)
+    for name in ("gateway-messages", "gateway-responses"):  # the issue's goal: within 25%
+        if name in m and "gateway" in m:
+            g, x = m["gateway"], m[name]
+            out[f"{name}_vs_chat_throughput_x"] = round(x[0]["rps"] / g[0]["rps"], 2)
+            if g[0]["cpu_us_per_req"] and x[0]["cpu_us_per_req"]:
+                out[f"{name}_vs_chat_cpu_per_req_x"] = round(
+                    x[0]["cpu_us_per_req"] / g[0]["cpu_us_per_req"], 2
+                )
     if "gateway" in m and "litellm" in m:
         g, ll = m["gateway"], m["litellm"]
         out["gateway_vs_litellm_throughput_x"] = round(g[0]["rps"] / ll[0]["rps"], 2)
@@ -261,6 +320,21 @@ def markdown(result: dict, targets: dict[str, Target], args: argparse.Namespace)
         ]
     if result.get("litellm_error"):
         lines += ["", f"LiteLLM was not measured: {result['litellm_error']}"]
+    r = result["ratios"]
+    if "gateway-messages_vs_chat_throughput_x" in r:
+        lines += [
+            "",
+            "Protocols (gateway-messages: Anthropic Messages at /v1/messages; gateway-responses: "
+            "OpenAI Responses at /v1/responses; the same gateway process, the same conversation, "
+            "translated to chat for the same mock). Goal: each within 25% of the chat row: "
+            + ", ".join(
+                f"{n} {r[f'{n}_vs_chat_throughput_x']}x req/s, "
+                f"{r.get(f'{n}_vs_chat_cpu_per_req_x', '-')}x CPU/req, "
+                f"added p50 {r[f'{n}_added_p50_ms']} vs {r['gateway_added_p50_ms']} ms"
+                for n in ("gateway-messages", "gateway-responses")
+            )
+            + ".",
+        ]
     g = result["goal"]
     lines += [
         "",
@@ -301,6 +375,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--no-litellm", action="store_true", help="skip LiteLLM's proxy")
     p.add_argument("--no-floor", action="store_true", help="skip the bare FastAPI pass-through")
     p.add_argument(
+        "--no-protocols",
+        action="store_true",
+        help="skip the Anthropic Messages and OpenAI Responses rows (same gateway process)",
+    )
+    p.add_argument(
         "--litellm-bin",
         default=os.environ.get("LITELLM_BIN") or shutil.which("litellm") or "litellm",
         help="the litellm CLI of litellm[proxy] (default: $LITELLM_BIN, else litellm on PATH)",
@@ -339,8 +418,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    body = json.dumps(REQUEST, separators=(",", ":")).encode()
-    stream_body = json.dumps({**REQUEST, "stream": True}, separators=(",", ":")).encode()
+    body, _ = bodies("chat")
     result: dict = {
         "command": "python bench/gateway_bench.py "
         + " ".join(argv if argv is not None else sys.argv[1:]),
@@ -348,6 +426,7 @@ def main(argv: list[str] | None = None) -> int:
         "loadavg_start": " ".join(f"{x:.2f}" for x in os.getloadavg()),
         "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "request": REQUEST,
+        "requests_other_protocols": {"messages": MESSAGES_REQUEST, "responses": RESPONSES_REQUEST},
     }
     targets: dict[str, Target] = {}
     with tempfile.TemporaryDirectory(prefix="gateway-bench-") as tmp, ExitStack() as stack:
@@ -363,6 +442,12 @@ def main(argv: list[str] | None = None) -> int:
         result["gateway_route"] = {
             k: headers.get(k) for k in ("x-gateway-backend", "x-gateway-route-reason")
         }
+        if not args.no_protocols:  # the same gateway process, other endpoints
+            base_url = gw.url.removesuffix("/chat/completions")
+            for proto, path in (("messages", "/messages"), ("responses", "/responses")):
+                s = Server(f"gateway-{proto}", base_url + path, gw.key, gw.pid, protocol=proto)
+                check_answer(s, bodies(proto)[0], stream=False)
+                targets[s.name] = Target(s)
         if args.baseline:
             base, _ = start_gateway(
                 stack, work, SERVER_CORE, upstream, tree=args.baseline, name="gateway@baseline"
@@ -396,7 +481,8 @@ def main(argv: list[str] | None = None) -> int:
                         flush=True,
                     )
                     try:
-                        measure_round(t, stream_body if stream else body, work, args, stream)
+                        whole, streamed = bodies(t.server.protocol)
+                        measure_round(t, streamed if stream else whole, work, args, stream)
                     except (BenchError, LoadError) as exc:
                         if name != "litellm":
                             raise

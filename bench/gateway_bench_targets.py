@@ -110,6 +110,7 @@ class Server:
     key: str  # what clients send as the bearer token
     pid: int | None  # the process to account CPU to (None: not ours to measure)
     streams: bool = True  # relays SSE as SSE
+    protocol: str = "chat"  # chat | messages (Anthropic) | responses (OpenAI Responses)
 
 
 def free_port() -> int:

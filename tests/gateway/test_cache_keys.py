@@ -114,3 +114,10 @@ def test_cache_decision_follows_config():
     assert cache_decision({"temperature": 1.0}, None, everything, "chat") == "use"
     assert cache_decision({"temperature": 1.0}, "no-store", everything, "chat") == "bypass"
     assert cache_decision({"temperature": 0}, None, CacheConfig(enabled=False), "chat") == "bypass"
+
+
+def test_protocol_is_part_of_the_key_and_openai_keys_are_unchanged():
+    k = cache_key("chat", BASE, "t")
+    assert cache_key("chat", BASE, "t", "openai") == k  # entries stored before stay valid
+    others = {cache_key("chat", BASE, "t", p) for p in ("anthropic", "responses")}
+    assert len(others) == 2 and k not in others

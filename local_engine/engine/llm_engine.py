@@ -12,6 +12,7 @@ other requests of the step go on as if nothing happened.
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -70,6 +71,7 @@ class LLMEngine:
             # torch, gguf and the hub client are imported only when a real model is loaded
             from local_engine.checkpoint import open_checkpoint
 
+            started = time.perf_counter()
             checkpoint = open_checkpoint(config.model)
             logger.info("loading %s", checkpoint.description)
             if runner is None:
@@ -78,6 +80,7 @@ class LLMEngine:
                 runner = ModelRunner(config, checkpoint)
             if tokenizer is None:
                 tokenizer = checkpoint.tokenizer()
+            logger.info("loaded in %.1f s", time.perf_counter() - started)
         self.config = config
         self.model_name = config.served_model_name or default_model_name(config.model)
         self.runner = runner
@@ -89,6 +92,18 @@ class LLMEngine:
         self.max_model_len = min(limits)
         if self.max_model_len < runner.max_model_len and self.max_model_len == capacity:
             logger.warning("KV cache holds %d tokens: max_model_len lowered to that", capacity)
+        describe = getattr(runner, "describe", None)
+        if describe is not None:
+            logger.info(
+                "model %s: %s; max_model_len %d, max_num_seqs %d, max_num_batched_tokens %d, "
+                "prefix caching %s",
+                self.model_name,
+                describe(),
+                self.max_model_len,
+                config.max_num_seqs,
+                config.max_num_batched_tokens,
+                "on" if config.enable_prefix_caching else "off",
+            )
         self.eos_token_ids = frozenset(runner.eos_token_ids) | frozenset(
             getattr(tokenizer, "eos_token_ids", ())
         )

@@ -134,6 +134,19 @@ class ModelRunner:
 
             self.graphs = DecodeGraphs.capture(self, spare_block=self.num_kv_blocks)
 
+    def describe(self) -> str:
+        """One line for the start-up log: what runs where, and how big the KV cache is."""
+        a = self.args
+        params = sum(p.numel() for p in self.model.parameters())
+        tokens = self.num_kv_blocks * self.block_size
+        kv_gib = self.num_kv_blocks * kv_cache.block_bytes(a, self.block_size, self.dtype) / 2**30
+        threads = f" ({torch.get_num_threads()} threads)" if self.device.type == "cpu" else ""
+        return (
+            f"{a.num_layers} layers, {params / 1e6:.1f}M parameters on {self.device}{threads}, "
+            f"dtype {str(self.dtype).removeprefix('torch.')}; KV cache {self.num_kv_blocks} blocks "
+            f"x {self.block_size} tokens = {tokens} tokens ({kv_gib:.2f} GiB)"
+        )
+
     def set_decode_kernel(self, kernel: Callable[..., torch.Tensor] | None) -> None:
         """Decode attention through ``kernel`` (layers/triton_decode.paged_decode) or SDPA (None)."""
         self.decode_kernel = kernel

@@ -1,0 +1,73 @@
+"""``local-engine`` command line: help texts a newcomer can read, --version, the start-up log,
+and a bad model refused in one line before a port is bound."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from local_engine.cli import build_parser, main
+from local_engine.config import EngineConfig
+from local_engine.engine.llm_engine import LLMEngine
+
+
+def _serve_parser() -> argparse.ArgumentParser:
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    return sub.choices["serve"]
+
+
+def test_help_is_plain_text_and_every_serve_flag_is_explained() -> None:
+    top = build_parser().format_help()
+    assert "``" not in top and "serve" in top
+    serve = _serve_parser()
+    unexplained = [a.option_strings[0] for a in serve._actions if a.option_strings and not a.help]
+    assert unexplained == []
+    text = serve.format_help()
+    assert "(default: 8000)" in text and "(default: 127.0.0.1)" in text
+    assert "(default: None)" not in text and "(default: False)" not in text
+    assert "seed for requests that set none (default: 0)" in " ".join(text.split())
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["--version"])
+    assert exc.value.code == 0
+    assert capsys.readouterr().out.startswith("local-engine ")
+
+
+def test_bad_model_is_one_line_error_before_binding(tmp_path: Path) -> None:
+    bad = tmp_path / "broken.gguf"
+    bad.write_bytes(b"GGUF but not really")
+    proc = subprocess.run(
+        [sys.executable, "-m", "local_engine.cli", "serve", "--model", str(bad), "--port", "0"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1].startswith("local-engine: error: cannot read")
+    assert "Traceback" not in proc.stderr and "Uvicorn running" not in proc.stderr
+
+
+def test_start_up_log_says_device_dtype_kv_blocks_and_max_length(
+    tiny_checkpoint: Callable[..., Path], caplog: pytest.LogCaptureFixture
+) -> None:
+    model = tiny_checkpoint("qwen2")
+    with caplog.at_level(logging.INFO, logger="local_engine"):
+        LLMEngine(EngineConfig(model=str(model), device="cpu", num_kv_blocks=40, block_size=8))
+    [line] = [r.getMessage() for r in caplog.records if r.getMessage().startswith("model ")]
+    assert f"model {model.name}:" in line
+    for part in (
+        "on cpu",
+        "dtype float32",
+        "KV cache 40 blocks x 8 tokens = 320 tokens",
+        "max_model_len 320",
+        "prefix caching on",
+    ):
+        assert part in line, line

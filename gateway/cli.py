@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import socket
 import sys
 import tempfile
@@ -32,6 +33,52 @@ def _listen(host: str, port: int) -> socket.socket:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    if args.local_engine is None:
+        return _serve_gateway(args)
+    return _serve_with_local_engine(args)
+
+
+def _serve_with_local_engine(args: argparse.Namespace) -> int:
+    """Start a supervised `local-engine serve` first, point LOCAL_ENGINE_URL at it, then serve;
+    the engine stops with the gateway (engine_supervisor.py)."""
+    import shlex
+
+    from gateway.config.loader import load_policy
+    from gateway.engine_supervisor import (
+        EngineStartError,
+        EngineSupervisor,
+        SupervisorConfig,
+        free_loopback_port,
+    )
+    from gateway.errors import PolicyError
+
+    config = SupervisorConfig(
+        model=args.local_engine,
+        port=args.local_engine_port or free_loopback_port(),
+        extra_args=tuple(shlex.split(args.local_engine_args)),
+    )
+    os.environ["LOCAL_ENGINE_URL"] = config.base_url  # what the shipped policies read
+    try:  # a policy that cannot load fails before the model is loaded
+        load_policy(args.policy, os.environ)
+    except PolicyError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    supervisor = EngineSupervisor(config)
+    # uvicorn re-raises SIGTERM after its graceful shutdown; with the default handler the process
+    # would die there and skip stopping the engine (PR_SET_PDEATHSIG would still end it, unlogged)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    try:
+        try:
+            supervisor.start()
+        except EngineStartError as exc:
+            print(f"gateway: {exc}", file=sys.stderr)
+            return 2
+        return _serve_gateway(args)
+    finally:
+        supervisor.stop()
+
+
+def _serve_gateway(args: argparse.Namespace) -> int:
     import uvicorn
 
     from gateway.config.loader import load_policy
@@ -183,6 +230,25 @@ def build_parser() -> argparse.ArgumentParser:
         default=conn.DEFAULT_GRACEFUL_SHUTDOWN_S,
         help="seconds in-flight requests get on SIGTERM before they are cancelled "
         "(default: %(default)s)",
+    )
+    s.add_argument(
+        "--local-engine",
+        metavar="MODEL",
+        help="also start `local-engine serve --model MODEL` (demo, a GGUF file or a checkpoint "
+        "directory) on a loopback port, supervised: health-checked, restarted if it dies, stopped "
+        "with the gateway; LOCAL_ENGINE_URL is set to it",
+    )
+    s.add_argument(
+        "--local-engine-port",
+        type=int,
+        default=0,
+        help="loopback port for --local-engine (default: a free one)",
+    )
+    s.add_argument(
+        "--local-engine-args",
+        default="",
+        metavar="ARGS",
+        help="more `local-engine serve` flags for --local-engine, as one string (e.g. '--dtype bfloat16')",
     )
     s.set_defaults(func=_serve)
 

@@ -134,6 +134,11 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="CPU: let glibc return freed tensor memory to the kernel (slower; see host_memory.py)",
     )
+    p.add_argument(
+        "--no-access-log",
+        action="store_true",
+        help="do not log each request line (the gateway's supervisor turns it off: it health-checks every second)",
+    )
     p.add_argument("--seed", type=int, default=0, help="seed for requests that set none")
     p.add_argument(
         "--log-level",
@@ -256,7 +261,14 @@ def _serve(args: argparse.Namespace) -> int:
     # failed ASGI start-up with a traceback
     engine = AsyncLLMEngine.from_config(engine_config_from_args(args))
     app = create_app(engine=engine, limits=limits)
-    config = uvicorn_config(app, args.host, args.port, limits, log_level=args.log_level)
+    config = uvicorn_config(
+        app,
+        args.host,
+        args.port,
+        limits,
+        log_level=args.log_level,
+        access_log=not args.no_access_log,
+    )
     uvicorn.Server(config).run()
     return 0
 

@@ -11,7 +11,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from gateway.cli_args import add_policy_argument, resolve_policy
+from gateway.cli_args import PolicyArgParser, add_policy_argument
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 4000
@@ -113,14 +113,21 @@ def _serve_gateway(args: argparse.Namespace) -> int:
         timeout_keep_alive=args.keep_alive_timeout,
         timeout_graceful_shutdown=args.graceful_shutdown_timeout,
     )
-    server = uvicorn.Server(config)
-    if args.workers > 1:
+    return _run(config, sock)
+
+
+def _run(config, sock: socket.socket) -> int:
+    """uvicorn on the socket ``_listen`` bound: one process, or a supervisor of workers."""
+    import uvicorn
+
+    if config.workers > 1:
         from uvicorn.supervisors import Multiprocess
 
         Multiprocess(config, sockets=[sock]).run()
-    else:
-        server.run(sockets=[sock])
-    return 0 if server.started or args.workers > 1 else 1
+        return 0
+    server = uvicorn.Server(config)
+    server.run(sockets=[sock])
+    return 0 if server.started else 1
 
 
 def _check(args: argparse.Namespace) -> int:
@@ -158,7 +165,7 @@ def _version() -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="gateway", description="OpenAI-compatible routing gateway")
+    p = PolicyArgParser(prog="gateway", description="OpenAI-compatible routing gateway")
     p.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = p.add_subparsers(dest="command", required=True)
     s = sub.add_parser("serve", help="run the gateway")
@@ -276,10 +283,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if hasattr(args, "policy_file"):
-        resolve_policy(parser, args)
+    args = build_parser().parse_args(argv)
     return args.func(args)
 
 

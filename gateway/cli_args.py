@@ -3,21 +3,29 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
-__all__ = ["DEFAULT_POLICY", "add_policy_argument", "resolve_policy"]
+__all__ = ["DEFAULT_POLICY", "PolicyArgParser", "add_policy_argument", "resolve_policy"]
 
-DEFAULT_POLICY = Path("policies/default.yaml")
+DEFAULT_POLICY = "policies/default.yaml"
 
 
-def add_policy_argument(p: argparse.ArgumentParser, default: Path | None = DEFAULT_POLICY) -> None:
+class PolicyArgParser(argparse.ArgumentParser):
+    """An ArgumentParser whose parse sets ``args.policy`` from either spelling, so every caller
+    of ``parse_args`` (the CLI, tests, deploy checks) sees one attribute."""
+
+    def parse_known_args(self, args=None, namespace=None):
+        ns, rest = super().parse_known_args(args, namespace)
+        if hasattr(ns, "policy_file") and not hasattr(ns, "policy"):
+            resolve_policy(self, ns)
+        return ns, rest
+
+
+def add_policy_argument(p: argparse.ArgumentParser, default: str | None = DEFAULT_POLICY) -> None:
     """``POLICY`` positionally or ``--policy POLICY`` (the same thing, either spelling)."""
     shown = f" (default: {default})" if default is not None else ""
+    p.add_argument("policy_file", nargs="?", metavar="POLICY", help="policy YAML" + shown)
     p.add_argument(
-        "policy_file", nargs="?", type=Path, metavar="POLICY", help="policy YAML" + shown
-    )
-    p.add_argument(
-        "--policy", dest="policy_option", type=Path, metavar="POLICY", help="the same, as an option"
+        "--policy", dest="policy_option", metavar="POLICY", help="the same, as an option"
     )
     p.set_defaults(policy_default=default)
 

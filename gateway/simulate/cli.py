@@ -73,7 +73,7 @@ def _simulate(args: argparse.Namespace) -> int:
         return 2
     try:
         rep = simulate(
-            args.policy,
+            Path(args.policy),
             args.requests,
             env=os.environ,
             model=args.model,

@@ -157,8 +157,9 @@ def test_cli_watches_the_configmap_path_not_its_current_target(tmp_path, monkeyp
     seen = {}
     monkeypatch.setenv("GATEWAY_POLICY", "")
     monkeypatch.setenv("GATEWAY_WATCH_INTERVAL", "")
+    monkeypatch.setattr("gateway.cli._listen", lambda host, port: None)  # no real port
     monkeypatch.setattr(
-        "uvicorn.run", lambda *a, **kw: seen.update(policy=os.environ["GATEWAY_POLICY"])
+        "gateway.cli._run", lambda *a, **kw: seen.update(policy=os.environ["GATEWAY_POLICY"]) or 0
     )
     assert gateway_cli.main(["serve", "--policy", str(cm.path)]) == 0
     assert seen["policy"] == str(cm.path)

@@ -697,9 +697,9 @@ class Pipeline:
                     assembler.feed(event)
                 if enc is not None:
                     chunk = json_of(event)
-                    if isinstance(chunk, dict):
-                        for out in enc.feed(chunk):
-                            await send_chunk(send, out)
+                    outs = enc.feed(chunk) if isinstance(chunk, dict) else None
+                    if outs:  # one write for the events of one chunk
+                        await send_chunk(send, b"".join(outs))
                         o.events += 1
                     continue
                 if not client_usage and is_usage_only(event):
@@ -718,8 +718,7 @@ class Pipeline:
             await end_body(send)
             return False
         if enc is not None:
-            for out in enc.finish():
-                await send_chunk(send, out)
+            await send_chunk(send, b"".join(enc.finish()))
         else:
             await send_chunk(send, DONE)
         await end_body(send)

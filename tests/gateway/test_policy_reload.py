@@ -235,24 +235,9 @@ def test_a_loosening_applies_when_asked_for_explicitly(setup):
     assert r.status_code == 200, r.text
 
 
-def test_a_slow_reload_does_not_stall_traffic(setup, tmp_path):
-    """The new runtime (here: calibrating a threshold on a large sample) is built off the loop."""
-    base, path = setup["base"], setup["path"]
-    sample = tmp_path / "sample.jsonl"
-    line = "Explain step by step why the proof of this theorem holds, then write the code. " * 12
-    with open(sample, "w") as f:
-        for i in range(12_000):
-            f.write(json.dumps({"prompt": f"{i} {line}"}) + "\n")
-    slow = policy_text(setup["local"], setup["openai"], description="calibrated").replace(
-        '    description: "calibrated"\n',
-        '    description: "calibrated"\n'
-        "    difficulty: {scorer: heuristic, escalate_share: 0.2, "
-        f'calibration_sample: "{sample}"}}\n',
-    )
-    slow = slow.replace(
-        CUT, CUT + "      - {name: hard, when: {difficulty: hard}, route: openai}\n"
-    )
-    path.write_text(slow)
+def _reload_while_polling(base: str) -> tuple[float, int, httpx.Response]:
+    """POST /admin/reload while another thread polls /health: (seconds the reload took,
+    health answers strictly inside that time, the reload's answer)."""
     answered: list[float] = []
     done = threading.Event()
 
@@ -267,16 +252,42 @@ def test_a_slow_reload_does_not_stall_traffic(setup, tmp_path):
     t0 = time.monotonic()
     t.start()
     r = httpx.post(
-        base + "/admin/reload", headers={"Authorization": f"Bearer {ADMIN_KEY}"}, timeout=120
+        base + "/admin/reload", headers={"Authorization": f"Bearer {ADMIN_KEY}"}, timeout=300
     )
     t1 = time.monotonic()
     done.set()
     t.join(timeout=30)
-    assert r.status_code == 200, r.text
+    return t1 - t0, len([a for a in answered if t0 + 0.2 < a < t1 - 0.2]), r
+
+
+def test_a_slow_reload_does_not_stall_traffic(setup, tmp_path):
+    """The new runtime (here: calibrating a threshold on a large sample) is built off the loop:
+    /health keeps answering while it is built. The sample grows until the build takes over a
+    second, so the contrast holds on a fast machine too (a stalled loop answers nothing)."""
+    base, path = setup["base"], setup["path"]
+    sample = tmp_path / "sample.jsonl"
+    line = "Explain step by step why the proof of this theorem holds, then write the code. " * 12
+    slow = policy_text(setup["local"], setup["openai"], description="calibrated").replace(
+        '    description: "calibrated"\n',
+        '    description: "calibrated"\n'
+        "    difficulty: {scorer: heuristic, escalate_share: 0.2, "
+        f'calibration_sample: "{sample}"}}\n',
+    )
+    slow = slow.replace(
+        CUT, CUT + "      - {name: hard, when: {difficulty: hard}, route: openai}\n"
+    )
+    for prompts in (12_000, 36_000, 108_000):
+        with open(sample, "w") as f:
+            for i in range(prompts):
+                f.write(json.dumps({"prompt": f"{i} {line}"}) + "\n")
+        path.write_text(slow)
+        took, during, r = _reload_while_polling(base)
+        assert r.status_code == 200, r.text
+        if took > 1.0:
+            break
     assert _description(base) == "calibrated"
-    during = [a for a in answered if t0 + 0.2 < a < t1 - 0.2]
-    assert t1 - t0 > 1.0  # the build is slow enough to tell (~2-4 s on this machine)
-    assert len(during) >= 3, (t1 - t0, len(answered))  # stalled loop: none in between
+    assert took > 1.0, took  # slow enough to tell
+    assert during >= 3, (took, during)
 
 
 def test_the_watcher_survives_a_file_that_broke_the_loader(setup):

@@ -10,7 +10,7 @@ __all__ = ["CascadeMetrics"]
 
 CONFIDENCE_BUCKETS = (-10.0, -5.0, -3.0, -2.0, -1.5, -1.0, -0.75, -0.5, -0.25, -0.1, 0.0)
 EXTRA_S_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
-RESULTS = ("kept", "escalated", "unescalated", "escalation_failed")
+RESULTS = ("kept", "observed", "escalated", "unescalated", "escalation_failed")
 
 
 class CascadeMetrics:
@@ -44,6 +44,16 @@ class CascadeMetrics:
             registry=r,
         )
         self._ch = Children()
+
+    def prepare(self, rules: list[tuple[str, str]]) -> None:
+        """Create every (virtual model, rule) series of the policy's cascade rules at 0, so
+        rates and alerts see them before the first escalation."""
+        for vmodel, rule in rules:
+            for result in RESULTS:
+                self._ch.get(self.decisions, vmodel, rule, result)
+            self._ch.get(self.confidence, vmodel, rule)
+            self._ch.get(self.extra_cost, vmodel, rule)
+            self._ch.get(self.extra_seconds, vmodel, rule)
 
     def record(
         self,

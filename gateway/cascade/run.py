@@ -26,6 +26,7 @@ import orjson
 
 from gateway.backends.base import UpstreamRequest, UpstreamResponse
 from gateway.cascade.confidence import answer_confidence
+from gateway.cascade.metrics import CascadeMetrics
 from gateway.config.schema import Policy
 from gateway.config.shadow import CascadeConfig
 from gateway.errors import UpstreamError
@@ -55,8 +56,9 @@ class CascadeInfo:
 class CascadeRules:
     """(virtual model, rule name) -> its cascade settings, rebuilt when the policy changes."""
 
-    def __init__(self) -> None:
+    def __init__(self, metrics: CascadeMetrics | None = None) -> None:
         self._of: tuple[int, dict[tuple[str, str], CascadeConfig]] = (0, {})
+        self._metrics = metrics
 
     def get(self, policy: Policy, vmodel: str, rule: str) -> CascadeConfig | None:
         key, table = self._of
@@ -68,6 +70,8 @@ class CascadeRules:
                 if r.cascade is not None
             }
             self._of = (id(policy), table)
+            if self._metrics is not None:
+                self._metrics.prepare(list(table))
         return table.get((vmodel, rule)) if table else None
 
 

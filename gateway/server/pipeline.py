@@ -140,7 +140,7 @@ class Pipeline:
         self.limits = Limits(state, metrics)
         self.bodies = BodyBudget()  # request bodies held by this process, across requests
         self.shadow = shadow
-        self.cascades = CascadeRules()
+        self.cascades = CascadeRules(metrics.cascade)
         self.ledger = ledger  # None: no ledger configured, nothing recorded
         self.tracing = tracing  # None: tracing off
 

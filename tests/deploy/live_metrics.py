@@ -86,6 +86,19 @@ def _policy_with_keys(fleet_url: str) -> str:
         "fleet": {"endpoints": [fleet_url], "metrics_interval_s": 0.2},
     }
     policy["models"]["fleet"] = {"route": "local-fleet"}
+    # shadow evaluation of everyday answers (reference and judge: the openai mock) and a cascade
+    # rule (the mock sends no log-probs, so it escalates): the gateway_shadow_* and
+    # gateway_cascade_* series
+    policy["shadow"] = {
+        "sample_rate": 1.0,
+        "reference": "openai",
+        "judge": "openai",
+        "judge_mode": "single",
+        "rules": ["everyday"],
+    }
+    policy["models"]["cascade"] = {
+        "rules": [{"name": "cascaded", "route": ["local", "openai"], "cascade": {}}]
+    }
     # the transparent scorer: same series, without loading the embedding model (seconds of CPU)
     policy["models"]["auto"]["difficulty"]["scorer"] = "heuristic"
     policy["auth"] = {
@@ -169,8 +182,19 @@ def gateway_series(tmp: Path) -> tuple[dict[str, frozenset[str]], str]:
             "ADMIN_KEY": ADMIN_KEY,
         }
         with running_gateway(config_map.path, env) as (url, _app):
-            _traffic(url, local)
             client = OpenAI(base_url=url + "/v1", api_key=CLIENT_KEY, max_retries=0)
+            # before the faults below open the local circuit: a self-hosted answer, shadowed; the
+            # echo judge repeats the prompt, whose conversation holds a verdict line (a judged tie)
+            client.chat.completions.create(
+                model="auto", messages=[{"role": "user", "content": "hello SCORE: 7"}]
+            )
+            client.chat.completions.create(
+                model="cascade", messages=[{"role": "user", "content": "hello cascade"}]
+            )
+            _wait_for(
+                url, PREFIX + 'shadow_local_score_count{rule="everyday",virtual_model="auto"}', 1
+            )
+            _traffic(url, local)
             client.chat.completions.create(
                 model="fleet", messages=[{"role": "user", "content": "hello fleet"}]
             )

@@ -33,6 +33,9 @@ REQUIRED = {
     "queue": "local_engine_num_requests_waiting",
     "kv-cache": "local_engine_kv_cache_usage",
     "self-hosted vs proprietary": "gateway_requests_total",
+    "quality kept local": "gateway_shadow_judgements_total",
+    "shadow spend": "gateway_shadow_spend_usd_total",
+    "cascade decisions": "gateway_cascade_total",
 }
 
 

@@ -37,6 +37,7 @@ REQUIRED_ALERTS = {
     "LocalEngineQueueBackingUp",
     "LocalEngineKVCacheNearFull",
     "GatewaySavingsDropped",
+    "GatewayShadowQualityKeptLocalLow",
 }
 
 

@@ -150,3 +150,18 @@ def test_unparsable_verdict_keeps_the_raw_reply_and_counts(tmp_path):
         assert r["outcome"] is None and r["error"].startswith("judge:")
         assert r["judge_raw"] == ["I cannot decide.", "I cannot decide."]
         assert metric(s["base"], "gateway_shadow_failures_total", stage="parse") == 1
+
+
+def test_streamed_self_hosted_answers_are_shadowed_too(tmp_path):
+    records = tmp_path / "shadow.jsonl"
+    with shadow_stack(tmp_path, _shadow(f"{{jsonl: {records}, prompts: true}}")) as s:
+        raw = s["client"].chat.completions.with_raw_response.create(
+            model="auto", messages=[{"role": "user", "content": "hi there"}], stream=True
+        )
+        assert raw.headers["x-gateway-backend"] == "local"
+        text = "".join(c.choices[0].delta.content or "" for c in raw.parse() if c.choices)
+        assert text == "echo: hi there"
+        wait_for(lambda: len(read_jsonl(records)) == 1)
+        (r,) = read_jsonl(records)
+        assert r["local_answer"] == "echo: hi there" and r["outcome"] == "loss"
+        assert all("stream" not in b for b in s["ref"].bodies())  # shadow calls are whole answers

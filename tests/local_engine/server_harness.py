@@ -20,6 +20,23 @@ from local_engine.server.limits import ServerLimits
 STARTUP_TIMEOUT_S = 120
 
 
+def tiny_server_config(
+    model_dir: object, max_model_len: int, served_model_name: str
+) -> EngineConfig:
+    """The small CPU engine the server-level tests (hardening, fuzz) serve a tiny checkpoint with."""
+    return EngineConfig(
+        model=str(model_dir),
+        device="cpu",
+        dtype="float32",
+        num_kv_blocks=64,
+        block_size=16,
+        max_num_seqs=8,
+        max_num_batched_tokens=256,
+        max_model_len=max_model_len,
+        served_model_name=served_model_name,
+    )
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -14,9 +14,8 @@ import httpx
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from server_harness import running_server
+from server_harness import running_server, tiny_server_config
 
-from local_engine.config import EngineConfig
 from local_engine.demo_model import build_tiny_checkpoint
 from local_engine.server.limits import ServerLimits
 
@@ -34,17 +33,7 @@ FUZZ = settings(
 @pytest.fixture(scope="module")
 def http(tmp_path_factory):
     model_dir = build_tiny_checkpoint(tmp_path_factory.mktemp("fuzz") / "model", arch="qwen2")
-    config = EngineConfig(
-        model=str(model_dir),
-        device="cpu",
-        dtype="float32",
-        num_kv_blocks=64,
-        block_size=16,
-        max_num_seqs=8,
-        max_num_batched_tokens=256,
-        max_model_len=48,
-        served_model_name=MODEL,
-    )
+    config = tiny_server_config(model_dir, max_model_len=48, served_model_name=MODEL)
     with running_server(config, ServerLimits(max_body_bytes=MAX_BODY)) as url:
         with httpx.Client(base_url=url, timeout=60) as client:
             yield client

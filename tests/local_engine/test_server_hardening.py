@@ -21,9 +21,8 @@ import httpx
 import openai
 import orjson
 import pytest
-from server_harness import free_port, running_app
+from server_harness import free_port, running_app, tiny_server_config
 
-from local_engine.config import EngineConfig
 from local_engine.demo_model import build_tiny_checkpoint
 from local_engine.server import create_app
 from local_engine.server.limits import ServerLimits
@@ -57,17 +56,7 @@ class ErrorLog(logging.Handler):
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     model_dir = build_tiny_checkpoint(tmp_path_factory.mktemp("hard") / "model", arch="qwen2")
-    config = EngineConfig(
-        model=str(model_dir),
-        device="cpu",
-        dtype="float32",
-        num_kv_blocks=64,
-        block_size=16,
-        max_num_seqs=8,
-        max_num_batched_tokens=256,
-        max_model_len=256,
-        served_model_name=MODEL,
-    )
+    config = tiny_server_config(model_dir, max_model_len=256, served_model_name=MODEL)
     app = create_app(config, limits=LIMITS)
     errors = ErrorLog()
     uvicorn_log = logging.getLogger("uvicorn.error")

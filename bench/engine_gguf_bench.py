@@ -105,6 +105,15 @@ def start_llama_cpp(gguf: Path, port: int, threads: int) -> subprocess.Popen:
     return proc
 
 
+def peer_build() -> dict[str, str]:
+    """The peer's version and the CPU features its llama.cpp was built with (recorded with the result)."""
+    code = "import llama_cpp; print(llama_cpp.__version__); print(llama_cpp.llama_print_system_info().decode())"
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
+    ).stdout.splitlines()
+    return {"llama_cpp_python": out[0], "system_info": " ".join(out[1:]).strip()}
+
+
 async def _chat(c: httpx.AsyncClient, q: str, max_tokens: int) -> int:
     body = {
         "model": "bench",
@@ -149,6 +158,8 @@ def main() -> int:
     from local_engine.demo_gguf import demo_model_path
 
     gguf = demo_model_path()
+    build = peer_build()
+    print(f"peer: llama-cpp-python {build['llama_cpp_python']}; {build['system_info']}", flush=True)
     qs = questions(args.requests)
     env_threads = os.environ.get("OMP_NUM_THREADS")
     os.environ["OMP_NUM_THREADS"] = str(args.threads)  # our server's torch threads
@@ -185,6 +196,7 @@ def main() -> int:
         "max_tokens": args.max_tokens,
         "threads": args.threads,
         "peer": "python -m llama_cpp.server (llama-cpp-python; one request at a time)",
+        "peer_build": build,
         "ours_dtype": "float32 (GGUF dequantized at load)",
         "walls_s": walls,
         "tok_per_s": {k: [tokens / w for w in v] for k, v in walls.items()},

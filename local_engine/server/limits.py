@@ -7,13 +7,13 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from local_engine.http_guard import DEFAULT_HEADER_TIMEOUT_S, DEFAULT_MAX_CONNECTIONS
+
 __all__ = ["ServerLimits"]
 
 DEFAULT_MAX_BODY_BYTES = 8 * 1024**2  # a 128k-token prompt is ~0.5 MB of text
 DEFAULT_BODY_TIMEOUT_S = 30.0  # the whole body, from the end of the headers
-DEFAULT_HEADER_TIMEOUT_S = 10.0  # a new connection's first request line and headers
 DEFAULT_KEEP_ALIVE_S = 5  # idle time between requests on one connection
-DEFAULT_MAX_CONNECTIONS = 1024  # past it a new connection gets a 503 and is closed
 DEFAULT_GRACEFUL_SHUTDOWN_S = 30  # on SIGTERM, in-flight requests get this long to finish
 DEFAULT_TOKENIZER_THREADS = 2  # chat templates and tokenization run off the event loop
 

@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 __all__ = ["DEFAULT_POLICY", "PolicyArgParser", "add_policy_argument", "resolve_policy"]
 
-DEFAULT_POLICY = "policies/default.yaml"
+# The default policy ships inside the package, so `gateway serve` finds the same file from any
+# working directory (a relative default named whatever policies/default.yaml the cwd held, or
+# nothing). In a checkout gateway/policies/default.yaml is a link to policies/default.yaml, the
+# copy the docs and deploy files name; a wheel holds the file itself.
+DEFAULT_POLICY = str(Path(__file__).resolve().parent / "policies" / "default.yaml")
 
 
 class PolicyArgParser(argparse.ArgumentParser):
@@ -22,7 +27,11 @@ class PolicyArgParser(argparse.ArgumentParser):
 
 def add_policy_argument(p: argparse.ArgumentParser, default: str | None = DEFAULT_POLICY) -> None:
     """``POLICY`` positionally or ``--policy POLICY`` (the same thing, either spelling)."""
-    shown = f" (default: {default})" if default is not None else ""
+    shown = ""
+    if default == DEFAULT_POLICY:
+        shown = f" (default: the packaged policies/default.yaml, {default})"
+    elif default is not None:
+        shown = f" (default: {default})"
     p.add_argument("policy_file", nargs="?", metavar="POLICY", help="policy YAML" + shown)
     p.add_argument(
         "--policy", dest="policy_option", metavar="POLICY", help="the same, as an option"

@@ -16,7 +16,7 @@ from gateway.errors import PolicyError
 
 log = logging.getLogger("gateway.policy")
 
-__all__ = ["LoadedPolicy", "load_policy", "parse_policy"]
+__all__ = ["LoadedPolicy", "load_policy", "parse_policy", "read_policy_text"]
 
 
 @dataclass(slots=True)
@@ -154,10 +154,16 @@ def _disable_unset(
             loaded.warnings.append(f"backend {name!r} disabled: {cfg.disabled_reason}")
 
 
-def load_policy(path: str | Path, env: Mapping[str, str]) -> LoadedPolicy:
+def read_policy_text(path: str | Path) -> str:
+    """The policy file's text; a file that cannot be read is a PolicyError naming it (and, for a
+    relative path, where it was looked for: relative paths are taken from the working directory)."""
     p = Path(path)
     try:
-        text = p.read_text(encoding="utf-8")
+        return p.read_text(encoding="utf-8")
     except OSError as exc:
-        raise PolicyError(f"cannot read policy {p}: {exc.strerror}") from exc
-    return parse_policy(text, env, source=str(p))
+        where = "" if p.is_absolute() else f" (looked for {p.absolute()})"
+        raise PolicyError(f"cannot read policy {p}{where}: {exc.strerror}") from exc
+
+
+def load_policy(path: str | Path, env: Mapping[str, str]) -> LoadedPolicy:
+    return parse_policy(read_policy_text(path), env, source=str(Path(path)))

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from gateway.config.loader import LoadedPolicy, parse_policy
+from gateway.config.loader import LoadedPolicy, parse_policy, read_policy_text
 from gateway.errors import PolicyError
 
 __all__ = ["SimPolicy", "load_for_simulation", "PLACEHOLDER"]
@@ -38,10 +38,7 @@ def load_for_simulation(
     path: str | Path, env: Mapping[str, str], all_backends: bool = True
 ) -> SimPolicy:
     p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise PolicyError(f"cannot read policy {p}: {exc.strerror}") from exc
+    text = read_policy_text(p)
     if not all_backends:
         return SimPolicy(parse_policy(text, env, source=str(p)), [], [])
     filled = _unset_refs(text, env)

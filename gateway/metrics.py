@@ -19,23 +19,16 @@ import os
 import sys
 from typing import Any
 
-from prometheus_client import (
-    CONTENT_TYPE_LATEST,
-    CollectorRegistry,
-    Counter,
-    Gauge,
-    Histogram,
-    generate_latest,
-)
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from gateway.cascade.metrics import CascadeMetrics
+from gateway.metric_series import Children, Series
 from gateway.shadow.metrics import ShadowMetrics
 
 __all__ = ["GatewayMetrics", "prepare_multiprocess", "MULTIPROC_ENV"]
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
-PREFIX = "gateway_"
 CIRCUIT_STATES = {"closed": 0, "half_open": 1, "half-open": 1, "open": 2, 0: 0, 1: 1, 2: 2}
 CACHE_RESULTS = ("hit", "miss", "bypass", "error")
 
@@ -86,117 +79,96 @@ class GatewayMetrics:
     def __init__(self, team_label: bool = False, multiprocess_dir: str | None = None) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         self.multiprocess_dir = multiprocess_dir or os.environ.get(MULTIPROC_ENV) or None
-        r, p = self.registry, PREFIX
-        self.errors = Counter(
-            p + "errors_total",
+        s = Series(self.registry)
+        self.errors = s.counter(
+            "errors_total",
             "Requests that ended in an error, by error type.",
             ["virtual_model", "backend", "error_type"],
-            registry=r,
         )
-        self.fallbacks = Counter(
-            p + "fallbacks_total",
+        self.fallbacks = s.counter(
+            "fallbacks_total",
             "Moves from a failed backend to the next candidate.",
             ["virtual_model", "from_backend", "to_backend"],
-            registry=r,
         )
-        self.retries = Counter(
-            p + "retries_total", "Retries against the same backend.", ["backend"], registry=r
-        )
-        self.circuit_state = Gauge(
-            p + "circuit_state",
+        self.retries = s.counter("retries_total", "Retries against the same backend.", ["backend"])
+        self.circuit_state = s.gauge(
+            "circuit_state",
             "Circuit breaker per backend: 0 closed, 1 half-open, 2 open.",
             ["backend"],
-            registry=r,
-            multiprocess_mode="livemax",
+            mode="livemax",
         )
-        self.request_duration = Histogram(
-            p + "request_duration_seconds",
+        self.request_duration = s.histogram(
+            "request_duration_seconds",
             "End-to-end request time in the gateway.",
             ["virtual_model", "backend"],
             buckets=LATENCY_BUCKETS,
-            registry=r,
         )
-        self.upstream_duration = Histogram(
-            p + "upstream_duration_seconds",
+        self.upstream_duration = s.histogram(
+            "upstream_duration_seconds",
             "Time spent waiting on upstreams.",
             ["backend"],
             buckets=LATENCY_BUCKETS,
-            registry=r,
         )
-        self.overhead = Histogram(
-            p + "overhead_seconds",
+        self.overhead = s.histogram(
+            "overhead_seconds",
             "Time spent in the gateway itself (request minus upstream).",
             buckets=OVERHEAD_BUCKETS,
-            registry=r,
         )
-        self.ttft = Histogram(
-            p + "time_to_first_token_seconds",
+        self.ttft = s.histogram(
+            "time_to_first_token_seconds",
             "Time to the first event of a streamed answer.",
             ["backend"],
             buckets=TTFT_BUCKETS,
-            registry=r,
         )
-        self.cache_requests = Counter(
-            p + "cache_requests_total", "Answer-cache lookups by result.", ["result"], registry=r
+        self.cache_requests = s.counter(
+            "cache_requests_total", "Answer-cache lookups by result.", ["result"]
         )
-        self.policy_reloads = Counter(
-            p + "policy_reloads_total", "Policy reloads by result.", ["result"], registry=r
+        self.policy_reloads = s.counter(
+            "policy_reloads_total", "Policy reloads by result.", ["result"]
         )
-        self.stream_errors = Counter(
-            p + "stream_errors_total",
-            "Streams that failed after the first byte.",
-            ["backend"],
-            registry=r,
+        self.stream_errors = s.counter(
+            "stream_errors_total", "Streams that failed after the first byte.", ["backend"]
         )
-        self.router_failures = Counter(
-            p + "router_failures_total", "Difficulty scorer failures (heuristic used).", registry=r
+        self.router_failures = s.counter(
+            "router_failures_total", "Difficulty scorer failures (heuristic used)."
         )
-        self.state_errors = Counter(
-            p + "state_errors_total",
-            "Shared-state (Redis) calls that failed or were skipped.",
-            registry=r,
+        self.state_errors = s.counter(
+            "state_errors_total", "Shared-state (Redis) calls that failed or were skipped."
         )
-        self.rate_limited = Counter(
-            p + "rate_limited_total",
-            "Requests refused by a rate limit or budget.",
-            ["kind"],
-            registry=r,
+        self.rate_limited = s.counter(
+            "rate_limited_total", "Requests refused by a rate limit or budget.", ["kind"]
         )
-        self.provenance_refusals = Counter(
-            p + "provenance_refusals_total",
+        self.provenance_refusals = s.counter(
+            "provenance_refusals_total",
             "Requests refused because a provenance rule (team, key or data rule) forbids every "
             "backend that could serve them, by rule.",
             ["rule"],
-            registry=r,
         )
-        self.provenance_skips = Counter(
-            p + "provenance_skips_total",
+        self.provenance_skips = s.counter(
+            "provenance_skips_total",
             "Candidate backends a provenance rule removed from a request (never called), by rule.",
             ["rule", "backend"],
-            registry=r,
         )
-        self.shadow = ShadowMetrics(r)
-        self.cascade = CascadeMetrics(r)
-        self.budget_remaining = Gauge(
-            p + "budget_remaining_usd",
+        self.shadow = ShadowMetrics(self.registry)
+        self.cascade = CascadeMetrics(self.registry)
+        self.budget_remaining = s.gauge(
+            "budget_remaining_usd",
             "Budget left in the current period, per key or team with a budget (scope: key:NAME "
             "or team:NAME, bounded by the policy); as last seen by this process.",
             ["scope"],
-            registry=r,
-            multiprocess_mode="livemin",
+            mode="livemin",
         )
-        self.degraded = Counter(
-            p + "degraded_requests_total",
+        self.degraded = s.counter(
+            "degraded_requests_total",
             "Requests whose rule named only unconfigured backends, served self-hosted instead.",
             ["virtual_model", "route_reason"],
-            registry=r,
         )
         self._cache_children = {res: self.cache_requests.labels(res) for res in CACHE_RESULTS}
         self._reload_children = {
             True: self.policy_reloads.labels("success"),
             False: self.policy_reloads.labels("failure"),
         }
-        self._simple: dict[tuple[Any, ...], Any] = {}  # (metric, *labels) -> child
+        self._children = Children()
         self._collectors: list[Any] = []  # read at scrape time (fleets), in every render mode
         self._team_label = team_label
         self._build_team_metrics()
@@ -223,10 +195,10 @@ class GatewayMetrics:
             self._build_team_metrics()
 
     def _build_team_metrics(self) -> None:
-        r, p = self.registry, PREFIX
+        s = Series(self.registry)
         team = ["team"] if self._team_label else []
-        self.requests = Counter(
-            p + "requests_total",
+        self.requests = s.counter(
+            "requests_total",
             "Requests by virtual model, backend, route reason, status, cache and the caller's "
             "protocol (openai, anthropic, responses).",
             [
@@ -238,23 +210,17 @@ class GatewayMetrics:
                 "protocol",
                 *team,
             ],
-            registry=r,
         )
         usage = ["virtual_model", "backend", *team]
-        self.prompt_tokens = Counter(
-            p + "prompt_tokens_total", "Prompt tokens processed.", usage, registry=r
+        self.prompt_tokens = s.counter("prompt_tokens_total", "Prompt tokens processed.", usage)
+        self.completion_tokens = s.counter(
+            "completion_tokens_total", "Completion tokens generated.", usage
         )
-        self.completion_tokens = Counter(
-            p + "completion_tokens_total", "Completion tokens generated.", usage, registry=r
-        )
-        self.cost = Counter(
-            p + "cost_usd_total", "What the answers cost, in USD.", usage, registry=r
-        )
-        self.savings = Counter(
-            p + "savings_usd_total",
+        self.cost = s.counter("cost_usd_total", "What the answers cost, in USD.", usage)
+        self.savings = s.counter(
+            "savings_usd_total",
             "What the same tokens would have cost on the reference model, minus the real cost, in USD.",
             usage,
-            registry=r,
         )
         self._req_children: dict[tuple[Any, ...], tuple[Any, ...]] = {}
 
@@ -324,24 +290,17 @@ class GatewayMetrics:
         if savings_usd > 0:
             c[5].inc(savings_usd)
 
-    def _child(self, metric: Any, *labels: str) -> Any:
-        key = (id(metric), *labels)
-        child = self._simple.get(key)
-        if child is None:
-            child = self._simple[key] = metric.labels(*labels)
-        return child
-
     def record_error(self, virtual_model: str, backend: str, error_type: str) -> None:
-        self._child(self.errors, virtual_model, backend, error_type).inc()
+        self._children.get(self.errors, virtual_model, backend, error_type).inc()
 
     def record_degraded(self, virtual_model: str, route_reason: str) -> None:
-        self._child(self.degraded, virtual_model, route_reason).inc()
+        self._children.get(self.degraded, virtual_model, route_reason).inc()
 
     def record_fallback(self, virtual_model: str, from_backend: str, to_backend: str) -> None:
-        self._child(self.fallbacks, virtual_model, from_backend, to_backend).inc()
+        self._children.get(self.fallbacks, virtual_model, from_backend, to_backend).inc()
 
     def record_retry(self, backend: str) -> None:
-        self._child(self.retries, backend).inc()
+        self._children.get(self.retries, backend).inc()
 
     def set_circuit_state(self, backend: str, state: str | int) -> None:
         """``state``: "closed" / "half_open" / "open" (or 0 / 1 / 2)."""
@@ -349,14 +308,14 @@ class GatewayMetrics:
             value = CIRCUIT_STATES[state]
         except KeyError:
             raise ValueError(f"unknown circuit state {state!r}") from None
-        self._child(self.circuit_state, backend).set(value)
+        self._children.get(self.circuit_state, backend).set(value)
 
     def record_cache(self, result: str) -> None:
         """``result``: hit, miss, bypass or error."""
         self._cache_children[result].inc()
 
     def record_stream_error(self, backend: str) -> None:
-        self._child(self.stream_errors, backend).inc()
+        self._children.get(self.stream_errors, backend).inc()
 
     def record_router_failure(self) -> None:
         self.router_failures.inc()
@@ -366,19 +325,19 @@ class GatewayMetrics:
 
     def record_rate_limited(self, kind: str) -> None:
         """``kind``: what refused the request, e.g. "rpm" or "budget"."""
-        self._child(self.rate_limited, kind).inc()
+        self._children.get(self.rate_limited, kind).inc()
 
     def set_budget_remaining(self, scope: str, usd: float) -> None:
-        self._child(self.budget_remaining, scope).set(max(0.0, usd))
+        self._children.get(self.budget_remaining, scope).set(max(0.0, usd))
 
     def record_provenance_skips(self, refused: tuple[tuple[str, str], ...]) -> None:
         """``refused``: (backend, rule) pairs of one request's decision."""
         for backend, rule in refused:
-            self._child(self.provenance_skips, rule, backend).inc()
+            self._children.get(self.provenance_skips, rule, backend).inc()
 
     def record_provenance_refusal(self, rules: tuple[str, ...]) -> None:
         for rule in rules:
-            self._child(self.provenance_refusals, rule).inc()
+            self._children.get(self.provenance_refusals, rule).inc()
 
     def record_policy_reload(self, ok: bool) -> None:
         self._reload_children[bool(ok)].inc()

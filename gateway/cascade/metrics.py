@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry
 
-from gateway.shadow.metrics import PREFIX, Children
+from gateway.metric_series import PREFIX, Children, Series
 
 __all__ = ["CascadeMetrics"]
 
@@ -15,33 +15,29 @@ RESULTS = ("kept", "observed", "escalated", "unescalated", "escalation_failed")
 
 class CascadeMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
-        r, p = registry, PREFIX + "cascade_"
-        self.decisions = Counter(
-            p + "total",
+        s = Series(registry, PREFIX + "cascade_")
+        self.decisions = s.counter(
+            "total",
             "Cascade decisions: kept (confident), escalated, unescalated (no other eligible"
             " backend), escalation_failed (every escalation candidate failed).",
             ["virtual_model", "rule", "result"],
-            registry=r,
         )
-        self.confidence = Histogram(
-            p + "confidence",
+        self.confidence = s.histogram(
+            "confidence",
             "Confidence of the self-hosted answer (mean log-prob of its least likely tokens).",
             ["virtual_model", "rule"],
             buckets=CONFIDENCE_BUCKETS,
-            registry=r,
         )
-        self.extra_cost = Counter(
-            p + "extra_cost_usd_total",
+        self.extra_cost = s.counter(
+            "extra_cost_usd_total",
             "Cost of self-hosted answers that were escalated (paid for, not used), in USD.",
             ["virtual_model", "rule"],
-            registry=r,
         )
-        self.extra_seconds = Histogram(
-            p + "extra_seconds",
+        self.extra_seconds = s.histogram(
+            "extra_seconds",
             "Latency an escalation added: the self-hosted attempt before the escalated answer.",
             ["virtual_model", "rule"],
             buckets=EXTRA_S_BUCKETS,
-            registry=r,
         )
         self._ch = Children()
 

@@ -10,13 +10,12 @@ computes it per rule and per decile from ``gateway_shadow_judgements_total``.
 
 from __future__ import annotations
 
-from typing import Any
+from prometheus_client import CollectorRegistry
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from gateway.metric_series import PREFIX, Children, Series
 
 __all__ = ["ShadowMetrics", "difficulty_decile"]
 
-PREFIX = "gateway_"
 DROP_REASONS = ("queue_full", "cap", "residency", "shutdown")
 FAILURE_STAGES = ("reference", "judge", "parse", "store", "timeout")
 
@@ -27,72 +26,48 @@ def difficulty_decile(score: float | None) -> str:
     return str(min(9, max(0, int(score * 10))))
 
 
-class Children:
-    """Label children looked up once (a dict hit per observation after the first)."""
-
-    def __init__(self) -> None:
-        self._c: dict[tuple[Any, ...], Any] = {}
-
-    def get(self, metric: Any, *labels: str) -> Any:
-        key = (id(metric), *labels)
-        child = self._c.get(key)
-        if child is None:
-            child = self._c[key] = metric.labels(*labels)
-        return child
-
-
 class ShadowMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
-        r, p = registry, PREFIX + "shadow_"
-        self.samples = Counter(
-            p + "samples_total",
+        s = Series(registry, PREFIX + "shadow_")
+        self.samples = s.counter(
+            "samples_total",
             "Self-hosted answers sampled for shadow evaluation (queued).",
             ["virtual_model", "rule"],
-            registry=r,
         )
-        self.dropped = Counter(
-            p + "dropped_total",
+        self.dropped = s.counter(
+            "dropped_total",
             "Samples not evaluated: queue full, daily cap reached, residency, shutdown.",
             ["reason"],
-            registry=r,
         )
-        self.failures = Counter(
-            p + "failures_total",
+        self.failures = s.counter(
+            "failures_total",
             "Shadow samples that failed at a stage (reference, judge, parse, store, timeout).",
             ["stage"],
-            registry=r,
         )
-        self.spend = Counter(
-            p + "spend_usd_total",
+        self.spend = s.counter(
+            "spend_usd_total",
             "What the shadow calls (reference and judge) cost, in USD.",
             ["backend"],
-            registry=r,
         )
-        self.judgements = Counter(
-            p + "judgements_total",
+        self.judgements = s.counter(
+            "judgements_total",
             "Judged self-hosted answers against the reference: win, tie or loss.",
             ["virtual_model", "rule", "difficulty_decile", "outcome"],
-            registry=r,
         )
-        self.local_score = Histogram(
-            p + "local_score",
+        self.local_score = s.histogram(
+            "local_score",
             "Single-mode judge grade (1-10) of self-hosted answers.",
             ["virtual_model", "rule"],
             buckets=(1, 2, 3, 4, 5, 6, 7, 8, 9, 10),
-            registry=r,
         )
-        self.quality_threshold = Gauge(
-            p + "quality_threshold",
+        self.quality_threshold = s.gauge(
+            "quality_threshold",
             "The policy's min_quality_kept per virtual model (the alert's threshold).",
             ["virtual_model"],
-            registry=r,
-            multiprocess_mode="livemax",
+            mode="livemax",
         )
-        self.queue_depth = Gauge(
-            p + "queue_depth",
-            "Samples waiting in the shadow queue.",
-            registry=r,
-            multiprocess_mode="livesum",
+        self.queue_depth = s.gauge(
+            "queue_depth", "Samples waiting in the shadow queue.", mode="livesum"
         )
         self._ch = Children()
         for reason in DROP_REASONS:

@@ -3,7 +3,11 @@
 A backend is one (endpoint, model) pair from the policy. Adapters translate nothing they do
 not have to: an OpenAI-compatible upstream gets the client's body with only ``model``
 replaced; litellm-backed providers get a translated call. Every adapter answers in
-OpenAI's wire format, so the pipeline above never sees a provider's dialect.
+OpenAI's wire format, so the pipeline above never sees a provider's dialect, with one
+exception: a request whose ``protocol`` is one the backend takes natively (``Backend.native``:
+an Anthropic caller's Messages body for an Anthropic backend, a Responses body for a server
+that speaks Responses) goes up as the caller sent it and its answer comes back in that
+protocol, untranslated (``gateway.backends.native``).
 
 Failures are raised as ``gateway.errors.UpstreamError`` (or a subclass) with
 ``upstream_status`` set when the upstream answered; the pipeline decides on retries,
@@ -18,6 +22,8 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 Operation = Literal["chat", "completions", "embeddings"]
+# "openai": the OpenAI wire format of ``operation``; otherwise a caller protocol sent natively
+WireProtocol = Literal["openai", "anthropic", "responses"]
 
 
 @dataclass(slots=True)
@@ -49,28 +55,35 @@ class UpstreamRequest:
     # A later candidate may take this request (it need not stay self-hosted): a full fleet
     # raises FleetSaturatedError instead of queueing it (spill-over).
     spill_ok: bool = False
+    # The body's protocol: OpenAI's, or a caller's own (Anthropic Messages, Responses) for a
+    # backend that takes it natively
+    protocol: WireProtocol = "openai"
 
 
 @dataclass(slots=True)
 class UpstreamResponse:
-    """A whole (non-streamed) OpenAI-format answer."""
+    """A whole (non-streamed) answer, in the request's protocol (OpenAI's unless native)."""
 
-    body: bytes  # OpenAI-format JSON, ready to send to the client
+    body: bytes  # JSON, ready to send to the client
     model: str  # the model that actually answered
     usage: Usage | None = None
     status: int = 200
+    protocol: WireProtocol = "openai"
 
 
 class UpstreamStream(ABC):
     """An open streamed answer. Opening it (``Backend.open_stream``) waits for the upstream's
     status line and first event, so a failure before the first byte raises there and the
     pipeline can fall back; iterating yields OpenAI SSE events (``b"data: {...}\\n\\n"``)
-    ending with ``b"data: [DONE]\\n\\n"``. A failure mid-stream raises ``UpstreamError``
-    from the iterator. After the end, ``usage`` holds the upstream's usage if it sent one.
+    ending with ``b"data: [DONE]\\n\\n"`` (a native stream: the caller's protocol's named
+    events, ending with its last one). A failure mid-stream raises ``UpstreamError`` from the
+    iterator. After the end, ``usage`` holds the upstream's usage if it sent one.
     """
 
     model: str
     usage: Usage | None = None
+    protocol: WireProtocol = "openai"  # a native stream yields the caller's protocol's events
+    answer: dict[str, Any] | None = None  # a native stream's final answer, where it sends one
 
     @abstractmethod
     def __aiter__(self) -> AsyncIterator[bytes]: ...
@@ -86,6 +99,7 @@ class Backend(ABC):
     kind: str
     model: str
     self_hosted: bool
+    native: frozenset[str] = frozenset()  # caller protocols taken natively (see the module doc)
 
     @abstractmethod
     async def complete(self, request: UpstreamRequest) -> UpstreamResponse:
@@ -101,3 +115,16 @@ class Backend(ABC):
 
     @abstractmethod
     async def close(self) -> None: ...
+
+
+@dataclass(slots=True)
+class Upstreams:
+    """What each candidate of a request is sent: the caller's own body (``native``) where the
+    backend takes the caller's protocol natively, else the one OpenAI-format request."""
+
+    chat: UpstreamRequest
+    native: UpstreamRequest | None = None
+
+    def pick(self, backend: Backend) -> UpstreamRequest:
+        n = self.native
+        return n if n is not None and n.protocol in backend.native else self.chat

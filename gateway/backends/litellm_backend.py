@@ -28,6 +28,7 @@ from gateway.backends.litellm_format import (
     usage_dict,
     usage_of,
 )
+from gateway.backends.native import endpoints_for
 from gateway.config.schema import BackendConfig
 from gateway.errors import UpstreamError
 from gateway.sse import DONE, data_event, json_of
@@ -139,6 +140,9 @@ class LiteLLMBackend(Backend):
         if cfg.headers:
             common["extra_headers"] = dict(cfg.headers)
         self._common = common
+        # Anthropic callers' Messages bodies go to Anthropic's API as sent, not through litellm
+        self._natives = endpoints_for(name, cfg, self._secret)
+        self.native = frozenset(self._natives)
 
     def _kwargs(self, request: UpstreamRequest) -> dict[str, Any]:
         body = request.body
@@ -155,6 +159,8 @@ class LiteLLMBackend(Backend):
         return kw
 
     async def complete(self, request: UpstreamRequest) -> UpstreamResponse:
+        if request.protocol != "openai":
+            return await self._natives[request.protocol].complete(request)
         ll = self._litellm
         kw = self._kwargs(request)
         call, shape = {
@@ -170,6 +176,8 @@ class LiteLLMBackend(Backend):
         return UpstreamResponse(body=orjson.dumps(body), model=body["model"], usage=usage_of(resp))
 
     async def open_stream(self, request: UpstreamRequest) -> UpstreamStream:
+        if request.protocol != "openai":
+            return await self._natives[request.protocol].open_stream(request)
         if request.operation != "chat":
             raise UpstreamError(
                 f"backend {self.name!r}: streaming is supported for chat completions only",
@@ -205,7 +213,8 @@ class LiteLLMBackend(Backend):
         return True
 
     async def close(self) -> None:
-        return None
+        for ep in self._natives.values():
+            await ep.close()
 
 
 class LiteLLMStream(UpstreamStream):

@@ -18,6 +18,7 @@ import aiohttp
 import orjson
 
 from gateway.backends.base import Backend, UpstreamRequest, UpstreamResponse, UpstreamStream, Usage
+from gateway.backends.native import endpoints_for
 from gateway.backends.upstream_errors import (
     connection_error,
     error_from_response,
@@ -92,6 +93,9 @@ class OpenAICompatBackend(Backend):
         )
         self._session: aiohttp.ClientSession | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        # e.g. vLLM or OpenAI itself taking Responses callers' bodies as sent (same session)
+        self._natives = endpoints_for(name, cfg, self._secret, self._client)
+        self.native = frozenset(self._natives)
 
     # ------------------------------------------------------------ plumbing
 
@@ -153,6 +157,8 @@ class OpenAICompatBackend(Backend):
     # ------------------------------------------------------------ the contract
 
     async def complete(self, request: UpstreamRequest) -> UpstreamResponse:
+        if request.protocol != "openai":
+            return await self._natives[request.protocol].complete(request)
         resp = await self._post(request, stream=False)
         try:
             body = await resp.read()
@@ -181,6 +187,8 @@ class OpenAICompatBackend(Backend):
         )
 
     async def open_stream(self, request: UpstreamRequest) -> UpstreamStream:
+        if request.protocol != "openai":
+            return await self._natives[request.protocol].open_stream(request)
         resp = await self._post(request, stream=True)
         stream = SSEStream(self, resp)
         await (

@@ -24,7 +24,7 @@ from typing import Any
 
 import orjson
 
-from gateway.backends.base import UpstreamRequest, UpstreamResponse
+from gateway.backends.base import UpstreamRequest, UpstreamResponse, Upstreams
 from gateway.cascade.confidence import answer_confidence
 from gateway.cascade.metrics import CascadeMetrics
 from gateway.config.schema import Policy
@@ -112,7 +112,7 @@ async def run_cascade(
             raise
         # the local backend is down: an ordinary fallback, no confidence to speak of
         resp = await pipeline._over_candidates(
-            rt, replace(decision, candidates=rest), o, lambda b: b.complete(req), vmodel, req
+            rt, replace(decision, candidates=rest), o, vmodel, Upstreams(req)
         )
         return resp, CascadeInfo("escalated", None, first, 0.0, time.perf_counter() - t)
     local_s = time.perf_counter() - t
@@ -136,7 +136,7 @@ async def run_cascade(
     local_cost = (u.prompt_tokens * p_in + u.completion_tokens * p_out) if u else 0.0
     try:
         resp = await pipeline._over_candidates(
-            rt, replace(decision, candidates=rest), o, lambda b: b.complete(req), vmodel, req
+            rt, replace(decision, candidates=rest), o, vmodel, Upstreams(req)
         )
     except UpstreamError:
         o.backend = first

@@ -122,6 +122,10 @@ class Pricing(Strict):
         return (self.input_usd_per_mtok or 0.0) / 1e6, (self.output_usd_per_mtok or 0.0) / 1e6
 
 
+# Caller protocols a backend may receive in the caller's own form (native pass-through).
+NativeProtocol = Literal["anthropic", "responses"]
+
+
 class BackendBase(Strict):
     """What every backend kind has: a model, a key, capabilities, prices, limits, resilience."""
 
@@ -141,6 +145,9 @@ class BackendBase(Strict):
     retry: RetryConfig = RetryConfig()
     circuit_breaker: CircuitBreakerConfig = CircuitBreakerConfig()
     headers: dict[str, str] = {}
+    # Callers speaking one of these protocols get their own body sent through untranslated
+    # (thinking blocks, cache_control, reasoning items kept). None: what the kind implies.
+    native_protocols: list[NativeProtocol] | None = None
     # Set at load: why the backend is off (e.g. its key variable is unset). Not part of the YAML.
     _disabled_reason: str | None = PrivateAttr(None)
 
@@ -150,6 +157,16 @@ class BackendBase(Strict):
 
     def disable(self, reason: str) -> None:
         self._disabled_reason = reason
+
+    @property
+    def natives(self) -> frozenset[str]:
+        """The caller protocols this backend takes natively (explicit, else the kind's default)."""
+        if self.native_protocols is not None:
+            return frozenset(self.native_protocols)
+        return self._implied_natives()
+
+    def _implied_natives(self) -> frozenset[str]:
+        return frozenset()
 
     @field_validator("model", "tokenizer", mode="before")
     @classmethod
@@ -183,6 +200,18 @@ class OpenAICompatConfig(BackendBase):
     base_url: str | None = None
     fleet: FleetConfig | None = None  # several replicas instead of one base_url
 
+    @model_validator(mode="after")
+    def _natives(self) -> OpenAICompatConfig:
+        wrong = set(self.native_protocols or ()) - {"responses"}
+        if wrong:
+            raise ValueError(
+                f"native_protocols {sorted(wrong)}: an openai_compatible backend can take "
+                "'responses' natively (POST <base_url>/responses); Anthropic backends are kind litellm"
+            )
+        if self.native_protocols and self.fleet is not None:
+            raise ValueError("native_protocols is not supported on a fleet (one base_url only)")
+        return self
+
     @model_validator(mode="wrap")
     @classmethod
     def _required_url(cls, data: Any, handler: Any) -> OpenAICompatConfig:
@@ -211,6 +240,21 @@ class LiteLLMConfig(BackendBase):
                 "litellm models are written provider/model, e.g. anthropic/claude-3-5-sonnet-latest"
             )
         return v
+
+    @model_validator(mode="after")
+    def _natives(self) -> LiteLLMConfig:
+        if self.native_protocols and (
+            set(self.native_protocols) != {"anthropic"} or not self.model.startswith("anthropic/")
+        ):
+            raise ValueError(
+                "native_protocols on kind litellm: only ['anthropic'], with an anthropic/... model "
+                "(openai_compatible backends take 'responses')"
+            )
+        return self
+
+    def _implied_natives(self) -> frozenset[str]:
+        # Anthropic's API is the Messages API: an Anthropic caller's body goes there as sent
+        return frozenset({"anthropic"}) if self.model.startswith("anthropic/") else frozenset()
 
 
 # One variant per kind, each with only its own fields (TensorZero's provider configs).

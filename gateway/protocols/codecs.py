@@ -6,6 +6,10 @@ backend answered (an OpenAI chat completion, or chat chunks) back into the calle
 protocol. Everything between (auth, policy, limits, routing, retries, cache, metrics,
 spend) is the one pipeline. The OpenAI protocol has no codec: its bytes pass through.
 
+A backend that speaks the caller's protocol itself (``Backend.native``) is sent what
+``native_body`` says (the caller's own body) and its answer is relayed untranslated; the
+codec then only supplies error shapes and, for Responses, keeps the stored conversation.
+
     Codec
     ├── AnthropicCodec   POST /v1/messages
     └── ResponsesCodec   POST /v1/responses (+ stored responses for previous_response_id)
@@ -46,6 +50,7 @@ class StreamEncoder(Protocol):
 
 class Codec:
     protocol: str
+    native_headers: tuple[str, ...] = ()  # the caller's headers a native backend gets too
 
     async def decode(self, body: dict[str, Any], raw: bytes, team: str) -> Request:
         raise NotImplementedError
@@ -61,7 +66,15 @@ class Codec:
         return exc.to_json()
 
     async def answered(self, req: Request, answer: dict[str, Any], team: str) -> None:
-        """Called with the caller's answer (whole, or the streamed one at its end)."""
+        """Called with the caller's answer (whole, or the streamed one at its end), translated
+        or relayed from a native backend."""
+
+    def native_body(self, req: Request) -> tuple[dict[str, Any], bytes | None] | None:
+        """(body, its bytes if unchanged) for a backend speaking the caller's protocol; None:
+        this request cannot go natively (it is translated)."""
+        if req.native is None:
+            return None
+        return req.native, req.native_raw
 
 
 def _request(protocol: str, chat: dict[str, Any], native: dict[str, Any], raw: bytes) -> Request:
@@ -75,6 +88,7 @@ def _request(protocol: str, chat: dict[str, Any], native: dict[str, Any], raw: b
 
 class AnthropicCodec(Codec):
     protocol = "anthropic"
+    native_headers = ("anthropic-version", "anthropic-beta")  # betas: e.g. interleaved thinking
 
     async def decode(self, body: dict[str, Any], raw: bytes, team: str) -> Request:
         return _request(self.protocol, anthropic.to_chat(body), body, raw)
@@ -123,7 +137,21 @@ class ResponsesCodec(Codec):
             history = stored["messages"]
         req = _request(self.protocol, responses.to_chat(body, history), body, raw)
         req.response_id = responses.new_id("resp")
+        if prev is not None:
+            req.native_history = stored.get("items")  # type: ignore[union-attr]
         return req
+
+    def native_body(self, req: Request) -> tuple[dict[str, Any], bytes | None] | None:
+        """The caller's body; a stored conversation goes in front of ``input`` (the gateway,
+        not the upstream, holds it: the next turn may go to another backend)."""
+        body = req.native
+        if body is None or "previous_response_id" not in body:
+            return (body, req.native_raw) if body is not None else None
+        if req.native_history is None:
+            return None  # stored in chat form only (a gateway before native pass-through)
+        rest = {k: v for k, v in body.items() if k != "previous_response_id"}
+        rest["input"] = req.native_history + responses.input_items(body.get("input"))
+        return rest, None
 
     def whole(self, req: Request, doc: dict[str, Any]) -> dict[str, Any]:
         return responses.to_response(doc, req.native or {}, req.response_id, req.model)
@@ -135,10 +163,16 @@ class ResponsesCodec(Codec):
         if not (req.native or {}).get("store", True):
             return
         messages = [m for m in req.body["messages"]] + responses.output_messages(answer)
-        record = {"response": answer, "messages": messages}
-        await self.state.put_blob(
-            response_key(team, req.response_id), orjson.dumps(record), self.ttl_s
+        # the same conversation as Responses items, for a backend that takes them natively
+        items = (
+            (req.native_history or [])
+            + responses.input_items((req.native or {}).get("input"))
+            + responses.replay_items(answer)
         )
+        record = {"response": answer, "messages": messages, "items": items}
+        rid = answer.get("id")  # a native answer's id is the upstream's
+        rid = rid if isinstance(rid, str) else req.response_id
+        await self.state.put_blob(response_key(team, rid), orjson.dumps(record), self.ttl_s)
 
 
 ANTHROPIC = AnthropicCodec()

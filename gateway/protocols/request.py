@@ -31,6 +31,10 @@ class Request:
     protocol: Protocol = "openai"
     native: dict[str, Any] | None = None  # the caller's own body (protocol != "openai")
     native_raw: bytes | None = None
+    # Responses API: the stored conversation ``previous_response_id`` names, as Responses items
+    # (what a backend taking Responses natively gets in front of ``input``); None: no such
+    # conversation, or one stored in chat form only
+    native_history: list[dict[str, Any]] | None = None
     response_id: str = ""  # Responses API: the id of the answer being made
     stream: bool = False
     include_usage: bool = False  # the client asked for a usage chunk in its stream

@@ -25,7 +25,15 @@ from typing import Any
 from gateway.errors import GatewayError, InvalidRequestError
 from gateway.sse import named_event
 
-__all__ = ["ResponsesStream", "new_id", "output_messages", "to_chat", "to_response"]
+__all__ = [
+    "ResponsesStream",
+    "input_items",
+    "new_id",
+    "output_messages",
+    "replay_items",
+    "to_chat",
+    "to_response",
+]
 
 _ROLES = {"user": "user", "assistant": "assistant", "system": "system", "developer": "system"}
 _PASSED = ("temperature", "top_p", "parallel_tool_calls", "user", "stream")
@@ -288,6 +296,25 @@ def output_messages(response: dict[str, Any]) -> list[dict[str, Any]]:
     if calls:
         msg["tool_calls"] = calls
     return [msg]
+
+
+def input_items(value: Any) -> list[Any]:
+    """A request's ``input`` as a list of items (a string is one user message)."""
+    if isinstance(value, str):
+        return [{"role": "user", "content": value}]
+    return list(value) if isinstance(value, list) else []
+
+
+def replay_items(response: dict[str, Any]) -> list[Any]:
+    """A response's output as input items for a later turn: messages and function calls
+    without their ids (an upstream may not know them), reasoning items as they came."""
+    out: list[Any] = []
+    for it in response.get("output") or ():
+        if isinstance(it, dict) and it.get("type") in ("message", "function_call"):
+            out.append({k: v for k, v in it.items() if k not in ("id", "status")})
+        elif isinstance(it, dict):
+            out.append(it)
+    return out
 
 
 def error_event(exc: GatewayError, seq: int) -> bytes:

@@ -4,6 +4,11 @@ read body -> authenticate -> parse + validate -> resolve virtual model -> limits
 -> features (+ difficulty score if a rule needs it) -> route() -> cache lookup
 -> candidates in order: circuit check, retries with backoff, fallback
 -> respond (x-gateway-* headers) -> metrics, spend, cache store
+
+A caller speaking another protocol (Anthropic Messages, Responses) goes the same way, its
+codec at the edges. Each candidate is sent the translated OpenAI request, or, when the backend
+takes the caller's protocol natively, the caller's own body (``Upstreams``); a native answer is
+relayed as the upstream sent it, a translated one encoded by the codec.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from gateway.auth import Caller
-from gateway.backends.base import UpstreamRequest, UpstreamStream, Usage
+from gateway.backends.base import UpstreamRequest, Upstreams, UpstreamStream, Usage
 from gateway.backends.resilience import call_with_retries
 from gateway.cache import CacheEntry, cache_decision, cache_key, completion_to_sse
 from gateway.cache.sse import StreamAssembler
@@ -70,6 +75,7 @@ log = logging.getLogger("gateway.request")
 # 404 ...) describe the gateway's own credentials or config and fall back instead.
 RELAYED_CLIENT_ERRORS = frozenset({400, 413, 422})
 DEGRADED_HEADER = (b"x-gateway-degraded", b"proprietary-unconfigured")
+NATIVE_HEADER = b"x-gateway-native"  # on answers relayed untranslated: the protocol
 
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
@@ -433,18 +439,22 @@ class Pipeline:
         rt: Runtime,
         decision: Decision,
         o: Outcome,
-        make_call,
         vmodel: str,
-        req: UpstreamRequest,
-    ):
+        ups: Upstreams,
+        stream: bool = False,
+    ) -> Any:
+        """The first candidate's answer that comes (an ``UpstreamResponse``, or with ``stream``
+        an open ``UpstreamStream``), after retries and fallbacks."""
         last: UpstreamError | None = None
         n = len(decision.candidates)
         for i, name in enumerate(decision.candidates):
             backend = rt.backends[name]
+            req = ups.pick(backend)
             # a full self-hosted fleet may pass this request on (spill-over) only if it may leave
             req.spill_ok = not decision.self_hosted_only and i + 1 < n
             t = time.perf_counter()
-            call: Callable[[], Awaitable[Any]] = functools.partial(make_call, backend)
+            op = backend.open_stream if stream else backend.complete
+            call: Callable[[], Awaitable[Any]] = functools.partial(op, req)
             if o.span is not None and self.tracing is not None:
                 call = self.tracing.wrap_attempt(o.span, name, rt.configs[name], req.headers, call)
             try:
@@ -546,10 +556,19 @@ class Pipeline:
                 info.extra_s if info.result == "escalated" else None,
             )
         else:
-            call = self._over_candidates(rt, decision, o, lambda b: b.complete(up), vmodel, up)
+            ups = Upstreams(up, self._native_request(c, stream=False))
+            call = self._over_candidates(rt, decision, o, vmodel, ups)
             resp = await self._unless_disconnected(call, c.receive, o, vmodel)
         self._account(rt, o, resp.usage)
-        out = resp.body if c.codec is None else await self._encoded(c, resp.body)
+        native = resp.protocol != "openai"
+        if native:  # relayed as the upstream sent it; never cached or shadowed (chat forms)
+            self._mark_native(o, resp.protocol)
+            ticket, key = None, None
+            out = resp.body
+            if c.codec is not None and resp.status == 200:
+                await c.codec.answered(req, orjson.loads(resp.body), f.team)
+        else:
+            out = resp.body if c.codec is None else await self._encoded(c, resp.body)
         overhead_ms = (time.perf_counter() - c.t0 - o.upstream_s) * 1000
         await send_bytes(c.send, resp.status, out, extra=_fmt_headers(o, overhead_ms))
         if ticket is not None and self.shadow is not None and resp.status == 200:
@@ -631,20 +650,28 @@ class Pipeline:
             stream=True,
             headers=_forward(c.headers),
         )
+        ups = Upstreams(up, self._native_request(c, stream=True))
         t_open = time.perf_counter()
         stream: UpstreamStream = await self._over_candidates(
-            rt, c.decision, o, lambda b: b.open_stream(up), f.virtual_model, up
+            rt, c.decision, o, f.virtual_model, ups, stream=True
         )
         o.ttft_s = time.perf_counter() - t_open
         p_in, _ = rt.prices[o.backend]
         o.cost = f.prompt_tokens * p_in  # the header can only carry the prompt side of the cost
+        native = stream.protocol != "openai"
+        if native:  # the upstream's own events, relayed; never cached or shadowed (chat forms)
+            self._mark_native(o, stream.protocol)
+            key = None
         overhead_ms = (time.perf_counter() - c.t0 - o.upstream_s) * 1000
         await start_sse(send, _fmt_headers(o, overhead_ms))
         o.started = True
         enc = c.codec.stream(req) if c.codec is not None else None
-        ticket = self.shadow.ticket(rt, f, c.decision) if self.shadow is not None else None
+        ticket = None
+        if self.shadow is not None and not native:
+            ticket = self.shadow.ticket(rt, f, c.decision)
         assembler = StreamAssembler() if key is not None or ticket is not None else None
-        pump = asyncio.ensure_future(self._pump(stream, send, client_usage, assembler, o, enc))
+        relay = self._pump(stream, send, client_usage or native, assembler, o, enc, native)
+        pump = asyncio.ensure_future(relay)
         watcher = asyncio.ensure_future(c.receive())
         try:
             done, _ = await asyncio.wait({pump, watcher}, return_when=asyncio.FIRST_COMPLETED)
@@ -674,7 +701,9 @@ class Pipeline:
                 )
             if full is not None and key is not None:
                 await self.cache.set(key, _entry(full, stream.model, o))
-        if ok and enc is not None:
+        if ok and native and c.codec is not None and stream.answer is not None:
+            await c.codec.answered(req, stream.answer, f.team)  # e.g. a Responses answer stored
+        elif ok and enc is not None:
             await self._stream_answered(c, enc)
         return status
 
@@ -686,16 +715,18 @@ class Pipeline:
         assembler,
         o: Outcome,
         enc: StreamEncoder | None = None,
+        native: bool = False,
     ) -> bool:
-        """Relay events (through ``enc`` for another protocol); a failure after the first
-        byte ends the stream with an error event."""
+        """Relay events (through ``enc`` for another protocol, unless the stream is already in
+        the caller's protocol: ``native``); a failure after the first byte ends the stream
+        with an error event (in the caller's protocol)."""
         try:
             async for event in stream:
                 if event == DONE:
                     break
                 if assembler is not None:
                     assembler.feed(event)
-                if enc is not None:
+                if enc is not None and not native:
                     chunk = json_of(event)
                     outs = enc.feed(chunk) if isinstance(chunk, dict) else None
                     if outs:  # one write for the events of one chunk
@@ -717,12 +748,46 @@ class Pipeline:
                 await send_chunk(send, DONE)
             await end_body(send)
             return False
-        if enc is not None:
+        if native:
+            pass  # the upstream's own last event is out
+        elif enc is not None:
             await send_chunk(send, b"".join(enc.finish()))
         else:
             await send_chunk(send, DONE)
         await end_body(send)
         return True
+
+    # ------------------------------------------------------------ native pass-through
+
+    def _native_request(self, c: Call, stream: bool) -> UpstreamRequest | None:
+        """The caller's own body for candidates that take its protocol natively; None when no
+        candidate does (or the codec says this request cannot go natively)."""
+        codec = c.codec
+        if codec is None:
+            return None
+        backends = c.rt.backends
+        if not any(codec.protocol in backends[n].native for n in c.decision.candidates):
+            return None
+        got = codec.native_body(c.req)
+        if got is None:
+            return None
+        body, raw = got
+        headers = _forward(c.headers)
+        for h in codec.native_headers:  # e.g. anthropic-version and -beta, as the caller sent them
+            if h in c.headers:
+                headers[h] = c.headers[h]
+        return UpstreamRequest(
+            operation="chat",
+            body=body,
+            raw=raw,
+            stream=stream,
+            headers=headers,
+            protocol=codec.protocol,  # type: ignore[arg-type]
+        )
+
+    def _mark_native(self, o: Outcome, protocol: str) -> None:
+        o.cache = "bypass"  # a native answer is not a chat completion: not cached
+        o.extra_headers = [*(o.extra_headers or ()), (NATIVE_HEADER, protocol.encode())]
 
 
 def _upstream_message(exc: UpstreamError) -> str:

@@ -45,6 +45,7 @@ backends:
     model: anthropic/claude-sonnet-4-5
     base_url: {anthropic}
     api_key: os.environ/UP_KEY
+    native_protocols: []  # translated through litellm (tests/gateway/test_protocols_native.py: native)
     retry: {{max_attempts: 1}}
 models:
   auto:
@@ -211,7 +212,8 @@ def test_messages_x_api_key_and_bearer_and_count_tokens(stack):
 
 
 def test_messages_through_litellm_to_an_anthropic_backend(stack):
-    """Anthropic caller -> chat (codec) -> litellm's real translation -> Anthropic's API."""
+    """Anthropic caller -> chat (codec) -> litellm's real translation -> Anthropic's API (the
+    backend's native pass-through turned off)."""
     stack["anthropic"].reset()
     with _anthropic(stack, default_headers={"x-route": "claude"}) as client:
         msg = client.messages.create(

@@ -3,7 +3,10 @@
 ``POST /v1/messages``, whole or streamed (message_start, content_block_start/delta/stop with
 text_delta or input_json_delta, message_delta with usage, message_stop). Replies echo the last
 user text (``echo: <text>``); with ``tools`` the answer is one tool_use block (id
-``toolu_mock_0``, input ``{"echo": <text>}``). Errors use Anthropic's shape
+``toolu_mock_0``, input ``{"echo": <text>}``). With ``thinking`` enabled the answer starts
+with a signed thinking block (``thinking_delta`` and ``signature_delta`` when streamed); a
+request carrying ``cache_control`` markers reports ``cache_read_input_tokens`` (``CACHED``)
+as a prompt-caching hit would. Errors use Anthropic's shape
 ``{"type": "error", "error": {"type", "message"}}``. Faults come from ``MockControl``.
 """
 
@@ -26,9 +29,11 @@ from tests.support.servers import (
     word_count,
 )
 
-__all__ = ["create_app", "running_mock_anthropic", "TOOL_USE_ID"]
+__all__ = ["CACHED", "SIGNATURE", "TOOL_USE_ID", "create_app", "running_mock_anthropic"]
 
 TOOL_USE_ID = "toolu_mock_0"
+SIGNATURE = "sig_mock_signed"
+CACHED = 7  # cache_read_input_tokens reported when the request has cache_control markers
 ERROR_TYPES = {
     400: "invalid_request_error",
     401: "authentication_error",
@@ -65,12 +70,19 @@ def _answer(body: dict) -> tuple[list[dict], str]:
     text = content_text(users[-1].get("content")) if users else ""
     tools = body.get("tools") or []
     choice = body.get("tool_choice") or {}
+    thinking = (body.get("thinking") or {}).get("type") == "enabled"
+    head = (
+        [{"type": "thinking", "thinking": f"mock thought about {text}", "signature": SIGNATURE}]
+        if thinking
+        else []
+    )
     if tools and choice.get("type") != "none":
         name = choice.get("name") if choice.get("type") == "tool" else tools[0]["name"]
         return [
-            {"type": "tool_use", "id": TOOL_USE_ID, "name": name, "input": {"echo": text}}
+            *head,
+            {"type": "tool_use", "id": TOOL_USE_ID, "name": name, "input": {"echo": text}},
         ], "tool_use"
-    return [{"type": "text", "text": f"echo: {text}"}], "end_turn"
+    return [*head, {"type": "text", "text": f"echo: {text}"}], "end_turn"
 
 
 def _event(name: str, data: dict) -> bytes:
@@ -78,7 +90,7 @@ def _event(name: str, data: dict) -> bytes:
 
 
 def _stream_events(
-    msg_id: str, model: str, blocks: list[dict], stop: str, in_tokens: int, out_tokens: int
+    msg_id: str, model: str, blocks: list[dict], stop: str, usage: dict, out_tokens: int
 ) -> list[bytes]:
     start = {
         "id": msg_id,
@@ -88,14 +100,32 @@ def _stream_events(
         "content": [],
         "stop_reason": None,
         "stop_sequence": None,
-        "usage": {"input_tokens": in_tokens, "output_tokens": 1},
+        "usage": {**usage, "output_tokens": 1},
     }
     events = [
         _event("message_start", {"type": "message_start", "message": start}),
         _event("ping", {"type": "ping"}),
     ]
     for i, block in enumerate(blocks):
-        if block["type"] == "text":
+        if block["type"] == "thinking":
+            head = {"type": "thinking", "thinking": "", "signature": ""}
+            events.append(
+                _event(
+                    "content_block_start",
+                    {"type": "content_block_start", "index": i, "content_block": head},
+                )
+            )
+            for delta in (
+                {"type": "thinking_delta", "thinking": block["thinking"]},
+                {"type": "signature_delta", "signature": block["signature"]},
+            ):
+                events.append(
+                    _event(
+                        "content_block_delta",
+                        {"type": "content_block_delta", "index": i, "delta": delta},
+                    )
+                )
+        elif block["type"] == "text":
             events.append(
                 _event(
                     "content_block_start",
@@ -185,8 +215,13 @@ def create_app(control: MockControl) -> web.Application:
             + " "
             + content_text(body.get("system", ""))
         )
-        out_text = " ".join(b.get("text") or json.dumps(b.get("input")) for b in blocks)
+        out_text = " ".join(
+            b.get("text") or b.get("thinking") or json.dumps(b.get("input")) for b in blocks
+        )
         in_tokens, out_tokens = word_count(prompt), word_count(out_text)
+        usage = {"input_tokens": in_tokens}
+        if b"cache_control" in raw:
+            usage |= {"cache_creation_input_tokens": 0, "cache_read_input_tokens": CACHED}
         model = body.get("model", "claude-mock")
         if not body.get("stream"):
             return web.json_response(
@@ -198,16 +233,14 @@ def create_app(control: MockControl) -> web.Application:
                     "content": blocks,
                     "stop_reason": stop,
                     "stop_sequence": None,
-                    "usage": {"input_tokens": in_tokens, "output_tokens": out_tokens},
+                    "usage": {**usage, "output_tokens": out_tokens},
                 }
             )
         resp = web.StreamResponse(
             headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
         )
         await resp.prepare(request)
-        for i, event in enumerate(
-            _stream_events(msg_id, model, blocks, stop, in_tokens, out_tokens)
-        ):
+        for i, event in enumerate(_stream_events(msg_id, model, blocks, stop, usage, out_tokens)):
             if (
                 fault is not None
                 and fault.stream_fail_after is not None

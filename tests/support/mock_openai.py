@@ -5,6 +5,11 @@ chat content is ``echo: <last user text>`` (JSON ``{"echo": ...}`` under ``respo
 a request with ``tools`` gets one tool call (id ``call_mock_0``, name of the first or chosen
 tool, arguments ``{"echo": <text>}``). Token counts are word counts. Faults come from the
 shared ``MockControl`` (status + Retry-After, delay, dropped connection, broken stream).
+
+``POST /v1/responses`` speaks the Responses API natively (as OpenAI and vLLM do), whole or
+streamed: the answer is one message item ``echo: <last user input text>``, preceded by a
+reasoning item (id ``rs_mock_<n>``, a summary, ``encrypted_content`` when ``include`` asks for
+``reasoning.encrypted_content``) when the request has ``reasoning``.
 """
 
 from __future__ import annotations
@@ -117,6 +122,49 @@ def _embedding(text: str, dim: int) -> list[float]:
     v = [(digest[i % len(digest)] - 127.5) / 127.5 for i in range(dim)]
     norm = math.sqrt(sum(x * x for x in v)) or 1.0
     return [x / norm for x in v]
+
+
+def content_text_of_input(content: Any) -> str:
+    """The text of a Responses message item's content (a string, or input/output_text parts)."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return " ".join(
+            p.get("text", "")
+            for p in content
+            if isinstance(p, dict) and p.get("type") in ("input_text", "output_text")
+        )
+    return ""
+
+
+def _responses_events(done: dict) -> list[bytes]:
+    """The Responses event sequence of a finished ``response`` (reasoning, then the message)."""
+    seq = iter(range(10_000))
+
+    def ev(kind: str, **data: Any) -> bytes:
+        payload = {"type": kind, **data, "sequence_number": next(seq)}
+        return f"event: {kind}\ndata: {json.dumps(payload)}\n\n".encode()
+
+    start = {**done, "status": "in_progress", "output": [], "usage": None}
+    events = [ev("response.created", response=start), ev("response.in_progress", response=start)]
+    for i, item in enumerate(done["output"]):
+        if item["type"] == "reasoning":
+            events.append(ev("response.output_item.added", output_index=i, item=item))
+            events.append(ev("response.output_item.done", output_index=i, item=item))
+            continue
+        text = item["content"][0]["text"]
+        head = {**item, "status": "in_progress", "content": []}
+        part = {"type": "output_text", "text": "", "annotations": []}
+        where = {"item_id": item["id"], "output_index": i, "content_index": 0}
+        events.append(ev("response.output_item.added", output_index=i, item=head))
+        events.append(ev("response.content_part.added", **where, part=part))
+        for j, w in enumerate(text.split(" ")):
+            events.append(ev("response.output_text.delta", **where, delta=w if j == 0 else " " + w))
+        events.append(ev("response.output_text.done", **where, text=text))
+        events.append(ev("response.content_part.done", **where, part=item["content"][0]))
+        events.append(ev("response.output_item.done", output_index=i, item=item))
+    events.append(ev("response.completed", response=done))
+    return events
 
 
 def create_app(control: MockControl) -> web.Application:
@@ -298,6 +346,77 @@ def create_app(control: MockControl) -> web.Application:
             }
         )
 
+    async def responses(request: web.Request) -> web.StreamResponse:
+        body, early, fault = await admit(request)
+        if early is not None:
+            return early
+        items = body.get("input")
+        items = [{"role": "user", "content": items}] if isinstance(items, str) else items or []
+        users = [it for it in items if isinstance(it, dict) and it.get("role") == "user"]
+        text = content_text_of_input(users[-1].get("content")) if users else ""
+        n = next_id("resp").rsplit("-", 1)[1]
+        rid, model = f"resp_mock_{n}", body.get("model", "mock-model")
+        output: list[dict] = []
+        if body.get("reasoning"):
+            reasoning = {
+                "type": "reasoning",
+                "id": f"rs_mock_{n}",
+                "summary": [{"type": "summary_text", "text": f"thought about {text}"}],
+            }
+            if "reasoning.encrypted_content" in (body.get("include") or []):
+                reasoning["encrypted_content"] = f"enc_mock_{n}"
+            output.append(reasoning)
+        answer = f"echo: {text}"
+        message = {
+            "type": "message",
+            "id": f"msg_mock_{n}",
+            "status": "completed",
+            "role": "assistant",
+            "content": [{"type": "output_text", "text": answer, "annotations": []}],
+        }
+        output.append(message)
+        prompt = " ".join(
+            content_text_of_input(it.get("content")) for it in items if isinstance(it, dict)
+        )
+        p, c = word_count(prompt), word_count(answer)
+        usage = {
+            "input_tokens": p,
+            "input_tokens_details": {"cached_tokens": 0},
+            "output_tokens": c,
+            "output_tokens_details": {"reasoning_tokens": 2 if body.get("reasoning") else 0},
+            "total_tokens": p + c,
+        }
+        done = {
+            "id": rid,
+            "object": "response",
+            "created_at": CREATED,
+            "status": "completed",
+            "model": model,
+            "output": output,
+            "parallel_tool_calls": True,
+            "tool_choice": "auto",
+            "tools": [],
+            "store": body.get("store", True),
+            "usage": usage,
+        }
+        if not body.get("stream"):
+            return web.json_response(done)
+        events = _responses_events(done)
+        resp = web.StreamResponse(
+            headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
+        )
+        await resp.prepare(request)
+        for i, event in enumerate(events):
+            if (
+                fault is not None
+                and fault.stream_fail_after is not None
+                and i >= fault.stream_fail_after
+            ):
+                await drop_connection(request)
+            await resp.write(event)
+        await resp.write_eof()
+        return resp
+
     async def models(request: web.Request) -> web.StreamResponse:
         _, early, _ = await admit(request)
         if early is not None:
@@ -313,6 +432,7 @@ def create_app(control: MockControl) -> web.Application:
     app.router.add_post("/v1/completions", completions)
     app.router.add_post("/v1/embeddings", embeddings)
     app.router.add_get("/v1/models", models)
+    app.router.add_post("/v1/responses", responses)
     return app
 
 

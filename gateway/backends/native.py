@@ -1,0 +1,336 @@
+"""Native pass-through: a caller's own body to a backend that speaks the caller's protocol.
+
+    protocol    sent to                          auth         usage read from
+    anthropic   <api_base>/v1/messages           x-api-key    ``usage`` (whole); message_start
+                                                              + message_delta events (stream)
+    responses   <base_url>/responses             Bearer       ``usage`` (whole); the
+                                                              response.completed event (stream)
+
+The body goes up with only ``model`` replaced by the backend's upstream model (the pipeline
+hands over what the caller's codec says to send: see ``Codec.native_body``); the answer comes
+back as the upstream sent it: a whole body byte for byte, a stream event by event (normalised
+line ends, comments dropped). Nothing is decoded but what usage and failures need, so thinking
+blocks, ``cache_control`` markers and reasoning items survive.
+
+Failures map as for every adapter (``upstream_errors``): an HTTP error before the first byte
+raises ``UpstreamError`` (the pipeline retries, falls back, or answers in the caller's error
+shape); an ``error`` event (or ``response.failed``) raises mid-stream, scrubbed of the key.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+import orjson
+
+from gateway.backends.base import UpstreamRequest, UpstreamResponse, UpstreamStream, Usage
+from gateway.backends.upstream_errors import (
+    connection_error,
+    error_from_response,
+    malformed_event,
+    stream_error,
+    timeout_error,
+)
+from gateway.config.schema import BackendConfig
+from gateway.errors import UpstreamError
+from gateway.sse import SSEReader, data_of, json_of, name_of
+
+__all__ = ["ANTHROPIC_VERSION", "DIALECTS", "Dialect", "NativeEndpoint", "NativeStream"]
+
+ANTHROPIC_VERSION = "2023-06-01"  # sent when the caller gave none
+MAX_TOKEN_COUNT = 10**9
+
+
+def _count(v: Any) -> int:
+    if isinstance(v, bool) or not isinstance(v, int | float) or not 0 <= v <= MAX_TOKEN_COUNT:
+        return 0
+    return int(v)
+
+
+def _anthropic_usage(u: Any) -> Usage | None:
+    """Anthropic counts cached prompt tokens apart: the prompt side is all three."""
+    if not isinstance(u, dict):
+        return None
+    read = _count(u.get("cache_read_input_tokens"))
+    prompt = _count(u.get("input_tokens")) + _count(u.get("cache_creation_input_tokens")) + read
+    return Usage(prompt, _count(u.get("output_tokens")), read)
+
+
+def _responses_usage(u: Any) -> Usage | None:
+    if not isinstance(u, dict):
+        return None
+    details = u.get("input_tokens_details")
+    cached = details.get("cached_tokens") if isinstance(details, dict) else 0
+    return Usage(_count(u.get("input_tokens")), _count(u.get("output_tokens")), _count(cached))
+
+
+@dataclass(frozen=True, slots=True)
+class Dialect:
+    """What the adapter needs to know of one protocol: where usage is, how a stream ends."""
+
+    protocol: str
+    usage: Callable[[Any], Usage | None]  # from a ``usage`` object
+    usage_events: frozenset[bytes]  # stream events that may carry usage (parsed)
+    last_events: frozenset[bytes]  # a stream is complete after one of these
+    error_events: frozenset[bytes]  # the upstream failed mid-stream
+
+
+ANTHROPIC = Dialect(
+    "anthropic",
+    _anthropic_usage,
+    frozenset({b"message_start", b"message_delta"}),
+    frozenset({b"message_stop"}),
+    frozenset({b"error"}),
+)
+RESPONSES = Dialect(
+    "responses",
+    _responses_usage,
+    frozenset({b"response.completed", b"response.incomplete"}),
+    frozenset({b"response.completed", b"response.incomplete"}),
+    frozenset({b"error", b"response.failed"}),
+)
+DIALECTS = {"anthropic": ANTHROPIC, "responses": RESPONSES}
+
+
+class NativeEndpoint:
+    """One backend's endpoint for one caller protocol; a pooled aiohttp session of its own
+    unless the adapter lends one (``client``)."""
+
+    def __init__(
+        self,
+        name: str,
+        dialect: Dialect,
+        url: str,
+        model: str,
+        headers: dict[str, str],
+        cfg: BackendConfig,
+        secret: str | None,
+        client: Callable[[], aiohttp.ClientSession] | None = None,
+    ) -> None:
+        self.name = name
+        self.dialect = dialect
+        self.url = url
+        self.model = model  # what the upstream calls it (e.g. without litellm's provider prefix)
+        self._headers = {"Content-Type": "application/json", **headers}
+        self._cfg = cfg
+        self._secret = secret
+        self._lent = client
+        self._session: aiohttp.ClientSession | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def _client(self) -> aiohttp.ClientSession:
+        if self._lent is not None:
+            return self._lent()
+        loop = asyncio.get_running_loop()
+        if self._session is None or self._session.closed or self._loop is not loop:
+            connector = aiohttp.TCPConnector(limit=self._cfg.max_connections, ttl_dns_cache=300)
+            # no cookie jar: nothing one answer sets may ride along on other callers' requests
+            self._session = aiohttp.ClientSession(
+                connector=connector, cookie_jar=aiohttp.DummyCookieJar()
+            )
+            self._loop = loop
+        return self._session
+
+    def _payload(self, request: UpstreamRequest) -> bytes:
+        body = request.body
+        if request.raw is not None and body.get("model") == self.model:
+            return request.raw
+        return orjson.dumps({**body, "model": self.model})
+
+    def _timeout(self, request: UpstreamRequest, stream: bool) -> aiohttp.ClientTimeout:
+        limit = request.timeout_s or self._cfg.timeout_s
+        connect = self._cfg.connect_timeout_s
+        if stream:  # streams may run long: the limit is on the wait between two chunks
+            return aiohttp.ClientTimeout(total=None, connect=connect, sock_read=limit)
+        return aiohttp.ClientTimeout(total=limit, connect=connect)
+
+    async def _post(self, request: UpstreamRequest, stream: bool) -> aiohttp.ClientResponse:
+        headers = {**self._headers, **request.headers}
+        try:
+            resp = await self._client().post(
+                self.url,
+                data=self._payload(request),
+                headers=headers,
+                timeout=self._timeout(request, stream),
+            )
+        except aiohttp.ConnectionTimeoutError as exc:
+            raise timeout_error(self.name, exc, connect=True) from exc
+        except TimeoutError as exc:
+            raise timeout_error(self.name, exc) from exc
+        except aiohttp.ClientError as exc:
+            raise connection_error(self.name, exc, self._secret) from exc
+        if resp.status >= 400:
+            try:
+                body = await resp.read()
+            except (TimeoutError, aiohttp.ClientError):
+                body = b""
+            finally:
+                resp.release()
+            raise error_from_response(self.name, resp.status, resp.headers, body, self._secret)
+        return resp
+
+    async def complete(self, request: UpstreamRequest) -> UpstreamResponse:
+        resp = await self._post(request, stream=False)
+        try:
+            body = await resp.read()
+        except TimeoutError as exc:
+            raise timeout_error(self.name, exc) from exc
+        except aiohttp.ClientError as exc:
+            raise connection_error(self.name, exc, self._secret) from exc
+        finally:
+            resp.release()
+        try:
+            doc = orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            raise UpstreamError(
+                f"backend {self.name!r} answered with invalid JSON", upstream_status=resp.status
+            ) from exc
+        if not isinstance(doc, dict):
+            raise UpstreamError(
+                f"backend {self.name!r} answered with a JSON {type(doc).__name__}, not an object",
+                upstream_status=resp.status,
+            )
+        model = doc.get("model")
+        return UpstreamResponse(
+            body=body,
+            model=model if isinstance(model, str) else self.model,
+            usage=self.dialect.usage(doc.get("usage")),
+            status=resp.status,
+            protocol=request.protocol,
+        )
+
+    async def open_stream(self, request: UpstreamRequest) -> NativeStream:
+        stream = NativeStream(self, await self._post(request, stream=True), request.protocol)
+        await stream.prime()  # a failure before the first event raises here: fallback is open
+        return stream
+
+    async def close(self) -> None:
+        if self._session is not None and not self._session.closed:
+            await self._session.close()
+        self._session = None
+
+
+class NativeStream(UpstreamStream):
+    """The upstream's own events, relayed one by one; usage (and, for Responses, the final
+    ``response``) noted on the way. Ends after the protocol's last event."""
+
+    def __init__(self, ep: NativeEndpoint, resp: aiohttp.ClientResponse, protocol: Any) -> None:
+        self.model = ep.model
+        self.usage = None
+        self.protocol = protocol
+        self.answer = None
+        self._ep = ep
+        self._resp = resp
+        self._reader = SSEReader(keep_names=True)
+        self._first: bytes | None = None
+        self._usage: dict[str, Any] = {}  # merged as events bring it (Anthropic sends it in two)
+        self._done = False
+
+    async def prime(self) -> None:
+        try:
+            self._first = await self._next_event()
+        except BaseException:
+            self._resp.close()
+            raise
+        if self._first is None:
+            self._resp.close()
+            raise UpstreamError(
+                f"backend {self._ep.name!r} closed the stream before the first event"
+            )
+
+    def _inspect(self, event: bytes) -> None:
+        """Usage, model and failures from the few events that carry them; others pass unread."""
+        d = self._ep.dialect
+        name = name_of(event)
+        obj = None
+        if name is None:  # data-only: the type is in the payload
+            obj = json_of(event)
+            if not isinstance(obj, dict):
+                raise malformed_event(self._ep.name, event, self._ep._secret)
+            name = str(obj.get("type", "")).encode()
+        if name in d.error_events:
+            raise stream_error(self._ep.name, data_of(event), self._ep._secret)
+        if name in d.usage_events:
+            obj = obj if obj is not None else json_of(event)
+            if not isinstance(obj, dict):
+                raise malformed_event(self._ep.name, event, self._ep._secret)
+            self._note(name, obj)
+        if name in d.last_events:
+            self._done = True
+
+    def _note(self, name: bytes, obj: dict[str, Any]) -> None:
+        inner = obj.get("message") if name == b"message_start" else obj.get("response")
+        holder = inner if isinstance(inner, dict) else obj
+        if isinstance(holder.get("model"), str):
+            self.model = holder["model"]
+        u = holder.get("usage")
+        if isinstance(u, dict):
+            self._usage.update({k: v for k, v in u.items() if v is not None})
+            self.usage = self._ep.dialect.usage(self._usage)
+        if name in self._ep.dialect.last_events and inner is not None:
+            self.answer = inner  # the Responses API's final ``response`` object
+
+    async def _next_event(self) -> bytes | None:
+        ep = self._ep
+        while True:
+            event = self._reader.next()
+            if event is not None:
+                self._inspect(event)
+                return event
+            try:
+                chunk = await self._resp.content.readany()
+            except TimeoutError as exc:
+                raise timeout_error(ep.name, exc, "while streaming") from exc
+            except aiohttp.ClientError as exc:
+                raise connection_error(ep.name, exc, ep._secret, "while streaming") from exc
+            if not chunk:
+                return None
+            self._reader.feed(chunk)
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        first, self._first = self._first, None
+        if first is not None:
+            yield first
+        while not self._done:
+            event = await self._next_event()
+            if event is None:
+                raise UpstreamError(
+                    f"backend {self._ep.name!r} ended the stream before its last event"
+                )
+            yield event
+
+    async def aclose(self) -> None:
+        if self._done:
+            self._resp.release()
+        else:
+            self._resp.close()  # unread data: the connection cannot go back to the pool
+
+
+ANTHROPIC_API = "https://api.anthropic.com"
+
+
+def endpoints_for(
+    name: str,
+    cfg: BackendConfig,
+    secret: str | None,
+    client: Callable[[], aiohttp.ClientSession] | None = None,
+) -> dict[str, NativeEndpoint]:
+    """The native endpoints of one backend, by caller protocol (``cfg.natives``)."""
+    out: dict[str, NativeEndpoint] = {}
+    if "responses" in cfg.natives and cfg.base_url:
+        # an OpenAI-compatible server: the adapter's session (its Bearer key and headers)
+        url = cfg.base_url.rstrip("/") + "/responses"
+        out["responses"] = NativeEndpoint(name, RESPONSES, url, cfg.model, {}, cfg, secret, client)
+    if "anthropic" in cfg.natives:
+        base = (cfg.base_url or ANTHROPIC_API).rstrip("/")
+        url = base + ("/messages" if base.endswith("/v1") else "/v1/messages")
+        headers = {"anthropic-version": ANTHROPIC_VERSION, **cfg.headers}
+        if secret:
+            headers["x-api-key"] = secret
+        model = cfg.model.split("/", 1)[1]  # litellm's provider prefix off: anthropic/claude-...
+        out["anthropic"] = NativeEndpoint(name, ANTHROPIC, url, model, headers, cfg, secret, client)
+    return out

@@ -1,0 +1,462 @@
+"""Native pass-through: a caller's own protocol to a backend that speaks it, untranslated.
+
+The official ``anthropic`` SDK -> the real gateway -> a loopback Anthropic Messages mock
+(kind litellm, ``anthropic/...``: native by default), and the ``openai`` SDK's Responses
+client -> the gateway -> a loopback server speaking Responses (``native_protocols:
+[responses]``). Thinking blocks, ``cache_control`` and reasoning items arrive and come back
+unchanged, streamed and not; data rules, fallbacks to a chat-only backend (translated), the
+caller's error shapes, headers, metrics and spend hold as on every other path.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import uuid
+
+import anthropic
+import httpx
+import openai
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.gateway.gateway_server import running_gateway
+from tests.support.mock_anthropic import CACHED, SIGNATURE, running_mock_anthropic
+from tests.support.mock_openai import running_mock_openai
+
+KEY = "gw-native-key-ALPHA"
+UP_KEY = "sk-ant-native-upstream-SECRET"
+GPT_KEY = "sk-gpt-native-upstream-SECRET"
+BETA = "interleaved-thinking-2025-05-14,prompt-caching-2024-07-31"
+IN_USD, OUT_USD = 3.0, 15.0  # the native backends' prices per million tokens
+
+POLICY = """
+auth:
+  keys:
+    - {{name: alpha, key: os.environ/KEY, team: alpha}}
+cache: {{enabled: false, namespace: {ns}}}
+state_redis_url: "redis://127.0.0.1:6379/0"
+data_rules:
+  - name: confidential-stays-home
+    when:
+      ignore_case: true
+      any:
+        - headers: {{x-data-classification: confidential}}
+        - metadata: {{data_classification: confidential}}
+    only: {{self_hosted_only: true}}
+    fallbacks: [local]
+  - name: eu-residency
+    when:
+      any:
+        - headers: {{x-data-residency: eu}}
+        - metadata: {{data_residency: eu}}
+    only: {{require: {{region: eu}}}}
+    fallbacks: [local]
+backends:
+  local:
+    kind: openai_compatible
+    base_url: {local}
+    model: qwen-local
+    self_hosted: true
+    labels: {{region: eu}}
+    pricing: {{gpu_usd_per_hour: 3.6, tokens_per_second: 1000}}
+    capabilities: {{context_window: 32768, tools: true}}
+    retry: {{max_attempts: 1}}
+  claude:
+    kind: litellm
+    model: anthropic/claude-sonnet-4-5
+    base_url: {anthropic}
+    api_key: os.environ/UP_KEY
+    labels: {{origin: us}}
+    pricing: {{input_usd_per_mtok: {in_usd}, output_usd_per_mtok: {out_usd}}}
+    retry: {{max_attempts: 1}}
+  gpt:
+    kind: openai_compatible
+    base_url: {gpt}
+    model: gpt-5-mini
+    api_key: os.environ/GPT_KEY
+    native_protocols: [responses]
+    labels: {{origin: us}}
+    pricing: {{input_usd_per_mtok: {in_usd}, output_usd_per_mtok: {out_usd}}}
+    retry: {{max_attempts: 1}}
+models:
+  auto:
+    rules:
+      - {{name: to-claude, when: {{headers: {{x-route: claude}}}}, route: [claude, local]}}
+      - {{name: to-gpt, when: {{headers: {{x-route: gpt}}}}, route: [gpt, local]}}
+      - {{name: everyday, route: local}}
+"""
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    with (
+        running_mock_openai() as (local, lctl),
+        running_mock_openai() as (gpt, gctl),
+        running_mock_anthropic() as (ant, actl),
+    ):
+        actl.api_key, gctl.api_key = UP_KEY, GPT_KEY  # the mocks check the upstream keys
+        path = tmp_path_factory.mktemp("native") / "policy.yaml"
+        path.write_text(
+            POLICY.format(
+                ns=f"native-{uuid.uuid4().hex[:8]}",
+                local=local,
+                anthropic=ant,
+                gpt=gpt,
+                in_usd=IN_USD,
+                out_usd=OUT_USD,
+            )
+        )
+        env = {"KEY": KEY, "UP_KEY": UP_KEY, "GPT_KEY": GPT_KEY}
+        with running_gateway(path, env) as (url, _app):
+            yield {"url": url, "local": lctl, "gpt": gctl, "anthropic": actl}
+
+
+@pytest.fixture(autouse=True)
+def _fresh(stack):
+    for ctl in ("local", "gpt", "anthropic"):
+        stack[ctl].reset()
+
+
+def _anthropic(stack, route: str | None = "claude", **headers: str) -> anthropic.Anthropic:
+    hdrs = {"anthropic-beta": BETA, **headers}
+    if route:
+        hdrs["x-route"] = route
+    return anthropic.Anthropic(
+        base_url=stack["url"], api_key=KEY, max_retries=0, default_headers=hdrs
+    )
+
+
+def _openai(stack, route: str | None = "gpt", **headers: str) -> openai.OpenAI:
+    hdrs = {"x-route": route, **headers} if route else headers
+    return openai.OpenAI(
+        base_url=stack["url"] + "/v1", api_key=KEY, max_retries=0, default_headers=hdrs
+    )
+
+
+def _cost(prompt: int, completion: int) -> float:
+    return (prompt * IN_USD + completion * OUT_USD) / 1e6
+
+
+def _metric(url: str, name: str, **labels: str) -> float:
+    text = httpx.get(url + "/metrics").text
+    total = 0.0
+    for fam in text_string_to_metric_families(text):
+        for s in fam.samples:
+            if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()):
+                total += s.value
+    return total
+
+
+# A conversation with everything translation drops: thinking (and a signed thinking block of an
+# earlier turn), cache_control markers on the system prompt and a user block.
+MESSAGES_KW = {
+    "model": "auto",
+    "max_tokens": 2048,
+    "thinking": {"type": "enabled", "budget_tokens": 1024},
+    "system": [{"type": "text", "text": "You are terse.", "cache_control": {"type": "ephemeral"}}],
+    "messages": [
+        {"role": "user", "content": "first question"},
+        {
+            "role": "assistant",
+            "content": [
+                {"type": "thinking", "thinking": "earlier thought", "signature": "sig_earlier"},
+                {"type": "text", "text": "first answer"},
+            ],
+        },
+        {
+            "role": "user",
+            "content": [
+                {"type": "text", "text": "second question", "cache_control": {"type": "ephemeral"}}
+            ],
+        },
+    ],
+}
+
+
+# ---------------------------------------------------------------- Anthropic -> Anthropic
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_thinking_and_cache_control_pass_through(stack, stream):
+    calls = _metric(stack["url"], "gateway_requests_total", backend="claude", protocol="anthropic")
+    prompt0 = _metric(stack["url"], "gateway_prompt_tokens_total", backend="claude")
+    with _anthropic(stack) as client:
+        if stream:
+            with client.messages.stream(**copy.deepcopy(MESSAGES_KW)) as s:
+                kinds = [e.type for e in s]
+                msg = s.get_final_message()
+                headers = s.response.headers
+            assert kinds[0] == "message_start" and kinds[-1] == "message_stop"
+            assert "thinking" in kinds and "signature" in kinds  # the SDK's delta events
+        else:
+            raw = client.messages.with_raw_response.create(**copy.deepcopy(MESSAGES_KW))
+            msg, headers = raw.parse(), raw.headers
+    # the upstream got the caller's body, only the model replaced
+    [rec] = stack["anthropic"].requests
+    assert rec.path == "/v1/messages" and rec.auth_ok  # the backend's key, as x-api-key
+    sent = dict(rec.body)
+    assert sent.pop("model") == "claude-sonnet-4-5"
+    assert sent.pop("stream", False) is stream
+    assert sent == {k: v for k, v in MESSAGES_KW.items() if k != "model"}
+    assert rec.headers["anthropic-beta"] == BETA and rec.headers["anthropic-version"]
+    assert not stack["local"].requests
+    # ... and the caller the upstream's answer: the signed thinking block comes back
+    think, text = msg.content
+    assert think.type == "thinking" and think.signature == SIGNATURE
+    assert think.thinking == "mock thought about second question"
+    assert text.type == "text" and text.text == "echo: second question"
+    assert msg.model == "claude-sonnet-4-5" and msg.usage.cache_read_input_tokens == CACHED
+    assert headers["x-gateway-backend"] == "claude" and headers["x-gateway-native"] == "anthropic"
+    assert headers["x-gateway-route-reason"] == "to-claude"
+    prompt = msg.usage.input_tokens + CACHED  # Anthropic counts cached prompt tokens apart
+    if not stream:  # a stream's header carries the gateway's prompt estimate only
+        assert float(headers["x-gateway-cost-usd"]) == pytest.approx(
+            _cost(prompt, msg.usage.output_tokens)
+        )
+    after = _metric(stack["url"], "gateway_requests_total", backend="claude", protocol="anthropic")
+    assert after == calls + 1
+    prompt1 = _metric(stack["url"], "gateway_prompt_tokens_total", backend="claude")
+    assert prompt1 - prompt0 == prompt  # usage read from the answer (stream: from its events)
+
+
+def test_tool_use_round_trip_natively(stack):
+    tool = {
+        "name": "get_weather",
+        "description": "Weather for a city",
+        "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}},
+    }
+    with _anthropic(stack) as client:
+        first = client.messages.create(
+            model="auto",
+            max_tokens=64,
+            tools=[tool],
+            messages=[{"role": "user", "content": "Paris"}],
+        )
+        [use] = first.content
+        assert first.stop_reason == "tool_use" and use.input == {"echo": "Paris"}
+        second = client.messages.create(
+            model="auto",
+            max_tokens=64,
+            tools=[tool],
+            tool_choice={"type": "none"},
+            messages=[
+                {"role": "user", "content": "Paris"},
+                {"role": "assistant", "content": [use.model_dump(exclude_none=True)]},
+                {
+                    "role": "user",
+                    "content": [
+                        {"type": "tool_result", "tool_use_id": use.id, "content": "sun"},
+                        {"type": "text", "text": "and now?"},
+                    ],
+                },
+            ],
+        )
+    assert second.content[0].text == "echo: and now?"
+    last = stack["anthropic"].bodies("/v1/messages")[-1]
+    assert last["messages"][2]["content"][0] == {
+        "type": "tool_result",
+        "tool_use_id": use.id,
+        "content": "sun",
+    }
+
+
+def test_native_errors_in_the_callers_shape_without_the_key(stack):
+    leaky = json.dumps(
+        {"type": "error", "error": {"type": "invalid_request_error", "message": f"bad {UP_KEY}"}}
+    ).encode()
+    stack["anthropic"].fail_next(1, status=400, body=leaky)
+    with _anthropic(stack) as client:
+        with pytest.raises(anthropic.BadRequestError) as e:
+            client.messages.create(**copy.deepcopy(MESSAGES_KW))
+    assert e.value.body["type"] == "error"
+    assert e.value.body["error"]["type"] == "invalid_request_error"
+    assert UP_KEY not in json.dumps(e.value.body) and "bad" in e.value.body["error"]["message"]
+    assert not stack["local"].requests  # the upstream judged the request: no fallback
+    # broken after the first event: the stream ends with Anthropic's error event
+    stack["anthropic"].break_stream_next(after_events=3)
+    body = {**copy.deepcopy(MESSAGES_KW), "stream": True}
+    with httpx.stream(
+        "POST",
+        stack["url"] + "/v1/messages",
+        json=body,
+        headers={"x-api-key": KEY, "x-route": "claude"},
+    ) as r:
+        text = r.read().decode()
+    assert r.status_code == 200 and r.headers["x-gateway-native"] == "anthropic"
+    assert "event: message_start" in text and "event: error" in text
+    assert "message_stop" not in text and UP_KEY not in text
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_fallback_from_a_failing_native_backend_translates(stack, stream):
+    stack["anthropic"].fail_next(1, status=500)
+    with _anthropic(stack) as client:
+        if stream:
+            with client.messages.stream(**copy.deepcopy(MESSAGES_KW)) as s:
+                kinds = [e.type for e in s]
+                msg = s.get_final_message()
+                headers = s.response.headers
+            assert kinds[0] == "message_start" and kinds[-1] == "message_stop"
+        else:
+            raw = client.messages.with_raw_response.create(**copy.deepcopy(MESSAGES_KW))
+            msg, headers = raw.parse(), raw.headers
+    assert len(stack["anthropic"].requests) == 1  # tried natively, failed
+    assert headers["x-gateway-backend"] == "local" and "x-gateway-native" not in headers
+    assert [b.type for b in msg.content] == ["text"] and msg.content[0].text == (
+        "echo: second question"
+    )
+    [chat] = stack["local"].bodies("/chat/completions")  # translated for the chat backend
+    assert chat["model"] == "qwen-local" and chat["messages"][0]["content"] == "You are terse."
+    assert "thinking" not in chat and "cache_control" not in json.dumps(chat)
+
+
+# ---------------------------------------------------------------- Responses -> Responses
+
+
+REASONING_KW = {
+    "model": "auto",
+    "input": "think about tea",
+    "reasoning": {"effort": "low", "summary": "auto"},
+    "include": ["reasoning.encrypted_content"],
+    "store": False,
+}
+
+
+def _responses_call(client: openai.OpenAI, stream: bool, **kw):
+    """(final response, response headers) by the SDK, streamed or not."""
+    if not stream:
+        raw = client.responses.with_raw_response.create(**kw)
+        return raw.parse(), raw.headers
+    events = client.responses.create(stream=True, **kw)
+    kinds, final = [], None
+    for e in events:
+        kinds.append(e.type)
+        if e.type == "response.completed":
+            final = e.response
+    assert kinds[0] == "response.created" and kinds[-1] == "response.completed"
+    assert "response.output_text.delta" in kinds
+    return final, events.response.headers
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_reasoning_item_survives_a_responses_round_trip(stack, stream):
+    with _openai(stack) as client:
+        first, headers = _responses_call(client, stream, **REASONING_KW)
+        reasoning, message = first.output
+        assert reasoning.type == "reasoning" and reasoning.encrypted_content.startswith("enc_mock")
+        assert first.output_text == "echo: think about tea"
+        assert headers["x-gateway-native"] == "responses" and headers["x-gateway-backend"] == "gpt"
+        returned = [it.model_dump(exclude_none=True) for it in first.output]
+        second, _ = _responses_call(
+            client,
+            stream,
+            **{
+                **REASONING_KW,
+                "input": [
+                    {"role": "user", "content": "think about tea"},
+                    *returned,
+                    {"role": "user", "content": "and cake"},
+                ],
+            },
+        )
+    assert second.output_text == "echo: and cake"
+    recs = stack["gpt"].requests
+    assert [r.path for r in recs] == ["/v1/responses"] * 2 and all(r.auth_ok for r in recs)
+    sent = recs[1].body
+    assert sent["model"] == "gpt-5-mini" and sent["reasoning"] == REASONING_KW["reasoning"]
+    assert sent["input"][1] == returned[0]  # the reasoning item, encrypted content and all
+    assert sent["input"][1]["encrypted_content"] == reasoning.encrypted_content
+    assert not stack["local"].requests
+
+
+def test_previous_response_id_on_a_native_backend(stack):
+    """The gateway keeps the conversation (the next turn may go to another backend): a native
+    backend gets it expanded in front of ``input``, reasoning items included."""
+    with _openai(stack) as client:
+        first = client.responses.create(
+            model="auto", input="remember tea", reasoning={"effort": "low"}
+        )
+        second = client.responses.create(
+            model="auto", input="and cake", previous_response_id=first.id
+        )
+        assert second.output_text == "echo: and cake"
+        assert client.responses.retrieve(first.id).output_text == "echo: remember tea"
+        with _openai(stack, route=None) as local_client:  # the everyday rule: translated
+            third = local_client.responses.create(
+                model="auto", input="and jam", previous_response_id=second.id
+            )
+    assert third.output_text == "echo: and jam"
+    sent = stack["gpt"].requests[1].body
+    assert "previous_response_id" not in sent
+    kinds = [it.get("type", "message") for it in sent["input"]]
+    assert kinds == ["message", "reasoning", "message", "message"]
+    assert sent["input"][1]["id"] == first.output[0].id
+    assert sent["input"][3] == {"role": "user", "content": "and cake"}
+    [chat] = stack["local"].bodies("/chat/completions")
+    assert [m["role"] for m in chat["messages"]] == ["user", "assistant"] * 2 + ["user"]
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_responses_fallback_to_a_chat_backend_translates(stack, stream):
+    stack["gpt"].fail_next(1, status=503)
+    with _openai(stack) as client:
+        final, headers = _responses_call(client, stream, **REASONING_KW)
+    assert headers["x-gateway-backend"] == "local" and "x-gateway-native" not in headers
+    assert [it.type for it in final.output] == ["message"]
+    assert final.output_text == "echo: think about tea"
+    assert len(stack["gpt"].requests) == 1 and len(stack["local"].requests) == 1
+
+
+def test_native_responses_error_is_an_openai_exception(stack):
+    stack["gpt"].fail_next(1, status=400)
+    with _openai(stack) as client:
+        with pytest.raises(openai.BadRequestError) as e:
+            client.responses.create(**REASONING_KW)
+    assert GPT_KEY not in str(e.value.body)
+
+
+# ---------------------------------------------------------------- policy binds native calls
+
+
+@pytest.mark.parametrize("stream", [False, True])
+@pytest.mark.parametrize(
+    "marker",
+    [{"x-data-classification": "Confidential"}, {"x-data-residency": "eu"}],
+    ids=["confidential", "eu-residency"],
+)
+def test_data_rules_keep_native_callers_home(stack, marker, stream):
+    """Routed to a native proprietary backend by the model's rule, bound home by a data rule:
+    served on the self-hosted backend (translated), and when that one fails, refused in the
+    caller's shape: never a request at the proprietary mocks."""
+    with _anthropic(stack, **marker) as ac, _openai(stack, **marker) as oc:
+        if stream:
+            with ac.messages.stream(**copy.deepcopy(MESSAGES_KW)) as s:
+                msg = s.get_final_message()
+                headers = s.response.headers
+        else:
+            raw = ac.messages.with_raw_response.create(**copy.deepcopy(MESSAGES_KW))
+            msg, headers = raw.parse(), raw.headers
+        assert headers["x-gateway-backend"] == "local" and "x-gateway-native" not in headers
+        assert msg.content[0].text == "echo: second question"
+        resp, rheaders = _responses_call(oc, stream, **REASONING_KW)
+        assert rheaders["x-gateway-backend"] == "local" and resp.output_text.startswith("echo")
+        # the self-hosted backend faults: no way out to the proprietary ones
+        stack["local"].fail_next(2, status=500)
+        with pytest.raises(anthropic.APIStatusError) as ae:
+            if stream:
+                with ac.messages.stream(**copy.deepcopy(MESSAGES_KW)) as s:
+                    s.get_final_message()
+            else:
+                ac.messages.create(**copy.deepcopy(MESSAGES_KW))
+        assert ae.value.body["type"] == "error"
+        with pytest.raises(openai.APIStatusError):
+            _responses_call(oc, stream, **REASONING_KW)
+    assert stack["anthropic"].requests == [] and stack["gpt"].requests == []
+    assert len(stack["local"].requests) == 4
+
+
+def test_metadata_residency_binds_a_native_responses_caller(stack):
+    with _openai(stack) as client:
+        r = client.responses.create(**{**REASONING_KW, "metadata": {"data_residency": "eu"}})
+    assert r.output_text == "echo: think about tea" and stack["gpt"].requests == []

@@ -21,7 +21,7 @@ from pydantic import (
     model_validator,
 )
 
-from gateway.config.base import ENV_REF, Strict, resolve_env
+from gateway.config.base import ENV_REF, Strict, resolve_env, resolve_env_values
 from gateway.config.fleet import FleetConfig
 from gateway.config.shadow import CascadeConfig, ShadowModelConfig, ShadowPolicy
 
@@ -181,9 +181,7 @@ class BackendBase(Strict):
     @field_validator("headers", mode="before")
     @classmethod
     def _env_headers(cls, v: Any, info: ValidationInfo) -> Any:
-        if isinstance(v, dict):
-            return {k: resolve_env(x, info) if isinstance(x, str) else x for k, x in v.items()}
-        return v
+        return resolve_env_values(v, info)
 
     @field_validator("api_key", mode="before")
     @classmethod
@@ -543,9 +541,7 @@ class TracingConfig(Strict):
     @field_validator("headers", mode="before")
     @classmethod
     def _env_headers(cls, v: Any, info: ValidationInfo) -> Any:
-        if isinstance(v, dict):
-            return {k: resolve_env(x, info) if isinstance(x, str) else x for k, x in v.items()}
-        return v
+        return resolve_env_values(v, info)
 
 
 class Policy(Strict):

@@ -24,8 +24,10 @@ from __future__ import annotations
 import ast
 import csv
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from gateway.router.errors import TrainingDataError
 from gateway.router.labels import LabelledPrompt, Observation
@@ -95,6 +97,20 @@ def load_routerbench(root: Path, task: str, split: str) -> list[Example]:
     return out
 
 
+def _alpaca_rows(root: Path) -> Iterator[tuple[str, dict[str, Any], float]]:
+    """(model, row, preference) for every AlpacaEval row that has a preference, clamped to
+    1..2: 1 = GPT-4 Turbo's answer preferred, 2 = the model's."""
+    for model in ALPACA_MODELS:
+        path = root / f"alpacaeval_{model}_vs_gpt4_turbo.json"
+        try:
+            rows = json.loads(path.read_text())
+        except (OSError, ValueError) as exc:
+            raise TrainingDataError(f"{path}: {exc}") from exc
+        for r in rows:
+            if r.get("preference") is not None:
+                yield model, r, min(max(float(r["preference"]), 1.0), 2.0)
+
+
 def load_alpacaeval(root: Path) -> list[Example]:
     """One Example per instruction. preference: 1 = GPT-4 Turbo preferred, 2 = the other model.
 
@@ -104,23 +120,14 @@ def load_alpacaeval(root: Path) -> list[Example]:
     prefs: dict[str, list[float]] = {}
     weak_pref: dict[str, float] = {}
     order: list[str] = []
-    for model in ALPACA_MODELS:
-        path = root / f"alpacaeval_{model}_vs_gpt4_turbo.json"
-        try:
-            rows = json.loads(path.read_text())
-        except (OSError, ValueError) as exc:
-            raise TrainingDataError(f"{path}: {exc}") from exc
-        for r in rows:
-            if r.get("preference") is None:
-                continue
-            text = r["instruction"]
-            if text not in prefs:
-                prefs[text] = []
-                order.append(text)
-            p = min(max(float(r["preference"]), 1.0), 2.0)
-            prefs[text].append(2.0 - p)
-            if model == ALPACA_EVAL_WEAK:
-                weak_pref[text] = p
+    for model, r, p in _alpaca_rows(root):
+        text = r["instruction"]
+        if text not in prefs:
+            prefs[text] = []
+            order.append(text)
+        prefs[text].append(2.0 - p)
+        if model == ALPACA_EVAL_WEAK:
+            weak_pref[text] = p
     return [
         Example(
             source="alpacaeval",
@@ -209,18 +216,9 @@ def _routerbench_source(root: Path, task: str) -> Source:
 
 def _alpaca_sources(root: Path) -> list[Source]:
     by_text: dict[str, dict] = {}
-    for model in ALPACA_MODELS:
-        path = root / f"alpacaeval_{model}_vs_gpt4_turbo.json"
-        try:
-            rows = json.loads(path.read_text())
-        except (OSError, ValueError) as exc:
-            raise TrainingDataError(f"{path}: {exc}") from exc
-        for r in rows:
-            if r.get("preference") is None:
-                continue
-            entry = by_text.setdefault(r["instruction"], {"dataset": r["dataset"], "obs": {}})
-            # preference 1 = GPT-4 Turbo's answer preferred, 2 = this model's
-            entry["obs"][model] = 2.0 - min(max(float(r["preference"]), 1.0), 2.0)
+    for model, r, p in _alpaca_rows(root):
+        entry = by_text.setdefault(r["instruction"], {"dataset": r["dataset"], "obs": {}})
+        entry["obs"][model] = 2.0 - p
     out = []
     for subset in ALPACA_SUBSETS:
         name = f"alpacaeval/{subset}"

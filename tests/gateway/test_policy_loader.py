@@ -122,3 +122,19 @@ def test_published_json_schema_is_current():
 def test_deeply_nested_yaml_is_a_policy_error_not_a_recursion_error(depth):
     with pytest.raises(PolicyError, match="nested too deeply"):
         parse_policy("backends: " + "[" * depth + "]" * depth, {})
+
+
+def test_header_values_may_be_env_refs_for_backends_and_tracing():
+    text = (
+        BASE.replace(
+            "model: m, self_hosted: true}",
+            'model: m, self_hosted: true, headers: {x-org: "os.environ/ORG:-acme", x-n: plain}}',
+        )
+        + "tracing:\n  otlp_endpoint: http://c:4318/v1/traces\n"
+        + "  headers: {authorization: os.environ/OTLP_AUTH}\n"
+    )
+    lp = parse_policy(text, {"OTLP_AUTH": "Bearer t", "OPENAI_API_KEY": "k"})
+    assert lp.policy.backends["local"].headers == {"x-org": "acme", "x-n": "plain"}
+    assert lp.policy.tracing.headers == {"authorization": "Bearer t"}
+    lp = parse_policy(text, {"ORG": "other", "OTLP_AUTH": "x", "OPENAI_API_KEY": "k"})
+    assert lp.policy.backends["local"].headers["x-org"] == "other"

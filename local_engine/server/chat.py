@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 import uuid
 from collections.abc import AsyncIterator
 
@@ -10,7 +9,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from local_engine.errors import EngineError
-from local_engine.server.encoding import SSE_DONE, JSONResponse, sse_event
+from local_engine.server.encoding import SSE_DONE, JSONResponse, completion_head, sse_event
 from local_engine.server.errors import stream_error_event
 from local_engine.server.generation import (
     Generation,
@@ -55,16 +54,8 @@ async def create_chat_completion(
         "logprobs": {"content": logprobs} if req.logprobs else None,
         "finish_reason": _finish_reason(reason, bool(calls)),
     }
-    return JSONResponse(
-        {
-            "id": request_id,
-            "object": "chat.completion",
-            "created": int(time.time()),
-            "model": ctx.model_name,
-            "choices": [choice],
-            "usage": gen.usage(),
-        }
-    )
+    head = completion_head(request_id, "chat.completion", ctx.model_name)
+    return JSONResponse({**head, "choices": [choice], "usage": gen.usage()})
 
 
 async def _collect(
@@ -87,12 +78,7 @@ async def _stream(
     parse_tools: bool,
 ) -> AsyncIterator[bytes]:
     include_usage = bool(req.stream_options and req.stream_options.include_usage)
-    base = {
-        "id": request_id,
-        "object": "chat.completion.chunk",
-        "created": int(time.time()),
-        "model": ctx.model_name,
-    }
+    base = completion_head(request_id, "chat.completion.chunk", ctx.model_name)
 
     def chunk(delta: dict, finish_reason: str | None = None, logprobs: list | None = None) -> bytes:
         choice = {

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 import uuid
 from collections.abc import AsyncIterator
 
@@ -10,7 +9,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from local_engine.errors import EngineError
-from local_engine.server.encoding import SSE_DONE, JSONResponse, sse_event
+from local_engine.server.encoding import SSE_DONE, JSONResponse, completion_head, sse_event
 from local_engine.server.errors import stream_error_event
 from local_engine.server.generation import (
     Generation,
@@ -39,16 +38,8 @@ async def create_completion(
     finally:
         await gen.close()
     choice = {"index": 0, "text": text, "logprobs": logprobs, "finish_reason": reason}
-    return JSONResponse(
-        {
-            "id": request_id,
-            "object": "text_completion",
-            "created": int(time.time()),
-            "model": ctx.model_name,
-            "choices": [choice],
-            "usage": gen.usage(),
-        }
-    )
+    head = completion_head(request_id, "text_completion", ctx.model_name)
+    return JSONResponse({**head, "choices": [choice], "usage": gen.usage()})
 
 
 async def _collect(
@@ -68,12 +59,7 @@ async def _stream(
     ctx: ServerContext, req: CompletionRequest, gen: Generation, request_id: str
 ) -> AsyncIterator[bytes]:
     include_usage = bool(req.stream_options and req.stream_options.include_usage)
-    base = {
-        "id": request_id,
-        "object": "text_completion",
-        "created": int(time.time()),
-        "model": ctx.model_name,
-    }
+    base = completion_head(request_id, "text_completion", ctx.model_name)
     offset = 0
     try:
         async for out in gen:

@@ -37,7 +37,7 @@ from gateway.backends.upstream_errors import (
 )
 from gateway.config.schema import BackendConfig
 from gateway.errors import UpstreamError
-from gateway.sse import SSEReader, data_of, json_of, name_of
+from gateway.sse import DONE, SSEReader, data_of, json_of, name_of
 
 __all__ = ["ANTHROPIC_VERSION", "DIALECTS", "Dialect", "NativeEndpoint", "NativeStream"]
 
@@ -275,9 +275,13 @@ class NativeStream(UpstreamStream):
             self.answer = inner  # the Responses API's final ``response`` object
 
     async def _next_event(self) -> bytes | None:
+        """The next event, or None at the end of the body (or at an OpenAI-style ``[DONE]``,
+        never relayed: the stream is over, complete only if its last event came)."""
         ep = self._ep
         while True:
             event = self._reader.next()
+            if event == DONE:
+                return None
             if event is not None:
                 self._inspect(event)
                 return event

@@ -7,7 +7,8 @@ parts, ``tools[].input_schema`` -> function ``parameters``, ``tool_choice`` any/
 required/function/none, ``stop_sequences`` -> ``stop``, ``metadata.user_id`` -> ``user``.
 Dropped in translation (documented in the README): ``thinking`` and thinking blocks of earlier
 turns, ``cache_control`` markers, server tools (web search, code execution ...) and
-``document`` blocks, ``service_tier``.
+``document`` blocks, ``service_tier``. All of them are kept where the backend is Anthropic's
+API: the caller's body goes there natively (``gateway.backends.native``).
 
 Outbound, a chat completion becomes a ``message`` and a chat stream becomes Anthropic's event
 sequence: ``message_start``, ``ping``, ``content_block_start`` / ``_delta`` (``text_delta``,

@@ -7,7 +7,9 @@ Inbound, a Responses body becomes an OpenAI chat body: ``instructions`` -> a sys
 ``max_output_tokens`` -> ``max_tokens``. A ``previous_response_id`` prepends the stored
 conversation. Dropped in translation (documented in the README): ``reasoning`` and
 ``reasoning`` items, non-function tools (web search, file search, computer use, custom
-tools), ``include``, ``truncation``, ``service_tier``.
+tools), ``include``, ``truncation``, ``service_tier``; all kept for a backend that takes
+Responses natively (``gateway.backends.native``), which gets a stored conversation as items
+(``input_items`` + ``replay_items``) in front of ``input``.
 
 Outbound, a chat completion becomes a ``response`` and a chat stream becomes the Responses
 event sequence: ``response.created``, ``response.in_progress``, ``response.output_item.added``,

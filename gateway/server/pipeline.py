@@ -389,8 +389,13 @@ class Pipeline:
         o.cost = usage.prompt_tokens * p_in + usage.completion_tokens * p_out
         o.savings = max(0.0, usage.prompt_tokens * r_in + usage.completion_tokens * r_out - o.cost)
 
-    def _cache_plan(self, c: Call) -> tuple[str, str | None]:
+    def _cache_plan(self, c: Call, native: UpstreamRequest | None) -> tuple[str, str | None]:
         if self.cache is None:
+            return "bypass", None
+        if native is not None and native.protocol in c.rt.backends[c.decision.candidates[0]].native:
+            # the first choice answers natively, not with a chat completion: nothing to look up
+            # (a translated answer would drop what native keeps) and nothing to store
+            self.metrics.record_cache("bypass")
             return "bypass", None
         req = c.req
         mode = cache_decision(
@@ -531,7 +536,8 @@ class Pipeline:
 
     async def _whole(self, c: Call) -> int:
         rt, req, o = c.rt, c.req, c.outcome
-        mode, key = self._cache_plan(c)
+        native_up = self._native_request(c, stream=False)
+        mode, key = self._cache_plan(c, native_up)
         entry = await self._lookup(mode, key, c.decision.allowed)
         if entry is not None:
             return await self._send_cached(c, entry, stream=False)
@@ -556,7 +562,7 @@ class Pipeline:
                 info.extra_s if info.result == "escalated" else None,
             )
         else:
-            ups = Upstreams(up, self._native_request(c, stream=False))
+            ups = Upstreams(up, native_up)
             call = self._over_candidates(rt, decision, o, vmodel, ups)
             resp = await self._unless_disconnected(call, c.receive, o, vmodel)
         self._account(rt, o, resp.usage)
@@ -632,7 +638,8 @@ class Pipeline:
     async def _stream(self, c: Call) -> int:
         rt, req, o, f, send = c.rt, c.req, c.outcome, c.features, c.send
         client_usage = req.include_usage  # codecs read the usage chunk themselves, never relay it
-        mode, key = self._cache_plan(c)
+        native_up = self._native_request(c, stream=True)
+        mode, key = self._cache_plan(c, native_up)
         entry = await self._lookup(mode, key, c.decision.allowed)
         if entry is not None:
             return await self._send_cached(c, entry, stream=True)
@@ -650,7 +657,7 @@ class Pipeline:
             stream=True,
             headers=_forward(c.headers),
         )
-        ups = Upstreams(up, self._native_request(c, stream=True))
+        ups = Upstreams(up, native_up)
         t_open = time.perf_counter()
         stream: UpstreamStream = await self._over_candidates(
             rt, c.decision, o, f.virtual_model, ups, stream=True

@@ -34,7 +34,7 @@ POLICY = """
 auth:
   keys:
     - {{name: alpha, key: os.environ/KEY, team: alpha}}
-cache: {{enabled: false, namespace: {ns}}}
+cache: {{enabled: true, namespace: {ns}}}  # in-process; temperature-0 requests only
 state_redis_url: "redis://127.0.0.1:6379/0"
 data_rules:
   - name: confidential-stays-home
@@ -309,6 +309,23 @@ def test_fallback_from_a_failing_native_backend_translates(stack, stream):
     [chat] = stack["local"].bodies("/chat/completions")  # translated for the chat backend
     assert chat["model"] == "qwen-local" and chat["messages"][0]["content"] == "You are terse."
     assert "thinking" not in chat and "cache_control" not in json.dumps(chat)
+
+
+def test_native_answers_bypass_the_cache(stack):
+    """A native answer is not a chat completion: never looked up nor stored (a translated
+    answer would lose what native keeps). The same request to the chat backend is cached."""
+    kw = {**copy.deepcopy(MESSAGES_KW), "extra_body": {"temperature": 0}}
+    with _anthropic(stack) as client:
+        heads = [client.messages.with_raw_response.create(**kw).headers for _ in range(2)]
+    assert [h["x-gateway-cache"] for h in heads] == ["bypass", "bypass"]
+    assert len(stack["anthropic"].requests) == 2
+    with _anthropic(stack, route=None) as client:
+        heads = [client.messages.with_raw_response.create(**kw).headers for _ in range(2)]
+    assert [h["x-gateway-cache"] for h in heads] == ["miss", "hit"]
+    assert len(stack["local"].requests) == 1
+    with _anthropic(stack) as client:  # cached now, but the first choice answers natively
+        assert client.messages.with_raw_response.create(**kw).headers["x-gateway-native"]
+    assert len(stack["anthropic"].requests) == 3
 
 
 # ---------------------------------------------------------------- Responses -> Responses

@@ -20,9 +20,11 @@ event sequence: ``response.created``, ``response.in_progress``, ``response.outpu
 
 from __future__ import annotations
 
+import os
 import time
-import uuid
 from typing import Any
+
+import orjson
 
 from gateway.errors import GatewayError, InvalidRequestError
 from gateway.sse import named_event
@@ -42,7 +44,8 @@ _PASSED = ("temperature", "top_p", "parallel_tool_calls", "user", "stream")
 
 
 def new_id(prefix: str) -> str:
-    return f"{prefix}_{uuid.uuid4().hex}"
+    """``<prefix>_`` and 32 random hex digits (16 bytes from the OS: not guessable)."""
+    return f"{prefix}_{os.urandom(16).hex()}"
 
 
 def _bad(message: str, param: str) -> InvalidRequestError:
@@ -332,9 +335,44 @@ def error_event(exc: GatewayError, seq: int) -> bytes:
     )
 
 
+# ---------------------------------------------------------------- the event stream
+#
+# Every event is ``event: <type>\ndata: {"type":"<type>", <fields>, "sequence_number":<n>}``,
+# byte for byte what ``named_event(type, {"type": type, **fields, "sequence_number": n})``
+# writes (orjson: compact, keys in insertion order). The repetitive ones (text and argument
+# deltas, the response object sent twice at the start) are put together from pre-encoded
+# pieces: no dict per event, one ``orjson.dumps`` of the delta string.
+
+_SEQ = b',"sequence_number":%d}\n\n'
+
+
+def _head(kind: str) -> bytes:
+    """The bytes of an event up to its first field: ``event: k\\ndata: {"type":"k",``."""
+    return b'event: %s\ndata: {"type":"%s",' % (kind.encode(), kind.encode())
+
+
+_CREATED = _head("response.created") + b'"response":'
+_IN_PROGRESS = _head("response.in_progress") + b'"response":'
+_TEXT_DELTA = _head("response.output_text.delta") + b'"item_id":'
+_ARGS_DELTA = _head("response.function_call_arguments.delta") + b'"item_id":'
+
+
 class ResponsesStream:
     """Turns OpenAI chat chunks (parsed) into the Responses event sequence; ``response``
     holds the final object once ``finish`` ran (for ``store``)."""
+
+    __slots__ = (
+        "response",
+        "_seq",
+        "_started",
+        "_text",
+        "_msg_id",
+        "_text_index",
+        "_text_head",
+        "_calls",
+        "_finish",
+        "_usage",
+    )
 
     def __init__(self, body: dict[str, Any], rid: str, model: str) -> None:
         self.response = _envelope(rid, body, model, "in_progress")
@@ -343,7 +381,8 @@ class ResponsesStream:
         self._text: list[str] | None = None  # the open message item's text
         self._msg_id = ""
         self._text_index = 0
-        self._calls: dict[int, dict[str, Any]] = {}  # chat index -> {item, args, out_index}
+        self._text_head = b""  # a text delta event of the open message, up to its delta
+        self._calls: dict[int, _Call] = {}  # chat tool-call index -> its function_call item
         self._finish: str | None = None
         self._usage: Any = None
 
@@ -354,11 +393,10 @@ class ResponsesStream:
 
     def _start(self) -> list[bytes]:
         self._started = True
-        r = self.response
-        return [
-            self._ev("response.created", {"response": r}),
-            self._ev("response.in_progress", {"response": r}),
-        ]
+        r = orjson.dumps(self.response)  # the same object twice: encoded once
+        seq = self._seq
+        self._seq += 2
+        return [_CREATED + r + _SEQ % seq, _IN_PROGRESS + r + _SEQ % (seq + 1)]
 
     def _open_text(self) -> list[bytes]:
         self._text = []
@@ -372,6 +410,11 @@ class ResponsesStream:
             "content": [],
         }
         self._text_index = idx
+        self._text_head = (
+            _TEXT_DELTA
+            + orjson.dumps(self._msg_id)
+            + b',"output_index":%d,"content_index":0,"delta":' % idx
+        )
         part = {"type": "output_text", "text": "", "annotations": []}
         return [
             self._ev("response.output_item.added", {"output_index": idx, "item": item}),
@@ -414,25 +457,17 @@ class ResponsesStream:
                 if self._text is None:
                     out += self._open_text()
                 self._text.append(text)  # type: ignore[union-attr]
-                out.append(
-                    self._ev(
-                        "response.output_text.delta",
-                        {
-                            "item_id": self._msg_id,
-                            "output_index": self._text_index,
-                            "content_index": 0,
-                            "delta": text,
-                        },
-                    )
-                )
-            for tc in d.get("tool_calls") or ():
-                out += self._tool_delta(tc)
+                out.append(self._text_head + orjson.dumps(text) + _SEQ % self._seq)
+                self._seq += 1
+            calls = d.get("tool_calls")
+            if calls:
+                for tc in calls:
+                    self._tool_delta(tc, out)
             if c.get("finish_reason"):
                 self._finish = c["finish_reason"]
         return out
 
-    def _tool_delta(self, tc: dict[str, Any]) -> list[bytes]:
-        out: list[bytes] = []
+    def _tool_delta(self, tc: dict[str, Any], out: list[bytes]) -> None:
         i = tc.get("index", 0)
         fn = tc.get("function") or {}
         st = self._calls.get(i)
@@ -447,38 +482,30 @@ class ResponsesStream:
                 "arguments": "",
                 "status": "in_progress",
             }
-            st = self._calls[i] = {"item": item, "args": [], "index": idx}
+            st = self._calls[i] = _Call(item, idx)
             out.append(self._ev("response.output_item.added", {"output_index": idx, "item": item}))
-        if fn.get("arguments"):
-            st["args"].append(fn["arguments"])
-            out.append(
-                self._ev(
-                    "response.function_call_arguments.delta",
-                    {
-                        "item_id": st["item"]["id"],
-                        "output_index": st["index"],
-                        "delta": fn["arguments"],
-                    },
-                )
-            )
-        return out
+        args = fn.get("arguments")
+        if args:
+            st.args.append(args)
+            out.append(st.head + orjson.dumps(args) + _SEQ % self._seq)
+            self._seq += 1
 
     def finish(self) -> list[bytes]:
         out = [] if self._started else self._start()
         out += self._close_text()
-        for st in sorted(self._calls.values(), key=lambda s: s["index"]):
-            item = st["item"]
-            args = "".join(st["args"])
+        for st in sorted(self._calls.values(), key=lambda s: s.index):
+            item = st.item
+            args = "".join(st.args)
             done = _call_item(item["call_id"], item["name"], args, item["id"])
             self.response["output"].append(done)
             out.append(
                 self._ev(
                     "response.function_call_arguments.done",
-                    {"item_id": item["id"], "output_index": st["index"], "arguments": args},
+                    {"item_id": item["id"], "output_index": st.index, "arguments": args},
                 )
             )
             out.append(
-                self._ev("response.output_item.done", {"output_index": st["index"], "item": done})
+                self._ev("response.output_item.done", {"output_index": st.index, "item": done})
             )
         r = self.response
         r["status"] = "completed"
@@ -491,6 +518,20 @@ class ResponsesStream:
         return out
 
     def error(self, exc: GatewayError) -> list[bytes]:
+        """The stream's last event: numbered after every event already sent."""
         ev = error_event(exc, self._seq)
         self._seq += 1
         return [ev]
+
+
+class _Call:
+    """One streamed function call: its item, output index, arguments so far and the
+    pre-encoded start of its argument delta events."""
+
+    __slots__ = ("item", "index", "args", "head")
+
+    def __init__(self, item: dict[str, Any], index: int) -> None:
+        self.item = item
+        self.index = index
+        self.args: list[str] = []
+        self.head = _ARGS_DELTA + orjson.dumps(item["id"]) + b',"output_index":%d,"delta":' % index

@@ -96,6 +96,7 @@ class Outcome:
     events: int = 0  # content events relayed to the client (what a cut stream produced)
     request_id: str = ""  # set when the ledger (or tracing) is on
     span: Any = None  # the request's trace span when tracing is on
+    encoder: StreamEncoder | None = None  # the caller's stream encoder, once it started
 
 
 @dataclass(slots=True)
@@ -257,9 +258,7 @@ class Pipeline:
                     relayed = codec.error_json(InvalidRequestError(_upstream_message(exc)))
                 await send_bytes(send, status, relayed, extra=hdrs)
             elif o.started and codec is not None:  # a codec's stream already began
-                for event in codec.stream(req).error(exc):
-                    await send_chunk(send, event)
-                await end_body(send)
+                await _end_encoded(send, o.encoder or codec.stream(req), exc)
             elif o.started:  # SSE headers are out: a second response cannot start
                 status = 502 if isinstance(exc, UpstreamError) else exc.status
                 await end_stream_with_error(send, exc)
@@ -272,10 +271,9 @@ class Pipeline:
             if o.started:  # mid-stream: end the stream with an error event
                 if codec is None:
                     await send_chunk(send, frame(late.to_json()))
-                else:
-                    for event in codec.stream(req).error(late):
-                        await send_chunk(send, event)
-                await end_body(send)
+                    await end_body(send)
+                else:  # numbered after what the stream's encoder already sent
+                    await _end_encoded(send, o.encoder or codec.stream(req), late)
             else:
                 await send_error(send, late, None, codec.error_json(late) if codec else None)
         except asyncio.CancelledError:
@@ -619,7 +617,7 @@ class Pipeline:
             for event in completion_to_sse(entry.body, c.req.include_usage):
                 await send_chunk(send, event)
         else:
-            enc = c.codec.stream(c.req)
+            enc = o.encoder = c.codec.stream(c.req)
             for event in completion_to_sse(entry.body, True):
                 chunk = json_of(event)
                 for out in enc.feed(chunk) if isinstance(chunk, dict) else ():
@@ -672,7 +670,7 @@ class Pipeline:
         overhead_ms = (time.perf_counter() - c.t0 - o.upstream_s) * 1000
         await start_sse(send, _fmt_headers(o, overhead_ms))
         o.started = True
-        enc = c.codec.stream(req) if c.codec is not None else None
+        enc = o.encoder = c.codec.stream(req) if c.codec is not None else None
         ticket = None
         if self.shadow is not None and not native:
             ticket = self.shadow.ticket(rt, f, c.decision)
@@ -748,12 +746,11 @@ class Pipeline:
             log.warning("stream from %s failed after the first byte: %s", o.backend, exc.message)
             self.metrics.record_stream_error(o.backend)
             if enc is not None:
-                for out in enc.error(exc):
-                    await send_chunk(send, out)
+                await _end_encoded(send, enc, exc)
             else:
                 await send_chunk(send, frame(exc.to_json()))
                 await send_chunk(send, DONE)
-            await end_body(send)
+                await end_body(send)
             return False
         if native:
             pass  # the upstream's own last event is out
@@ -795,6 +792,12 @@ class Pipeline:
     def _mark_native(self, o: Outcome, protocol: str) -> None:
         o.cache = "bypass"  # a native answer is not a chat completion: not cached
         o.extra_headers = [*(o.extra_headers or ()), (NATIVE_HEADER, protocol.encode())]
+
+
+async def _end_encoded(send: Send, enc: StreamEncoder, exc: GatewayError) -> None:
+    """End a stream in the caller's protocol with its error event (one write)."""
+    await send_chunk(send, b"".join(enc.error(exc)))
+    await end_body(send)
 
 
 def _upstream_message(exc: UpstreamError) -> str:

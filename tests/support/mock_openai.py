@@ -31,6 +31,7 @@ from tests.support.servers import (
     drop_connection,
     public_headers,
     running,
+    stall_until_closed,
     word_count,
 )
 
@@ -218,6 +219,12 @@ def create_app(control: MockControl) -> web.Application:
                 and i >= fault.stream_fail_after
             ):
                 await drop_connection(request)
+            if (
+                fault is not None
+                and fault.stream_stall_after is not None
+                and i >= fault.stream_stall_after
+            ):
+                await stall_until_closed(request)
             await resp.write(b"data: " + json.dumps(chunk).encode() + b"\n\n")
         await resp.write(b"data: [DONE]\n\n")
         await resp.write_eof()

@@ -34,6 +34,7 @@ class Fault:
     delay_s: float = 0.0  # wait this long before answering
     drop: bool = False  # close the connection before the first byte
     stream_fail_after: int | None = None  # streaming: drop the connection after K events
+    stream_stall_after: int | None = None  # streaming: send nothing more after K events
 
 
 @dataclass(slots=True)
@@ -76,6 +77,10 @@ class MockControl:
 
     def break_stream_next(self, after_events: int, n: int = 1) -> None:
         self._push(n, Fault(stream_fail_after=after_events))
+
+    def stall_stream_next(self, after_events: int, n: int = 1) -> None:
+        """The stream goes silent after K events until the client hangs up (timeout tests)."""
+        self._push(n, Fault(stream_stall_after=after_events))
 
     def _push(self, n: int, fault: Fault) -> None:
         with self._lock:
@@ -132,6 +137,19 @@ async def drop_connection(request: web.Request) -> web.StreamResponse:
     if transport is not None:
         transport.abort()
     raise asyncio.CancelledError  # aiohttp stops handling this request quietly
+
+
+async def stall_until_closed(request: web.Request, limit_s: float = 60.0) -> None:
+    """Send nothing until the client closes the connection (or ``limit_s`` passes), then stop
+    handling the request as ``drop_connection`` does."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + limit_s
+    while loop.time() < deadline:
+        transport = request.transport
+        if transport is None or transport.is_closing():
+            break
+        await asyncio.sleep(0.02)
+    await drop_connection(request)
 
 
 def run_server_in_thread(app: web.Application) -> tuple[str, Callable[[], None]]:

@@ -25,6 +25,7 @@ from tests.support.mock_anthropic import CACHED, SIGNATURE, running_mock_anthrop
 from tests.support.mock_openai import running_mock_openai
 
 KEY = "gw-native-key-ALPHA"
+THRIFTY_KEY = "gw-native-key-THRIFTY"
 UP_KEY = "sk-ant-native-upstream-SECRET"
 GPT_KEY = "sk-gpt-native-upstream-SECRET"
 BETA = "interleaved-thinking-2025-05-14,prompt-caching-2024-07-31"
@@ -34,6 +35,9 @@ POLICY = """
 auth:
   keys:
     - {{name: alpha, key: os.environ/KEY, team: alpha}}
+    - {{name: thrifty, key: os.environ/THRIFTY_KEY, team: thrifty}}
+teams:
+  thrifty: {{budget_usd: 0.00001, budget_period: day}}  # less than one native answer costs
 cache: {{enabled: true, namespace: {ns}}}  # in-process; temperature-0 requests only
 state_redis_url: "redis://127.0.0.1:6379/0"
 data_rules:
@@ -107,7 +111,7 @@ def stack(tmp_path_factory):
                 out_usd=OUT_USD,
             )
         )
-        env = {"KEY": KEY, "UP_KEY": UP_KEY, "GPT_KEY": GPT_KEY}
+        env = {"KEY": KEY, "THRIFTY_KEY": THRIFTY_KEY, "UP_KEY": UP_KEY, "GPT_KEY": GPT_KEY}
         with running_gateway(path, env) as (url, _app):
             yield {"url": url, "local": lctl, "gpt": gctl, "anthropic": actl}
 
@@ -118,19 +122,21 @@ def _fresh(stack):
         stack[ctl].reset()
 
 
-def _anthropic(stack, route: str | None = "claude", **headers: str) -> anthropic.Anthropic:
+def _anthropic(
+    stack, route: str | None = "claude", key: str = KEY, **headers: str
+) -> anthropic.Anthropic:
     hdrs = {"anthropic-beta": BETA, **headers}
     if route:
         hdrs["x-route"] = route
     return anthropic.Anthropic(
-        base_url=stack["url"], api_key=KEY, max_retries=0, default_headers=hdrs
+        base_url=stack["url"], api_key=key, max_retries=0, default_headers=hdrs
     )
 
 
-def _openai(stack, route: str | None = "gpt", **headers: str) -> openai.OpenAI:
+def _openai(stack, route: str | None = "gpt", key: str = KEY, **headers: str) -> openai.OpenAI:
     hdrs = {"x-route": route, **headers} if route else headers
     return openai.OpenAI(
-        base_url=stack["url"] + "/v1", api_key=KEY, max_retries=0, default_headers=hdrs
+        base_url=stack["url"] + "/v1", api_key=key, max_retries=0, default_headers=hdrs
     )
 
 
@@ -477,3 +483,17 @@ def test_metadata_residency_binds_a_native_responses_caller(stack):
     with _openai(stack) as client:
         r = client.responses.create(**{**REASONING_KW, "metadata": {"data_residency": "eu"}})
     assert r.output_text == "echo: think about tea" and stack["gpt"].requests == []
+
+
+def test_native_spend_counts_against_the_team_budget(stack):
+    """A native answer's cost (from its usage) is charged like any other: past the team's
+    budget, the next turn stays self-hosted, in either protocol."""
+    with _anthropic(stack, key=THRIFTY_KEY) as ac, _openai(stack, key=THRIFTY_KEY) as oc:
+        first = ac.messages.with_raw_response.create(**copy.deepcopy(MESSAGES_KW))
+        assert first.headers["x-gateway-native"] == "anthropic"
+        assert float(first.headers["x-gateway-cost-usd"]) > 0.00001
+        second = ac.messages.with_raw_response.create(**copy.deepcopy(MESSAGES_KW))
+        assert second.headers["x-gateway-backend"] == "local"
+        third = oc.responses.with_raw_response.create(**REASONING_KW)
+        assert third.headers["x-gateway-backend"] == "local"
+    assert len(stack["anthropic"].requests) == 1 and stack["gpt"].requests == []

@@ -1,0 +1,184 @@
+"""The native adapter (gateway.backends.native) against scripted loopback upstreams.
+
+What the SDK tests (test_protocols_native.py) cannot make the mocks do: streams that break the
+protocol (an ``error`` event, no last event, data-only events ended by ``[DONE]``, CRLF line
+ends), and the config rules for ``native_protocols``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+from aiohttp import web
+from pydantic import ValidationError
+
+from gateway.backends.base import UpstreamRequest
+from gateway.backends.native import endpoints_for
+from gateway.config.schema import parse_backend
+from gateway.errors import UpstreamError
+from tests.support.servers import running
+
+SECRET = "sk-native-unit-SECRET"
+
+
+def _scripted(body: bytes, seen: list[web.Request] | None = None) -> web.Application:
+    async def handler(request: web.Request) -> web.StreamResponse:
+        if seen is not None:
+            seen.append(request)
+            await request.read()
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        await resp.write(body)
+        await resp.write_eof()
+        return resp
+
+    app = web.Application()
+    app.router.add_post("/v1/messages", handler)
+    app.router.add_post("/v1/responses", handler)
+    return app
+
+
+def _ev(name: str | None, data: dict, end: str = "\n") -> bytes:
+    head = f"event: {name}{end}" if name else ""
+    return f"{head}data: {json.dumps(data)}{end}{end}".encode()
+
+
+def _request(protocol: str) -> UpstreamRequest:
+    body = {"model": "auto", "max_tokens": 8, "messages": [{"role": "user", "content": "x"}]}
+    return UpstreamRequest("chat", body, stream=True, protocol=protocol)  # type: ignore[arg-type]
+
+
+async def _drain(ep, req: UpstreamRequest) -> tuple[list[bytes], object]:
+    stream = await ep.open_stream(req)
+    events: list[bytes] = []
+    try:
+        async for e in stream:
+            events.append(e)
+    finally:
+        await stream.aclose()
+    return events, stream
+
+
+def _claude(base: str):
+    cfg = parse_backend(
+        {"kind": "litellm", "model": "anthropic/claude-x", "base_url": base, "api_key": SECRET},
+        allow_literal_secrets=True,
+    )
+    return endpoints_for("claude", cfg, SECRET)["anthropic"]
+
+
+def _gpt(base: str):
+    cfg = parse_backend(
+        {
+            "kind": "openai_compatible",
+            "model": "gpt-x",
+            "base_url": base + "/v1",
+            "native_protocols": ["responses"],
+        }
+    )
+    return endpoints_for("gpt", cfg, None)["responses"]
+
+
+def test_anthropic_error_event_mid_stream_raises_without_the_key():
+    body = _ev(
+        "message_start",
+        {"type": "message_start", "message": {"model": "claude-x", "usage": {"input_tokens": 3}}},
+    ) + _ev(
+        "error",
+        {"type": "error", "error": {"type": "overloaded_error", "message": f"busy {SECRET}"}},
+    )
+    seen: list[web.Request] = []
+    with running(_scripted(body, seen)) as base:
+        ep = _claude(base)
+        with pytest.raises(UpstreamError) as e:
+            asyncio.run(_drain(ep, _request("anthropic")))
+    assert "busy" in e.value.message and SECRET not in e.value.message
+    [req] = seen
+    assert req.path == "/v1/messages" and req.headers["x-api-key"] == SECRET
+    assert req.headers["anthropic-version"]  # the default, since the caller sent none
+
+
+def test_anthropic_usage_from_both_events_and_crlf_line_ends():
+    body = b"".join(
+        [
+            _ev(
+                "message_start",
+                {
+                    "type": "message_start",
+                    "message": {
+                        "model": "claude-x-2025",
+                        "usage": {
+                            "input_tokens": 5,
+                            "cache_read_input_tokens": 100,
+                            "cache_creation_input_tokens": 20,
+                            "output_tokens": 1,
+                        },
+                    },
+                },
+                end="\r\n",
+            ),
+            b": a comment the relay drops\r\n\r\n",
+            _ev("ping", {"type": "ping"}, end="\r\n"),
+            _ev("message_delta", {"type": "message_delta", "usage": {"output_tokens": 42}}),
+            _ev("message_stop", {"type": "message_stop"}),
+            _ev("ping", {"type": "ping"}),  # after the last event: not read
+        ]
+    )
+    with running(_scripted(body)) as base:
+        events, stream = asyncio.run(_drain(_claude(base), _request("anthropic")))
+    assert [e.split(b"\n", 1)[0] for e in events] == [
+        b"event: message_start",
+        b"event: ping",
+        b"event: message_delta",
+        b"event: message_stop",
+    ]
+    u = stream.usage
+    assert (u.prompt_tokens, u.completion_tokens, u.cached_tokens) == (125, 42, 100)
+    assert stream.model == "claude-x-2025" and stream.protocol == "anthropic"
+
+
+def test_responses_data_only_events_ended_by_done():
+    done = {
+        "id": "resp_1",
+        "model": "gpt-x",
+        "output": [{"type": "reasoning", "id": "rs_1", "summary": []}],
+        "usage": {"input_tokens": 4, "output_tokens": 6, "input_tokens_details": {}},
+    }
+    body = (
+        _ev(None, {"type": "response.created", "response": {**done, "usage": None}})
+        + _ev(None, {"type": "response.completed", "response": done})
+        + b"data: [DONE]\n\n"
+    )
+    with running(_scripted(body)) as base:
+        events, stream = asyncio.run(_drain(_gpt(base), _request("responses")))
+    assert len(events) == 2 and b"[DONE]" not in b"".join(events)
+    assert stream.answer == done and stream.usage.completion_tokens == 6
+
+
+def test_responses_stream_without_its_last_event_is_a_failure():
+    body = _ev("response.created", {"type": "response.created", "response": {"id": "r"}})
+    with running(_scripted(body)) as base:
+        with pytest.raises(UpstreamError, match="before its last event"):
+            asyncio.run(_drain(_gpt(base), _request("responses")))
+
+
+def test_native_protocols_config():
+    def natives(**kw):
+        return parse_backend(kw).natives
+
+    assert natives(kind="litellm", model="anthropic/claude-x") == {"anthropic"}  # implied
+    assert natives(kind="litellm", model="anthropic/claude-x", native_protocols=[]) == set()
+    assert natives(kind="litellm", model="gemini/gemini-pro") == set()
+    assert natives(kind="openai_compatible", base_url="http://h/v1", model="m") == set()
+    assert natives(
+        kind="openai_compatible", base_url="http://h/v1", model="m", native_protocols=["responses"]
+    ) == {"responses"}
+    for bad in (
+        {"kind": "openai_compatible", "base_url": "http://h/v1", "native_protocols": ["anthropic"]},
+        {"kind": "litellm", "model": "gemini/gemini-pro", "native_protocols": ["anthropic"]},
+        {"kind": "litellm", "model": "anthropic/claude-x", "native_protocols": ["responses"]},
+    ):
+        with pytest.raises(ValidationError, match="native_protocols"):
+            parse_backend({"model": "m", **bad})

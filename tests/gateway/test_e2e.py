@@ -15,6 +15,7 @@ import pytest
 from openai import OpenAI
 
 from tests.gateway.gateway_server import running_gateway
+from tests.gateway.qa_support import metric_value
 from tests.support.mock_anthropic import running_mock_anthropic
 from tests.support.mock_openai import TOOL_CALL_ID, running_mock_openai
 from tests.support.servers import MockControl
@@ -555,10 +556,19 @@ def test_policy_hot_reload_good_bad_and_admin(gateway, upstreams, client):
             assert time.monotonic() < deadline, "file change not picked up"
             time.sleep(0.1)
         policy.write_text(original + "\nthis is: [not valid\n")
-        time.sleep(2.5)
+        # the failure series exists from the start (at 0): wait for the watcher to count one
+        deadline = time.monotonic() + 20
+        while (
+            metric_value(
+                httpx.get(gateway["base"] + "/metrics").text,
+                "gateway_policy_reloads_total",
+                result="failure",
+            )
+            < 1
+        ):
+            assert time.monotonic() < deadline, "the bad file was never tried"
+            time.sleep(0.1)
         assert "new-alias" in {m.id for m in client.models.list()}  # the old policy keeps serving
-        text = httpx.get(gateway["base"] + "/metrics").text
-        assert 'gateway_policy_reloads_total{result="failure"}' in text
         r = httpx.post(
             gateway["base"] + "/admin/reload", headers={"Authorization": f"Bearer {CLIENT_KEY}"}
         )

@@ -150,8 +150,13 @@ async def test_database_stopped_during_traffic_rows_spool_and_replay_in_order(tm
             assert await _wait_rows(url, 200) == 200
             pg.stop()
             await traffic(300)  # the database is gone: these go to the spool
-            await asyncio.sleep(0.5)
-            assert w.spool.rows > 0
+            # every row of this phase reaches the spool (a failed write, then a flush per
+            # interval while backing off): wait for that, not a fixed time, so that all 300 are
+            # replayed rather than some written from memory after the restart
+            deadline = time.monotonic() + 30
+            while w.spool.rows < 300:
+                assert time.monotonic() < deadline, f"{w.spool.rows} of 300 rows spooled"
+                await asyncio.sleep(0.05)
             assert reg.get_sample_value("gateway_ledger_rows_total", {"result": "spooled"}) > 0
             assert reg.get_sample_value("gateway_ledger_write_failures_total") >= 1
             pg.start()

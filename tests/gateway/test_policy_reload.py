@@ -135,21 +135,28 @@ def setup(tmp_path):
             }
 
 
-def _write_in_two_steps(path: Path, text: str, cut_at: int, pause_s: float) -> None:
-    """Truncate and write the first part, make it visible, pause, write the rest."""
-    with open(path, "w") as f:
-        f.write(text[:cut_at])
-        f.flush()
-        os.fsync(f.fileno())
-        time.sleep(pause_s)
-        f.write(text[cut_at:])
-
-
 def _until(pred, timeout_s: float = 15.0) -> None:
     deadline = time.monotonic() + timeout_s
     while not pred():
         assert time.monotonic() < deadline, "condition not reached"
         time.sleep(0.1)
+
+
+def _failed_reloads(base: str) -> float:
+    text = httpx.get(base + "/metrics").text
+    return metric_value(text, "gateway_policy_reloads_total", result="failure")
+
+
+def _write_in_two_steps(path: Path, text: str, cut_at: int, base: str) -> None:
+    """Truncate and write the first part, make it visible, wait until the watcher has read and
+    refused it (a failed reload counted: not a pause that a slow machine may outlast), then
+    write the rest."""
+    with open(path, "w") as f:
+        f.write(text[:cut_at])
+        f.flush()
+        os.fsync(f.fileno())
+        _until(lambda: _failed_reloads(base) >= 1, timeout_s=30)
+        f.write(text[cut_at:])
 
 
 def _description(base: str) -> str:
@@ -184,16 +191,12 @@ class _Hammer:
         self._t.join(timeout=20)
 
 
-# the pause outlasts the watcher's interval (1 s) and its settling wait: the cut file is read
-PAUSE_S = 3.0
-
-
 def test_file_cut_before_self_hosted_only_never_lets_confidential_data_leave(setup):
     base, path = setup["base"], setup["path"]
     setup["local_ctl"].fail_next(10_000, 500)  # the self-hosted backend is down: fallback bait
     new = policy_text(setup["local"], setup["openai"], description="v2")
     with _Hammer(base, CONFIDENTIAL) as h:
-        _write_in_two_steps(path, new, new.index(CUT), PAUSE_S)
+        _write_in_two_steps(path, new, new.index(CUT), base)
         _until(lambda: _description(base) == "v2")  # the whole file is applied in the end
         time.sleep(0.5)
     assert h.statuses and set(h.statuses) == {503}, h.statuses  # never 200 from elsewhere
@@ -209,7 +212,7 @@ def test_file_cut_before_auth_never_serves_keyless_requests(setup):
     )
     new = body_first + AUTH_SECTION  # auth at the end this time: the cut drops it
     with _Hammer(base, {}) as h:
-        _write_in_two_steps(path, new, len(body_first), PAUSE_S)
+        _write_in_two_steps(path, new, len(body_first), base)
         _until(lambda: _description(base) == "v2")
         time.sleep(0.5)
     assert h.statuses and set(h.statuses) == {401}, h.statuses
@@ -222,7 +225,7 @@ def test_a_loosening_applies_when_asked_for_explicitly(setup):
         local=setup["local"], openai=setup["openai"], description="open", cut=CUT
     )
     path.write_text(open_policy)
-    time.sleep(PAUSE_S)  # the watcher refuses it ...
+    _until(lambda: _failed_reloads(base) >= 1, timeout_s=30)  # the watcher refuses it ...
     assert httpx.post(base + "/v1/chat/completions", json={}).status_code == 401
     r = httpx.post(base + "/admin/reload", headers={"Authorization": f"Bearer {ADMIN_KEY}"})
     assert r.status_code == 200, r.text  # ... the admin applies it
@@ -295,7 +298,7 @@ def test_the_watcher_survives_a_file_that_broke_the_loader(setup):
     good changes were never applied."""
     base, path = setup["base"], setup["path"]
     path.write_text("backends: " + "[" * 5000 + "]" * 5000 + "\n")
-    time.sleep(PAUSE_S)
+    _until(lambda: _failed_reloads(base) >= 1, timeout_s=30)  # tried, and failed
     assert _description(base) == "v1"  # the running policy keeps serving
     path.write_text(policy_text(setup["local"], setup["openai"], description="after"))
     _until(lambda: _description(base) == "after")

@@ -10,17 +10,21 @@ caller's error shapes, headers, metrics and spend hold as on every other path.
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import json
+import time
 import uuid
 
 import anthropic
+import asyncpg
 import httpx
 import openai
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.gateway.gateway_server import running_gateway
+from tests.gateway.pg_harness import fresh_database
 from tests.support.mock_anthropic import CACHED, SIGNATURE, running_mock_anthropic
 from tests.support.mock_openai import running_mock_openai
 
@@ -40,6 +44,7 @@ teams:
   thrifty: {{budget_usd: 0.00001, budget_period: day}}  # less than one native answer costs
 cache: {{enabled: true, namespace: {ns}}}  # in-process; temperature-0 requests only
 state_redis_url: "redis://127.0.0.1:6379/0"
+ledger: {{database_url: "{db}", spool_dir: "{spool}", flush_interval_s: 0.05}}
 data_rules:
   - name: confidential-stays-home
     when:
@@ -95,15 +100,20 @@ models:
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
     with (
+        fresh_database() as db,
         running_mock_openai() as (local, lctl),
         running_mock_openai() as (gpt, gctl),
         running_mock_anthropic() as (ant, actl),
     ):
         actl.api_key, gctl.api_key = UP_KEY, GPT_KEY  # the mocks check the upstream keys
-        path = tmp_path_factory.mktemp("native") / "policy.yaml"
+        asyncio.run(_migrate(db))
+        tmp = tmp_path_factory.mktemp("native")
+        path = tmp / "policy.yaml"
         path.write_text(
             POLICY.format(
                 ns=f"native-{uuid.uuid4().hex[:8]}",
+                db=db,
+                spool=tmp / "spool",
                 local=local,
                 anthropic=ant,
                 gpt=gpt,
@@ -113,7 +123,7 @@ def stack(tmp_path_factory):
         )
         env = {"KEY": KEY, "THRIFTY_KEY": THRIFTY_KEY, "UP_KEY": UP_KEY, "GPT_KEY": GPT_KEY}
         with running_gateway(path, env) as (url, _app):
-            yield {"url": url, "local": lctl, "gpt": gctl, "anthropic": actl}
+            yield {"url": url, "db": db, "local": lctl, "gpt": gctl, "anthropic": actl}
 
 
 @pytest.fixture(autouse=True)
@@ -138,6 +148,37 @@ def _openai(stack, route: str | None = "gpt", key: str = KEY, **headers: str) ->
     return openai.OpenAI(
         base_url=stack["url"] + "/v1", api_key=key, max_retries=0, default_headers=hdrs
     )
+
+
+async def _migrate(url: str) -> None:
+    from gateway.ledger.db import migrate
+
+    conn = await asyncpg.connect(url)
+    try:
+        await migrate(conn, "ledger", "gateway.ledger.migrations")
+    finally:
+        await conn.close()
+
+
+def _ledger_rows(url: str, ids: list[str], timeout_s: float = 20.0) -> dict[str, dict]:
+    """The ledger rows of these request ids, once all are written (the writer batches)."""
+
+    async def fetch() -> list[dict]:
+        conn = await asyncpg.connect(url)
+        try:
+            sql = "SELECT * FROM gateway_ledger WHERE replace(request_id::text, '-', '') = ANY($1)"
+            return [dict(r) for r in await conn.fetch(sql, [i.replace("-", "") for i in ids])]
+        finally:
+            await conn.close()
+
+    deadline = time.monotonic() + timeout_s
+    rows: list[dict] = []
+    while time.monotonic() < deadline:
+        rows = asyncio.run(fetch())
+        if len(rows) == len(ids):
+            break
+        time.sleep(0.1)
+    return {str(r["request_id"]).replace("-", ""): r for r in rows}
 
 
 def _cost(prompt: int, completion: int) -> float:
@@ -497,3 +538,31 @@ def test_native_spend_counts_against_the_team_budget(stack):
         third = oc.responses.with_raw_response.create(**REASONING_KW)
         assert third.headers["x-gateway-backend"] == "local"
     assert len(stack["anthropic"].requests) == 1 and stack["gpt"].requests == []
+
+
+def test_native_answers_in_the_ledger(stack):
+    """One row per native request, with the caller's protocol, the backend and the usage read
+    from the upstream's answer (or, streamed, its events)."""
+    with _anthropic(stack) as ac, _openai(stack) as oc:
+        raw = ac.messages.with_raw_response.create(**copy.deepcopy(MESSAGES_KW))
+        msg = raw.parse()
+        events = oc.responses.create(stream=True, **REASONING_KW)
+        final = next(e.response for e in events if e.type == "response.completed")
+    ids = [raw.headers["x-gateway-request-id"], events.response.headers["x-gateway-request-id"]]
+    rows = _ledger_rows(stack["db"], ids)
+    a, r = rows[ids[0].replace("-", "")], rows[ids[1].replace("-", "")]
+    assert (a["protocol"], a["backend"], a["model"]) == (
+        "anthropic",
+        "claude",
+        "anthropic/claude-sonnet-4-5",
+    )
+    assert a["prompt_tokens"] == msg.usage.input_tokens + CACHED
+    assert a["cached_tokens"] == CACHED and a["completion_tokens"] == msg.usage.output_tokens
+    assert a["cost_usd"] == pytest.approx(float(raw.headers["x-gateway-cost-usd"]))
+    assert not a["self_hosted"] and a["rule"] == "to-claude" and a["status"] == 200
+    assert (r["protocol"], r["backend"], r["stream"]) == ("responses", "gpt", True)
+    assert r["prompt_tokens"] == final.usage.input_tokens
+    assert r["completion_tokens"] == final.usage.output_tokens
+    assert r["cost_usd"] == pytest.approx(
+        _cost(final.usage.input_tokens, final.usage.output_tokens)
+    )

@@ -227,6 +227,21 @@ def test_serve_closes_idle_and_slow_header_connections(tmp_path, workers):
             proc.wait(timeout=20)
 
 
+def _counted_connection(host: str, port: int, deadline: float) -> socket.socket:
+    """A connection the gateway holds open and counts: it answers a request on it and keeps
+    it alive. A 503 means a connection closed just before (wait_ready's) is not yet seen gone
+    by the server: try again, instead of guessing how long that takes."""
+    while True:
+        s = socket.create_connection((host, port), timeout=15)
+        s.sendall(b"GET /health HTTP/1.1\r\nhost: x\r\n\r\n")
+        got = s.recv(65536)
+        if got.startswith(b"HTTP/1.1 200"):
+            return s
+        s.close()
+        assert got.startswith(b"HTTP/1.1 503") and time.monotonic() < deadline, got
+        time.sleep(0.1)
+
+
 def test_serve_caps_open_connections(tmp_path):
     with running_mock_openai() as (url, _control):
         proc, base, _ = start_serve(tmp_path, url, "--max-connections", "4")
@@ -234,9 +249,9 @@ def test_serve_caps_open_connections(tmp_path):
         held: list[socket.socket] = []
         try:
             wait_ready(base, proc)
-            time.sleep(0.5)  # wait_ready's own connection is closed by now
+            deadline = time.monotonic() + 30
             for _ in range(4):
-                held.append(socket.create_connection((host, int(port)), timeout=15))
+                held.append(_counted_connection(host, int(port), deadline))
             with socket.create_connection((host, int(port)), timeout=15) as extra:
                 got = _recv_all(extra)
             assert got.startswith(b"HTTP/1.1 503") and b"too_many_connections" in got, got

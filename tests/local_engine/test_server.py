@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import socket
 import time
 
 import httpx
@@ -353,8 +354,21 @@ def test_client_disconnect_aborts_request(base_url, stream):
                 assert r.status_code == 200
                 assert next(line for line in r.iter_lines() if line.startswith("data:"))
         else:
-            with pytest.raises(httpx.ReadTimeout):
-                http.post(f"{base_url}/v1/completions", json=body, timeout=0.2)
+            # leave while the engine holds the request (seen in its gauge), not after a short
+            # client timeout: a fast machine can finish first, a loaded one not even send it
+            host, port = base_url.removeprefix("http://").split(":")
+            payload = json.dumps(body).encode()
+            with socket.create_connection((host, int(port)), timeout=30) as sock:
+                sock.sendall(
+                    b"POST /v1/completions HTTP/1.1\r\nhost: x\r\n"
+                    b"content-type: application/json\r\n"
+                    + f"content-length: {len(payload)}\r\n\r\n".encode()
+                    + payload
+                )
+                deadline = time.monotonic() + 30
+                while metric(base_url, "vllm:num_requests_running") < 1:
+                    assert time.monotonic() < deadline, "the request never reached the engine"
+                    time.sleep(0.005)
     _wait_idle(base_url)  # nothing running, KV blocks all free
     generated = metric(base_url, "local_engine_generation_tokens_total") - generated_before
     assert generated < max_tokens

@@ -51,6 +51,7 @@ class StreamEncoder(Protocol):
 class Codec:
     protocol: str
     native_headers: tuple[str, ...] = ()  # the caller's headers a native backend gets too
+    keeps_answers = False  # ``answered`` does something (a native answer is parsed for it)
 
     async def decode(self, body: dict[str, Any], raw: bytes, team: str) -> Request:
         raise NotImplementedError
@@ -114,6 +115,7 @@ class ResponsesCodec(Codec):
     replica."""
 
     protocol = "responses"
+    keeps_answers = True
 
     def __init__(self, state: SharedState, ttl_s: int = DEFAULT_RESPONSE_TTL_S) -> None:
         self.state = state

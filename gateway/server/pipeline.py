@@ -569,7 +569,7 @@ class Pipeline:
             self._mark_native(o, resp.protocol)
             ticket, key = None, None
             out = resp.body
-            if c.codec is not None and resp.status == 200:
+            if c.codec is not None and c.codec.keeps_answers and resp.status == 200:
                 await c.codec.answered(req, orjson.loads(resp.body), f.team)
         else:
             out = resp.body if c.codec is None else await self._encoded(c, resp.body)

@@ -6,9 +6,9 @@ Two dialects cross the gateway:
 - Anthropic Messages and OpenAI Responses: named events, ``event: <type>\\ndata: <json>\\n\\n``.
 
 ``SSEReader`` splits an upstream byte stream into events (any line ending, comments and
-keep-alives dropped); ``data_of`` and ``name_of`` read one event. The byte tests
-(``is_error_event``, ``may_carry_usage``, ``is_usage_only``) are cheap pre-filters on the hot
-path: a relayed event is only parsed when one of them says it may matter.
+keep-alives dropped); ``data_of``, ``name_of``, ``json_of`` and ``json_object_of`` read one
+event. The byte tests (``is_error_event``, ``is_usage_only``) are cheap pre-filters on the hot
+path.
 """
 
 from __future__ import annotations
@@ -21,14 +21,13 @@ __all__ = [
     "DATA",
     "DONE",
     "SSEReader",
-    "carries_json_object",
     "data_event",
     "data_of",
     "frame",
     "is_error_event",
     "is_usage_only",
+    "json_object_of",
     "json_of",
-    "may_carry_usage",
     "name_of",
     "named_event",
 ]
@@ -73,30 +72,38 @@ def name_of(event: bytes) -> bytes | None:
 
 def json_of(event: bytes) -> Any:
     """The data of one event, decoded; None when it is not JSON (``[DONE]``, garbage)."""
+    if event.startswith(b"data: {"):
+        # The common case, one data line: its JSON is the rest of the event (a second data
+        # line cannot parse here: ``data:`` outside a string is not JSON, and a JSON string
+        # holds no raw newline), so a failure falls through to the general path.
+        try:
+            return orjson.loads(event[6:])
+        except orjson.JSONDecodeError:
+            pass
     try:
         return orjson.loads(data_of(event))
     except orjson.JSONDecodeError:
         return None
 
 
-def carries_json_object(event: bytes) -> bool:
-    """Whether the event's data is one JSON object (every OpenAI chunk is): anything else
-    relayed would break the client's parser."""
+def json_object_of(event: bytes) -> dict[str, Any] | None:
+    """The event's data when it is one JSON object (every OpenAI chunk is), else None:
+    anything else relayed would break the client's parser."""
+    if event.startswith(b"data: {"):
+        obj = json_of(event)
+        return obj if isinstance(obj, dict) else None
     data = data_of(event)
     if not data.startswith(b"{"):
-        return False
+        return None
     try:
-        return isinstance(orjson.loads(data), dict)
+        obj = orjson.loads(data)
     except orjson.JSONDecodeError:
-        return False
+        return None
+    return obj if isinstance(obj, dict) else None
 
 
 def is_error_event(event: bytes) -> bool:
     return event.startswith(_ERROR_PREFIXES)
-
-
-def may_carry_usage(event: bytes) -> bool:
-    return b'"usage":{' in event or b'"usage": {' in event
 
 
 def is_usage_only(event: bytes) -> bool:

@@ -31,11 +31,9 @@ from gateway.errors import UpstreamError
 from gateway.sse import (
     DONE,
     SSEReader,
-    carries_json_object,
     data_of,
     is_error_event,
-    json_of,
-    may_carry_usage,
+    json_object_of,
 )
 
 log = logging.getLogger("gateway.backends.openai")
@@ -219,15 +217,19 @@ class OpenAICompatBackend(Backend):
 
 
 class SSEStream(UpstreamStream):
-    """Server-sent events from an OpenAI-compatible upstream, relayed event by event."""
+    """Server-sent events from an OpenAI-compatible upstream, relayed event by event. Each
+    event is parsed once (to validate it); ``last_json`` hands that parse on."""
 
     def __init__(self, backend: OpenAICompatBackend, resp: aiohttp.ClientResponse) -> None:
         self.model = backend.model
         self.usage = None
+        self.last_json = None
         self._backend = backend
         self._resp = resp
         self._reader = SSEReader()
         self._first: bytes | None = None
+        self._first_json: dict[str, Any] | None = None
+        self._json: dict[str, Any] | None = None  # the data of what _next_event returned
         self._done = False
 
     async def prime(self) -> None:
@@ -241,15 +243,13 @@ class SSEStream(UpstreamStream):
             raise UpstreamError(
                 f"backend {self._backend.name!r} closed the stream before the first event"
             )
-        self._inspect_first(self._first)
-
-    def _inspect_first(self, event: bytes) -> None:
-        obj = json_of(event)
-        if isinstance(obj, dict) and isinstance(obj.get("model"), str):
+        obj = self._first_json = self._json
+        if obj is not None and isinstance(obj.get("model"), str):
             self.model = obj["model"]
 
     async def _next_event(self) -> bytes | None:
-        """The next ``data: ...`` event (with its blank line), or None at the end of the body."""
+        """The next ``data: ...`` event (with its blank line), or None at the end of the body;
+        its data (None for ``[DONE]``) in ``_json``."""
         b = self._backend
         reader = self._reader
         while True:
@@ -257,8 +257,13 @@ class SSEStream(UpstreamStream):
             if event is not None:
                 if is_error_event(event):
                     raise stream_error(b.name, data_of(event), b._secret)
-                if event != DONE and not carries_json_object(event):
+                if event == DONE:
+                    self._json = None
+                    return event
+                obj = json_object_of(event)
+                if obj is None:
                     raise malformed_event(b.name, event, b._secret)
+                self._json = obj
                 return event
             try:
                 chunk = await self._resp.content.readany()
@@ -270,16 +275,17 @@ class SSEStream(UpstreamStream):
                 return None
             reader.feed(chunk)
 
-    def _note_usage(self, event: bytes) -> None:
-        if may_carry_usage(event):
-            obj = json_of(event)
-            if isinstance(obj, dict):
-                self.usage = usage_from(obj) or self.usage
+    def _note_usage(self, obj: dict[str, Any]) -> None:
+        usage = usage_from(obj)
+        if usage is not None:
+            self.usage = usage
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
         first, self._first = self._first, None
         if first is not None:
-            self._note_usage(first)
+            obj = self.last_json = self._first_json
+            if obj is not None:
+                self._note_usage(obj)
             yield first
         while True:
             event = await self._next_event()
@@ -287,11 +293,12 @@ class SSEStream(UpstreamStream):
                 raise UpstreamError(
                     f"backend {self._backend.name!r} ended the stream without [DONE]"
                 )
+            obj = self.last_json = self._json
             if event == DONE:
                 self._done = True
                 yield event
                 return
-            self._note_usage(event)
+            self._note_usage(obj)  # type: ignore[arg-type]  # not DONE: an object
             yield event
 
     async def aclose(self) -> None:

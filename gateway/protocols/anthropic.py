@@ -283,10 +283,34 @@ def error_json(exc: GatewayError) -> bytes:
     return orjson.dumps({"type": "error", "error": {"type": kind, "message": exc.message}})
 
 
+# Stream events, byte for byte what ``named_event(type, {"type": type, ...})`` writes (orjson:
+# compact, keys in insertion order); the per-chunk ones (text and tool-input deltas) and the
+# fixed ones are put together from pre-encoded pieces, not built as dicts and encoded.
+_PING = named_event("ping", {"type": "ping"})
+_MESSAGE_STOP = named_event("message_stop", {"type": "message_stop"})
+_BLOCK_START = b'event: content_block_start\ndata: {"type":"content_block_start","index":%d,'
+_BLOCK_STOP = b'event: content_block_stop\ndata: {"type":"content_block_stop","index":%d}\n\n'
+_DELTA = b'event: content_block_delta\ndata: {"type":"content_block_delta","index":%d,"delta":'
+_TEXT_DELTA = b'{"type":"text_delta","text":'
+_JSON_DELTA = b'{"type":"input_json_delta","partial_json":'
+_DELTA_END = b"}}\n\n"
+
+
 class AnthropicStream:
     """Turns OpenAI chat chunks (parsed) into Anthropic stream events, block by block."""
 
-    __slots__ = ("_model", "_est", "_started", "_block", "_open", "_tools", "_stop", "_usage")
+    __slots__ = (
+        "_model",
+        "_est",
+        "_started",
+        "_block",
+        "_open",
+        "_tools",
+        "_stop",
+        "_usage",
+        "_text_head",
+        "_json_head",
+    )
 
     def __init__(self, model: str, input_estimate: int) -> None:
         self._model = model
@@ -297,6 +321,8 @@ class AnthropicStream:
         self._tools: dict[int, int] = {}  # chat tool-call index -> block index
         self._stop = "end_turn"
         self._usage: dict[str, int] | None = None
+        self._text_head = b""  # a text delta of the open block, up to its text
+        self._json_head = b""  # an input JSON delta of the open block, up to its JSON
 
     def _start(self, chunk: dict[str, Any]) -> list[bytes]:
         self._started = True
@@ -312,34 +338,25 @@ class AnthropicStream:
         }
         return [
             named_event("message_start", {"type": "message_start", "message": message}),
-            named_event("ping", {"type": "ping"}),
+            _PING,
         ]
 
     def _close(self) -> list[bytes]:
         if self._open is None:
             return []
         self._open = None
-        return [
-            named_event("content_block_stop", {"type": "content_block_stop", "index": self._block})
-        ]
+        return [_BLOCK_STOP % self._block]
 
-    def _open_block(self, kind: str, block: dict[str, Any]) -> list[bytes]:
+    def _open_block(self, kind: str, block: bytes) -> list[bytes]:
+        """Close the open block, start the next one (``block``: its encoded content_block)."""
         out = self._close()
-        self._block += 1
+        i = self._block = self._block + 1
         self._open = kind
-        out.append(
-            named_event(
-                "content_block_start",
-                {"type": "content_block_start", "index": self._block, "content_block": block},
-            )
-        )
+        out.append(_BLOCK_START % i + b'"content_block":' + block + b"}\n\n")
+        delta = _DELTA % i
+        self._text_head = delta + _TEXT_DELTA
+        self._json_head = delta + _JSON_DELTA
         return out
-
-    def _delta(self, delta: dict[str, Any]) -> bytes:
-        return named_event(
-            "content_block_delta",
-            {"type": "content_block_delta", "index": self._block, "delta": delta},
-        )
 
     def feed(self, chunk: dict[str, Any]) -> list[bytes]:
         out = [] if self._started else self._start(chunk)
@@ -352,27 +369,31 @@ class AnthropicStream:
             text = d.get("content")
             if text:
                 if self._open != "text":
-                    out += self._open_block("text", {"type": "text", "text": ""})
-                out.append(self._delta({"type": "text_delta", "text": text}))
-            for tc in d.get("tool_calls") or ():
-                i = tc.get("index", 0)
-                fn = tc.get("function") or {}
-                if i not in self._tools:
-                    block: dict[str, Any] = {
-                        "type": "tool_use",
-                        "id": tc.get("id") or f"toolu_gateway_{i}",
-                        "name": fn.get("name") or "",
-                        "input": {},
-                    }
-                    out += self._open_block("tool", block)
-                    self._tools[i] = self._block
-                if fn.get("arguments"):
-                    out.append(
-                        self._delta({"type": "input_json_delta", "partial_json": fn["arguments"]})
-                    )
+                    out += self._open_block("text", b'{"type":"text","text":""}')
+                out.append(self._text_head + orjson.dumps(text) + _DELTA_END)
+            calls = d.get("tool_calls")
+            if calls:
+                for tc in calls:
+                    self._tool_delta(tc, out)
             if c.get("finish_reason"):
                 self._stop = STOP_REASONS.get(c["finish_reason"], "end_turn")
         return out
+
+    def _tool_delta(self, tc: dict[str, Any], out: list[bytes]) -> None:
+        i = tc.get("index", 0)
+        fn = tc.get("function") or {}
+        if i not in self._tools:
+            block: dict[str, Any] = {
+                "type": "tool_use",
+                "id": tc.get("id") or f"toolu_gateway_{i}",
+                "name": fn.get("name") or "",
+                "input": {},
+            }
+            out += self._open_block("tool", orjson.dumps(block))
+            self._tools[i] = self._block
+        args = fn.get("arguments")
+        if args:
+            out.append(self._json_head + orjson.dumps(args) + _DELTA_END)
 
     def finish(self) -> list[bytes]:
         out = [] if self._started else self._start({})
@@ -388,7 +409,7 @@ class AnthropicStream:
                 },
             )
         )
-        out.append(named_event("message_stop", {"type": "message_stop"}))
+        out.append(_MESSAGE_STOP)
         return out
 
     def error(self, exc: GatewayError) -> list[bytes]:

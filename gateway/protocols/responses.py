@@ -344,6 +344,12 @@ def error_event(exc: GatewayError, seq: int) -> bytes:
 # pieces: no dict per event, one ``orjson.dumps`` of the delta string.
 
 _SEQ = b',"sequence_number":%d}\n\n'
+_SEQS = tuple(_SEQ % n for n in range(512))  # the end of each event, for the usual lengths
+
+
+def _seq(n: int) -> bytes:
+    """The end of the event numbered ``n``."""
+    return _SEQS[n] if n < 512 else _SEQ % n
 
 
 def _head(kind: str) -> bytes:
@@ -353,8 +359,14 @@ def _head(kind: str) -> bytes:
 
 _CREATED = _head("response.created") + b'"response":'
 _IN_PROGRESS = _head("response.in_progress") + b'"response":'
-_TEXT_DELTA = _head("response.output_text.delta") + b'"item_id":'
+_ITEM_ADDED = _head("response.output_item.added") + b'"output_index":%d,"item":'
+_ITEM_DONE = _head("response.output_item.done") + b'"output_index":%d,"item":'
+_PART_ADDED = _head("response.content_part.added")
+_PART_DONE = _head("response.content_part.done")
+_TEXT_DELTA = _head("response.output_text.delta")
+_TEXT_DONE = _head("response.output_text.done")
 _ARGS_DELTA = _head("response.function_call_arguments.delta") + b'"item_id":'
+_EMPTY_PART = b'"part":{"type":"output_text","text":"","annotations":[]}'
 
 
 class ResponsesStream:
@@ -368,6 +380,7 @@ class ResponsesStream:
         "_text",
         "_msg_id",
         "_text_index",
+        "_text_at",
         "_text_head",
         "_calls",
         "_finish",
@@ -381,6 +394,7 @@ class ResponsesStream:
         self._text: list[str] | None = None  # the open message item's text
         self._msg_id = ""
         self._text_index = 0
+        self._text_at = b""  # the open message's item_id, output_index and content_index
         self._text_head = b""  # a text delta event of the open message, up to its delta
         self._calls: dict[int, _Call] = {}  # chat tool-call index -> its function_call item
         self._finish: str | None = None
@@ -396,52 +410,40 @@ class ResponsesStream:
         r = orjson.dumps(self.response)  # the same object twice: encoded once
         seq = self._seq
         self._seq += 2
-        return [_CREATED + r + _SEQ % seq, _IN_PROGRESS + r + _SEQ % (seq + 1)]
+        return [_CREATED + r + _seq(seq), _IN_PROGRESS + r + _seq(seq + 1)]
 
     def _open_text(self) -> list[bytes]:
         self._text = []
         self._msg_id = new_id("msg")
-        idx = len(self.response["output"]) + len(self._calls)
-        item = {
-            "type": "message",
-            "id": self._msg_id,
-            "status": "in_progress",
-            "role": "assistant",
-            "content": [],
-        }
-        self._text_index = idx
-        self._text_head = (
-            _TEXT_DELTA
-            + orjson.dumps(self._msg_id)
-            + b',"output_index":%d,"content_index":0,"delta":' % idx
-        )
-        part = {"type": "output_text", "text": "", "annotations": []}
+        idx = self._text_index = len(self.response["output"]) + len(self._calls)
+        mid = orjson.dumps(self._msg_id)
+        # where the text goes: the start of every event of this message's one content part
+        self._text_at = b'"item_id":' + mid + b',"output_index":%d,"content_index":0,' % idx
+        self._text_head = _TEXT_DELTA + self._text_at + b'"delta":'
+        seq = self._seq
+        self._seq += 2
+        item = b'{"type":"message","id":' + mid + b',"status":"in_progress","role":"assistant"'
         return [
-            self._ev("response.output_item.added", {"output_index": idx, "item": item}),
-            self._ev(
-                "response.content_part.added",
-                {"item_id": self._msg_id, "output_index": idx, "content_index": 0, "part": part},
-            ),
+            _ITEM_ADDED % idx + item + b',"content":[]}' + _seq(seq),
+            _PART_ADDED + self._text_at + _EMPTY_PART + _seq(seq + 1),
         ]
 
     def _close_text(self) -> list[bytes]:
         if self._text is None:
             return []
         text, self._text = "".join(self._text), None
-        idx, mid = self._text_index, self._msg_id
-        item = _message_item(text, mid)
-        part = item["content"][0]
+        item = _message_item(text, self._msg_id)
         self.response["output"].append(item)
+        at, tj = self._text_at, orjson.dumps(text)
+        part = b'{"type":"output_text","text":' + tj + b',"annotations":[]}'
+        done = b'{"type":"message","id":' + orjson.dumps(self._msg_id)
+        done += b',"status":"completed","role":"assistant","content":[' + part + b"]}"
+        seq = self._seq
+        self._seq += 3
         return [
-            self._ev(
-                "response.output_text.done",
-                {"item_id": mid, "output_index": idx, "content_index": 0, "text": text},
-            ),
-            self._ev(
-                "response.content_part.done",
-                {"item_id": mid, "output_index": idx, "content_index": 0, "part": part},
-            ),
-            self._ev("response.output_item.done", {"output_index": idx, "item": item}),
+            _TEXT_DONE + at + b'"text":' + tj + _seq(seq),
+            _PART_DONE + at + b'"part":' + part + _seq(seq + 1),
+            _ITEM_DONE % self._text_index + done + _seq(seq + 2),
         ]
 
     def feed(self, chunk: dict[str, Any]) -> list[bytes]:
@@ -457,7 +459,7 @@ class ResponsesStream:
                 if self._text is None:
                     out += self._open_text()
                 self._text.append(text)  # type: ignore[union-attr]
-                out.append(self._text_head + orjson.dumps(text) + _SEQ % self._seq)
+                out.append(self._text_head + orjson.dumps(text) + _seq(self._seq))
                 self._seq += 1
             calls = d.get("tool_calls")
             if calls:
@@ -487,7 +489,7 @@ class ResponsesStream:
         args = fn.get("arguments")
         if args:
             st.args.append(args)
-            out.append(st.head + orjson.dumps(args) + _SEQ % self._seq)
+            out.append(st.head + orjson.dumps(args) + _seq(self._seq))
             self._seq += 1
 
     def finish(self) -> list[bytes]:

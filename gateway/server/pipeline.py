@@ -732,7 +732,9 @@ class Pipeline:
                 if assembler is not None:
                     assembler.feed(event)
                 if enc is not None and not native:
-                    chunk = json_of(event)
+                    chunk = stream.last_json  # parsed already by most streams
+                    if chunk is None:
+                        chunk = json_of(event)
                     outs = enc.feed(chunk) if isinstance(chunk, dict) else None
                     if outs:  # one write for the events of one chunk
                         await send_chunk(send, b"".join(outs))

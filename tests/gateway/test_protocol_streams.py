@@ -369,3 +369,13 @@ def test_request_timeout_mid_stream_error_event_continues_the_sequence(tmp_path)
                 else:
                     assert err["error"]["message"].startswith("the request took longer")
                     assert "message_stop" not in [n for n, _ in events]
+
+
+def test_responses_long_stream_keeps_numbering():
+    """Past the pre-encoded event ends (512): the numbers go on, one per event."""
+    chunks = [_chunk({"content": f"w{i} "}) for i in range(600)]
+    events = _run(ResponsesStream(BODY, "r", "auto"), chunks)
+    names = _numbered(events)
+    assert len(names) == 2 + 2 + 600 + 3 + 1
+    final = events[-1][1]["response"]["output"][0]["content"][0]["text"]
+    assert final == "".join(f"w{i} " for i in range(600))

@@ -106,9 +106,11 @@ class _FleetStream(UpstreamStream):
         self.model = inner.model
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
-        async for event in self._inner:
+        inner = self._inner
+        async for event in inner:
+            self.last_json = inner.last_json
             yield event
-        self.usage = self._inner.usage
+        self.usage = inner.usage
 
     async def aclose(self) -> None:
         try:

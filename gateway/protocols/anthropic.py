@@ -25,7 +25,7 @@ import orjson
 from gateway.errors import GatewayError, InvalidRequestError
 from gateway.sse import named_event
 
-__all__ = ["AnthropicStream", "error_json", "to_chat", "to_message"]
+__all__ = ["AnthropicStream", "error_event", "error_json", "to_chat", "to_message"]
 
 STOP_REASONS = {
     "stop": "end_turn",
@@ -296,6 +296,11 @@ _JSON_DELTA = b'{"type":"input_json_delta","partial_json":'
 _DELTA_END = b"}}\n\n"
 
 
+def error_event(exc: GatewayError) -> bytes:
+    """The ``error`` event that ends a failed stream."""
+    return b"event: error\ndata: " + error_json(exc) + b"\n\n"
+
+
 class AnthropicStream:
     """Turns OpenAI chat chunks (parsed) into Anthropic stream events, block by block."""
 
@@ -413,4 +418,4 @@ class AnthropicStream:
         return out
 
     def error(self, exc: GatewayError) -> list[bytes]:
-        return [b"event: error\ndata: " + error_json(exc) + b"\n\n"]
+        return [error_event(exc)]

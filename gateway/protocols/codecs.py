@@ -17,6 +17,7 @@ codec then only supplies error shapes and, for Responses, keeps the stored conve
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Protocol
 
 import orjson
@@ -32,6 +33,7 @@ __all__ = [
     "RESPONSES",
     "AnthropicCodec",
     "Codec",
+    "RelayedStream",
     "ResponsesCodec",
     "StreamEncoder",
     "response_key",
@@ -77,6 +79,31 @@ class Codec:
             return None
         return req.native, req.native_raw
 
+    def native_error(self, exc: GatewayError, relayed: int) -> bytes:
+        """The error event that ends a stream relayed from a native backend after ``relayed``
+        of its events."""
+        raise NotImplementedError
+
+
+class RelayedStream:
+    """The encoder of a stream relayed from a native backend: its events pass untouched, so
+    the only event of the gateway's own is the error one, numbered after what was relayed."""
+
+    __slots__ = ("_codec", "_relayed")
+
+    def __init__(self, codec: Codec, relayed: Callable[[], int]) -> None:
+        self._codec = codec
+        self._relayed = relayed
+
+    def feed(self, chunk: dict[str, Any]) -> list[bytes]:
+        return []
+
+    def finish(self) -> list[bytes]:
+        return []
+
+    def error(self, exc: GatewayError) -> list[bytes]:
+        return [self._codec.native_error(exc, self._relayed())]
+
 
 def _request(protocol: str, chat: dict[str, Any], native: dict[str, Any], raw: bytes) -> Request:
     req = validate("chat", chat)
@@ -102,6 +129,9 @@ class AnthropicCodec(Codec):
 
     def error_json(self, exc: GatewayError) -> bytes:
         return anthropic.error_json(exc)
+
+    def native_error(self, exc: GatewayError, relayed: int) -> bytes:
+        return anthropic.error_event(exc)
 
 
 def response_key(team: str, rid: str) -> str:
@@ -157,6 +187,9 @@ class ResponsesCodec(Codec):
 
     def whole(self, req: Request, doc: dict[str, Any]) -> dict[str, Any]:
         return responses.to_response(doc, req.native or {}, req.response_id, req.model)
+
+    def native_error(self, exc: GatewayError, relayed: int) -> bytes:
+        return responses.error_event(exc, relayed)  # upstreams number their events from 0
 
     def stream(self, req: Request) -> StreamEncoder:
         return responses.ResponsesStream(req.native or {}, req.response_id, req.model)

@@ -43,7 +43,7 @@ from gateway.errors import (
 )
 from gateway.ledger.row import LedgerRow, new_request_id
 from gateway.ledger.writer import LedgerWriter
-from gateway.protocols.codecs import Codec, StreamEncoder
+from gateway.protocols.codecs import Codec, RelayedStream, StreamEncoder
 from gateway.protocols.request import Operation, Request
 from gateway.routing.decide import Decision, route
 from gateway.routing.features import RequestFeatures, extract_features
@@ -670,7 +670,10 @@ class Pipeline:
         overhead_ms = (time.perf_counter() - c.t0 - o.upstream_s) * 1000
         await start_sse(send, _fmt_headers(o, overhead_ms))
         o.started = True
-        enc = o.encoder = c.codec.stream(req) if c.codec is not None else None
+        enc: StreamEncoder | None = None
+        if c.codec is not None:  # a relayed native stream needs only the codec's error event
+            enc = RelayedStream(c.codec, lambda: o.events) if native else c.codec.stream(req)
+        o.encoder = enc
         ticket = None
         if self.shadow is not None and not native:
             ticket = self.shadow.ticket(rt, f, c.decision)

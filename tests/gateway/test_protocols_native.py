@@ -566,3 +566,20 @@ def test_native_answers_in_the_ledger(stack):
     assert r["cost_usd"] == pytest.approx(
         _cost(final.usage.input_tokens, final.usage.output_tokens)
     )
+
+
+def test_native_responses_stream_cut_ends_with_an_error_numbered_after_it(stack):
+    stack["gpt"].break_stream_next(after_events=4)
+    body = {**REASONING_KW, "stream": True}
+    with httpx.stream(
+        "POST",
+        stack["url"] + "/v1/responses",
+        json=body,
+        headers={"authorization": f"Bearer {KEY}", "x-route": "gpt"},
+    ) as r:
+        text = r.read().decode()
+    assert r.status_code == 200 and r.headers["x-gateway-native"] == "responses"
+    datas = [json.loads(line[6:]) for line in text.splitlines() if line.startswith("data: ")]
+    assert [d["type"] for d in datas][-1] == "error" and len(datas) == 5
+    assert [d["sequence_number"] for d in datas] == list(range(5))
+    assert "response.completed" not in text and GPT_KEY not in text

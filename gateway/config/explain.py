@@ -50,6 +50,8 @@ def explain(loaded: LoadedPolicy) -> str:
         )
         if b.labels:
             out.append(f"  {'':<16} labels: {', '.join(f'{k}={x}' for k, x in b.labels.items())}")
+        if b.natives:  # callers of these protocols get their own body sent, untranslated
+            out.append(f"  {'':<16} native: {', '.join(sorted(b.natives))}")
         fleet = getattr(b, "fleet", None)  # openai_compatible backends only
         if fleet is not None:
             out.append(f"  {'':<16} fleet: {_fleet(fleet)}")

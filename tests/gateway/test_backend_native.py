@@ -182,3 +182,20 @@ def test_native_protocols_config():
     ):
         with pytest.raises(ValidationError, match="native_protocols"):
             parse_backend({"model": "m", **bad})
+
+
+def test_gateway_check_shows_which_backends_take_callers_natively():
+    from pathlib import Path
+
+    from gateway.config.explain import explain
+    from gateway.config.loader import load_policy
+
+    shipped = Path(__file__).resolve().parents[2] / "policies" / "default.yaml"
+    out = explain(load_policy(shipped, {"OPENAI_API_KEY": "k", "ANTHROPIC_API_KEY": "k"}))
+    native, backend = {}, None
+    for line in out.split("backends:")[1].split("\n\n")[0].splitlines():
+        if line[:3].strip() and not line[2:3].isspace():  # "  <name> <kind> ..."
+            backend = line.split()[0]
+        elif line.strip().startswith("native:"):
+            native[backend] = line.split(":", 1)[1].strip()
+    assert native == {"openai": "responses", "anthropic": "anthropic"}

@@ -69,6 +69,9 @@ class UpstreamResponse:
     usage: Usage | None = None
     status: int = 200
     protocol: WireProtocol = "openai"
+    # ``body`` parsed, where the adapter parsed it anyway (None: not parsed); whoever changes
+    # ``body`` drops it
+    doc: dict[str, Any] | None = None
 
 
 class UpstreamStream(ABC):

@@ -182,6 +182,7 @@ class OpenAICompatBackend(Backend):
             model=parsed.get("model") or self.model,
             usage=usage_from(parsed),
             status=resp.status,
+            doc=parsed,
         )
 
     async def open_stream(self, request: UpstreamRequest) -> UpstreamStream:

@@ -124,7 +124,7 @@ async def run_cascade(
     conf = answer_confidence(answer, cfg.quantile)
     unsure = cfg.on_missing == "escalate" if conf is None else conf < cfg.min_confidence
     body = local.body if client_logprobs else _strip_logprobs(answer)
-    kept = replace(local, body=body)
+    kept = replace(local, body=body, doc=None if body is not local.body else local.doc)
     if not unsure:
         return kept, CascadeInfo("kept", conf, first)
     if cfg.observe_only:

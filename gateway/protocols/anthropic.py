@@ -83,16 +83,19 @@ def _image(block: dict[str, Any], where: str) -> dict[str, Any]:
 
 
 def _message(i: int, m: Any, out: list[dict[str, Any]]) -> None:
+    role = m.get("role") if isinstance(m, dict) else None
+    content = m.get("content") if role is not None else None
+    if isinstance(content, str) and (role == "user" or role == "assistant"):
+        out.append({"role": role, "content": content})  # the common case: no walk, no names
+        return
     where = f"messages[{i}]"
     if not isinstance(m, dict):
         raise _bad(f"{where} must be an object", where)
-    role = m.get("role")
     if role == "system":  # Claude Code sends mid-conversation system turns
-        out.append({"role": "system", "content": _text_of(m.get("content"), f"{where}.content")})
+        out.append({"role": "system", "content": _text_of(content, f"{where}.content")})
         return
     if role not in ("user", "assistant"):
         raise _bad(f"{where}.role must be user, assistant or system", f"{where}.role")
-    content = m.get("content")
     if isinstance(content, str):
         out.append({"role": role, "content": content})
         return

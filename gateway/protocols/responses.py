@@ -83,16 +83,21 @@ def _parts(content: Any, where: str) -> str | list[dict[str, Any]]:
 
 def _items(items: list[Any], out: list[dict[str, Any]]) -> None:
     for i, it in enumerate(items):
-        where = f"input[{i}]"
         if not isinstance(it, dict):
-            raise _bad(f"{where} must be an object", where)
+            raise _bad(f"input[{i}] must be an object", f"input[{i}]")
         kind = it.get("type", "message")
         if kind == "message":
             role = _ROLES.get(it.get("role"))  # type: ignore[arg-type]
             if role is None:
+                where = f"input[{i}]"
                 raise _bad(f"{where}.role must be user, assistant, system or developer", where)
-            out.append({"role": role, "content": _parts(it.get("content"), f"{where}.content")})
-        elif kind == "function_call":
+            content = it.get("content")
+            if not isinstance(content, str):  # the common case needs no walk (nor a name)
+                content = _parts(content, f"input[{i}].content")
+            out.append({"role": role, "content": content})
+            continue
+        where = f"input[{i}]"
+        if kind == "function_call":
             if not isinstance(it.get("call_id"), str) or not isinstance(it.get("name"), str):
                 raise _bad(f"{where} needs a string call_id and name", where)
             call = {
@@ -175,7 +180,10 @@ def to_chat(body: dict[str, Any], history: list[dict[str, Any]] | None) -> dict[
         _items(inp, msgs)
     elif inp is not None:
         raise _bad("'input' must be a string or an array of items", "input")
-    if not any(m["role"] != "system" for m in msgs):
+    for m in msgs:
+        if m["role"] != "system":
+            break
+    else:
         raise _bad("'input' is required", "input")
     chat: dict[str, Any] = {"model": model, "messages": msgs}
     for name in _PASSED:

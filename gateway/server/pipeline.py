@@ -572,7 +572,7 @@ class Pipeline:
             if c.codec is not None and c.codec.keeps_answers and resp.status == 200:
                 await c.codec.answered(req, orjson.loads(resp.body), f.team)
         else:
-            out = resp.body if c.codec is None else await self._encoded(c, resp.body)
+            out = resp.body if c.codec is None else await self._encoded(c, resp.body, resp.doc)
         overhead_ms = (time.perf_counter() - c.t0 - o.upstream_s) * 1000
         await send_bytes(c.send, resp.status, out, extra=_fmt_headers(o, overhead_ms))
         if ticket is not None and self.shadow is not None and resp.status == 200:
@@ -591,11 +591,12 @@ class Pipeline:
             await self.cache.set(key, _entry(resp.body, resp.model, o))
         return resp.status
 
-    async def _encoded(self, c: Call, body: bytes) -> bytes:
-        """A whole chat completion in the caller's protocol (and noted by its codec)."""
+    async def _encoded(self, c: Call, body: bytes, doc: dict[str, Any] | None = None) -> bytes:
+        """A whole chat completion (``doc``: parsed already) in the caller's protocol (and
+        noted by its codec)."""
         codec = c.codec
         assert codec is not None  # noqa: S101 - callers check
-        answer = codec.whole(c.req, orjson.loads(body))
+        answer = codec.whole(c.req, doc if doc is not None else orjson.loads(body))
         await codec.answered(c.req, answer, c.features.team)
         return orjson.dumps(answer)
 

@@ -9,7 +9,7 @@
 
 and returns an object with the same few members for all of them: ``hf_config`` (the
 ``config.json`` fields), ``generation_config``, ``tensors()`` (Hugging Face names, one tensor at a
-time), ``tokenizer()`` and a one-line ``description`` for the start-up log.
+time; GGUF 4-bit tensors optionally as their quantized parts), ``tokenizer()`` and a one-line ``description`` for the start-up log.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from typing import Any, Protocol
 
 import torch
 
+from local_engine.gguf_quants import GroupQuantized
 from local_engine.loader import (
     TOKENIZER_FILE,
     iter_safetensors,
@@ -40,7 +41,9 @@ class Checkpoint(Protocol):
     generation_config: dict[str, Any]
     description: str
 
-    def tensors(self) -> Iterator[tuple[str, torch.Tensor]]: ...
+    def tensors(
+        self, keep_4bit: bool = False
+    ) -> Iterator[tuple[str, torch.Tensor | GroupQuantized]]: ...
 
     def tokenizer(self) -> Tokenizer: ...
 
@@ -54,8 +57,10 @@ class HFCheckpoint:
         self.generation_config = read_generation_config(model_dir)
         self.description = f"{model_dir} (safetensors)"
 
-    def tensors(self) -> Iterator[tuple[str, torch.Tensor]]:
-        return iter_safetensors(self.path)
+    def tensors(
+        self, keep_4bit: bool = False
+    ) -> Iterator[tuple[str, torch.Tensor | GroupQuantized]]:
+        return iter_safetensors(self.path)  # no 4-bit tensors in a safetensors checkpoint
 
     def tokenizer(self) -> Tokenizer:
         return Tokenizer.from_dir(self.path)
@@ -74,8 +79,10 @@ class GGUFCheckpoint:
         self.generation_config: dict[str, Any] = {}
         self.description = f"{file} (GGUF {self._file.arch}, {self._file.file_type})"
 
-    def tensors(self) -> Iterator[tuple[str, torch.Tensor]]:
-        return self._file.tensors()
+    def tensors(
+        self, keep_4bit: bool = False
+    ) -> Iterator[tuple[str, torch.Tensor | GroupQuantized]]:
+        return self._file.tensors(keep_4bit)
 
     def tokenizer(self) -> Tokenizer:
         if (self.path.parent / TOKENIZER_FILE).is_file():

@@ -16,6 +16,7 @@ from local_engine.config import (
     DEFAULT_MAX_NUM_BATCHED_TOKENS,
     DEFAULT_MAX_NUM_SEQS,
     DEFAULT_MAX_WAITING,
+    WEIGHT_DTYPES,
     EngineConfig,
 )
 from local_engine.server.limits import (
@@ -80,6 +81,20 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
         choices=["auto", "float32", "float16", "bfloat16"],
         help="weights and activations; auto: bfloat16 on CUDA, float32 on CPU (GGUF weights are "
         "dequantized into it at load)",
+    )
+    p.add_argument(
+        "--weight-dtype",
+        default="auto",
+        choices=list(WEIGHT_DTYPES),
+        help="linear weights in memory: auto = --dtype; bfloat16, int8 (per channel) or int4 "
+        "(GGUF 4-bit tensors kept as they are) multiply in bfloat16 on CPU, the rest of the "
+        "model stays in --dtype",
+    )
+    p.add_argument(
+        "--cpu-threads",
+        type=int,
+        default=None,
+        help="CPU: torch threads (default: torch's, OMP_NUM_THREADS or the core count)",
     )
     p.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda, cuda:N")
     p.add_argument("--block-size", type=int, default=DEFAULT_BLOCK_SIZE, help="tokens per KV block")
@@ -218,6 +233,8 @@ def engine_config_from_args(args: argparse.Namespace) -> EngineConfig:
     return EngineConfig(
         model=args.model,
         dtype=args.dtype,
+        weight_dtype=args.weight_dtype,
+        cpu_threads=args.cpu_threads,
         device=args.device,
         block_size=args.block_size,
         num_kv_blocks=args.num_kv_blocks,

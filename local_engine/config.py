@@ -10,12 +10,16 @@ DEFAULT_MAX_NUM_BATCHED_TOKENS = 2048
 DEFAULT_MAX_WAITING = 1024
 DEFAULT_CPU_KV_CACHE_BYTES = 512 * 1024**2
 DEFAULT_GPU_MEMORY_UTILIZATION = 0.90
+# auto: weights in the engine's dtype; the rest are kept so in memory and multiplied in bfloat16
+# (layers/quantization.py): int4 repacks GGUF 4-bit tensors exactly, int8 is per channel
+WEIGHT_DTYPES = ("auto", "bfloat16", "int8", "int4")
 
 
 @dataclass(slots=True)
 class EngineConfig:
     model: str  # local checkpoint directory (or a hub id when online)
     dtype: str = "auto"  # auto: bf16 on CUDA, fp32 on CPU; or float32/float16/bfloat16
+    weight_dtype: str = "auto"  # linear weights in memory: one of WEIGHT_DTYPES
     device: str = "auto"  # auto: cuda if available else cpu
     block_size: int = DEFAULT_BLOCK_SIZE
     num_kv_blocks: int | None = None  # None: sized from memory (see below)
@@ -30,6 +34,7 @@ class EngineConfig:
     enable_prefix_caching: bool = True
     enforce_eager: bool = False  # True: no CUDA graphs / torch.compile
     cpu_malloc_tuning: bool = True  # CPU: keep freed tensor memory for reuse (see host_memory.py)
+    cpu_threads: int | None = None  # CPU: torch intra-op threads (None: torch's default)
     served_model_name: str | None = None
     seed: int = 0
 
@@ -40,5 +45,11 @@ class EngineConfig:
             raise ValueError("max_num_seqs and max_num_batched_tokens must be >= 1")
         if not 0 < self.gpu_memory_utilization <= 1:
             raise ValueError("gpu_memory_utilization must be in (0, 1]")
+        if self.weight_dtype not in WEIGHT_DTYPES:
+            raise ValueError(
+                f"weight_dtype must be one of {', '.join(WEIGHT_DTYPES)}, got {self.weight_dtype!r}"
+            )
+        if self.cpu_threads is not None and self.cpu_threads < 1:
+            raise ValueError("cpu_threads must be >= 1")
         if self.max_waiting < 0:
             raise ValueError("max_waiting must be >= 0")

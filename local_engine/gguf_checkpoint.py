@@ -16,6 +16,7 @@ llama-architecture files store the q and k rows permuted for llama.cpp's interle
 from __future__ import annotations
 
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ import numpy as np
 import torch
 
 from local_engine.errors import EngineError
+from local_engine.gguf_quants import GroupQuantized
 
 __all__ = [
     "DEQUANTIZABLE",
@@ -188,9 +190,12 @@ class GGUFFile:
                 cfg[key.rsplit(".", 1)[1]] = int(md[key])
         return cfg
 
-    def tensors(self) -> Iterator[tuple[str, torch.Tensor]]:
-        """Yield ``(hf_name, float32 tensor)`` for every tensor, dequantized one at a time."""
-        from local_engine.gguf_quants import dequantize
+    def tensors(
+        self, keep_4bit: bool = False
+    ) -> Iterator[tuple[str, torch.Tensor | GroupQuantized]]:
+        """Yield ``(hf_name, float32 tensor)`` for every tensor, dequantized one at a time; with
+        ``keep_4bit`` the 2-D Q4_0/Q4_1/Q4_K tensors come as their ``GroupQuantized`` parts."""
+        from local_engine.gguf_quants import FOUR_BIT_TYPES, dequantize, unpack_4bit
 
         permute = self.arch in PERMUTED_QK_ARCHS
         heads = {
@@ -206,10 +211,18 @@ class GGUFFile:
             for t in self._reader.tensors:
                 name = hf_tensor_name(t.name)
                 # gguf lists shapes innermost first
-                w = dequantize(t.data, t.tensor_type.name, tuple(int(d) for d in reversed(t.shape)))
+                shape = tuple(int(d) for d in reversed(t.shape))
+                qtype = t.tensor_type.name
                 kind = t.name.split(".")[-2]
-                if permute and kind in heads:
-                    w = _unpermute(w, heads[kind])
+                w: torch.Tensor | GroupQuantized
+                if keep_4bit and qtype in FOUR_BIT_TYPES and len(shape) == 2:
+                    w = GroupQuantized(*unpack_4bit(t.data, qtype, shape[-1]))
+                    if permute and kind in heads:
+                        w = w.map_rows(partial(_unpermute, n_head=heads[kind]))
+                else:
+                    w = dequantize(t.data, qtype, shape)
+                    if permute and kind in heads:
+                        w = _unpermute(w, heads[kind])
                 yield name, w
         finally:
             torch.set_num_threads(threads)

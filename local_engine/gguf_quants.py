@@ -17,14 +17,38 @@ Block layouts (ggml-common.h), one row of ``K`` columns = ``K / block`` blocks:
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 
-__all__ = ["FAST_TYPES", "GROUP", "dequantize", "unpack_4bit"]
+__all__ = ["FAST_TYPES", "FOUR_BIT_TYPES", "GROUP", "GroupQuantized", "dequantize", "unpack_4bit"]
 
 GROUP = 32  # columns per scale in every type here
 FOUR_BIT_TYPES = frozenset({"Q4_0", "Q4_1", "Q4_K"})
 FAST_TYPES = FOUR_BIT_TYPES | {"Q8_0", "F32", "F16", "BF16"}
+
+
+@dataclass(frozen=True, slots=True)
+class GroupQuantized:
+    """A 4-bit tensor as the file holds it: ``w = q * scale + offset`` per group of GROUP columns.
+
+    The checkpoint yields this instead of floats when the engine keeps weights in int4
+    (layers/quantization.py packs it for PyTorch's int4 matmul without re-rounding anything)."""
+
+    q: torch.Tensor  # [R, K] uint8 in 0..15
+    scale: torch.Tensor  # [R, K / GROUP] float32
+    offset: torch.Tensor  # [R, K / GROUP] float32
+
+    def dequantize(self) -> torch.Tensor:
+        rows, cols = self.q.shape
+        w = self.q.view(rows, -1, GROUP).float() * self.scale.unsqueeze(-1)
+        return (w + self.offset.unsqueeze(-1)).reshape(rows, cols)
+
+    def map_rows(self, fn: Callable[[torch.Tensor], torch.Tensor]) -> GroupQuantized:
+        """The same row permutation applied to q, scale and offset (llama's q/k un-permute)."""
+        return GroupQuantized(fn(self.q), fn(self.scale), fn(self.offset))
 
 
 def _bytes(data: np.ndarray) -> torch.Tensor:
@@ -71,10 +95,7 @@ def unpack_4bit(data: np.ndarray, qtype: str, cols: int) -> tuple[torch.Tensor, 
 
 
 def _dequant_4bit(data: np.ndarray, qtype: str, cols: int) -> torch.Tensor:
-    q, scale, off = unpack_4bit(data, qtype, cols)
-    rows = q.shape[0]
-    w = q.view(rows, -1, GROUP).float() * scale.unsqueeze(-1) + off.unsqueeze(-1)
-    return w.reshape(rows, cols)
+    return GroupQuantized(*unpack_4bit(data, qtype, cols)).dequantize()
 
 
 def dequantize(data: np.ndarray, qtype: str, shape: tuple[int, ...]) -> torch.Tensor:

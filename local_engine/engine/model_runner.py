@@ -22,11 +22,12 @@ from local_engine.engine.sequence import Sequence
 from local_engine.engine.step_inputs import StepInputs, prepare_step
 from local_engine.host_memory import tune_malloc
 from local_engine.layers.attention import AttentionMetadata, PagedAttention
+from local_engine.layers.quantization import quantize_model
 from local_engine.layers.sampler import build_sampling_batch, compute_logprobs, sample
 from local_engine.loader import eos_token_ids
 from local_engine.models.decoder_args import ModelConfigError
 from local_engine.models.registry import build_model, decoder_args
-from local_engine.models.weights import load_weights
+from local_engine.models.weights import Kept4Bit, load_weights
 
 if TYPE_CHECKING:
     from local_engine.checkpoint import Checkpoint
@@ -63,6 +64,18 @@ def _triton_decode() -> Callable[..., torch.Tensor] | None:
     return paged_decode
 
 
+def _set_cpu_threads(threads: int | None) -> None:
+    if threads is not None:
+        torch.set_num_threads(threads)
+    # the engine never forks inter-op work; one inter-op thread keeps a stray user of that
+    # pool from competing with the intra-op threads (settable once per process, before use)
+    if torch.get_num_interop_threads() != 1:
+        try:
+            torch.set_num_interop_threads(1)
+        except RuntimeError:
+            pass
+
+
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -88,8 +101,10 @@ class ModelRunner:
         self.device = resolve_device(config.device)
         self.dtype = resolve_dtype(config.dtype, self.device)
         self.block_size = config.block_size
-        if self.device.type == "cpu" and config.cpu_malloc_tuning:
-            tune_malloc()
+        if self.device.type == "cpu":
+            _set_cpu_threads(config.cpu_threads)
+            if config.cpu_malloc_tuning:
+                tune_malloc()
         hf_config = checkpoint.hf_config
         self.generation_config = checkpoint.generation_config
         self.eos_token_ids: set[int] = eos_token_ids(hf_config, self.generation_config)
@@ -97,7 +112,18 @@ class ModelRunner:
         self.vocab_size = self.args.vocab_size
         self.max_model_len = self._max_model_len(config)
         self.model = build_model(hf_config, self.max_model_len, self.dtype, self.device)
-        load_weights(self.model, checkpoint.tensors(), self.args.tie_word_embeddings)
+        self.num_params = sum(p.numel() for p in self.model.parameters())
+        self.weight_dtype = config.weight_dtype
+        kept: Kept4Bit | None = {} if config.weight_dtype == "int4" else None
+        load_weights(
+            self.model,
+            checkpoint.tensors(keep_4bit=kept is not None),
+            self.args.tie_word_embeddings,
+            kept,
+        )
+        if config.weight_dtype != "auto":
+            quantize_model(self.model, config.weight_dtype, kept)
+            del kept
         per_block = kv_cache.block_bytes(self.args, self.block_size, self.dtype)
         if self.device.type == "cuda":
             self._profile_forward()
@@ -137,13 +163,15 @@ class ModelRunner:
     def describe(self) -> str:
         """One line for the start-up log: what runs where, and how big the KV cache is."""
         a = self.args
-        params = sum(p.numel() for p in self.model.parameters())
+        params = self.num_params
         tokens = self.num_kv_blocks * self.block_size
         kv_gib = self.num_kv_blocks * kv_cache.block_bytes(a, self.block_size, self.dtype) / 2**30
         threads = f" ({torch.get_num_threads()} threads)" if self.device.type == "cpu" else ""
         return (
             f"{a.num_layers} layers, {params / 1e6:.1f}M parameters on {self.device}{threads}, "
-            f"dtype {str(self.dtype).removeprefix('torch.')}; KV cache {self.num_kv_blocks} blocks "
+            f"dtype {str(self.dtype).removeprefix('torch.')}"
+            + ("" if self.weight_dtype == "auto" else f", linear weights {self.weight_dtype}")
+            + f"; KV cache {self.num_kv_blocks} blocks "
             f"x {self.block_size} tokens = {tokens} tokens ({kv_gib:.2f} GiB)"
         )
 

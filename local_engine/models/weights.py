@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from local_engine.errors import EngineError
+from local_engine.gguf_quants import GroupQuantized
 from local_engine.layers.linear import default_weight_loader
 
 # checkpoint module name -> (our packed module, shard id)
@@ -48,7 +49,18 @@ def _shards(model: nn.Module, pname: str) -> set[object]:
     return set(shards) if shards and len(shards) > 1 else {None}
 
 
-def load_weights(model: nn.Module, tensors: Iterable[tuple[str, torch.Tensor]], tied: bool) -> None:
+# (parameter name, shard id) -> the 4-bit parts it was loaded from (layers/quantization.py)
+Kept4Bit = dict[tuple[str, object], GroupQuantized]
+
+
+def load_weights(
+    model: nn.Module,
+    tensors: Iterable[tuple[str, torch.Tensor | GroupQuantized]],
+    tied: bool,
+    kept_4bit: Kept4Bit | None = None,
+) -> None:
+    """Copy every checkpoint tensor into its parameter. 4-bit tensors are dequantized into it;
+    with ``kept_4bit`` their parts are also kept there, for an exact int4 repack."""
     params = dict(model.named_parameters())
     expected = {pname: _shards(model, pname) for pname in params}  # shards still to load
     unexpected: list[str] = []
@@ -61,6 +73,10 @@ def load_weights(model: nn.Module, tensors: Iterable[tuple[str, torch.Tensor]], 
             if param is None:
                 unexpected.append(name)
                 continue
+            if isinstance(tensor, GroupQuantized):
+                if kept_4bit is not None:
+                    kept_4bit[(pname, shard)] = tensor
+                tensor = tensor.dequantize()
             loader = getattr(param, "weight_loader", default_weight_loader)
             try:
                 loader(param, tensor.to(param.dtype), shard)

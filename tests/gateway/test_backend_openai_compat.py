@@ -21,6 +21,7 @@ from gateway.errors import (
     UpstreamTimeoutError,
     UpstreamUnavailableError,
 )
+from gateway.sse import json_of
 from tests.support.mock_openai import TOOL_CALL_ID, running_mock_openai
 from tests.support.servers import MockControl, running
 
@@ -389,6 +390,11 @@ SSE_SCRIPTS = {
         None,
         b"data: [DONE]\n\n",
     ],
+    "spaced_usage": [
+        b'data: {"choices":[{"index":0,"delta":{"content":"a"}}],"usage":null}\n\n',
+        b'data: {"choices": [], "usage" : {"prompt_tokens": 7, "completion_tokens": 1}}\n\n',
+        b"data: [DONE]\n\n",
+    ],
 }
 
 
@@ -539,3 +545,25 @@ async def test_upstream_cookies_are_never_replayed():
         finally:
             await b.close()
     assert seen == [None, None]
+
+
+@pytest.mark.parametrize("script", ["crlf", "two_lines", "spaced_usage"])
+async def test_stream_hands_on_each_events_data_parsed_once(sse_upstream, script):
+    """``last_json`` is the data of the event just yielded (what json_of reads from its
+    bytes; None for [DONE]), so the pipeline need not parse it again; usage is read from it
+    however the upstream spaces its JSON."""
+    b = make(sse_upstream, model=script)
+    seen = []
+    try:
+        stream = await b.open_stream(stream_req({"model": script, "stream": True, "messages": []}))
+        async for event in stream:
+            seen.append((event, stream.last_json))
+    finally:
+        await b.close()
+    assert seen[-1] == (b"data: [DONE]\n\n", None)
+    for event, obj in seen[:-1]:
+        assert obj == json_of(event) and isinstance(obj, dict)
+    if script == "two_lines":  # two data lines joined by a newline, as the SSE spec says
+        assert seen[0][1] == {"choices": [{"index": 0, "delta": {"content": "a"}}]}
+    if script == "spaced_usage":
+        assert (stream.usage.prompt_tokens, stream.usage.completion_tokens) == (7, 1)

@@ -388,8 +388,10 @@ def main() -> int:
         "threads": t,
         "rounds": args.rounds,
         "peers": {
-            p.name: " ".join(["llama-server", *p.cmd[1:]]).replace(str(gguf), "FILE")
-            for p in theirs
+            p.name: " ".join(
+                [*(f"{k}={v}" for k, v in spec.env.items()), "llama-server", *p.cmd[1:]]
+            ).replace(str(gguf), "FILE")
+            for p, (_, spec) in zip(theirs, peers, strict=True)
         },
         "peer_version": version,
         "peer_system_info": system_info,

@@ -14,9 +14,12 @@ inputs the int4/int8 kernels take a scalar path, 30-60x slower where measured).
               it is (``w = q * d + m`` -> ``zero = m + 8 * d``: the same q, scales in bfloat16);
               any other tensor is rounded to 4 bits per group (min/max), which is lossy.
 
-The logits projection stays in the engine's dtype: these kernels return bfloat16, and logits
-rounded to bfloat16 are 0.125 apart near 25, which tied the demo model's top two first tokens
-for "What is the capital of France?" (fp32: 25.33 vs 25.24) and changed its answer.
+The logits projection (a quarter of the demo model's multiply-adds: 49,152 x 576) runs in
+bfloat16 too, then each row's ``EXACT_TOP_LOGITS`` largest logits are recomputed from the
+float32 weights (``RefinedLogits``): bfloat16 logits are 0.125 apart near 25, which tied the demo
+model's top two first tokens for "What is the capital of France?" (float32: 25.33 vs 25.24) and
+changed its answer. So the greedy pick and the top logprobs are float32's; the tail of the
+distribution (what temperature sampling rarely reaches) keeps bfloat16's rounding.
 """
 
 from __future__ import annotations
@@ -37,11 +40,13 @@ __all__ = [
     "Int4Linear",
     "Int8Linear",
     "QuantizationError",
+    "RefinedLogits",
     "quantize_model",
 ]
 
 QUANTIZED_WEIGHT_DTYPES = tuple(d for d in WEIGHT_DTYPES if d != "auto")
 COMPUTE_DTYPE = torch.bfloat16
+EXACT_TOP_LOGITS = 20  # = sampling_params.MAX_TOP_LOGPROBS: top logprobs come out exact
 INT4_N_MULTIPLE = 16  # _convert_weight_to_int4pack_for_cpu packs rows in 16s
 
 
@@ -91,6 +96,26 @@ class Int8Linear(_QuantLinear):
 
     def _mm(self, x: torch.Tensor) -> torch.Tensor:
         return torch.ops.aten._weight_int8pack_mm(x, self.qweight, self.scales)
+
+
+class RefinedLogits(nn.Module):
+    """hidden [N, H] -> float32 logits [N, V]: bfloat16 matmul, the top ``k`` of each row exact."""
+
+    weight_bf16: torch.Tensor
+
+    def __init__(self, weight: torch.Tensor, k: int = EXACT_TOP_LOGITS) -> None:
+        super().__init__()
+        self.weight = weight  # [V, H] the float32 projection itself (tied: the embedding table)
+        self.register_buffer("weight_bf16", weight.detach().to(COMPUTE_DTYPE).contiguous())
+        self.k = min(k, weight.shape[0])
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        n, h = hidden.shape
+        logits = F.linear(hidden.to(COMPUTE_DTYPE), self.weight_bf16).float()  # [N, V]
+        top = logits.topk(self.k, dim=-1).indices  # [N, k]
+        rows = self.weight.index_select(0, top.flatten()).view(n, self.k, h)  # [N, k, H]
+        exact = torch.bmm(rows.float(), hidden.float().unsqueeze(-1)).squeeze(-1)  # [N, k]
+        return logits.scatter_(1, top, exact)
 
 
 def round_to_4bit(weight: torch.Tensor) -> GroupQuantized:
@@ -183,3 +208,8 @@ def quantize_model(
                 new = Bf16Linear(lin.weight, lin.bias)
             parent, _, attr = name.rpartition(".")
             setattr(model.get_submodule(parent) if parent else model, attr, new)
+        head = getattr(model, "lm_head", None)  # None when tied: the embedding table
+        weight = (model.get_submodule("model.embed_tokens") if head is None else head).weight
+        if not isinstance(weight, torch.Tensor):
+            raise QuantizationError("the logits projection has no weight tensor")
+        model.logits_head = RefinedLogits(weight)

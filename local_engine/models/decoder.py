@@ -115,6 +115,8 @@ class DecoderForCausalLM(nn.Module):
             self.lm_head = None
         else:
             self.lm_head = Linear(a.hidden_size, [a.vocab_size], False, dtype, device)
+        # hidden -> fp32 logits in place of the plain projection (layers/quantization.py sets it)
+        self.logits_head: nn.Module | None = None
 
     def forward(
         self, input_ids: torch.Tensor, positions: torch.Tensor, meta: AttentionMetadata
@@ -123,5 +125,7 @@ class DecoderForCausalLM(nn.Module):
 
     def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         # hidden: [N, hidden] -> logits: [N, V] fp32
+        if self.logits_head is not None:
+            return self.logits_head(hidden)
         weight = self.model.embed_tokens.weight if self.lm_head is None else self.lm_head.weight
         return F.linear(hidden, weight).float()

@@ -23,6 +23,7 @@ from local_engine.layers.quantization import (
     Int4Linear,
     Int8Linear,
     QuantizationError,
+    RefinedLogits,
     quantize_model,
     round_to_4bit,
 )
@@ -101,6 +102,19 @@ def test_int8_linear_is_per_channel_symmetric() -> None:
     torch.testing.assert_close(_columns(layer, 96), w, rtol=0, atol=float(w.abs().max()) / 127)
 
 
+def test_refined_logits_are_exact_where_the_choice_is_made() -> None:
+    g = torch.Generator().manual_seed(3)
+    weight, hidden = torch.randn(4096, 64, generator=g), torch.randn(16, 64, generator=g)
+    ref = F.linear(hidden, weight)
+    got = RefinedLogits(weight, k=20)(hidden)
+    assert got.dtype == torch.float32 and got.shape == ref.shape
+    assert torch.equal(got.argmax(-1), ref.argmax(-1))
+    top = ref.topk(10, dim=-1)  # near the 20th the bf16 order may swap in a neighbour
+    torch.testing.assert_close(got.gather(1, top.indices), top.values, rtol=1e-5, atol=1e-5)
+    # the tail: bfloat16 rounding only
+    torch.testing.assert_close(got, ref, rtol=2**-7, atol=float(ref.abs().max()) * 2**-8)
+
+
 def _runner(checkpoint, weight_dtype: str = "auto") -> ModelRunner:  # noqa: ANN001
     cfg = EngineConfig(
         model=str(checkpoint.path),
@@ -118,9 +132,11 @@ def test_int4_engine_on_a_q4_1_gguf_keeps_its_4bit_weights(
     gguf = GGUFCheckpoint(write_gguf(tiny_checkpoint("llama"), tmp_path / "q41.gguf", qtype="Q4_1"))
     ref, q4 = _runner(gguf), _runner(gguf, "int4")
     layers = dict(q4.model.named_modules())
-    # every decoder linear is int4; the (untied) logits projection stays float32, exact
+    # every decoder linear is int4; logits come from the (untied) float32 projection, refined
     assert [n for n, m in layers.items() if isinstance(m, Linear)] == ["lm_head"]
     assert isinstance(layers["model.layers.0.self_attn.qkv_proj"], Int4Linear)
+    assert isinstance(q4.model.logits_head, RefinedLogits)
+    assert q4.model.logits_head.weight is q4.model.lm_head.weight
     # the packed q/k/v and gate/up weights are the dequantized file's, shard by shard
     dense = dict(ref.model.named_parameters())
     for name in ("model.layers.0.self_attn.qkv_proj", "model.layers.1.mlp.gate_up_proj"):

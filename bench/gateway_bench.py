@@ -46,6 +46,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # run as a script: sibling modules
 
 from gateway_bench_targets import (  # noqa: E402
+    NATIVE_POLICY,
     UPSTREAM_KEY,
     BenchError,
     Server,
@@ -118,9 +119,12 @@ STREAM_END = {
 }
 
 
-def bodies(protocol: str) -> tuple[bytes, bytes]:
-    """(whole, streamed) request bodies for one protocol."""
+def bodies(protocol: str, native: bool = False) -> tuple[bytes, bytes]:
+    """(whole, streamed) request bodies for one protocol; ``native``: the same conversation
+    tagged for the native backends' rule (NATIVE_POLICY)."""
     b = BODIES[protocol]
+    if native:
+        b = {**b, "metadata": {**b["metadata"], "app": f"native-{protocol}"}}
     return (
         json.dumps(b, separators=(",", ":")).encode(),
         json.dumps({**b, "stream": True}, separators=(",", ":")).encode(),
@@ -228,9 +232,21 @@ def ratios(targets: dict[str, Target], stream: bool) -> dict[str, float]:
         "gateway@baseline",
         "floor",
         "litellm",
+        "gateway-messages-native",
+        "gateway-responses-native",
     ):
         if name in m:
             out[f"{name}_added_p50_ms"] = round(m[name][1]["p50_ms"] - d_lat, 3)
+    for proto in ("messages", "responses"):  # native pass-through vs the same caller translated
+        name, tr = f"gateway-{proto}-native", f"gateway-{proto}"
+        if name in m and tr in m:
+            out[f"{name}_vs_translated_throughput_x"] = round(
+                m[name][0]["rps"] / m[tr][0]["rps"], 2
+            )
+            if m[name][0]["cpu_us_per_req"] and m[tr][0]["cpu_us_per_req"]:
+                out[f"{name}_vs_translated_cpu_per_req_x"] = round(
+                    m[name][0]["cpu_us_per_req"] / m[tr][0]["cpu_us_per_req"], 2
+                )
     for name in PROTOCOL_ROWS:  # the issue's goal: within 25%
         if name in m and "gateway" in m:
             g, x = m["gateway"], m[name]
@@ -391,6 +407,20 @@ def markdown(result: dict, targets: dict[str, Target], args: argparse.Namespace)
             )
             + ".",
         ]
+    if "gateway-messages-native_vs_translated_throughput_x" in r:
+        lines += [
+            "",
+            "Native pass-through (gateway-*-native: a second gateway process, same policy plus an "
+            "Anthropic and a Responses backend that take those callers' bodies untranslated; the "
+            "mock answers in each protocol), vs the same caller translated to chat: "
+            + ", ".join(
+                f"{n} {r[f'{n}-native_vs_translated_throughput_x']}x req/s, "
+                f"{r.get(f'{n}-native_vs_translated_cpu_per_req_x', '-')}x CPU/req, "
+                f"added p50 {r[f'{n}-native_added_p50_ms']} vs {r[f'{n}_added_p50_ms']} ms"
+                for n in ("gateway-messages", "gateway-responses")
+            )
+            + ".",
+        ]
     g = result["goal"]
     lines += [
         "",
@@ -434,6 +464,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--no-protocols",
         action="store_true",
         help="skip the Anthropic Messages and OpenAI Responses rows (same gateway process)",
+    )
+    p.add_argument(
+        "--native",
+        action="store_true",
+        help="also the native pass-through rows (a second gateway whose Anthropic and Responses "
+        "backends take those callers' bodies untranslated; the mock answers in both protocols)",
     )
     p.add_argument(
         "--litellm-bin",
@@ -504,6 +540,19 @@ def main(argv: list[str] | None = None) -> int:
                 s = Server(f"gateway-{proto}", base_url + path, gw.key, gw.pid, protocol=proto)
                 check_answer(s, bodies(proto)[0], stream=False)
                 targets[s.name] = Target(s)
+        if args.native:  # its own process (NATIVE_POLICY), pinned like the other gateways
+            nat, _ = start_gateway(
+                stack, work, SERVER_CORE, upstream, name="gateway-native", policy_text=NATIVE_POLICY
+            )
+            base_url = nat.url.removesuffix("/chat/completions")
+            for proto, path in (("messages", "/messages"), ("responses", "/responses")):
+                s = Server(
+                    f"gateway-{proto}-native", base_url + path, nat.key, nat.pid, True, proto, True
+                )
+                headers = check_answer(s, bodies(proto, native=True)[0], stream=False)
+                if headers.get("x-gateway-native") is None:
+                    raise BenchError(f"{s.name}: answered translated, not natively: {headers}")
+                targets[s.name] = Target(s)
         if args.baseline:
             base, _ = start_gateway(
                 stack, work, SERVER_CORE, upstream, tree=args.baseline, name="gateway@baseline"
@@ -537,7 +586,7 @@ def main(argv: list[str] | None = None) -> int:
                         flush=True,
                     )
                     try:
-                        whole, streamed = bodies(t.server.protocol)
+                        whole, streamed = bodies(t.server.protocol, t.server.native)
                         measure_round(t, streamed if stream else whole, work, args, stream)
                     except (BenchError, LoadError) as exc:
                         if name != "litellm":

@@ -84,6 +84,37 @@ models:
         route: local
 """
 
+# The same gateway with two proprietary backends that take their callers' protocol natively
+# (gateway.backends.native), chosen by a metadata rule after the confidential one: an Anthropic backend
+# (kind litellm, anthropic/...) and a Responses server. Both are the mock upstream. A separate
+# process: a litellm backend imports litellm, which the chat rows' gateway never does.
+NATIVE_BACKENDS = """\
+  claude:
+    kind: litellm
+    model: anthropic/mock-model
+    base_url: {upstream}
+    api_key: os.environ/GATEWAY_BENCH_UPSTREAM_KEY
+    pricing: {{input_usd_per_mtok: 3, output_usd_per_mtok: 15}}
+  responses:
+    kind: openai_compatible
+    base_url: {upstream}
+    model: mock-model
+    api_key: os.environ/GATEWAY_BENCH_UPSTREAM_KEY
+    native_protocols: [responses]
+    pricing: {{input_usd_per_mtok: 2.5, output_usd_per_mtok: 10}}
+"""
+NATIVE_RULES = """\
+      - name: native-messages
+        when: {{metadata: {{app: native-messages}}}}
+        route: claude
+      - name: native-responses
+        when: {{metadata: {{app: native-responses}}}}
+        route: responses
+"""
+NATIVE_POLICY = POLICY.replace("models:\n", NATIVE_BACKENDS + "models:\n", 1).replace(
+    "      - name: needs-vision\n", NATIVE_RULES + "      - name: needs-vision\n", 1
+)
+
 LITELLM_CONFIG = """\
 model_list:
   - model_name: auto
@@ -111,6 +142,7 @@ class Server:
     pid: int | None  # the process to account CPU to (None: not ours to measure)
     streams: bool = True  # relays SSE as SSE
     protocol: str = "chat"  # chat | messages (Anthropic) | responses (OpenAI Responses)
+    native: bool = False  # its bodies ask for a backend that takes the protocol natively
 
 
 def free_port() -> int:
@@ -212,10 +244,11 @@ def start_gateway(
     upstream: str,
     tree: Path = ROOT,
     name: str = "gateway",
+    policy_text: str = POLICY,
 ) -> tuple[Server, Path]:
     """Our gateway from the source tree ``tree`` (another checkout gives an A/B comparison)."""
     policy = workdir / f"{name}-policy.yaml"  # one file each: a rewrite would make the other reload
-    policy.write_text(POLICY.format(upstream=upstream))
+    policy.write_text(policy_text.format(upstream=upstream))
     port = free_port()
     log = workdir / f"{name}.log"
     proc = stack.enter_context(

@@ -10,6 +10,8 @@ chunk when ``stream_options.include_usage`` is set).
     python bench/mock_upstream.py --port 9100 [--cpu 1] [--chunks 8]
 
 Routes: POST /v1/chat/completions, /v1/completions, /v1/embeddings; GET /v1/models, /health.
+Also POST /v1/messages (Anthropic Messages) and /v1/responses (OpenAI Responses), whole or
+streamed in their own event sequences: the targets of the gateway's native pass-through.
 Anything else: 404. A body that is not a JSON object: 400.
 """
 
@@ -101,6 +103,115 @@ def _stream_events(chunks: int, with_usage: bool) -> list[bytes]:
     return events
 
 
+def _named_sse_response(events: list[tuple[str, dict]]) -> bytes:
+    """Anthropic's and the Responses API's dialect: named events, no [DONE]."""
+    head = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncache-control: no-cache\r\ntransfer-encoding: chunked\r\n\r\n"
+    body = b"".join(
+        _chunk(b"event: " + name.encode() + b"\ndata: " + orjson.dumps(data) + b"\n\n")
+        for name, data in events
+    )
+    return head + body + b"0\r\n\r\n"
+
+
+def _pieces(chunks: int) -> list[str]:
+    n = len(REPLY_TEXT)
+    return [REPLY_TEXT[i * n // chunks : (i + 1) * n // chunks] for i in range(chunks)]
+
+
+def _messages_answers(chunks: int) -> tuple[dict, list[tuple[str, dict]]]:
+    """(a whole Anthropic message, the event sequence of the same answer streamed)."""
+    usage = {"input_tokens": USAGE["prompt_tokens"], "output_tokens": USAGE["completion_tokens"]}
+    msg = {
+        "id": "msg_mock",
+        "type": "message",
+        "role": "assistant",
+        "model": MODEL,
+        "content": [{"type": "text", "text": REPLY_TEXT}],
+        "stop_reason": "end_turn",
+        "stop_sequence": None,
+        "usage": usage,
+    }
+    start = {**msg, "content": [], "stop_reason": None, "usage": {**usage, "output_tokens": 1}}
+    events: list[tuple[str, dict]] = [
+        ("message_start", {"type": "message_start", "message": start}),
+        (
+            "content_block_start",
+            {
+                "type": "content_block_start",
+                "index": 0,
+                "content_block": {"type": "text", "text": ""},
+            },
+        ),
+    ]
+    for text in _pieces(chunks):
+        delta = {"type": "text_delta", "text": text}
+        events.append(
+            ("content_block_delta", {"type": "content_block_delta", "index": 0, "delta": delta})
+        )
+    events += [
+        ("content_block_stop", {"type": "content_block_stop", "index": 0}),
+        (
+            "message_delta",
+            {
+                "type": "message_delta",
+                "delta": {"stop_reason": "end_turn", "stop_sequence": None},
+                "usage": {"output_tokens": USAGE["completion_tokens"]},
+            },
+        ),
+        ("message_stop", {"type": "message_stop"}),
+    ]
+    return msg, events
+
+
+def _responses_answers(chunks: int) -> tuple[dict, list[tuple[str, dict]]]:
+    """(a whole Responses ``response``, the event sequence of the same answer streamed)."""
+    item = {
+        "type": "message",
+        "id": "msg_mock",
+        "status": "completed",
+        "role": "assistant",
+        "content": [{"type": "output_text", "text": REPLY_TEXT, "annotations": []}],
+    }
+    usage = {
+        "input_tokens": USAGE["prompt_tokens"],
+        "input_tokens_details": {"cached_tokens": 0},
+        "output_tokens": USAGE["completion_tokens"],
+        "output_tokens_details": {"reasoning_tokens": 0},
+        "total_tokens": USAGE["total_tokens"],
+    }
+    done = {
+        "id": "resp_mock",
+        "object": "response",
+        "created_at": CREATED,
+        "status": "completed",
+        "model": MODEL,
+        "output": [item],
+        "usage": usage,
+    }
+    seq = iter(range(10_000))
+
+    def ev(kind: str, **data: object) -> tuple[str, dict]:
+        return kind, {"type": kind, **data, "sequence_number": next(seq)}
+
+    start = {**done, "status": "in_progress", "output": [], "usage": None}
+    where = {"item_id": "msg_mock", "output_index": 0, "content_index": 0}
+    part = {"type": "output_text", "text": "", "annotations": []}
+    events = [
+        ev("response.created", response=start),
+        ev("response.in_progress", response=start),
+        ev("response.output_item.added", output_index=0, item={**item, "content": []}),
+        ev("response.content_part.added", **where, part=part),
+    ]
+    events += [ev("response.output_text.delta", **where, delta=t) for t in _pieces(chunks)]
+    events += [
+        ev("response.output_text.done", **where, text=REPLY_TEXT),
+        ev("response.content_part.done", **where, part=item["content"][0]),
+        ev("response.output_item.done", output_index=0, item=item),
+        ev("response.completed", response=done),
+    ]
+    return done, events
+
+
 def build_answers(chunks: int = DEFAULT_CHUNKS) -> dict[str, bytes]:
     """Every whole HTTP response the mock can send, keyed by kind; built once."""
     chat = {
@@ -136,7 +247,13 @@ def build_answers(chunks: int = DEFAULT_CHUNKS) -> dict[str, bytes]:
         "object": "list",
         "data": [{"id": MODEL, "object": "model", "created": CREATED, "owned_by": "mock"}],
     }
+    message, message_events = _messages_answers(chunks)
+    response, response_events = _responses_answers(chunks)
     return {
+        "messages": _response(b"200 OK", orjson.dumps(message)),
+        "messages_stream": _named_sse_response(message_events),
+        "responses": _response(b"200 OK", orjson.dumps(response)),
+        "responses_stream": _named_sse_response(response_events),
         "chat": _response(b"200 OK", orjson.dumps(chat)),
         "completions": _response(b"200 OK", orjson.dumps(text)),
         "embeddings": _response(b"200 OK", orjson.dumps(emb)),
@@ -163,6 +280,8 @@ POST_ROUTES = {
     b"/v1/chat/completions": "chat",
     b"/v1/completions": "completions",
     b"/v1/embeddings": "embeddings",
+    b"/v1/messages": "messages",
+    b"/v1/responses": "responses",
 }
 GET_ROUTES = {b"/v1/models": "models", b"/health": "health"}
 
@@ -241,6 +360,8 @@ class MockUpstream(asyncio.Protocol):
             so = req.get("stream_options")
             usage = isinstance(so, dict) and so.get("include_usage") is True
             return self.answers["chat_stream_usage" if usage else "chat_stream"]
+        if kind in ("messages", "responses") and req.get("stream") is True:
+            return self.answers[kind + "_stream"]
         return self.answers[kind]
 
     def _close(self) -> None:

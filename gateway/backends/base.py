@@ -87,6 +87,7 @@ class UpstreamStream(ABC):
     usage: Usage | None = None
     protocol: WireProtocol = "openai"  # a native stream yields the caller's protocol's events
     answer: dict[str, Any] | None = None  # a native stream's final answer, where it sends one
+    relayed: int = 0  # events a native stream yielded (one item may hold several)
     # The data of the event the iterator yielded last, set before every yield by a stream that
     # parses each event anyway (SSEStream validates them); None: not parsed, read the bytes.
     last_json: dict[str, Any] | None = None

@@ -215,8 +215,9 @@ class NativeEndpoint:
 
 
 class NativeStream(UpstreamStream):
-    """The upstream's own events, relayed one by one; usage (and, for Responses, the final
-    ``response``) noted on the way. Ends after the protocol's last event."""
+    """The upstream's own events, relayed as they come: what one read brought goes out as one
+    piece (``relayed`` counts the events); usage (and, for Responses, the final ``response``)
+    noted on the way. Ends after the protocol's last event."""
 
     def __init__(self, ep: NativeEndpoint, resp: aiohttp.ClientResponse, protocol: Any) -> None:
         self.model = ep.model
@@ -229,6 +230,7 @@ class NativeStream(UpstreamStream):
         self._first: bytes | None = None
         self._usage: dict[str, Any] = {}  # merged as events bring it (Anthropic sends it in two)
         self._done = False
+        self._failed: UpstreamError | None = None  # raised after the events before it are out
 
     async def prime(self) -> None:
         try:
@@ -295,17 +297,39 @@ class NativeStream(UpstreamStream):
                 return None
             self._reader.feed(chunk)
 
+    def _buffered(self) -> bytes | None:
+        """The next event already read, if any (never waits)."""
+        event = self._reader.next()
+        if event is None or event == DONE:
+            return None
+        self._inspect(event)
+        return event
+
     async def __aiter__(self) -> AsyncIterator[bytes]:
         first, self._first = self._first, None
         if first is not None:
+            self.relayed += 1
             yield first
         while not self._done:
+            if self._failed is not None:
+                raise self._failed
             event = await self._next_event()
             if event is None:
                 raise UpstreamError(
                     f"backend {self._ep.name!r} ended the stream before its last event"
                 )
-            yield event
+            batch = [event]
+            while not self._done:  # what the same read brought: one write to the caller
+                try:
+                    more = self._buffered()
+                except UpstreamError as exc:
+                    self._failed = exc
+                    break
+                if more is None:
+                    break
+                batch.append(more)
+            self.relayed += len(batch)
+            yield event if len(batch) == 1 else b"".join(batch)
 
     async def aclose(self) -> None:
         if self._done:

@@ -673,7 +673,7 @@ class Pipeline:
         o.started = True
         enc: StreamEncoder | None = None
         if c.codec is not None:  # a relayed native stream needs only the codec's error event
-            enc = RelayedStream(c.codec, lambda: o.events) if native else c.codec.stream(req)
+            enc = RelayedStream(c.codec, lambda: stream.relayed) if native else c.codec.stream(req)
         o.encoder = enc
         ticket = None
         if self.shadow is not None and not native:

@@ -116,3 +116,27 @@ async def test_bad_body_is_a_400(upstream):
         b"Content-Length: 3\r\n\r\n{x}",
     )
     assert data.startswith(b"HTTP/1.1 400 ")
+
+
+async def test_messages_and_responses_for_the_native_rows(upstream):
+    """The two native protocols, whole and streamed, as their official SDKs read them."""
+    import anthropic
+
+    ac = anthropic.AsyncAnthropic(
+        base_url=f"http://127.0.0.1:{upstream}", api_key="sk-test", max_retries=0
+    )
+    async with ac:
+        kw = {"model": "m", "max_tokens": 8, "messages": [{"role": "user", "content": "hi"}]}
+        msg = await ac.messages.create(**kw)
+        assert msg.content[0].text == mock.REPLY_TEXT and msg.usage.output_tokens == 13
+        async with ac.messages.stream(**kw) as s:
+            kinds = [e.type async for e in s]
+            final = await s.get_final_message()
+        assert final.content[0].text == mock.REPLY_TEXT and kinds.count("text") == 4
+    async with _client(upstream) as client:
+        r = await client.responses.create(model="m", input="hi")
+        assert r.output_text == mock.REPLY_TEXT and r.usage.total_tokens == 25
+        async with client.responses.stream(model="m", input="hi") as s:
+            kinds = [e.type async for e in s]
+            final = await s.get_final_response()
+        assert final.output_text == mock.REPLY_TEXT and kinds[-1] == "response.completed"

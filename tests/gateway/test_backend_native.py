@@ -50,14 +50,16 @@ def _request(protocol: str) -> UpstreamRequest:
     return UpstreamRequest("chat", body, stream=True, protocol=protocol)  # type: ignore[arg-type]
 
 
-async def _drain(ep, req: UpstreamRequest) -> tuple[list[bytes], object]:
+async def _drain(ep, req: UpstreamRequest, events: list[bytes] | None = None):
+    """(the events relayed, one per item: an item holds what one read brought; the stream)."""
     stream = await ep.open_stream(req)
-    events: list[bytes] = []
+    events = [] if events is None else events
     try:
         async for e in stream:
-            events.append(e)
+            events += [x + b"\n\n" for x in e.split(b"\n\n") if x]
     finally:
         await stream.aclose()
+    assert stream.relayed == len(events)
     return events, stream
 
 
@@ -82,19 +84,29 @@ def _gpt(base: str):
 
 
 def test_anthropic_error_event_mid_stream_raises_without_the_key():
-    body = _ev(
-        "message_start",
-        {"type": "message_start", "message": {"model": "claude-x", "usage": {"input_tokens": 3}}},
-    ) + _ev(
-        "error",
-        {"type": "error", "error": {"type": "overloaded_error", "message": f"busy {SECRET}"}},
+    body = (
+        _ev(
+            "message_start",
+            {
+                "type": "message_start",
+                "message": {"model": "claude-x", "usage": {"input_tokens": 3}},
+            },
+        )
+        + _ev("ping", {"type": "ping"})
+        + _ev(
+            "error",
+            {"type": "error", "error": {"type": "overloaded_error", "message": f"busy {SECRET}"}},
+        )
     )
     seen: list[web.Request] = []
     with running(_scripted(body, seen)) as base:
         ep = _claude(base)
+        got: list[bytes] = []
         with pytest.raises(UpstreamError) as e:
-            asyncio.run(_drain(ep, _request("anthropic")))
+            asyncio.run(_drain(ep, _request("anthropic"), got))
     assert "busy" in e.value.message and SECRET not in e.value.message
+    # what came before the error (read in the same piece as it) went out first
+    assert [x.split(b"\n", 1)[0] for x in got] == [b"event: message_start", b"event: ping"]
     [req] = seen
     assert req.path == "/v1/messages" and req.headers["x-api-key"] == SECRET
     assert req.headers["anthropic-version"]  # the default, since the caller sent none

@@ -185,14 +185,27 @@ def _cost(prompt: int, completion: int) -> float:
     return (prompt * IN_USD + completion * OUT_USD) / 1e6
 
 
-def _metric(url: str, name: str, **labels: str) -> float:
+def _samples(url: str, name: str, **labels: str) -> list[float]:
     text = httpx.get(url + "/metrics").text
-    total = 0.0
-    for fam in text_string_to_metric_families(text):
-        for s in fam.samples:
-            if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()):
-                total += s.value
-    return total
+    return [
+        s.value
+        for fam in text_string_to_metric_families(text)
+        for s in fam.samples
+        if s.name == name and all(s.labels.get(k) == v for k, v in labels.items())
+    ]
+
+
+def _metric(url: str, name: str, **labels: str) -> float:
+    return sum(_samples(url, name, **labels))
+
+
+def _eventually(check, timeout_s: float = 20.0):
+    """``check()``'s value once it is truthy: the gateway records metrics and spend after the
+    answer is out, so a client may look before they are written."""
+    deadline = time.monotonic() + timeout_s
+    while not (got := check()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return got
 
 
 # A conversation with everything translation drops: thinking (and a signed thinking block of an
@@ -261,10 +274,16 @@ def test_thinking_and_cache_control_pass_through(stack, stream):
         assert float(headers["x-gateway-cost-usd"]) == pytest.approx(
             _cost(prompt, msg.usage.output_tokens)
         )
-    after = _metric(stack["url"], "gateway_requests_total", backend="claude", protocol="anthropic")
-    assert after == calls + 1
-    prompt1 = _metric(stack["url"], "gateway_prompt_tokens_total", backend="claude")
-    assert prompt1 - prompt0 == prompt  # usage read from the answer (stream: from its events)
+    labels = {"backend": "claude", "protocol": "anthropic"}
+    assert _eventually(
+        lambda: _metric(stack["url"], "gateway_requests_total", **labels) == calls + 1
+    )
+    assert _eventually(  # usage read from the answer (stream: from its events)
+        lambda: (
+            _metric(stack["url"], "gateway_prompt_tokens_total", backend="claude")
+            == prompt0 + prompt
+        )
+    )
 
 
 def test_tool_use_round_trip_natively(stack):
@@ -533,6 +552,13 @@ def test_native_spend_counts_against_the_team_budget(stack):
         first = ac.messages.with_raw_response.create(**copy.deepcopy(MESSAGES_KW))
         assert first.headers["x-gateway-native"] == "anthropic"
         assert float(first.headers["x-gateway-cost-usd"]) > 0.00001
+        # the spend is charged once the answer is out: wait until the team's budget shows it
+        assert _eventually(
+            lambda: (
+                _samples(stack["url"], "gateway_budget_remaining_usd", scope="team:thrifty")
+                == [0.0]
+            )
+        )
         second = ac.messages.with_raw_response.create(**copy.deepcopy(MESSAGES_KW))
         assert second.headers["x-gateway-backend"] == "local"
         third = oc.responses.with_raw_response.create(**REASONING_KW)

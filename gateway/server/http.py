@@ -171,13 +171,12 @@ async def send_chunk(send, data: bytes) -> None:
     await send({"type": "http.response.body", "body": data, "more_body": True})
 
 
-async def end_body(send) -> None:
-    await send({"type": "http.response.body", "body": b"", "more_body": False})
+async def end_body(send, last: bytes = b"") -> None:
+    """The end of a streamed body, with its ``last`` bytes: one write, not two."""
+    await send({"type": "http.response.body", "body": last, "more_body": False})
 
 
 async def end_stream_with_error(send, exc: GatewayError) -> None:
     """After SSE headers went out, an error can only go in-band: an OpenAI-style error event
     (the SDK raises APIError on it), ``[DONE]``, and the end of the stream."""
-    await send_chunk(send, frame(exc.to_json()))
-    await send_chunk(send, DONE)
-    await end_body(send)
+    await end_body(send, frame(exc.to_json()) + DONE)

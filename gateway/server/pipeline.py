@@ -270,8 +270,7 @@ class Pipeline:
             late = UpstreamTimeoutError("the request took longer than server.request_timeout_s")
             if o.started:  # mid-stream: end the stream with an error event
                 if codec is None:
-                    await send_chunk(send, frame(late.to_json()))
-                    await end_body(send)
+                    await end_body(send, frame(late.to_json()))
                 else:  # numbered after what the stream's encoder already sent
                     await _end_encoded(send, o.encoder or codec.stream(req), late)
             else:
@@ -615,18 +614,16 @@ class Pipeline:
             return 200
         await start_sse(send, hdrs)
         if c.codec is None:
-            for event in completion_to_sse(entry.body, c.req.include_usage):
-                await send_chunk(send, event)
+            events = completion_to_sse(entry.body, c.req.include_usage)
         else:
             enc = o.encoder = c.codec.stream(c.req)
+            events = []
             for event in completion_to_sse(entry.body, True):
                 chunk = json_of(event)
-                for out in enc.feed(chunk) if isinstance(chunk, dict) else ():
-                    await send_chunk(send, out)
-            for out in enc.finish():
-                await send_chunk(send, out)
+                events += enc.feed(chunk) if isinstance(chunk, dict) else ()
+            events += enc.finish()
             await self._stream_answered(c, enc)
-        await end_body(send)
+        await end_body(send, b"".join(events))  # the whole answer is here: one write
         return 200
 
     async def _stream_answered(self, c: Call, enc: StreamEncoder) -> None:
@@ -754,17 +751,15 @@ class Pipeline:
             if enc is not None:
                 await _end_encoded(send, enc, exc)
             else:
-                await send_chunk(send, frame(exc.to_json()))
-                await send_chunk(send, DONE)
-                await end_body(send)
+                await end_body(send, frame(exc.to_json()) + DONE)
             return False
         if native:
-            pass  # the upstream's own last event is out
+            last = b""  # the upstream's own last event is out
         elif enc is not None:
-            await send_chunk(send, b"".join(enc.finish()))
+            last = b"".join(enc.finish())
         else:
-            await send_chunk(send, DONE)
-        await end_body(send)
+            last = DONE
+        await end_body(send, last)  # the last events and the end of the body: one write
         return True
 
     # ------------------------------------------------------------ native pass-through
@@ -802,8 +797,7 @@ class Pipeline:
 
 async def _end_encoded(send: Send, enc: StreamEncoder, exc: GatewayError) -> None:
     """End a stream in the caller's protocol with its error event (one write)."""
-    await send_chunk(send, b"".join(enc.error(exc)))
-    await end_body(send)
+    await end_body(send, b"".join(enc.error(exc)))
 
 
 def _upstream_message(exc: UpstreamError) -> str:

@@ -197,14 +197,18 @@ class ResponsesCodec(Codec):
     async def answered(self, req: Request, answer: dict[str, Any], team: str) -> None:
         if not (req.native or {}).get("store", True):
             return
+        native = req.native or {}
         messages = [m for m in req.body["messages"]] + responses.output_messages(answer)
-        # the same conversation as Responses items, for a backend that takes them natively
-        items = (
-            (req.native_history or [])
-            + responses.input_items((req.native or {}).get("input"))
-            + responses.replay_items(answer)
-        )
-        record = {"response": answer, "messages": messages, "items": items}
+        record: dict[str, Any] = {"response": answer, "messages": messages}
+        if native.get("previous_response_id") is None or req.native_history is not None:
+            # the same conversation as Responses items, for a backend that takes them natively
+            # (not for one continued from a record in chat form only: its items would lack the
+            # start, so that conversation stays translated)
+            record["items"] = (
+                (req.native_history or [])
+                + responses.input_items(native.get("input"))
+                + responses.replay_items(answer)
+            )
         rid = answer.get("id")  # a native answer's id is the upstream's
         rid = rid if isinstance(rid, str) else req.response_id
         await self.state.put_blob(response_key(team, rid), orjson.dumps(record), self.ttl_s)

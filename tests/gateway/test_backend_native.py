@@ -211,3 +211,29 @@ def test_gateway_check_shows_which_backends_take_callers_natively():
         elif line.strip().startswith("native:"):
             native[backend] = line.split(":", 1)[1].strip()
     assert native == {"openai": "responses", "anthropic": "anthropic"}
+
+
+def test_a_conversation_stored_in_chat_form_only_stays_translated():
+    """A record from before native pass-through (no items): continuing it natively would drop
+    its start, so the codec says "translate", and the answer's record keeps the chain so."""
+    from gateway.protocols.codecs import ResponsesCodec, response_key
+    from gateway.state.memory import MemoryState
+
+    codec = ResponsesCodec(MemoryState())
+    old = {"response": {"id": "resp_old"}, "messages": [{"role": "user", "content": "tea"}]}
+
+    async def scenario():
+        await codec.state.put_blob(response_key("t", "resp_old"), json.dumps(old).encode(), 60)
+        body = {"model": "auto", "input": "and cake", "previous_response_id": "resp_old"}
+        req = await codec.decode(body, json.dumps(body).encode(), "t")
+        assert codec.native_body(req) is None  # translated
+        await codec.answered(req, {"id": "resp_new", "output": []}, "t")
+        new = await codec.load("t", "resp_new")
+        assert "items" not in new and len(new["messages"]) == 3
+        fresh = {"model": "auto", "input": "hello"}  # a new conversation: items from the start
+        req = await codec.decode(fresh, json.dumps(fresh).encode(), "t")
+        assert codec.native_body(req) == (fresh, json.dumps(fresh).encode())
+        await codec.answered(req, {"id": "resp_2", "output": []}, "t")
+        assert (await codec.load("t", "resp_2"))["items"] == [{"role": "user", "content": "hello"}]
+
+    asyncio.run(scenario())

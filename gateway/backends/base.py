@@ -58,6 +58,9 @@ class UpstreamRequest:
     # The body's protocol: OpenAI's, or a caller's own (Anthropic Messages, Responses) for a
     # backend that takes it natively
     protocol: WireProtocol = "openai"
+    # A native body asking the model to reason (Responses ``reasoning`` or reasoning items,
+    # Anthropic ``thinking``): only for backends whose model reasons (``Backend.takes``)
+    reasoning: bool = False
 
 
 @dataclass(slots=True)
@@ -107,6 +110,13 @@ class Backend(ABC):
     model: str
     self_hosted: bool
     native: frozenset[str] = frozenset()  # caller protocols taken natively (see the module doc)
+    # False: the model refuses reasoning parameters (capabilities.reasoning: false, e.g. from
+    # litellm's map for gpt-4o), so a native body asking for reasoning is translated instead
+    native_reasoning: bool = True
+
+    def takes(self, request: UpstreamRequest) -> bool:
+        """This native request can go to this backend as it is."""
+        return request.protocol in self.native and (self.native_reasoning or not request.reasoning)
 
     @abstractmethod
     async def complete(self, request: UpstreamRequest) -> UpstreamResponse:
@@ -134,4 +144,4 @@ class Upstreams:
 
     def pick(self, backend: Backend) -> UpstreamRequest:
         n = self.native
-        return n if n is not None and n.protocol in backend.native else self.chat
+        return n if n is not None and backend.takes(n) else self.chat

@@ -29,6 +29,7 @@ from gateway.backends.litellm_format import (
     usage_of,
 )
 from gateway.backends.native import endpoints_for
+from gateway.backends.pricing import resolve_capabilities
 from gateway.config.schema import BackendConfig
 from gateway.errors import UpstreamError
 from gateway.sse import DONE, data_event, json_of
@@ -143,6 +144,7 @@ class LiteLLMBackend(Backend):
         # Anthropic callers' Messages bodies go to Anthropic's API as sent, not through litellm
         self._natives = endpoints_for(name, cfg, self._secret)
         self.native = frozenset(self._natives)
+        self.native_reasoning = resolve_capabilities(cfg).reasoning is not False
 
     def _kwargs(self, request: UpstreamRequest) -> dict[str, Any]:
         body = request.body

@@ -19,6 +19,7 @@ import orjson
 
 from gateway.backends.base import Backend, UpstreamRequest, UpstreamResponse, UpstreamStream, Usage
 from gateway.backends.native import endpoints_for
+from gateway.backends.pricing import resolve_capabilities
 from gateway.backends.upstream_errors import (
     connection_error,
     error_from_response,
@@ -94,6 +95,7 @@ class OpenAICompatBackend(Backend):
         # e.g. vLLM or OpenAI itself taking Responses callers' bodies as sent (same session)
         self._natives = endpoints_for(name, cfg, self._secret, self._client)
         self.native = frozenset(self._natives)
+        self.native_reasoning = resolve_capabilities(cfg).reasoning is not False
 
     # ------------------------------------------------------------ plumbing
 

@@ -45,6 +45,8 @@ _CAPABILITY_FIELDS = {
     "supports_function_calling": "tools",
     "supports_response_schema": "json_schema",
 }
+# A model the map knows without this flag does not reason (gpt-4o, gpt-4.1): it is absent there.
+_FLAG_FIELDS = {"supports_reasoning": "reasoning"}
 
 
 @lru_cache(maxsize=1)
@@ -114,6 +116,8 @@ def resolve_capabilities(cfg: BackendConfig) -> Capabilities:
         v = entry.get(src)
         if v is not None:
             known[dst] = v
+    for src, dst in _FLAG_FIELDS.items():
+        known[dst] = bool(entry.get(src))
     mode = entry.get("mode")
     if mode is not None:
         known["embeddings"] = mode == "embedding"

@@ -84,6 +84,11 @@ class Capabilities(Strict):
     tools: bool | None = None
     json_schema: bool | None = None
     embeddings: bool | None = None
+    # The model reasons (Responses ``reasoning``, Anthropic ``thinking``). False: a native
+    # backend gets a request that asks for it translated instead (the field dropped), since
+    # the model would refuse it with a 400 (e.g. gpt-4o and ``reasoning``). None: unknown,
+    # sent natively as asked.
+    reasoning: bool | None = None
 
 
 class Pricing(Strict):

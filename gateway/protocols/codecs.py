@@ -84,6 +84,10 @@ class Codec:
         of its events."""
         raise NotImplementedError
 
+    def reasons(self, body: dict[str, Any]) -> bool:
+        """The native body asks the model to reason (a model that does not refuses it)."""
+        return False
+
 
 class RelayedStream:
     """The encoder of a stream relayed from a native backend: its events pass untouched, so
@@ -132,6 +136,10 @@ class AnthropicCodec(Codec):
 
     def native_error(self, exc: GatewayError, relayed: int) -> bytes:
         return anthropic.error_event(exc)
+
+    def reasons(self, body: dict[str, Any]) -> bool:
+        thinking = body.get("thinking")
+        return isinstance(thinking, dict) and thinking.get("type") != "disabled"
 
 
 def response_key(team: str, rid: str) -> str:
@@ -190,6 +198,19 @@ class ResponsesCodec(Codec):
 
     def native_error(self, exc: GatewayError, relayed: int) -> bytes:
         return responses.error_event(exc, relayed)  # upstreams number their events from 0
+
+    def reasons(self, body: dict[str, Any]) -> bool:
+        """``reasoning``, encrypted reasoning asked back, or reasoning items in ``input`` (a
+        conversation begun on a reasoning model)."""
+        if body.get("reasoning") is not None:
+            return True
+        include = body.get("include")
+        if isinstance(include, list) and "reasoning.encrypted_content" in include:
+            return True
+        items = body.get("input")
+        return isinstance(items, list) and any(
+            isinstance(it, dict) and it.get("type") == "reasoning" for it in items
+        )
 
     def stream(self, req: Request) -> StreamEncoder:
         return responses.ResponsesStream(req.native or {}, req.response_id, req.model)

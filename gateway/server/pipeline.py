@@ -389,7 +389,7 @@ class Pipeline:
     def _cache_plan(self, c: Call, native: UpstreamRequest | None) -> tuple[str, str | None]:
         if self.cache is None:
             return "bypass", None
-        if native is not None and native.protocol in c.rt.backends[c.decision.candidates[0]].native:
+        if native is not None and c.rt.backends[c.decision.candidates[0]].takes(native):
             # the first choice answers natively, not with a chat completion: nothing to look up
             # (a translated answer would drop what native keeps) and nothing to store
             self.metrics.record_cache("bypass")
@@ -781,14 +781,17 @@ class Pipeline:
         for h in codec.native_headers:  # e.g. anthropic-version and -beta, as the caller sent them
             if h in c.headers:
                 headers[h] = c.headers[h]
-        return UpstreamRequest(
+        up = UpstreamRequest(
             operation="chat",
             body=body,
             raw=raw,
             stream=stream,
             headers=headers,
             protocol=codec.protocol,  # type: ignore[arg-type]
+            reasoning=codec.reasons(body),
         )
+        # e.g. reasoning asked of a model that refuses it: every candidate translates
+        return up if any(backends[n].takes(up) for n in c.decision.candidates) else None
 
     def _mark_native(self, o: Outcome, protocol: str) -> None:
         o.cache = "bypass"  # a native answer is not a chat completion: not cached

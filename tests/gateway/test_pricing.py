@@ -99,6 +99,18 @@ def test_capabilities_from_the_map():
     assert emb.embeddings is True and emb.chat is False
 
 
+def test_reasoning_from_the_map_absent_means_no():
+    """The map flags reasoning models; one it knows without the flag does not reason (gpt-4o
+    answers 400 to ``reasoning``). Unknown (self-hosted, not in the map): None, not guessed."""
+    assert resolve_capabilities(backend()).reasoning is False
+    assert resolve_capabilities(backend(model="gpt-5-mini")).reasoning is True
+    claude = {"kind": "litellm", "model": "anthropic/claude-sonnet-4-5"}
+    assert resolve_capabilities(parse_backend(claude)).reasoning is True
+    assert resolve_capabilities(backend(model="my-vllm", self_hosted=True)).reasoning is None
+    declared = backend(model="gpt-5-mini", capabilities={"reasoning": False})
+    assert resolve_capabilities(declared).reasoning is False
+
+
 def test_policy_capabilities_override_the_map():
     caps = resolve_capabilities(backend(capabilities={"vision": False, "context_window": 4096}))
     assert caps.vision is False and caps.context_window == 4096 and caps.tools is True

@@ -88,11 +88,30 @@ backends:
     labels: {{origin: us}}
     pricing: {{input_usd_per_mtok: {in_usd}, output_usd_per_mtok: {out_usd}}}
     retry: {{max_attempts: 1}}
+  gpt4o:  # opted in, but gpt-4o does not reason (litellm's map): reasoning asked is translated
+    kind: openai_compatible
+    base_url: {gpt}
+    model: gpt-4o
+    api_key: os.environ/GPT_KEY
+    native_protocols: [responses]
+    labels: {{origin: us}}
+    retry: {{max_attempts: 1}}
+  claude-plain:  # declared a model without extended thinking
+    kind: litellm
+    model: anthropic/claude-sonnet-4-5
+    base_url: {anthropic}
+    api_key: os.environ/UP_KEY
+    capabilities: {{reasoning: false}}
+    labels: {{origin: us}}
+    pricing: {{input_usd_per_mtok: {in_usd}, output_usd_per_mtok: {out_usd}}}
+    retry: {{max_attempts: 1}}
 models:
   auto:
     rules:
       - {{name: to-claude, when: {{headers: {{x-route: claude}}}}, route: [claude, local]}}
       - {{name: to-gpt, when: {{headers: {{x-route: gpt}}}}, route: [gpt, local]}}
+      - {{name: to-gpt4o, when: {{headers: {{x-route: gpt4o}}}}, route: [gpt4o, local]}}
+      - {{name: to-plain, when: {{headers: {{x-route: claude-plain}}}}, route: [claude-plain]}}
       - {{name: everyday, route: local}}
 """
 
@@ -497,6 +516,40 @@ def test_native_responses_error_is_an_openai_exception(stack):
         with pytest.raises(openai.BadRequestError) as e:
             client.responses.create(**REASONING_KW)
     assert GPT_KEY not in str(e.value.body)
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_reasoning_asked_of_a_model_that_refuses_it_is_translated(stack, stream):
+    """gpt-4o answers 400 to ``reasoning`` (as Codex sends it): a native backend whose model
+    does not reason gets such a request translated (the field dropped), not a 400; a request
+    without reasoning still goes natively. No 400 is retried: none is provoked."""
+    with _openai(stack, route="gpt4o") as client:
+        final, headers = _responses_call(client, stream, **REASONING_KW)
+        assert headers["x-gateway-backend"] == "gpt4o" and "x-gateway-native" not in headers
+        assert final.output_text == "echo: think about tea"
+        [chat] = stack["gpt"].requests
+        assert chat.path == "/v1/chat/completions" and chat.body["model"] == "gpt-4o"
+        assert "reasoning" not in chat.body
+        plain = {"model": "auto", "input": "hello tea", "store": False}
+        final, headers = _responses_call(client, stream, **plain)
+    assert headers["x-gateway-native"] == "responses" and final.output_text == "echo: hello tea"
+    assert [r.path for r in stack["gpt"].requests] == ["/v1/chat/completions", "/v1/responses"]
+    assert not stack["local"].requests
+
+
+def test_thinking_asked_of_a_backend_declared_without_it_is_translated(stack):
+    with _anthropic(stack, route="claude-plain") as client:
+        raw = client.messages.with_raw_response.create(**copy.deepcopy(MESSAGES_KW))
+        msg = raw.parse()
+        assert "x-gateway-native" not in raw.headers
+        assert [b.type for b in msg.content] == ["text"]
+        [rec] = stack["anthropic"].requests  # through litellm: no thinking, no cache_control
+        assert "thinking" not in rec.body and rec.body["model"] == "claude-sonnet-4-5"
+        kw = {k: v for k, v in copy.deepcopy(MESSAGES_KW).items() if k != "thinking"}
+        kw["messages"] = kw["messages"][-1:]
+        raw = client.messages.with_raw_response.create(**kw)
+    assert raw.headers["x-gateway-native"] == "anthropic"
+    assert stack["anthropic"].requests[-1].body["system"] == MESSAGES_KW["system"]
 
 
 # ---------------------------------------------------------------- policy binds native calls

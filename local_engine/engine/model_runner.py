@@ -124,7 +124,14 @@ class ModelRunner:
         if config.weight_dtype != "auto":
             quantize_model(self.model, config.weight_dtype, kept)
             del kept
-        per_block = kv_cache.block_bytes(self.args, self.block_size, self.dtype)
+        # quantized weights on CPU: K/V come out of a bfloat16 matmul and attention feeds one,
+        # so a bfloat16 cache halves the per-step K/V gather and loses next to nothing
+        self.kv_dtype = (
+            torch.bfloat16
+            if self.device.type == "cpu" and config.weight_dtype != "auto"
+            else self.dtype
+        )
+        per_block = kv_cache.block_bytes(self.args, self.block_size, self.kv_dtype)
         if self.device.type == "cuda":
             self._profile_forward()
             self.num_kv_blocks = kv_cache.cuda_num_blocks(config, per_block, self.device)
@@ -139,7 +146,7 @@ class ModelRunner:
             self.args,
             self.num_kv_blocks + int(use_graphs),
             self.block_size,
-            self.dtype,
+            self.kv_dtype,
             self.device,
         )
         if self.num_kv_blocks * self.block_size < self.max_model_len:
@@ -165,12 +172,19 @@ class ModelRunner:
         a = self.args
         params = self.num_params
         tokens = self.num_kv_blocks * self.block_size
-        kv_gib = self.num_kv_blocks * kv_cache.block_bytes(a, self.block_size, self.dtype) / 2**30
+        kv_gib = (
+            self.num_kv_blocks * kv_cache.block_bytes(a, self.block_size, self.kv_dtype) / 2**30
+        )
         threads = f" ({torch.get_num_threads()} threads)" if self.device.type == "cpu" else ""
         return (
             f"{a.num_layers} layers, {params / 1e6:.1f}M parameters on {self.device}{threads}, "
             f"dtype {str(self.dtype).removeprefix('torch.')}"
             + ("" if self.weight_dtype == "auto" else f", linear weights {self.weight_dtype}")
+            + (
+                ""
+                if self.kv_dtype == self.dtype
+                else f", KV cache {str(self.kv_dtype).removeprefix('torch.')}"
+            )
             + f"; KV cache {self.num_kv_blocks} blocks "
             f"x {self.block_size} tokens = {tokens} tokens ({kv_gib:.2f} GiB)"
         )
@@ -214,7 +228,7 @@ class ModelRunner:
             num_new_tokens,
             self.block_size,
             self.device,
-            self.dtype,
+            self.kv_dtype,  # decode masks are added to scores in the cache's dtype
             self.args.sliding_window,
             decode_kernel=self.decode_kernel is not None,
         )

@@ -81,8 +81,9 @@ class PagedAttention(nn.Module):
         if meta.slot_mapping is None:
             raise ValueError("slot_mapping is required unless cache_free")
         kv_shape = (-1, self.num_kv_heads, self.head_dim)
-        self.k_cache.view(kv_shape).index_copy_(0, meta.slot_mapping, k)
-        self.v_cache.view(kv_shape).index_copy_(0, meta.slot_mapping, v)
+        # the cache may be narrower than the activations (bfloat16 with quantized weights)
+        self.k_cache.view(kv_shape).index_copy_(0, meta.slot_mapping, k.to(self.k_cache.dtype))
+        self.v_cache.view(kv_shape).index_copy_(0, meta.slot_mapping, v.to(self.v_cache.dtype))
         out = torch.empty_like(q)
         kernel = self.decode_kernel
         for g in meta.decode or ():
@@ -120,7 +121,7 @@ class PagedAttention(nn.Module):
         b = q.shape[0]
         group = self.num_heads // self.num_kv_heads
         k, v = self._gather(g.block_tables)
-        qg = q.view(b, self.num_kv_heads, group, self.head_dim)
+        qg = q.view(b, self.num_kv_heads, group, self.head_dim).to(k.dtype)
         o = F.scaled_dot_product_attention(qg, k, v, attn_mask=g.mask)  # [B, Hkv, G, D]
         return o.reshape(b, self.num_heads, self.head_dim)
 
@@ -133,6 +134,7 @@ class PagedAttention(nn.Module):
                 raise ValueError("a chunk after cached tokens needs its mask")
             k, v = self._gather(c.block_table.unsqueeze(0))  # [1, Hkv, ctx, D]
             k, v = k[:, :, : c.mask.shape[1]], v[:, :, : c.mask.shape[1]]
+            q = q.to(k.dtype)
         else:
             k, v = k.transpose(0, 1).unsqueeze(0), v.transpose(0, 1).unsqueeze(0)
         qt = q.transpose(0, 1).unsqueeze(0)  # [1, H, q, D]

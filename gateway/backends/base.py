@@ -21,6 +21,8 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from gateway.errors import UpstreamError
+
 Operation = Literal["chat", "completions", "embeddings"]
 # "openai": the OpenAI wire format of ``operation``; otherwise a caller protocol sent natively
 WireProtocol = Literal["openai", "anthropic", "responses"]
@@ -125,6 +127,12 @@ class Backend(ABC):
     @abstractmethod
     async def open_stream(self, request: UpstreamRequest) -> UpstreamStream:
         """Streamed chat or text completion; see ``UpstreamStream``."""
+
+    async def count_tokens(self, request: UpstreamRequest) -> bytes:
+        """The upstream's own prompt-token count of a native request (Anthropic's
+        ``/v1/messages/count_tokens``: its JSON answer); raises ``UpstreamError`` where the
+        backend has none or it fails."""
+        raise UpstreamError(f"backend {self.name!r} counts no tokens for {request.protocol}")
 
     @abstractmethod
     async def probe(self) -> bool:

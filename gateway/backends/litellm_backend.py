@@ -160,6 +160,12 @@ class LiteLLMBackend(Backend):
             kw["_skip_mcp_handler"] = True
         return kw
 
+    async def count_tokens(self, request: UpstreamRequest) -> bytes:
+        ep = self._natives.get(request.protocol)
+        if ep is None:
+            return await super().count_tokens(request)
+        return await ep.count_tokens(request)
+
     async def complete(self, request: UpstreamRequest) -> UpstreamResponse:
         if request.protocol != "openai":
             return await self._natives[request.protocol].complete(request)

@@ -77,6 +77,7 @@ class Dialect:
     usage_events: frozenset[bytes]  # stream events that may carry usage (parsed)
     last_events: frozenset[bytes]  # a stream is complete after one of these
     error_events: frozenset[bytes]  # the upstream failed mid-stream
+    count_path: str | None = None  # the upstream's own prompt-token count, after the endpoint URL
 
 
 ANTHROPIC = Dialect(
@@ -85,6 +86,7 @@ ANTHROPIC = Dialect(
     frozenset({b"message_start", b"message_delta"}),
     frozenset({b"message_stop"}),
     frozenset({b"error"}),
+    "/count_tokens",  # POST /v1/messages/count_tokens -> {"input_tokens": n}
 )
 RESPONSES = Dialect(
     "responses",
@@ -148,11 +150,13 @@ class NativeEndpoint:
             return aiohttp.ClientTimeout(total=None, connect=connect, sock_read=limit)
         return aiohttp.ClientTimeout(total=limit, connect=connect)
 
-    async def _post(self, request: UpstreamRequest, stream: bool) -> aiohttp.ClientResponse:
+    async def _post(
+        self, request: UpstreamRequest, stream: bool, path: str = ""
+    ) -> aiohttp.ClientResponse:
         headers = {**self._headers, **request.headers}
         try:
             resp = await self._client().post(
-                self.url,
+                self.url + path,
                 data=self._payload(request),
                 headers=headers,
                 timeout=self._timeout(request, stream),
@@ -173,33 +177,40 @@ class NativeEndpoint:
             raise error_from_response(self.name, resp.status, resp.headers, body, self._secret)
         return resp
 
-    async def complete(self, request: UpstreamRequest) -> UpstreamResponse:
-        resp = await self._post(request, stream=False)
+    async def count_tokens(self, request: UpstreamRequest) -> bytes:
+        """The upstream's own count of this request's prompt tokens, its JSON as it came
+        (``{"input_tokens": n}``); raises ``UpstreamError`` on a failure or an odd answer."""
+        path = self.dialect.count_path
+        if path is None:
+            raise UpstreamError(f"backend {self.name!r} has no token count for {request.protocol}")
+        body, _ = await self._read(await self._post(request, stream=False, path=path))
+        doc = _object(self.name, body, 200)
+        n = doc.get("input_tokens")
+        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+            raise UpstreamError(
+                f"backend {self.name!r} answered a token count without input_tokens"
+            )
+        return body
+
+    async def _read(self, resp: aiohttp.ClientResponse) -> tuple[bytes, int]:
         try:
-            body = await resp.read()
+            return await resp.read(), resp.status
         except TimeoutError as exc:
             raise timeout_error(self.name, exc) from exc
         except aiohttp.ClientError as exc:
             raise connection_error(self.name, exc, self._secret) from exc
         finally:
             resp.release()
-        try:
-            doc = orjson.loads(body)
-        except orjson.JSONDecodeError as exc:
-            raise UpstreamError(
-                f"backend {self.name!r} answered with invalid JSON", upstream_status=resp.status
-            ) from exc
-        if not isinstance(doc, dict):
-            raise UpstreamError(
-                f"backend {self.name!r} answered with a JSON {type(doc).__name__}, not an object",
-                upstream_status=resp.status,
-            )
+
+    async def complete(self, request: UpstreamRequest) -> UpstreamResponse:
+        body, status = await self._read(await self._post(request, stream=False))
+        doc = _object(self.name, body, status)
         model = doc.get("model")
         return UpstreamResponse(
             body=body,
             model=model if isinstance(model, str) else self.model,
             usage=self.dialect.usage(doc.get("usage")),
-            status=resp.status,
+            status=status,
             protocol=request.protocol,
         )
 
@@ -212,6 +223,22 @@ class NativeEndpoint:
         if self._session is not None and not self._session.closed:
             await self._session.close()
         self._session = None
+
+
+def _object(name: str, body: bytes, status: int) -> dict[str, Any]:
+    """An upstream's JSON answer, which must be an object."""
+    try:
+        doc = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise UpstreamError(
+            f"backend {name!r} answered with invalid JSON", upstream_status=status
+        ) from exc
+    if not isinstance(doc, dict):
+        raise UpstreamError(
+            f"backend {name!r} answered with a JSON {type(doc).__name__}, not an object",
+            upstream_status=status,
+        )
+    return doc
 
 
 class NativeStream(UpstreamStream):

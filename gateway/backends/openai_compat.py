@@ -156,6 +156,12 @@ class OpenAICompatBackend(Backend):
 
     # ------------------------------------------------------------ the contract
 
+    async def count_tokens(self, request: UpstreamRequest) -> bytes:
+        ep = self._natives.get(request.protocol)
+        if ep is None:
+            return await super().count_tokens(request)
+        return await ep.count_tokens(request)
+
     async def complete(self, request: UpstreamRequest) -> UpstreamResponse:
         if request.protocol != "openai":
             return await self._natives[request.protocol].complete(request)

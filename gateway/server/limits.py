@@ -77,6 +77,17 @@ class Limits:
             raise
         return adm
 
+    async def over_budget(self, rt: Runtime, caller: Caller) -> bool:
+        """Any of the caller's budgets spent (read only: nothing counted, nothing reserved)."""
+        key = rt.policy_keys.get(caller.key_name) if caller.key_name else None
+        team = rt.policy.teams.get(caller.team)
+        scopes = [(f"key:{caller.key_name}", key), (f"team:{caller.team}", team)]
+        for scope, cfg in scopes:
+            if cfg is not None and cfg.budget_usd is not None:
+                if await self.state.get_spend(scope, cfg.budget_period) >= cfg.budget_usd:
+                    return True
+        return False
+
     async def _rate(self, scope: str, limit: int, what: str) -> None:
         res = await self.state.hit_rate_limit(scope, limit, RPM_WINDOW_S)
         if not res.allowed:

@@ -29,6 +29,7 @@ from gateway.backends.resilience import call_with_retries
 from gateway.cache import CacheEntry, cache_decision, cache_key, completion_to_sse
 from gateway.cache.sse import StreamAssembler
 from gateway.cascade.run import CascadeRules, run_cascade
+from gateway.config.schema import VirtualModel
 from gateway.errors import (
     GatewayError,
     InvalidRequestError,
@@ -226,9 +227,7 @@ class Pipeline:
                 rt, caller, f.prompt_tokens + (f.max_output_tokens or DEFAULT_COMPLETION_ESTIMATE)
             )
             f.self_hosted_only = adm.self_hosted_only
-            self._score(rt, f, req)
-            self._exact_tokens(rt, f, req)
-            decision = route(f, model, rt.views(), rt.governance)
+            decision = self.decide(rt, model, f, req)
             if decision.refused:
                 self.metrics.record_provenance_skips(decision.refused)
             o.reason = decision.reason
@@ -357,6 +356,14 @@ class Pipeline:
                 )
 
     # ------------------------------------------------------------ routing inputs
+
+    def decide(
+        self, rt: Runtime, model: VirtualModel, f: RequestFeatures, req: Request
+    ) -> Decision:
+        """Where the request goes: difficulty scored and exact tokens counted where needed."""
+        self._score(rt, f, req)
+        self._exact_tokens(rt, f, req)
+        return route(f, model, rt.views(), rt.governance)
 
     def _score(self, rt: Runtime, f: RequestFeatures, req: Request) -> None:
         routing = rt.routing[f.virtual_model]
@@ -777,10 +784,7 @@ class Pipeline:
         if got is None:
             return None
         body, raw = got
-        headers = _forward(c.headers)
-        for h in codec.native_headers:  # e.g. anthropic-version and -beta, as the caller sent them
-            if h in c.headers:
-                headers[h] = c.headers[h]
+        headers = forward_headers(c.headers, codec)
         up = UpstreamRequest(
             operation="chat",
             body=body,
@@ -813,6 +817,16 @@ def _upstream_message(exc: UpstreamError) -> str:
 
 
 _FORWARDED = ("x-request-id", "traceparent")
+
+
+def forward_headers(headers: dict[str, str], codec: Codec | None = None) -> dict[str, str]:
+    """What an upstream gets of the client's headers: request id and trace context, and for
+    a native request the caller's protocol headers (e.g. anthropic-version and -beta)."""
+    out = _forward(headers)
+    for h in codec.native_headers if codec is not None else ():
+        if h in headers:
+            out[h] = headers[h]
+    return out
 
 
 def _forward(headers: dict[str, str]) -> dict[str, str]:

@@ -1,23 +1,34 @@
 """HTTP handlers for the Anthropic Messages and OpenAI Responses endpoints.
 
 ``POST /v1/messages`` and ``POST /v1/responses`` go through the one pipeline with their
-codec; the rest here needs no backend: token counting and the stored responses.
+codec; token counting asks the backend the policy would choose (when it counts natively) and
+the stored responses need no backend.
 """
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Collection
+
 import orjson
 
-from gateway.errors import InvalidRequestError, NotFoundError
-from gateway.protocols import anthropic
+from gateway.auth import Caller
+from gateway.backends.base import UpstreamRequest
+from gateway.errors import InvalidRequestError, NotFoundError, UpstreamError
 from gateway.protocols.codecs import ANTHROPIC, ResponsesCodec, response_key
+from gateway.protocols.request import Request
+from gateway.routing.features import extract_features
+from gateway.runtime import Runtime
 from gateway.server.http import header_map, read_body, send_bytes
-from gateway.server.pipeline import Pipeline
-from gateway.server.validate import parse_json, validate
+from gateway.server.pipeline import Pipeline, forward_headers
+from gateway.server.validate import parse_json
 
 __all__ = ["ProtocolRoutes"]
 
 RESPONSES_PREFIX = "/v1/responses/"
+COUNT_HEADER = b"x-gateway-token-count"  # upstream: the backend's own count; estimate: ours
+
+log = logging.getLogger("gateway.request")
 
 
 class ProtocolRoutes:
@@ -32,18 +43,65 @@ class ProtocolRoutes:
         await self.pipeline.handle("chat", scope, receive, send, self.responses)
 
     async def count_tokens(self, scope, receive, send) -> None:
-        """Anthropic's token count, by the gateway's documented estimate (no backend call)."""
+        """Anthropic's token count: the upstream's own where the policy would send this
+        request natively to an Anthropic backend, else (or should that fail) the gateway's
+        documented estimate. ``x-gateway-token-count`` says which."""
         rt = self.pipeline.store.runtime
         headers = header_map(scope)
         raw = await read_body(
             receive, rt.policy.server.max_body_bytes, headers.get("content-length")
         )
-        rt.keys.authenticate(headers)
+        caller = rt.keys.authenticate(headers)
         body = parse_json(raw)
+        checked = body
         if not isinstance(body.get("max_tokens"), int):  # count_tokens does not need it
-            body = {**body, "max_tokens": 1}
-        req = validate("chat", anthropic.to_chat(body))
-        await send_bytes(send, 200, orjson.dumps({"input_tokens": req.prompt_tokens}))
+            checked = {**body, "max_tokens": 1}
+        req = await ANTHROPIC.decode(checked, raw, caller.team)  # validated as a Messages body
+        req.native, req.native_raw = body, raw  # the caller's own body goes up
+        got = await self._upstream_count(rt, caller, req, headers)
+        if got is not None:
+            answer, backend = got
+            extra = [(COUNT_HEADER, b"upstream"), (b"x-gateway-backend", backend.encode())]
+            await send_bytes(send, 200, answer, extra=extra)
+            return
+        estimate = orjson.dumps({"input_tokens": req.prompt_tokens})
+        await send_bytes(send, 200, estimate, extra=[(COUNT_HEADER, b"estimate")])
+
+    async def _upstream_count(
+        self, rt: Runtime, caller: Caller, req: Request, headers: dict[str, str]
+    ) -> tuple[bytes, str] | None:
+        """(the upstream's answer, backend) when the request's first candidate takes it
+        natively; None: estimate. The same decision as a real request (rules, difficulty,
+        data rules and provenance, a spent budget), without counting it against any limit."""
+        model = rt.policy.models.get(req.model)
+        team = rt.policy.teams.get(caller.team)
+        if model is None or not _may_use(caller.models, req.model):
+            return None
+        if team is not None and not _may_use(team.models, req.model):
+            return None
+        f = extract_features(req, team=caller.team, key_name=caller.key_name, headers=headers)
+        f.self_hosted_only = await self.pipeline.limits.over_budget(rt, caller)
+        decision = self.pipeline.decide(rt, model, f, req)
+        if not decision.candidates:
+            return None
+        name = decision.candidates[0]
+        backend = rt.backends.get(name)
+        assert req.native is not None  # noqa: S101 - set above
+        up = UpstreamRequest(
+            operation="chat",
+            body=req.native,
+            raw=req.native_raw,
+            headers=forward_headers(headers, ANTHROPIC),
+            protocol="anthropic",
+            reasoning=ANTHROPIC.reasons(req.native),
+        )
+        if backend is None or not backend.takes(up):
+            return None
+        try:
+            return await backend.count_tokens(up), name
+        except UpstreamError as exc:
+            log.warning("count_tokens on %s failed, answering the estimate: %s", name, exc.message)
+            return None
 
     async def stored(self, scope, send, rid: str) -> None:
         """GET or DELETE /v1/responses/{id}, within the caller's team."""
@@ -62,6 +120,10 @@ class ProtocolRoutes:
         if stored is None:
             raise _not_found(rid)
         await send_bytes(send, 200, orjson.dumps(stored["response"]))
+
+
+def _may_use(allowed: Collection[str] | None, model: str) -> bool:
+    return allowed is None or model in allowed
 
 
 def _not_found(rid: str) -> NotFoundError:

@@ -25,11 +25,12 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.gateway.gateway_server import running_gateway
 from tests.gateway.pg_harness import fresh_database
-from tests.support.mock_anthropic import CACHED, SIGNATURE, running_mock_anthropic
+from tests.support.mock_anthropic import CACHED, SIGNATURE, count_of, running_mock_anthropic
 from tests.support.mock_openai import running_mock_openai
 
 KEY = "gw-native-key-ALPHA"
 THRIFTY_KEY = "gw-native-key-THRIFTY"
+FRUGAL_KEY = "gw-native-key-FRUGAL"
 UP_KEY = "sk-ant-native-upstream-SECRET"
 GPT_KEY = "sk-gpt-native-upstream-SECRET"
 BETA = "interleaved-thinking-2025-05-14,prompt-caching-2024-07-31"
@@ -40,8 +41,10 @@ auth:
   keys:
     - {{name: alpha, key: os.environ/KEY, team: alpha}}
     - {{name: thrifty, key: os.environ/THRIFTY_KEY, team: thrifty}}
+    - {{name: frugal, key: os.environ/FRUGAL_KEY, team: frugal}}
 teams:
   thrifty: {{budget_usd: 0.00001, budget_period: day}}  # less than one native answer costs
+  frugal: {{budget_usd: 0.00001, budget_period: day}}
 cache: {{enabled: true, namespace: {ns}}}  # in-process; temperature-0 requests only
 state_redis_url: "redis://127.0.0.1:6379/0"
 ledger: {{database_url: "{db}", spool_dir: "{spool}", flush_interval_s: 0.05}}
@@ -140,7 +143,13 @@ def stack(tmp_path_factory):
                 out_usd=OUT_USD,
             )
         )
-        env = {"KEY": KEY, "THRIFTY_KEY": THRIFTY_KEY, "UP_KEY": UP_KEY, "GPT_KEY": GPT_KEY}
+        env = {
+            "KEY": KEY,
+            "THRIFTY_KEY": THRIFTY_KEY,
+            "FRUGAL_KEY": FRUGAL_KEY,
+            "UP_KEY": UP_KEY,
+            "GPT_KEY": GPT_KEY,
+        }
         with running_gateway(path, env) as (url, _app):
             yield {"url": url, "db": db, "local": lctl, "gpt": gctl, "anthropic": actl}
 
@@ -411,6 +420,89 @@ def test_native_answers_bypass_the_cache(stack):
     with _anthropic(stack) as client:  # cached now, but the first choice answers natively
         assert client.messages.with_raw_response.create(**kw).headers["x-gateway-native"]
     assert len(stack["anthropic"].requests) == 3
+
+
+# ---------------------------------------------------------------- count_tokens
+
+
+COUNT_KW = {k: v for k, v in MESSAGES_KW.items() if k != "max_tokens"}
+
+
+def _count(client: anthropic.Anthropic, kw: dict = COUNT_KW) -> tuple[int, httpx.Headers]:
+    raw = client.messages.with_raw_response.count_tokens(**copy.deepcopy(kw))
+    return raw.parse().input_tokens, raw.headers
+
+
+def test_count_tokens_is_the_native_backends_own(stack):
+    """Routed to a native Anthropic backend, count_tokens is the upstream's answer to the
+    caller's body (only the model replaced); routed elsewhere, the gateway's estimate."""
+    with _anthropic(stack) as client:
+        n, headers = _count(client)
+    [rec] = stack["anthropic"].requests
+    assert rec.path == "/v1/messages/count_tokens" and rec.auth_ok
+    assert rec.body == {**COUNT_KW, "model": "claude-sonnet-4-5"}  # thinking, cache_control kept
+    assert rec.headers["anthropic-beta"] == BETA
+    assert n == count_of(rec.body)
+    assert (
+        headers["x-gateway-token-count"] == "upstream" and headers["x-gateway-backend"] == "claude"
+    )
+    with _anthropic(stack, route=None) as client:  # the everyday rule: the self-hosted backend
+        estimate, headers = _count(client)
+    assert headers["x-gateway-token-count"] == "estimate" and "x-gateway-backend" not in headers
+    assert estimate != n and estimate > 0
+    assert len(stack["anthropic"].requests) == 1 and not stack["local"].requests
+
+
+def test_count_tokens_falls_back_to_the_estimate(stack):
+    with _anthropic(stack, route=None) as client:
+        estimate, _ = _count(client)
+    with _anthropic(stack) as client:
+        stack["anthropic"].fail_next(1, status=500)
+        n, headers = _count(client)
+        assert (n, headers["x-gateway-token-count"]) == (estimate, "estimate")
+        stack["anthropic"].fail_next(1, status=400)  # a refusal too: the estimate, not an error
+        n, headers = _count(client)
+        assert (n, headers["x-gateway-token-count"]) == (estimate, "estimate")
+    with _anthropic(stack, route="claude-plain") as client:  # thinking, on a model without it
+        n, headers = _count(client)
+        assert (n, headers["x-gateway-token-count"]) == (estimate, "estimate")
+        kw = {k: v for k, v in COUNT_KW.items() if k != "thinking"}
+        n, headers = _count(client, kw)
+        assert headers["x-gateway-token-count"] == "upstream" and n != estimate
+    assert len(stack["anthropic"].requests) == 3
+
+
+@pytest.mark.parametrize(
+    "marker",
+    [
+        {"headers": {"x-data-classification": "CONFIDENTIAL"}},
+        {"metadata": {"data_classification": "confidential"}},
+        {"headers": {"x-data-residency": "eu"}},
+    ],
+    ids=["confidential-header", "confidential-metadata", "eu-residency"],
+)
+def test_count_tokens_never_sends_data_that_must_stay_home(stack, marker):
+    with _anthropic(stack, **marker.get("headers", {})) as client:
+        extra = {"extra_body": {"metadata": marker["metadata"]}} if "metadata" in marker else {}
+        n, headers = _count(client, {**COUNT_KW, **extra})
+    assert headers["x-gateway-token-count"] == "estimate" and n > 0
+    assert stack["anthropic"].requests == [] and stack["local"].requests == []
+
+
+def test_count_tokens_of_a_team_past_its_budget_is_the_estimate(stack):
+    """Past the budget the request would stay self-hosted: its count is not Anthropic's."""
+    with _anthropic(stack, key=FRUGAL_KEY) as client:
+        _, headers = _count(client)  # within budget: counted upstream, costs nothing
+        assert headers["x-gateway-token-count"] == "upstream"
+        client.messages.create(**copy.deepcopy(MESSAGES_KW))
+        assert _eventually(
+            lambda: (
+                _samples(stack["url"], "gateway_budget_remaining_usd", scope="team:frugal") == [0.0]
+            )
+        )
+        stack["anthropic"].reset()
+        _, headers = _count(client)
+    assert headers["x-gateway-token-count"] == "estimate" and stack["anthropic"].requests == []
 
 
 # ---------------------------------------------------------------- Responses -> Responses

@@ -6,7 +6,8 @@ user text (``echo: <text>``); with ``tools`` the answer is one tool_use block (i
 ``toolu_mock_0``, input ``{"echo": <text>}``). With ``thinking`` enabled the answer starts
 with a signed thinking block (``thinking_delta`` and ``signature_delta`` when streamed); a
 request carrying ``cache_control`` markers reports ``cache_read_input_tokens`` (``CACHED``)
-as a prompt-caching hit would. Errors use Anthropic's shape
+as a prompt-caching hit would. ``POST /v1/messages/count_tokens`` answers ``{"input_tokens":
+count_of(body)}``. Errors use Anthropic's shape
 ``{"type": "error", "error": {"type", "message"}}``. Faults come from ``MockControl``.
 """
 
@@ -29,11 +30,20 @@ from tests.support.servers import (
     word_count,
 )
 
-__all__ = ["CACHED", "SIGNATURE", "TOOL_USE_ID", "create_app", "running_mock_anthropic"]
+__all__ = [
+    "CACHED",
+    "COUNT_OVERHEAD",
+    "SIGNATURE",
+    "TOOL_USE_ID",
+    "count_of",
+    "create_app",
+    "running_mock_anthropic",
+]
 
 TOOL_USE_ID = "toolu_mock_0"
 SIGNATURE = "sig_mock_signed"
 CACHED = 7  # cache_read_input_tokens reported when the request has cache_control markers
+COUNT_OVERHEAD = 1000  # added to the words by /v1/messages/count_tokens
 ERROR_TYPES = {
     400: "invalid_request_error",
     401: "authentication_error",
@@ -83,6 +93,21 @@ def _answer(body: dict) -> tuple[list[dict], str]:
             {"type": "tool_use", "id": TOOL_USE_ID, "name": name, "input": {"echo": text}},
         ], "tool_use"
     return [*head, {"type": "text", "text": f"echo: {text}"}], "end_turn"
+
+
+def _prompt(body: dict) -> str:
+    return (
+        " ".join(content_text(m.get("content")) for m in body.get("messages") or [])
+        + " "
+        + content_text(body.get("system", ""))
+    )
+
+
+def count_of(body: dict) -> int:
+    """What ``/v1/messages/count_tokens`` answers: the prompt's words plus a fixed overhead
+    (``COUNT_OVERHEAD``, as Anthropic counts its own framing), so it never equals an estimate
+    by accident."""
+    return word_count(_prompt(body)) + COUNT_OVERHEAD
 
 
 def _event(name: str, data: dict) -> bytes:
@@ -181,6 +206,37 @@ def _stream_events(
 def create_app(control: MockControl) -> web.Application:
     counter = {"n": 0}
 
+    async def admit(request: web.Request) -> tuple[dict | None, web.Response | None]:
+        """The request recorded, faults applied: (body, an early answer or None)."""
+        raw = await request.read()
+        try:
+            body = json.loads(raw)
+        except ValueError:
+            body = None
+        auth_ok = control.api_key is None or request.headers.get("x-api-key") == control.api_key
+        control.record(
+            RecordedRequest(
+                request.method, request.path, public_headers(request.headers), body, raw, auth_ok
+            )
+        )
+        fault = control.take_fault()
+        if fault is not None and fault.delay_s:
+            await asyncio.sleep(fault.delay_s)
+        if fault is not None and fault.status is not None:
+            return body, _error(fault.status, f"mock failure {fault.status}", fault.retry_after)
+        if not auth_ok:
+            return body, _error(401, "invalid x-api-key")
+        if not isinstance(body, dict) or not body.get("messages") or not body.get("model"):
+            return body, _error(400, "model and messages are required")
+        return body, None
+
+    async def count_tokens(request: web.Request) -> web.Response:
+        body, early = await admit(request)
+        if early is not None:
+            return early
+        assert body is not None
+        return web.json_response({"input_tokens": count_of(body)})
+
     async def messages(request: web.Request) -> web.StreamResponse:
         raw = await request.read()
         try:
@@ -210,11 +266,7 @@ def create_app(control: MockControl) -> web.Application:
         counter["n"] += 1
         msg_id = f"msg_mock_{counter['n']}"
         blocks, stop = _answer(body)
-        prompt = (
-            " ".join(content_text(m.get("content")) for m in body["messages"])
-            + " "
-            + content_text(body.get("system", ""))
-        )
+        prompt = _prompt(body)
         out_text = " ".join(
             b.get("text") or b.get("thinking") or json.dumps(b.get("input")) for b in blocks
         )
@@ -253,6 +305,7 @@ def create_app(control: MockControl) -> web.Application:
 
     app = web.Application()
     app.router.add_post("/v1/messages", messages)
+    app.router.add_post("/v1/messages/count_tokens", count_tokens)
     return app
 
 

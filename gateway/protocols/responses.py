@@ -347,9 +347,11 @@ def error_event(exc: GatewayError, seq: int) -> bytes:
 #
 # Every event is ``event: <type>\ndata: {"type":"<type>", <fields>, "sequence_number":<n>}``,
 # byte for byte what ``named_event(type, {"type": type, **fields, "sequence_number": n})``
-# writes (orjson: compact, keys in insertion order). The repetitive ones (text and argument
-# deltas, the response object sent twice at the start) are put together from pre-encoded
-# pieces: no dict per event, one ``orjson.dumps`` of the delta string.
+# writes (orjson: compact, keys in insertion order). The per-chunk ones (text and argument
+# deltas), the message item's events and the response object sent twice at the start are put
+# together from pre-encoded pieces: no dict per event, one ``orjson.dumps`` per string. The
+# function-call items and the final response are encoded from their dicts (tests pin both
+# forms to the same bytes).
 
 _SEQ = b',"sequence_number":%d}\n\n'
 _SEQS = tuple(_SEQ % n for n in range(512))  # the end of each event, for the usual lengths

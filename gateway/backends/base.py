@@ -30,9 +30,10 @@ WireProtocol = Literal["openai", "anthropic", "responses"]
 
 @dataclass(slots=True)
 class Usage:
-    prompt_tokens: int = 0
+    prompt_tokens: int = 0  # all of them, cached ones included
     completion_tokens: int = 0
-    cached_tokens: int = 0
+    cached_tokens: int = 0  # prompt tokens read from the upstream's prompt cache
+    cache_write_tokens: int = 0  # prompt tokens written to it (Anthropic's cache_creation_*)
 
     @property
     def total_tokens(self) -> int:

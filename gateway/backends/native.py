@@ -56,8 +56,9 @@ def _anthropic_usage(u: Any) -> Usage | None:
     if not isinstance(u, dict):
         return None
     read = _count(u.get("cache_read_input_tokens"))
-    prompt = _count(u.get("input_tokens")) + _count(u.get("cache_creation_input_tokens")) + read
-    return Usage(prompt, _count(u.get("output_tokens")), read)
+    write = _count(u.get("cache_creation_input_tokens"))
+    prompt = _count(u.get("input_tokens")) + write + read
+    return Usage(prompt, _count(u.get("output_tokens")), read, write)
 
 
 def _responses_usage(u: Any) -> Usage | None:

@@ -25,16 +25,23 @@ from gateway.config.schema import BackendConfig, Capabilities, SavingsConfig
 log = logging.getLogger("gateway.pricing")
 
 __all__ = [
+    "CachePrices",
+    "NO_CACHE_PRICES",
     "Prices",
     "model_map",
     "lookup_model",
     "resolve_pricing",
+    "resolve_cache_pricing",
     "resolve_capabilities",
     "reference_prices",
     "cost_usd",
 ]
 
 Prices = tuple[float, float]  # (USD per prompt token, USD per completion token)
+# (USD per prompt token read from the provider's prompt cache, per token written to it);
+# None: charged at the prompt price
+CachePrices = tuple[float | None, float | None]
+NO_CACHE_PRICES: CachePrices = (None, None)
 MODEL_MAP_FILE = "model_prices_and_context_window_backup.json"
 
 # Map fields -> our capability fields.
@@ -106,6 +113,25 @@ def resolve_pricing(cfg: BackendConfig) -> Prices:
     return 0.0, 0.0
 
 
+def _price(v: Any) -> float | None:
+    return float(v) if isinstance(v, int | float) and not isinstance(v, bool) else None
+
+
+def resolve_cache_pricing(cfg: BackendConfig) -> CachePrices:
+    """Prompt-cache read and write prices of one backend: the policy's ``pricing`` (which
+    replaces the map's prices altogether), else the map's ``cache_read_input_token_cost`` /
+    ``cache_creation_input_token_cost``; unknown: the prompt price."""
+    if cfg.pricing is not None:
+        return cfg.pricing.cache_usd_per_token()
+    entry = _map_entry(cfg)
+    if entry is None:
+        return NO_CACHE_PRICES
+    return (
+        _price(entry.get("cache_read_input_token_cost")),
+        _price(entry.get("cache_creation_input_token_cost")),
+    )
+
+
 def resolve_capabilities(cfg: BackendConfig) -> Capabilities:
     """The policy's capabilities, with unset fields filled from the model map where known."""
     entry = _map_entry(cfg)
@@ -140,7 +166,15 @@ def reference_prices(savings: SavingsConfig) -> Prices:
     return _entry_prices(entry)
 
 
-def cost_usd(usage: Usage | None, prices: Prices) -> float:
+def cost_usd(usage: Usage | None, prices: Prices, cache: CachePrices = NO_CACHE_PRICES) -> float:
+    """What ``usage`` cost: fresh prompt tokens at the prompt price, cache reads and writes at
+    their own (where known), completion tokens at the completion price."""
     if usage is None:
         return 0.0
-    return usage.prompt_tokens * prices[0] + usage.completion_tokens * prices[1]
+    p_in, p_out = prices
+    read = min(usage.cached_tokens, usage.prompt_tokens)
+    write = min(usage.cache_write_tokens, usage.prompt_tokens - read)
+    fresh = usage.prompt_tokens - read - write
+    p_read = p_in if cache[0] is None else cache[0]
+    p_write = p_in if cache[1] is None else cache[1]
+    return fresh * p_in + read * p_read + write * p_write + usage.completion_tokens * p_out

@@ -95,17 +95,29 @@ class Pricing(Strict):
     """USD prices. Either per-million-token prices, or (self-hosted) a GPU cost model:
     ``gpu_usd_per_hour`` over measured ``tokens_per_second`` gives the effective price of a
     generated token; a prompt token costs ``prompt_token_cost_ratio`` of that unless
-    ``prompt_tokens_per_second`` is given."""
+    ``prompt_tokens_per_second`` is given. Prompt tokens read from or written to the
+    provider's prompt cache cost ``cache_read_usd_per_mtok`` / ``cache_write_usd_per_mtok``
+    (unset: the input price)."""
 
     input_usd_per_mtok: float | None = Field(None, ge=0)
     output_usd_per_mtok: float | None = Field(None, ge=0)
+    cache_read_usd_per_mtok: float | None = Field(None, ge=0)
+    cache_write_usd_per_mtok: float | None = Field(None, ge=0)
     gpu_usd_per_hour: float | None = Field(None, ge=0)
     tokens_per_second: float | None = Field(None, gt=0)
     prompt_tokens_per_second: float | None = Field(None, gt=0)
 
     @model_validator(mode="after")
     def _one_form(self) -> Pricing:
-        per_token = self.input_usd_per_mtok is not None or self.output_usd_per_mtok is not None
+        per_token = any(
+            v is not None
+            for v in (
+                self.input_usd_per_mtok,
+                self.output_usd_per_mtok,
+                self.cache_read_usd_per_mtok,
+                self.cache_write_usd_per_mtok,
+            )
+        )
         gpu = self.gpu_usd_per_hour is not None or self.tokens_per_second is not None
         if per_token and gpu:
             raise ValueError(
@@ -125,6 +137,14 @@ class Pricing(Strict):
                 inp = out * DEFAULT_PROMPT_TOKEN_COST_RATIO
             return inp, out
         return (self.input_usd_per_mtok or 0.0) / 1e6, (self.output_usd_per_mtok or 0.0) / 1e6
+
+    def cache_usd_per_token(self) -> tuple[float | None, float | None]:
+        """(cache read, cache write) USD per prompt token; None: the input price."""
+        read, write = self.cache_read_usd_per_mtok, self.cache_write_usd_per_mtok
+        return (
+            None if read is None else read / 1e6,
+            None if write is None else write / 1e6,
+        )
 
 
 # Caller protocols a backend may receive in the caller's own form (native pass-through).

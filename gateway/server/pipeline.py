@@ -25,6 +25,7 @@ import orjson
 
 from gateway.auth import Caller
 from gateway.backends.base import UpstreamRequest, Upstreams, UpstreamStream, Usage
+from gateway.backends.pricing import NO_CACHE_PRICES, cost_usd
 from gateway.backends.resilience import call_with_retries
 from gateway.cache import CacheEntry, cache_decision, cache_key, completion_to_sse
 from gateway.cache.sse import StreamAssembler
@@ -388,9 +389,9 @@ class Pipeline:
         o.usage = usage
         if usage is None:
             return
-        p_in, p_out = rt.prices[o.backend]
+        cache = rt.cache_prices.get(o.backend, NO_CACHE_PRICES)
+        o.cost = cost_usd(usage, rt.prices[o.backend], cache)  # cache reads/writes at their prices
         r_in, r_out = rt.reference_prices
-        o.cost = usage.prompt_tokens * p_in + usage.completion_tokens * p_out
         o.savings = max(0.0, usage.prompt_tokens * r_in + usage.completion_tokens * r_out - o.cost)
 
     def _cache_plan(self, c: Call, native: UpstreamRequest | None) -> tuple[str, str | None]:

@@ -13,6 +13,7 @@ from gateway.backends.pricing import (
     lookup_model,
     model_map,
     reference_prices,
+    resolve_cache_pricing,
     resolve_capabilities,
     resolve_pricing,
 )
@@ -149,3 +150,39 @@ def test_reference_prices():
 def test_cost_usd():
     assert cost_usd(Usage(1000, 500), (2e-6, 8e-6)) == pytest.approx(0.006)
     assert cost_usd(None, (1.0, 1.0)) == 0.0
+
+
+def test_cache_prices_from_the_map_or_the_policy():
+    claude = parse_backend({"kind": "litellm", "model": "anthropic/claude-sonnet-4-5"})
+    entry = lookup_model("claude-sonnet-4-5")
+    assert entry is not None
+    assert resolve_cache_pricing(claude) == (
+        entry["cache_read_input_token_cost"],
+        entry["cache_creation_input_token_cost"],
+    )
+    # OpenAI's map has a read price and no write price (writes are not charged apart)
+    assert resolve_cache_pricing(backend()) == (
+        model_map()["gpt-4o"]["cache_read_input_token_cost"],
+        None,
+    )
+    own = backend(pricing={"input_usd_per_mtok": 3, "cache_read_usd_per_mtok": 0.3})
+    assert resolve_cache_pricing(own) == (
+        pytest.approx(0.3e-6),
+        None,
+    )  # the policy replaces the map
+    assert resolve_cache_pricing(backend(model="my-vllm", self_hosted=True)) == (None, None)
+    with pytest.raises(ValueError, match="not both"):
+        backend(
+            pricing={"gpu_usd_per_hour": 1, "tokens_per_second": 10, "cache_read_usd_per_mtok": 1}
+        )
+
+
+def test_cost_charges_cache_reads_and_writes_apart():
+    u = Usage(prompt_tokens=100, completion_tokens=10, cached_tokens=60, cache_write_tokens=30)
+    assert cost_usd(u, (1.0, 2.0), (0.1, 1.25)) == pytest.approx(
+        10 * 1.0 + 60 * 0.1 + 30 * 1.25 + 20
+    )
+    assert cost_usd(u, (1.0, 2.0)) == pytest.approx(100 * 1.0 + 20)  # unknown: the input price
+    assert cost_usd(u, (1.0, 2.0), (0.1, None)) == pytest.approx(40 + 6 + 20)
+    odd = Usage(prompt_tokens=5, completion_tokens=0, cached_tokens=9, cache_write_tokens=9)
+    assert cost_usd(odd, (1.0, 2.0), (0.1, 5.0)) == pytest.approx(0.5)  # never above the prompt

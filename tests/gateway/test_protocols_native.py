@@ -23,9 +23,16 @@ import openai
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from gateway.backends.pricing import lookup_model
 from tests.gateway.gateway_server import running_gateway
 from tests.gateway.pg_harness import fresh_database
-from tests.support.mock_anthropic import CACHED, SIGNATURE, count_of, running_mock_anthropic
+from tests.support.mock_anthropic import (
+    CACHED,
+    SIGNATURE,
+    WRITTEN,
+    count_of,
+    running_mock_anthropic,
+)
 from tests.support.mock_openai import running_mock_openai
 
 KEY = "gw-native-key-ALPHA"
@@ -35,6 +42,7 @@ UP_KEY = "sk-ant-native-upstream-SECRET"
 GPT_KEY = "sk-gpt-native-upstream-SECRET"
 BETA = "interleaved-thinking-2025-05-14,prompt-caching-2024-07-31"
 IN_USD, OUT_USD = 3.0, 15.0  # the native backends' prices per million tokens
+READ_USD, WRITE_USD = 0.5, 4.0  # claude-cache's prompt-cache prices per million tokens
 
 POLICY = """
 auth:
@@ -108,6 +116,25 @@ backends:
     labels: {{origin: us}}
     pricing: {{input_usd_per_mtok: {in_usd}, output_usd_per_mtok: {out_usd}}}
     retry: {{max_attempts: 1}}
+  claude-map:  # no pricing: litellm's map, cache reads and writes priced apart
+    kind: litellm
+    model: anthropic/claude-sonnet-4-5
+    base_url: {anthropic}
+    api_key: os.environ/UP_KEY
+    labels: {{origin: us}}
+    retry: {{max_attempts: 1}}
+  claude-cache:  # the policy's own cache prices
+    kind: litellm
+    model: anthropic/claude-sonnet-4-5
+    base_url: {anthropic}
+    api_key: os.environ/UP_KEY
+    labels: {{origin: us}}
+    pricing:
+      input_usd_per_mtok: {in_usd}
+      output_usd_per_mtok: {out_usd}
+      cache_read_usd_per_mtok: {read_usd}
+      cache_write_usd_per_mtok: {write_usd}
+    retry: {{max_attempts: 1}}
 models:
   auto:
     rules:
@@ -115,6 +142,8 @@ models:
       - {{name: to-gpt, when: {{headers: {{x-route: gpt}}}}, route: [gpt, local]}}
       - {{name: to-gpt4o, when: {{headers: {{x-route: gpt4o}}}}, route: [gpt4o, local]}}
       - {{name: to-plain, when: {{headers: {{x-route: claude-plain}}}}, route: [claude-plain]}}
+      - {{name: to-map, when: {{headers: {{x-route: claude-map}}}}, route: [claude-map]}}
+      - {{name: to-cache, when: {{headers: {{x-route: claude-cache}}}}, route: [claude-cache]}}
       - {{name: everyday, route: local}}
 """
 
@@ -141,6 +170,8 @@ def stack(tmp_path_factory):
                 gpt=gpt,
                 in_usd=IN_USD,
                 out_usd=OUT_USD,
+                read_usd=READ_USD,
+                write_usd=WRITE_USD,
             )
         )
         env = {
@@ -297,7 +328,9 @@ def test_thinking_and_cache_control_pass_through(stack, stream):
     assert msg.model == "claude-sonnet-4-5" and msg.usage.cache_read_input_tokens == CACHED
     assert headers["x-gateway-backend"] == "claude" and headers["x-gateway-native"] == "anthropic"
     assert headers["x-gateway-route-reason"] == "to-claude"
-    prompt = msg.usage.input_tokens + CACHED  # Anthropic counts cached prompt tokens apart
+    assert msg.usage.cache_creation_input_tokens == WRITTEN
+    # Anthropic counts cached prompt tokens apart; this backend's pricing has one input price
+    prompt = msg.usage.input_tokens + CACHED + WRITTEN
     if not stream:  # a stream's header carries the gateway's prompt estimate only
         assert float(headers["x-gateway-cost-usd"]) == pytest.approx(
             _cost(prompt, msg.usage.output_tokens)
@@ -420,6 +453,59 @@ def test_native_answers_bypass_the_cache(stack):
     with _anthropic(stack) as client:  # cached now, but the first choice answers natively
         assert client.messages.with_raw_response.create(**kw).headers["x-gateway-native"]
     assert len(stack["anthropic"].requests) == 3
+
+
+def _map_prices(model: str) -> tuple[float, float, float, float]:
+    """(input, output, cache read, cache write) USD per token, from litellm's local map."""
+    e = lookup_model(model)
+    assert e is not None
+    return (
+        float(e["input_cost_per_token"]),
+        float(e["output_cost_per_token"]),
+        float(e["cache_read_input_token_cost"]),
+        float(e["cache_creation_input_token_cost"]),
+    )
+
+
+@pytest.mark.parametrize("stream", [False, True])
+@pytest.mark.parametrize("backend", ["claude-map", "claude-cache"])
+def test_cache_reads_and_writes_at_their_own_prices(stack, backend, stream):
+    """Anthropic's cache_read_input_tokens and cache_creation_input_tokens are charged at the
+    backend's cache prices (litellm's map, or the policy's), not its input price: in the cost
+    header, the spend counter and the ledger row."""
+    if backend == "claude-map":
+        p_in, p_out, p_read, p_write = _map_prices("anthropic/claude-sonnet-4-5")
+        assert p_read < p_in < p_write  # so a single price would be wrong both ways
+    else:
+        p_in, p_out, p_read, p_write = (v / 1e6 for v in (IN_USD, OUT_USD, READ_USD, WRITE_USD))
+    spent0 = _metric(stack["url"], "gateway_cost_usd_total", backend=backend)
+    with _anthropic(stack, route=backend) as client:
+        if stream:
+            with client.messages.stream(**copy.deepcopy(MESSAGES_KW)) as s:
+                msg = s.get_final_message()
+                headers = s.response.headers
+        else:
+            raw = client.messages.with_raw_response.create(**copy.deepcopy(MESSAGES_KW))
+            msg, headers = raw.parse(), raw.headers
+    u = msg.usage
+    assert headers["x-gateway-native"] == "anthropic" and headers["x-gateway-backend"] == backend
+    assert (u.cache_read_input_tokens, u.cache_creation_input_tokens) == (CACHED, WRITTEN)
+    want = u.input_tokens * p_in + CACHED * p_read + WRITTEN * p_write + u.output_tokens * p_out
+    single = (u.input_tokens + CACHED + WRITTEN) * p_in + u.output_tokens * p_out
+    assert want != pytest.approx(single)
+    if not stream:  # a stream's header carries the gateway's prompt estimate only
+        assert float(headers["x-gateway-cost-usd"]) == pytest.approx(want, rel=1e-6)
+    assert _eventually(
+        lambda: (
+            _metric(stack["url"], "gateway_cost_usd_total", backend=backend)
+            == pytest.approx(spent0 + want, rel=1e-6)
+        )
+    )
+    rid = headers["x-gateway-request-id"]
+    row = _ledger_rows(stack["db"], [rid])[rid.replace("-", "")]
+    assert row["cost_usd"] == pytest.approx(want, rel=1e-6)
+    assert row["prompt_tokens"] == u.input_tokens + CACHED + WRITTEN
+    assert row["cached_tokens"] == CACHED
 
 
 # ---------------------------------------------------------------- count_tokens
@@ -727,7 +813,7 @@ def test_native_answers_in_the_ledger(stack):
         "claude",
         "anthropic/claude-sonnet-4-5",
     )
-    assert a["prompt_tokens"] == msg.usage.input_tokens + CACHED
+    assert a["prompt_tokens"] == msg.usage.input_tokens + CACHED + WRITTEN
     assert a["cached_tokens"] == CACHED and a["completion_tokens"] == msg.usage.output_tokens
     assert a["cost_usd"] == pytest.approx(float(raw.headers["x-gateway-cost-usd"]))
     assert not a["self_hosted"] and a["rule"] == "to-claude" and a["status"] == 200

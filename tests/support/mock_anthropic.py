@@ -6,7 +6,8 @@ user text (``echo: <text>``); with ``tools`` the answer is one tool_use block (i
 ``toolu_mock_0``, input ``{"echo": <text>}``). With ``thinking`` enabled the answer starts
 with a signed thinking block (``thinking_delta`` and ``signature_delta`` when streamed); a
 request carrying ``cache_control`` markers reports ``cache_read_input_tokens`` (``CACHED``)
-as a prompt-caching hit would. ``POST /v1/messages/count_tokens`` answers ``{"input_tokens":
+and ``cache_creation_input_tokens`` (``WRITTEN``), as a prompt-caching hit on the first
+breakpoint that writes the next would. ``POST /v1/messages/count_tokens`` answers ``{"input_tokens":
 count_of(body)}``. Errors use Anthropic's shape
 ``{"type": "error", "error": {"type", "message"}}``. Faults come from ``MockControl``.
 """
@@ -35,6 +36,7 @@ __all__ = [
     "COUNT_OVERHEAD",
     "SIGNATURE",
     "TOOL_USE_ID",
+    "WRITTEN",
     "count_of",
     "create_app",
     "running_mock_anthropic",
@@ -43,6 +45,7 @@ __all__ = [
 TOOL_USE_ID = "toolu_mock_0"
 SIGNATURE = "sig_mock_signed"
 CACHED = 7  # cache_read_input_tokens reported when the request has cache_control markers
+WRITTEN = 5  # cache_creation_input_tokens reported with them (a later breakpoint written)
 COUNT_OVERHEAD = 1000  # added to the words by /v1/messages/count_tokens
 ERROR_TYPES = {
     400: "invalid_request_error",
@@ -273,7 +276,7 @@ def create_app(control: MockControl) -> web.Application:
         in_tokens, out_tokens = word_count(prompt), word_count(out_text)
         usage = {"input_tokens": in_tokens}
         if b"cache_control" in raw:
-            usage |= {"cache_creation_input_tokens": 0, "cache_read_input_tokens": CACHED}
+            usage |= {"cache_creation_input_tokens": WRITTEN, "cache_read_input_tokens": CACHED}
         model = body.get("model", "claude-mock")
         if not body.get("stream"):
             return web.json_response(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from gateway.backends.pricing import resolve_capabilities
 from gateway.config.loader import LoadedPolicy
 from gateway.config.schema import Provenance
 from gateway.routing.decide import REFUSALS, BackendView, route
@@ -51,7 +52,10 @@ def explain(loaded: LoadedPolicy) -> str:
         if b.labels:
             out.append(f"  {'':<16} labels: {', '.join(f'{k}={x}' for k, x in b.labels.items())}")
         if b.natives:  # callers of these protocols get their own body sent, untranslated
-            out.append(f"  {'':<16} native: {', '.join(sorted(b.natives))}")
+            note = ""
+            if resolve_capabilities(b).reasoning is False:
+                note = " (asking for reasoning or thinking: translated, the model does not reason)"
+            out.append(f"  {'':<16} native: {', '.join(sorted(b.natives))}{note}")
         fleet = getattr(b, "fleet", None)  # openai_compatible backends only
         if fleet is not None:
             out.append(f"  {'':<16} fleet: {_fleet(fleet)}")

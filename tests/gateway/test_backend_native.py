@@ -214,6 +214,30 @@ def test_gateway_check_shows_which_backends_take_callers_natively():
     assert native == {"anthropic": "anthropic"}
 
 
+def test_gateway_check_says_when_reasoning_requests_are_translated(tmp_path):
+    from gateway.config.explain import explain
+    from gateway.config.loader import load_policy
+
+    path = tmp_path / "p.yaml"
+    path.write_text(
+        """
+backends:
+  gpt4o: {kind: openai_compatible, base_url: "http://127.0.0.1:9/v1", model: gpt-4o,
+          native_protocols: [responses]}
+  gpt5: {kind: openai_compatible, base_url: "http://127.0.0.1:9/v1", model: gpt-5-mini,
+         native_protocols: [responses]}
+models:
+  auto: {route: [gpt4o, gpt5]}
+"""
+    )
+    out = explain(load_policy(path, {}))
+    lines = [ln.strip() for ln in out.splitlines() if ln.strip().startswith("native:")]
+    assert lines == [
+        "native: responses (asking for reasoning or thinking: translated, the model does not reason)",
+        "native: responses",
+    ]
+
+
 def test_a_conversation_stored_in_chat_form_only_stays_translated():
     """A record from before native pass-through (no items): continuing it natively would drop
     its start, so the codec says "translate", and the answer's record keeps the chain so."""

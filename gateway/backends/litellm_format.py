@@ -50,8 +50,12 @@ def usage_of(obj: Any) -> Usage | None:
         return None
     details = _get(u, "prompt_tokens_details")
     cached = (_get(details, "cached_tokens") or 0) if details is not None else 0
+    written = _get(u, "cache_creation_input_tokens")  # Anthropic's, inside prompt_tokens
     return Usage(
-        int(_get(u, "prompt_tokens") or 0), int(_get(u, "completion_tokens") or 0), int(cached)
+        int(_get(u, "prompt_tokens") or 0),
+        int(_get(u, "completion_tokens") or 0),
+        int(cached),
+        written if isinstance(written, int) and not isinstance(written, bool) else 0,
     )
 
 

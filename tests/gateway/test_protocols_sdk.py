@@ -228,6 +228,40 @@ def test_messages_through_litellm_to_an_anthropic_backend(stack):
     assert len(stack["anthropic"].bodies("/v1/messages")) == 2
 
 
+def test_chat_cache_control_through_litellm_is_priced_at_cache_prices(stack):
+    """An OpenAI chat caller's ``cache_control`` part goes through litellm to Anthropic; the
+    cache reads and writes Anthropic reports (inside litellm's prompt_tokens) are charged at
+    the map's cache prices, not the input price."""
+    from gateway.backends.pricing import lookup_model
+    from tests.support.mock_anthropic import CACHED, WRITTEN
+
+    stack["anthropic"].reset()
+    part = {"type": "text", "text": "a long stable prefix", "cache_control": {"type": "ephemeral"}}
+    client = openai.OpenAI(
+        base_url=stack["url"] + "/v1",
+        api_key=KEY_A,
+        max_retries=0,
+        default_headers={"x-route": "claude"},
+    )
+    raw = client.chat.completions.with_raw_response.create(
+        model="auto", max_tokens=16, messages=[{"role": "user", "content": [part]}]
+    )
+    done = raw.parse()
+    [sent] = stack["anthropic"].bodies("/v1/messages")
+    assert "cache_control" in json.dumps(sent)  # litellm passed the marker on
+    e = lookup_model("claude-sonnet-4-5")
+    assert e is not None
+    u = done.usage
+    fresh = u.prompt_tokens - CACHED - WRITTEN
+    want = (
+        fresh * e["input_cost_per_token"]
+        + CACHED * e["cache_read_input_token_cost"]
+        + WRITTEN * e["cache_creation_input_token_cost"]
+        + u.completion_tokens * e["output_cost_per_token"]
+    )
+    assert fresh > 0 and float(raw.headers["x-gateway-cost-usd"]) == pytest.approx(want, rel=1e-6)
+
+
 # ---------------------------------------------------------------- OpenAI Responses
 
 

@@ -19,7 +19,7 @@ import yaml
 from openai import OpenAI
 from prometheus_client.parser import text_string_to_metric_families
 
-from gateway.metrics import PREFIX
+from gateway.metric_series import PREFIX
 from local_engine.engine.outputs import EngineStats
 from local_engine.server.metrics import ServerMetrics
 from tests.gateway.gateway_server import running_gateway

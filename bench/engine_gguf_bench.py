@@ -423,8 +423,13 @@ def main() -> int:
         "peer_system_info": system_info,
         "ours": {
             o.name: " ".join(
-                [f"OMP_NUM_THREADS={t}", "local-engine serve --model FILE", spec.describe()]
-            ).strip()
+                [
+                    f"OMP_NUM_THREADS={t}",
+                    *(f"{k}={v}" for k, v in spec.env.items()),
+                    "local-engine serve --model FILE --device cpu",
+                    *spec.args,
+                ]
+            )
             for o, (_, spec) in zip(ours, engines, strict=True)
         },
         "prompt_tokens": prompt_tokens,

@@ -27,7 +27,8 @@ configs side by side, e.g. ``--peer 't2spin=-t 2 -tb 2' --peer 't1=-t 1 -tb 1'``
 reported against each and against the fastest peer of each round. It is not a project dependency
 and never runs in CI. Build it from the llama.cpp sources vendored in llama-cpp-python's sdist
 (PyPI), outside the repository, with portable CPU flags (a ``GGML_NATIVE`` build died with
-``Illegal instruction`` on this VM), ~20 min on 2 cores::
+``Illegal instruction`` in an earlier session; an explicit AVX-512 build, see
+bench/results/engine_gguf.md, ran but was not faster), ~28 min at nice 19 on 2 loaded cores::
 
     pip download --no-deps --no-binary :all: llama-cpp-python==0.3.36 -d /work/llama-src
     tar xzf /work/llama-src/llama_cpp_python-0.3.36.tar.gz -C /work/llama-src

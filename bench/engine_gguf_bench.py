@@ -48,7 +48,8 @@ build, e.g. one with AVX-512). Each binary's ``--version`` and the CPU features 
 are recorded with the result.
 
 Ours: one server per ``--engine NAME=[VAR=VALUE ...] [FLAGS ...]`` (repeatable; FLAGS are extra
-``local-engine serve`` flags, e.g. ``--engine fp32=`` for the default fp32 load, or a
+``local-engine serve`` flags, e.g. ``--engine 'fp32=--weight-dtype float32'`` for the exact fp32
+load (the default ``auto`` is bfloat16 for a GGUF on a CPU with native bf16), or a
 quantized-weights config), all 32 requests at once, ``OMP_NUM_THREADS`` = ``--threads``.
 
 All servers are started first and stay up (idle ones sleep); rounds rotate the order of the
@@ -60,7 +61,7 @@ less than wall time when other work shares the cores, so they help read a noisy 
 not the goal's metric).
 
     python bench/engine_gguf_bench.py --llama-server PATH [--rounds 2] [--requests 32] \\
-        [--max-tokens 128] [--engine fp32=] [--engine 'NAME=FLAGS'] [--peer 'NAME=FLAGS']
+        [--max-tokens 128] [--engine 'fp32=--weight-dtype float32'] [--engine 'NAME=FLAGS'] [--peer 'NAME=FLAGS']
 """
 
 from __future__ import annotations
@@ -308,7 +309,7 @@ def main() -> int:
         type=parse_spec,
         default=None,
         help="NAME=[VAR=VALUE ...] [FLAGS ...]: one of our servers with extra serve flags "
-        "(default: fp32=)",
+        "(default: 'fp32=--weight-dtype float32')",
     )
     parser.add_argument(
         "--peer",
@@ -321,7 +322,9 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
     t = args.threads
-    engines: list[tuple[str, Spec]] = args.engine or [("fp32", Spec([], {}))]
+    engines: list[tuple[str, Spec]] = args.engine or [
+        ("fp32", Spec(["--weight-dtype", "float32"], {}))
+    ]
     peers: list[tuple[str, Spec]] = args.peer or [
         (f"t{t}", Spec(["-t", str(t), "-tb", str(t)], {"OMP_WAIT_POLICY": "passive"}))
     ]

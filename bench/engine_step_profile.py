@@ -11,7 +11,7 @@ the share of the wall time outside torch operators (Python: scheduler, inputs, s
 No HTTP: this isolates the engine (bench/engine_gguf_bench.py measures the server).
 
     python bench/engine_step_profile.py [--requests 32] [--steps 8] [--rounds 5]
-        [--weight-dtypes auto,int4] [--threads 2] [--profile] [--out FILE.json]
+        [--weight-dtypes float32,int4] [--threads 2] [--profile] [--out FILE.json]
 """
 
 from __future__ import annotations
@@ -84,7 +84,7 @@ def main() -> int:
     parser.add_argument("--steps", type=int, default=8, help="decode steps per engine per round")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--weight-dtypes", default="auto,int4")
+    parser.add_argument("--weight-dtypes", default="float32,int4")
     parser.add_argument("--profile", action="store_true")
     parser.add_argument("--out", type=Path, default=None, help="write the timings as JSON here")
     args = parser.parse_args()

@@ -86,9 +86,10 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
         "--weight-dtype",
         default="auto",
         choices=list(WEIGHT_DTYPES),
-        help="linear weights in memory: auto = --dtype; bfloat16, int8 (per channel) or int4 "
-        "(GGUF 4-bit tensors kept as they are) multiply in bfloat16 on CPU, the rest of the "
-        "model stays in --dtype",
+        help="linear weights in memory: auto = bfloat16 for a GGUF model on a CPU with native "
+        "bf16 matmuls (AVX512-BF16/AMX) in float32, else float32 = --dtype (no swap: exact); "
+        "bfloat16, int8 (per channel) or int4 (GGUF 4-bit tensors kept as they are) multiply "
+        "in bfloat16 on CPU, the rest of the model stays in --dtype",
     )
     p.add_argument(
         "--cpu-threads",

@@ -10,9 +10,11 @@ DEFAULT_MAX_NUM_BATCHED_TOKENS = 2048
 DEFAULT_MAX_WAITING = 1024
 DEFAULT_CPU_KV_CACHE_BYTES = 512 * 1024**2
 DEFAULT_GPU_MEMORY_UTILIZATION = 0.90
-# auto: weights in the engine's dtype; the rest are kept so in memory and multiplied in bfloat16
-# (layers/quantization.py): int4 repacks GGUF 4-bit tensors exactly, int8 is per channel
-WEIGHT_DTYPES = ("auto", "bfloat16", "int8", "int4")
+# float32: weights in the engine's dtype (no swap; exact); auto: bfloat16 for a GGUF model on a CPU
+# with native bf16 matmuls (AVX512-BF16/AMX), else float32 (layers/quantization.py,
+# resolve_weight_dtype); bfloat16/int8/int4 are kept so in memory and multiplied in bfloat16:
+# int4 repacks GGUF 4-bit tensors exactly, int8 is per channel
+WEIGHT_DTYPES = ("auto", "float32", "bfloat16", "int8", "int4")
 
 
 @dataclass(slots=True)

@@ -22,7 +22,12 @@ from local_engine.engine.sequence import Sequence
 from local_engine.engine.step_inputs import StepInputs, prepare_step
 from local_engine.host_memory import tune_malloc
 from local_engine.layers.attention import AttentionMetadata, PagedAttention
-from local_engine.layers.quantization import quantize_model
+from local_engine.layers.quantization import (
+    QuantizationError,
+    cpu_has_native_bf16,
+    quantize_model,
+    resolve_weight_dtype,
+)
 from local_engine.layers.sampler import build_sampling_batch, compute_logprobs, sample
 from local_engine.loader import eos_token_ids
 from local_engine.models.decoder_args import ModelConfigError
@@ -113,23 +118,38 @@ class ModelRunner:
         self.max_model_len = self._max_model_len(config)
         self.model = build_model(hf_config, self.max_model_len, self.dtype, self.device)
         self.num_params = sum(p.numel() for p in self.model.parameters())
-        self.weight_dtype = config.weight_dtype
-        kept: Kept4Bit | None = {} if config.weight_dtype == "int4" else None
+        from local_engine.checkpoint import GGUFCheckpoint
+
+        # the linears' swap (None: kept in self.dtype) and why, for the start-up log
+        swap, self.weight_dtype_reason = resolve_weight_dtype(
+            config.weight_dtype,
+            gguf=isinstance(checkpoint, GGUFCheckpoint),
+            device=self.device,
+            dtype=self.dtype,
+            native_bf16=self.device.type == "cpu" and cpu_has_native_bf16(),
+        )
+        kept: Kept4Bit | None = {} if swap == "int4" else None
         load_weights(
             self.model,
             checkpoint.tensors(keep_4bit=kept is not None),
             self.args.tie_word_embeddings,
             kept,
         )
-        if config.weight_dtype != "auto":
-            quantize_model(self.model, config.weight_dtype, kept)
+        if swap is not None:
+            try:
+                quantize_model(self.model, swap, kept)
+            except QuantizationError as exc:
+                if config.weight_dtype != "auto":
+                    raise
+                # shapes are checked before anything is swapped: the model is untouched
+                swap, self.weight_dtype_reason = None, f"auto: bfloat16 not usable ({exc})"
             del kept
+        self.weight_swap = swap
+        self.weight_dtype = swap or str(self.dtype).removeprefix("torch.")
         # quantized weights on CPU: K/V come out of a bfloat16 matmul and attention feeds one,
         # so a bfloat16 cache halves the per-step K/V gather and loses next to nothing
         self.kv_dtype = (
-            torch.bfloat16
-            if self.device.type == "cpu" and config.weight_dtype != "auto"
-            else self.dtype
+            torch.bfloat16 if self.device.type == "cpu" and swap is not None else self.dtype
         )
         per_block = kv_cache.block_bytes(self.args, self.block_size, self.kv_dtype)
         if self.device.type == "cuda":
@@ -179,7 +199,7 @@ class ModelRunner:
         return (
             f"{a.num_layers} layers, {params / 1e6:.1f}M parameters on {self.device}{threads}, "
             f"dtype {str(self.dtype).removeprefix('torch.')}"
-            + ("" if self.weight_dtype == "auto" else f", linear weights {self.weight_dtype}")
+            + f", linear weights {self.weight_dtype} ({self.weight_dtype_reason})"
             + (
                 ""
                 if self.kv_dtype == self.dtype

@@ -41,10 +41,12 @@ __all__ = [
     "Int8Linear",
     "QuantizationError",
     "RefinedLogits",
+    "cpu_has_native_bf16",
     "quantize_model",
+    "resolve_weight_dtype",
 ]
 
-QUANTIZED_WEIGHT_DTYPES = tuple(d for d in WEIGHT_DTYPES if d != "auto")
+QUANTIZED_WEIGHT_DTYPES = tuple(d for d in WEIGHT_DTYPES if d not in ("auto", "float32"))
 COMPUTE_DTYPE = torch.bfloat16
 EXACT_TOP_LOGITS = 20  # = sampling_params.MAX_TOP_LOGPROBS: top logprobs come out exact
 INT4_N_MULTIPLE = 16  # _convert_weight_to_int4pack_for_cpu packs rows in 16s
@@ -164,13 +166,65 @@ def _int4_parts(
     return round_to_4bit(lin.weight)
 
 
+def cpu_has_native_bf16() -> bool:
+    """True when oneDNN is built in and the CPU multiplies bfloat16 natively (AVX512-BF16 or AMX).
+
+    ``torch.ops.mkldnn._is_mkldnn_bf16_supported()`` is not enough: it is also true on plain
+    AVX512 CPUs, where oneDNN emulates bfloat16 (slower than float32), so the CPU's own
+    capability flags (``torch.cpu.get_capabilities()``, cpuinfo) decide."""
+    if not torch.backends.mkldnn.is_available():
+        return False
+    get_capabilities = getattr(torch.cpu, "get_capabilities", None)
+    if get_capabilities is None:  # older torch: no per-feature flags
+        return False
+    caps = get_capabilities()
+    return bool(caps.get("avx512_bf16") or caps.get("amx_bf16"))
+
+
+def resolve_weight_dtype(
+    requested: str,
+    *,
+    gguf: bool,
+    device: torch.device,
+    dtype: torch.dtype,
+    native_bf16: bool,
+) -> tuple[str | None, str]:
+    """(the linears' swap: one of QUANTIZED_WEIGHT_DTYPES, or None to keep them in ``dtype``; why).
+
+    ``auto`` is bfloat16 for a GGUF model in float32 on a CPU with native bf16 matmuls: its
+    weights were quantized to begin with, and bfloat16 multiplies ran ~1.3-2.6x faster than
+    float32 on the demo model with 99% of fp32's greedy picks (bench/results/engine_quant.md).
+    Otherwise (safetensors checkpoints, GPUs, CPUs without native bf16, --dtype other than
+    float32) nothing is swapped, as before. ``float32`` never swaps and needs ``dtype`` float32
+    (it pins exactness); an explicit choice always wins."""
+    dtype_name = str(dtype).removeprefix("torch.")
+    if requested == "float32":
+        if dtype != torch.float32:
+            raise QuantizationError(
+                f"weight dtype float32 keeps the linear weights in --dtype, which is {dtype_name} "
+                "here; pass --dtype float32 as well"
+            )
+        return None, "asked for"
+    if requested != "auto":
+        return requested, "asked for"
+    if not gguf:
+        return None, "auto: not a GGUF model"
+    if device.type != "cpu":
+        return None, f"auto: GGUF on {device}"
+    if dtype != torch.float32:
+        return None, f"auto: --dtype {dtype_name}"
+    if not native_bf16:
+        return None, "auto: GGUF, but this CPU has no native bfloat16 matmul"
+    return "bfloat16", "auto: GGUF on a CPU with native bfloat16 matmul"
+
+
 def _check_shape(name: str, weight: torch.Tensor, weight_dtype: str) -> None:
     n, k = weight.shape
     if k % GROUP or (weight_dtype == "int4" and n % INT4_N_MULTIPLE):
         raise QuantizationError(
             f"weight dtype {weight_dtype} needs in_features divisible by {GROUP}"
             + (f" and out_features by {INT4_N_MULTIPLE}" if weight_dtype == "int4" else "")
-            + f"; {name} is {n} x {k} (use --weight-dtype auto or bfloat16)"
+            + f"; {name} is {n} x {k} (use --weight-dtype float32)"
         )
 
 

@@ -65,7 +65,7 @@ def test_start_up_log_says_device_dtype_kv_blocks_and_max_length(
     assert f"model {model.name}:" in line
     for part in (
         "on cpu",
-        "dtype float32",
+        "dtype float32, linear weights float32 (auto: not a GGUF model)",
         "KV cache 40 blocks x 8 tokens = 320 tokens",
         "max_model_len 320",
         "prefix caching on",

@@ -33,7 +33,14 @@ TEXTS = [
 
 
 def _runner(checkpoint) -> ModelRunner:  # noqa: ANN001 - HFCheckpoint or GGUFCheckpoint
-    cfg = EngineConfig(model=str(checkpoint.path), device="cpu", dtype="float32", num_kv_blocks=32)
+    # float32 weights pinned: auto would multiply a GGUF's weights in bfloat16 on a bf16 CPU
+    cfg = EngineConfig(
+        model=str(checkpoint.path),
+        device="cpu",
+        dtype="float32",
+        weight_dtype="float32",
+        num_kv_blocks=32,
+    )
     return ModelRunner(cfg, checkpoint)
 
 

@@ -38,7 +38,12 @@ def demo_file() -> Path:
 
 @pytest.fixture(scope="module")
 def engine(demo_file: Path) -> LLMEngine:
-    return LLMEngine(EngineConfig(model="demo", device="cpu", dtype="float32", num_kv_blocks=64))
+    # float32 weights pinned (no bfloat16 swap, which auto picks on a bf16 CPU): exact parity
+    return LLMEngine(
+        EngineConfig(
+            model="demo", device="cpu", dtype="float32", weight_dtype="float32", num_kv_blocks=64
+        )
+    )
 
 
 def test_demo_answers_the_capital_question(engine: LLMEngine) -> None:

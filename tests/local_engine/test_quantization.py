@@ -24,7 +24,9 @@ from local_engine.layers.quantization import (
     Int8Linear,
     QuantizationError,
     RefinedLogits,
+    cpu_has_native_bf16,
     quantize_model,
+    resolve_weight_dtype,
     round_to_4bit,
 )
 from local_engine.loader import CheckpointError
@@ -115,7 +117,7 @@ def test_refined_logits_are_exact_where_the_choice_is_made() -> None:
     torch.testing.assert_close(got, ref, rtol=2**-7, atol=float(ref.abs().max()) * 2**-8)
 
 
-def _runner(checkpoint, weight_dtype: str = "auto") -> ModelRunner:  # noqa: ANN001
+def _runner(checkpoint, weight_dtype: str = "float32") -> ModelRunner:  # noqa: ANN001
     cfg = EngineConfig(
         model=str(checkpoint.path),
         device="cpu",
@@ -167,8 +169,62 @@ def test_quantized_weights_on_a_safetensors_checkpoint(
     assert (a - b).abs().max() < 0.06 * a.abs().max()  # measured 1.7-3.2%: bf16 activations
 
 
+CPU = torch.device("cpu")
+
+
+def test_auto_weight_dtype_rule() -> None:
+    def rule(requested: str = "auto", **kw: object) -> str | None:
+        args: dict = {"gguf": True, "device": CPU, "dtype": torch.float32, "native_bf16": True}
+        return resolve_weight_dtype(requested, **(args | kw))[0]
+
+    # auto: bfloat16 only for a GGUF in float32 on a CPU that multiplies bf16 natively
+    assert rule() == "bfloat16"
+    assert rule(gguf=False) is None  # a safetensors checkpoint keeps its float32 weights
+    assert rule(native_bf16=False) is None
+    assert rule(device=torch.device("cuda")) is None
+    assert rule(dtype=torch.bfloat16) is None  # the weights are bfloat16 already
+    # an explicit choice wins, whatever the model and CPU
+    assert rule("float32") is None
+    assert rule("int4", gguf=False, native_bf16=False) == "int4"
+    assert rule("bfloat16", gguf=False) == "bfloat16"
+    reason = resolve_weight_dtype(
+        "auto", gguf=True, device=CPU, dtype=torch.float32, native_bf16=True
+    )[1]
+    assert reason == "auto: GGUF on a CPU with native bfloat16 matmul"
+    with pytest.raises(QuantizationError, match="pass --dtype float32 as well"):
+        rule("float32", dtype=torch.bfloat16)
+
+
+def test_auto_weight_dtype_in_the_runner_and_its_log_line(
+    tmp_path: Path, tiny_checkpoint: Callable[..., Path]
+) -> None:
+    src = tiny_checkpoint("llama")
+    gguf = GGUFCheckpoint(write_gguf(src, tmp_path / "q41.gguf", qtype="Q4_1"))
+    native = cpu_has_native_bf16()
+    auto = _runner(gguf, "auto")
+    if native:  # this CPU (AVX512-BF16 or AMX): the GGUF's linears multiply in bfloat16
+        assert auto.weight_swap == "bfloat16"
+        assert isinstance(auto.model.get_submodule("model.layers.0.mlp.down_proj"), Bf16Linear)
+        assert (
+            "linear weights bfloat16 (auto: GGUF on a CPU with native bfloat16 matmul)"
+            in auto.describe()
+        )
+    else:
+        assert auto.weight_swap is None
+        assert "linear weights float32 (auto: GGUF, but this CPU has no native" in auto.describe()
+    pinned = _runner(gguf, "float32")
+    assert pinned.weight_swap is None and "linear weights float32 (asked for)" in pinned.describe()
+    assert isinstance(pinned.model.get_submodule("model.layers.0.mlp.down_proj"), Linear)
+    ckpt = _runner(HFCheckpoint(src), "auto")
+    assert ckpt.weight_swap is None
+    assert "linear weights float32 (auto: not a GGUF model)" in ckpt.describe()
+    assert isinstance(ckpt.model.get_submodule("model.layers.0.mlp.down_proj"), Linear)
+
+
 def test_unusable_weight_dtypes_are_clear_errors() -> None:
-    with pytest.raises(ValueError, match="weight_dtype must be one of auto, bfloat16, int8, int4"):
+    with pytest.raises(
+        ValueError, match="weight_dtype must be one of auto, float32, bfloat16, int8, int4"
+    ):
         EngineConfig(model="demo", weight_dtype="int3")
     model = torch.nn.Module()
     model.proj = Linear(40, [64], False, torch.float32, torch.device("cpu"))
@@ -200,9 +256,9 @@ def test_int4_demo_engine_agrees_with_float32_greedy() -> None:
                 model="demo", device="cpu", dtype="float32", weight_dtype=wd, num_kv_blocks=64
             )
         )
-        for wd in ("auto", "int4")
+        for wd in ("float32", "int4")
     }
-    tok = engines["auto"].tokenizer
+    tok = engines["float32"].tokenizer
     questions = [
         "What is the capital of France?",
         "What is 12 + 7?",
@@ -213,7 +269,7 @@ def test_int4_demo_engine_agrees_with_float32_greedy() -> None:
         tok.encode(tok.apply_chat_template([{"role": "user", "content": q}])) for q in questions
     ]
     greedy = SamplingParams(max_tokens=24, temperature=0, ignore_eos=True)
-    ref = engines["auto"].generate(prompts, greedy)
+    ref = engines["float32"].generate(prompts, greedy)
     got = engines["int4"].generate(prompts[:1], SamplingParams(max_tokens=16, temperature=0))
     assert tok.decode(got[0]) == "The capital of France is Paris."
     agree = total = 0
@@ -223,7 +279,7 @@ def test_int4_demo_engine_agrees_with_float32_greedy() -> None:
             wd: e.runner.prefill_logits(seq)[len(prompt) - 1 : -1].argmax(-1)
             for wd, e in engines.items()
         }
-        agree += int((picks["auto"] == picks["int4"]).sum())
+        agree += int((picks["float32"] == picks["int4"]).sum())
         total += len(out)
     assert agree >= 0.9 * total, f"int4 picked float32's token at {agree} of {total} positions"
 
@@ -242,6 +298,8 @@ def test_cli_flags_reach_the_engine_config(capsys: pytest.CaptureFixture[str]) -
         ).weight_dtype
         == "auto"
     )
+    pinned = build_parser().parse_args(["serve", "--model", "demo", "--weight-dtype", "float32"])
+    assert engine_config_from_args(pinned).weight_dtype == "float32"
     with pytest.raises(SystemExit):
         build_parser().parse_args(["serve", "--model", "demo", "--weight-dtype", "int2"])
     assert "invalid choice: 'int2'" in capsys.readouterr().err

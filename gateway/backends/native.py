@@ -30,8 +30,8 @@ import orjson
 from gateway.backends.base import UpstreamRequest, UpstreamResponse, UpstreamStream, Usage
 from gateway.backends.upstream_errors import (
     connection_error,
-    error_from_response,
     malformed_event,
+    post_checked,
     stream_error,
     timeout_error,
 )
@@ -154,29 +154,15 @@ class NativeEndpoint:
     async def _post(
         self, request: UpstreamRequest, stream: bool, path: str = ""
     ) -> aiohttp.ClientResponse:
-        headers = {**self._headers, **request.headers}
-        try:
-            resp = await self._client().post(
-                self.url + path,
-                data=self._payload(request),
-                headers=headers,
-                timeout=self._timeout(request, stream),
-            )
-        except aiohttp.ConnectionTimeoutError as exc:
-            raise timeout_error(self.name, exc, connect=True) from exc
-        except TimeoutError as exc:
-            raise timeout_error(self.name, exc) from exc
-        except aiohttp.ClientError as exc:
-            raise connection_error(self.name, exc, self._secret) from exc
-        if resp.status >= 400:
-            try:
-                body = await resp.read()
-            except (TimeoutError, aiohttp.ClientError):
-                body = b""
-            finally:
-                resp.release()
-            raise error_from_response(self.name, resp.status, resp.headers, body, self._secret)
-        return resp
+        return await post_checked(
+            self._client(),
+            self.url + path,
+            data=self._payload(request),
+            headers={**self._headers, **request.headers},
+            timeout=self._timeout(request, stream),
+            name=self.name,
+            secret=self._secret,
+        )
 
     async def count_tokens(self, request: UpstreamRequest) -> bytes:
         """The upstream's own count of this request's prompt tokens, its JSON as it came

@@ -22,8 +22,8 @@ from gateway.backends.native import endpoints_for
 from gateway.backends.pricing import resolve_capabilities
 from gateway.backends.upstream_errors import (
     connection_error,
-    error_from_response,
     malformed_event,
+    post_checked,
     stream_error,
     timeout_error,
 )
@@ -130,29 +130,15 @@ class OpenAICompatBackend(Backend):
 
     async def _post(self, request: UpstreamRequest, stream: bool) -> aiohttp.ClientResponse:
         """Send the request; returns a response with status < 400 or raises UpstreamError."""
-        url = self._urls[request.operation]
-        try:
-            resp = await self._client().post(
-                url,
-                data=self._payload(request),
-                headers=request.headers or None,
-                timeout=self._timeout_for(request, stream),
-            )
-        except aiohttp.ConnectionTimeoutError as exc:
-            raise timeout_error(self.name, exc, connect=True) from exc
-        except TimeoutError as exc:
-            raise timeout_error(self.name, exc) from exc
-        except aiohttp.ClientError as exc:
-            raise connection_error(self.name, exc, self._secret) from exc
-        if resp.status >= 400:
-            try:
-                body = await resp.read()
-            except (TimeoutError, aiohttp.ClientError):
-                body = b""
-            finally:
-                resp.release()
-            raise error_from_response(self.name, resp.status, resp.headers, body, self._secret)
-        return resp
+        return await post_checked(
+            self._client(),
+            self._urls[request.operation],
+            data=self._payload(request),
+            headers=request.headers or None,
+            timeout=self._timeout_for(request, stream),
+            name=self.name,
+            secret=self._secret,
+        )
 
     # ------------------------------------------------------------ the contract
 

@@ -21,6 +21,7 @@ import time
 from collections.abc import Mapping
 from email.utils import parsedate_to_datetime
 
+import aiohttp
 import orjson
 
 from gateway.errors import (
@@ -36,6 +37,7 @@ __all__ = [
     "error_from_response",
     "malformed_event",
     "parse_retry_after",
+    "post_checked",
     "scrub",
     "stream_error",
     "timeout_error",
@@ -170,3 +172,34 @@ def stream_error(name: str, payload: bytes, secret: str | None) -> UpstreamError
     return UpstreamError(
         scrub(f"backend {name!r} failed while streaming: {message or _snippet(payload)}", secret)
     )
+
+
+async def post_checked(
+    session: aiohttp.ClientSession,
+    url: str,
+    *,
+    data: bytes,
+    headers: Mapping[str, str] | None,
+    timeout: aiohttp.ClientTimeout,
+    name: str,
+    secret: str | None,
+) -> aiohttp.ClientResponse:
+    """POST to an upstream; a response with status < 400, or the failure as an UpstreamError
+    (connect vs read timeouts apart, the error body read and the connection given back)."""
+    try:
+        resp = await session.post(url, data=data, headers=headers, timeout=timeout)
+    except aiohttp.ConnectionTimeoutError as exc:
+        raise timeout_error(name, exc, connect=True) from exc
+    except TimeoutError as exc:
+        raise timeout_error(name, exc) from exc
+    except aiohttp.ClientError as exc:
+        raise connection_error(name, exc, secret) from exc
+    if resp.status >= 400:
+        try:
+            body = await resp.read()
+        except (TimeoutError, aiohttp.ClientError):
+            body = b""
+        finally:
+            resp.release()
+        raise error_from_response(name, resp.status, resp.headers, body, secret)
+    return resp

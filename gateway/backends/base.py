@@ -21,6 +21,8 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+import orjson
+
 from gateway.errors import UpstreamError
 
 Operation = Literal["chat", "completions", "embeddings"]
@@ -64,6 +66,13 @@ class UpstreamRequest:
     # A native body asking the model to reason (Responses ``reasoning`` or reasoning items,
     # Anthropic ``thinking``): only for backends whose model reasons (``Backend.takes``)
     reasoning: bool = False
+
+    def payload_for(self, model: str) -> bytes:
+        """The body to send upstream with ``model`` in it: the client's own bytes when they
+        already name it (the pass-through path), else the body re-encoded."""
+        if self.raw is not None and self.body.get("model") == model:
+            return self.raw
+        return orjson.dumps({**self.body, "model": model})
 
 
 @dataclass(slots=True)

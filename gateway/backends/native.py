@@ -138,12 +138,6 @@ class NativeEndpoint:
             self._loop = loop
         return self._session
 
-    def _payload(self, request: UpstreamRequest) -> bytes:
-        body = request.body
-        if request.raw is not None and body.get("model") == self.model:
-            return request.raw
-        return orjson.dumps({**body, "model": self.model})
-
     def _timeout(self, request: UpstreamRequest, stream: bool) -> aiohttp.ClientTimeout:
         limit = request.timeout_s or self._cfg.timeout_s
         connect = self._cfg.connect_timeout_s
@@ -157,7 +151,7 @@ class NativeEndpoint:
         return await post_checked(
             self._client(),
             self.url + path,
-            data=self._payload(request),
+            data=request.payload_for(self.model),
             headers={**self._headers, **request.headers},
             timeout=self._timeout(request, stream),
             name=self.name,

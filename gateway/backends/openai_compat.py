@@ -113,12 +113,6 @@ class OpenAICompatBackend(Backend):
             self._loop = loop
         return self._session
 
-    def _payload(self, request: UpstreamRequest) -> bytes:
-        body = request.body
-        if request.raw is not None and body.get("model") == self.model:
-            return request.raw
-        return orjson.dumps({**body, "model": self.model})
-
     def _timeout_for(self, request: UpstreamRequest, stream: bool) -> aiohttp.ClientTimeout:
         if request.timeout_s is None:
             return self._stream_timeout if stream else self._timeout
@@ -133,7 +127,7 @@ class OpenAICompatBackend(Backend):
         return await post_checked(
             self._client(),
             self._urls[request.operation],
-            data=self._payload(request),
+            data=request.payload_for(self.model),
             headers=request.headers or None,
             timeout=self._timeout_for(request, stream),
             name=self.name,

@@ -237,6 +237,14 @@ def gateway_env(tree: Path = ROOT) -> dict[str, str]:
     return env
 
 
+def gateway_argv(policy: Path, port: int) -> list[str]:
+    """``gateway serve`` as the benches run it: one worker on loopback, warnings only."""
+    return [
+        sys.executable, "-m", "gateway.cli", "serve", "--policy", str(policy),
+        "--host", HOST, "--port", str(port), "--workers", "1", "--log-level", "warning",
+    ]  # fmt: skip
+
+
 def start_gateway(
     stack: ExitStack,
     workdir: Path,
@@ -253,25 +261,7 @@ def start_gateway(
     log = workdir / f"{name}.log"
     proc = stack.enter_context(
         process(
-            _pinned(
-                core,
-                [
-                    sys.executable,
-                    "-m",
-                    "gateway.cli",
-                    "serve",
-                    "--policy",
-                    str(policy),
-                    "--host",
-                    HOST,
-                    "--port",
-                    str(port),
-                    "--workers",
-                    "1",
-                    "--log-level",
-                    "warning",
-                ],
-            ),
+            _pinned(core, gateway_argv(policy, port)),
             log,
             gateway_env(tree),
             cwd=tree,

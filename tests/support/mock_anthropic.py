@@ -18,10 +18,12 @@ import asyncio
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 from aiohttp import web
 
 from tests.support.servers import (
+    Fault,
     MockControl,
     RecordedRequest,
     content_text,
@@ -209,8 +211,8 @@ def _stream_events(
 def create_app(control: MockControl) -> web.Application:
     counter = {"n": 0}
 
-    async def admit(request: web.Request) -> tuple[dict | None, web.Response | None]:
-        """The request recorded, faults applied: (body, an early answer or None)."""
+    async def receive(request: web.Request) -> tuple[bytes, Any, bool, Fault | None]:
+        """The request read and recorded: (raw, parsed body or None, auth ok, the next fault)."""
         raw = await request.read()
         try:
             body = json.loads(raw)
@@ -222,7 +224,11 @@ def create_app(control: MockControl) -> web.Application:
                 request.method, request.path, public_headers(request.headers), body, raw, auth_ok
             )
         )
-        fault = control.take_fault()
+        return raw, body, auth_ok, control.take_fault()
+
+    async def admit(request: web.Request) -> tuple[dict | None, web.Response | None]:
+        """The request recorded, faults applied: (body, an early answer or None)."""
+        _, body, auth_ok, fault = await receive(request)
         if fault is not None and fault.delay_s:
             await asyncio.sleep(fault.delay_s)
         if fault is not None and fault.status is not None:
@@ -241,18 +247,7 @@ def create_app(control: MockControl) -> web.Application:
         return web.json_response({"input_tokens": count_of(body)})
 
     async def messages(request: web.Request) -> web.StreamResponse:
-        raw = await request.read()
-        try:
-            body = json.loads(raw)
-        except ValueError:
-            body = None
-        auth_ok = control.api_key is None or request.headers.get("x-api-key") == control.api_key
-        control.record(
-            RecordedRequest(
-                request.method, request.path, public_headers(request.headers), body, raw, auth_ok
-            )
-        )
-        fault = control.take_fault()
+        raw, body, auth_ok, fault = await receive(request)
         delay = control.delay_s + (fault.delay_s if fault else 0.0)
         if delay:
             await asyncio.sleep(delay)

@@ -211,11 +211,18 @@ def create_app(control: MockControl) -> web.Application:
         return body, None, fault
 
     async def sse(request: web.Request, chunks: list[dict], fault) -> web.StreamResponse:
+        events = [b"data: " + json.dumps(chunk).encode() + b"\n\n" for chunk in chunks]
+        return await sse_events(request, events, fault, b"data: [DONE]\n\n")
+
+    async def sse_events(
+        request: web.Request, events: list[bytes], fault, tail: bytes = b""
+    ) -> web.StreamResponse:
+        """Encoded events, the fault's drop or stall before event ``i`` applied, then ``tail``."""
         resp = web.StreamResponse(
             headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
         )
         await resp.prepare(request)
-        for i, chunk in enumerate(chunks):
+        for i, event in enumerate(events):
             if (
                 fault is not None
                 and fault.stream_fail_after is not None
@@ -228,8 +235,9 @@ def create_app(control: MockControl) -> web.Application:
                 and i >= fault.stream_stall_after
             ):
                 await stall_until_closed(request)
-            await resp.write(b"data: " + json.dumps(chunk).encode() + b"\n\n")
-        await resp.write(b"data: [DONE]\n\n")
+            await resp.write(event)
+        if tail:
+            await resp.write(tail)
         await resp.write_eof()
         return resp
 
@@ -415,21 +423,7 @@ def create_app(control: MockControl) -> web.Application:
         }
         if not body.get("stream"):
             return web.json_response(done)
-        events = _responses_events(done)
-        resp = web.StreamResponse(
-            headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
-        )
-        await resp.prepare(request)
-        for i, event in enumerate(events):
-            if (
-                fault is not None
-                and fault.stream_fail_after is not None
-                and i >= fault.stream_fail_after
-            ):
-                await drop_connection(request)
-            await resp.write(event)
-        await resp.write_eof()
-        return resp
+        return await sse_events(request, _responses_events(done), fault)
 
     async def models(request: web.Request) -> web.StreamResponse:
         _, early, _ = await admit(request)

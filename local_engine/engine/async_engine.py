@@ -7,6 +7,13 @@ queue; the thread sleeps on a condition when idle. Each step's outputs go back t
 request's iterator (client disconnect), or dropping it unread, aborts the request and frees its
 KV blocks.
 
+Every torch call of an engine built by ``from_config`` runs on that one thread: the model load
+and then the step loop (``_TorchThread``). PyTorch's CPU ops run on one OpenMP team per calling
+thread, and GNU OpenMP (the runtime in PyTorch's CPU wheels) cuts its workers' spin-wait from
+300,000 to 100 iterations once the process has more OpenMP threads than CPUs: a model loaded
+on the main thread and stepped on another left two teams, so on 2 cores each op's worker went to
+sleep and was woken again, and the steps ran on ~1.1 cores instead of ~1.7.
+
 A step that fails for some requests fails those (``StepFailedError``) and the loop goes on; one
 that fails in a way no request can be blamed for fails the requests in flight and goes on. Only
 a failure to recover from that stops the loop (``EngineDeadError``). ``health()`` says whether
@@ -21,7 +28,11 @@ import threading
 import time
 import weakref
 from collections import deque
+from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass, replace
+from queue import SimpleQueue
+from typing import Any, TypeVar
 
 from local_engine.config import EngineConfig
 from local_engine.engine.llm_engine import LLMEngine
@@ -42,6 +53,8 @@ logger = logging.getLogger(__name__)
 UNHEALTHY_AFTER_FAILED_STEPS = 3  # consecutive steps in which every request failed
 STEP_STALL_S = 120.0  # a step running longer than this means the device hangs
 
+T = TypeVar("T")
+
 
 @dataclass(slots=True, frozen=True)
 class _Add:
@@ -59,6 +72,46 @@ class _Abort:
 class EngineHealth:
     ok: bool
     reason: str = ""  # why not, when not ok
+
+
+class _TorchThread:
+    """A daemon thread that runs the callables handed to it, one at a time, in order: the
+    engine's load and then its step loop share it (see the module docstring for why)."""
+
+    def __init__(self, name: str) -> None:
+        self._inbox: SimpleQueue[tuple[Callable[[], Any], Future] | None] = SimpleQueue()
+        self._thread = threading.Thread(target=self._serve, name=name, daemon=True)
+        self._thread.start()
+
+    def submit(self, fn: Callable[[], T]) -> Future[T]:
+        future: Future[T] = Future()
+        self._inbox.put((fn, future))
+        return future
+
+    def close(self) -> None:
+        """The thread ends after what it was given."""
+        self._inbox.put(None)
+
+    def join(self) -> None:
+        self._thread.join()
+
+    def is_alive(self) -> bool:
+        return self._thread.is_alive()
+
+    def _serve(self) -> None:
+        while (item := self._inbox.get()) is not None:
+            fn, future = item
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                future.set_result(fn())
+            except BaseException as exc:  # handed to whoever waits on the future
+                future.set_exception(exc)
+
+
+def _log_loop_crash(running: Future[None]) -> None:
+    if not running.cancelled() and (exc := running.exception()) is not None:
+        logger.error("the engine loop crashed; the engine stops", exc_info=exc)
 
 
 class RequestStream:
@@ -102,7 +155,7 @@ class RequestStream:
 
 
 class AsyncLLMEngine:
-    def __init__(self, engine: LLMEngine) -> None:
+    def __init__(self, engine: LLMEngine, *, torch_thread: _TorchThread | None = None) -> None:
         self.engine = engine
         self.config = engine.config
         self.tokenizer = engine.tokenizer
@@ -112,7 +165,9 @@ class AsyncLLMEngine:
         self._commands: deque[_Add | _Abort] = deque()  # guarded by _cv
         self._num_pending_adds = 0  # guarded by _cv
         self._stopping = False
-        self._thread: threading.Thread | None = None
+        self._torch_thread = torch_thread  # the thread the engine was built on, if any
+        self._thread: _TorchThread | None = None
+        self._running: Future[None] | None = None  # the step loop on self._thread
         self._loop: asyncio.AbstractEventLoop | None = None
         self._queues: dict[str, asyncio.Queue] = {}  # event-loop side
         self._error: BaseException | None = None
@@ -120,7 +175,14 @@ class AsyncLLMEngine:
 
     @classmethod
     def from_config(cls, config: EngineConfig) -> AsyncLLMEngine:
-        return cls(LLMEngine(config))
+        """Load the model on the thread that will step it (blocks until loaded)."""
+        thread = _TorchThread("local-engine-step")
+        try:
+            engine = thread.submit(lambda: LLMEngine(config)).result()
+        except BaseException:
+            thread.close()
+            raise
+        return cls(engine, torch_thread=thread)
 
     # lifecycle
     async def start(self) -> None:
@@ -128,8 +190,10 @@ class AsyncLLMEngine:
             return
         self._loop = asyncio.get_running_loop()
         self._stopping = False
-        self._thread = threading.Thread(target=self._run, name="local-engine-step", daemon=True)
-        self._thread.start()
+        thread, self._torch_thread = self._torch_thread, None
+        self._thread = thread or _TorchThread("local-engine-step")
+        self._running = self._thread.submit(self._run)
+        self._running.add_done_callback(_log_loop_crash)
 
     async def shutdown(self) -> None:
         thread = self._thread
@@ -138,13 +202,15 @@ class AsyncLLMEngine:
         with self._cv:
             self._stopping = True
             self._cv.notify()
+        thread.close()
         await asyncio.to_thread(thread.join)
-        self._thread = None
+        self._thread = self._running = None
         self._fail_all(EngineDeadError("the engine was shut down"))
 
     @property
     def is_running(self) -> bool:
-        return self._thread is not None and self._thread.is_alive() and self._error is None
+        running = self._running
+        return running is not None and not running.done() and self._error is None
 
     def health(self) -> EngineHealth:
         if not self.is_running:

@@ -292,3 +292,68 @@ async def test_shutdown_ends_open_streams(tok):
     with pytest.raises(EngineDeadError):
         async for _ in stream:
             pass
+
+
+# one torch thread: the load and the step loop of an engine built by from_config
+
+
+async def test_from_config_loads_and_steps_on_one_thread(tiny_model_dir, monkeypatch):
+    """All torch work on one thread keeps one OpenMP team in the process (the module docstring
+    says why two teams on a small CPU run the steps at about one core)."""
+    import threading
+
+    from local_engine.engine import async_engine
+
+    seen: dict[str, set[int]] = {"load": set(), "step": set()}
+
+    class Recording(LLMEngine):
+        def __init__(self, *args, **kwargs):
+            seen["load"].add(threading.get_ident())
+            super().__init__(*args, **kwargs)
+
+        def step(self):
+            seen["step"].add(threading.get_ident())
+            return super().step()
+
+    monkeypatch.setattr(async_engine, "LLMEngine", Recording)
+    eng = AsyncLLMEngine.from_config(
+        EngineConfig(model=str(tiny_model_dir), device="cpu", dtype="float32")
+    )
+    await eng.start()
+    try:
+        outs = [o async for o in eng.generate("r1", [5, 6, 7], SamplingParams(max_tokens=3))]
+        assert outs[-1].finished
+        assert eng.health().ok
+    finally:
+        await eng.shutdown()
+    assert len(seen["load"]) == 1 and seen["step"] == seen["load"]
+    assert threading.get_ident() not in seen["load"]  # never the event loop's thread
+    assert not eng.is_running
+
+
+def test_from_config_load_error_is_raised_and_ends_its_thread(tmp_path):
+    import threading
+
+    before = {t.ident for t in threading.enumerate()}
+    with pytest.raises(Exception, match="tiny-missing|not found|No such|does not exist"):
+        AsyncLLMEngine.from_config(EngineConfig(model=str(tmp_path / "tiny-missing"), device="cpu"))
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        extra = [t for t in threading.enumerate() if t.ident not in before and t.is_alive()]
+        if not any(t.name == "local-engine-step" for t in extra):
+            break
+        time.sleep(0.01)
+    else:
+        pytest.fail("the load thread outlived a failed load")
+
+
+async def test_start_after_shutdown_steps_again(tok):
+    eng = AsyncLLMEngine(build(tok))
+    for round_ in range(2):
+        await eng.start()
+        outs = [
+            o async for o in eng.generate(f"r{round_}", [5, 6, 7], SamplingParams(max_tokens=2))
+        ]
+        assert outs[-1].finished
+        await eng.shutdown()
+        assert not eng.is_running

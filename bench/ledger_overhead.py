@@ -61,7 +61,7 @@ def cpu_ns(pid: int) -> int:
 def _row() -> LedgerRow:
     return LedgerRow(
         time.time(), new_request_id(), "team", "key", "auto", "chat", "everyday", "up",
-        "mock-model", True, 200, False, 12, 13, 0, 0.0001, 0.001, 3.2, 0.4, "bypass", None,
+        "mock-model", True, 200, False, 12, 13, 0, 0, 0.0001, 0.001, 3.2, 0.4, "bypass", None,
     )  # fmt: skip
 
 

@@ -9,8 +9,6 @@ import sys
 
 __all__ = ["register"]
 
-COMPONENT = "ledger"
-MIGRATIONS = "gateway.ledger.migrations"
 PARTITIONS_AHEAD = 3  # months created in advance by migrate
 
 
@@ -32,12 +30,13 @@ async def _migrate(url: str) -> list[str]:
     import time
 
     from gateway.ledger import partitions
-    from gateway.ledger.db import migrate, open_pool
+    from gateway.ledger.db import open_pool
+    from gateway.ledger.schema import ensure_schema
 
     pool = await open_pool(url)
     try:
         async with pool.acquire() as conn:
-            done = await migrate(conn, COMPONENT, MIGRATIONS)
+            done = await ensure_schema(conn)
             months = set(partitions.months_ahead(time.time(), PARTITIONS_AHEAD))
             await partitions.ensure_months(conn, months)
     finally:

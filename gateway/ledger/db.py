@@ -106,17 +106,32 @@ def load_migrations(package: str) -> list[Migration]:
     return found
 
 
-async def applied_versions(conn: Conn, component: str) -> set[int]:
-    await conn.execute(_BOOKKEEPING)
+async def _versions(conn: Conn, component: str) -> set[int]:
     rows = await conn.fetch(
         "SELECT version FROM gateway_schema_migrations WHERE component = $1", component
     )
     return {r["version"] for r in rows}
 
 
+async def applied_versions(conn: Conn, component: str) -> set[int]:
+    await conn.execute(_BOOKKEEPING)
+    return await _versions(conn, component)
+
+
+async def _up_to_date(conn: Conn, component: str, todo: list[Migration]) -> bool:
+    """Read-only: every one of ``todo`` is applied already."""
+    if await conn.fetchval("SELECT to_regclass('gateway_schema_migrations')") is None:
+        return False
+    return {m.version for m in todo} <= await _versions(conn, component)
+
+
 async def migrate(conn: Conn, component: str, package: str) -> list[str]:
-    """Apply ``package``'s migrations that ``component`` lacks; returns the names applied now."""
+    """Apply ``package``'s migrations that ``component`` lacks; returns the names applied now.
+    An up-to-date schema costs one read and no DDL or lock (a process may lack the right to
+    create tables and still check)."""
     todo = load_migrations(package)
+    if await _up_to_date(conn, component, todo):
+        return []
     done: list[str] = []
     await conn.execute("SELECT pg_advisory_lock($1)", MIGRATION_LOCK_KEY)
     try:

@@ -1,4 +1,5 @@
-"""Usage reports from the ledger: requests, tokens, cost, savings and the self-hosted share,
+"""Usage reports from the ledger: requests, tokens (prompt, completion, and the prompt tokens read
+from / written to providers' prompt caches), cost, savings and the self-hosted share,
 grouped by team, key, backend, model, rule or day over a time range.
 
 ``gateway usage`` and ``GET /admin/usage`` both call ``usage()``; their JSON is the same list of
@@ -35,6 +36,8 @@ METRICS = (
     "requests",
     "prompt_tokens",
     "completion_tokens",
+    "cached_tokens",
+    "cache_write_tokens",
     "cost_usd",
     "savings_usd",
     "self_hosted_share",
@@ -86,6 +89,8 @@ class UsageQuery:
                 "count(*) AS requests",
                 "coalesce(sum(prompt_tokens), 0)::bigint AS prompt_tokens",
                 "coalesce(sum(completion_tokens), 0)::bigint AS completion_tokens",
+                "coalesce(sum(cached_tokens), 0)::bigint AS cached_tokens",
+                "coalesce(sum(cache_write_tokens), 0)::bigint AS cache_write_tokens",
                 "coalesce(sum(cost_usd), 0) AS cost_usd",
                 "coalesce(sum(savings_usd), 0) AS savings_usd",
                 "avg(self_hosted::int)::float8 AS self_hosted_share",
@@ -132,13 +137,25 @@ def format_rows(rows: list[dict[str, Any]], by: tuple[str, ...], fmt: str) -> st
             f"{r['requests']:,}",
             f"{r['prompt_tokens']:,}",
             f"{r['completion_tokens']:,}",
+            f"{r['cached_tokens']:,}",
+            f"{r['cache_write_tokens']:,}",
             f"${r['cost_usd']:.4f}",
             f"${r['savings_usd']:.4f}",
             f"{100 * r['self_hosted_share']:.1f}%",
         ]
         for r in rows
     ]
-    head = [*by, "requests", "prompt", "completion", "cost", "saved", "self-hosted"]
+    head = [
+        *by,
+        "requests",
+        "prompt",
+        "completion",
+        "cache read",
+        "cache write",
+        "cost",
+        "saved",
+        "self-hosted",
+    ]
     widths = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(head)]
     lines = [
         "  ".join(

@@ -27,7 +27,8 @@ class LedgerRow(NamedTuple):
     stream: bool
     prompt_tokens: int
     completion_tokens: int
-    cached_tokens: int
+    cached_tokens: int  # prompt tokens read from the provider's prompt cache
+    cache_write_tokens: int  # prompt tokens written to it (priced apart, like reads)
     cost_usd: float
     savings_usd: float
     latency_ms: float
@@ -57,6 +58,7 @@ PG_TYPES: tuple[str, ...] = (
     "integer",
     "integer",
     "integer",
+    "integer",
     "double precision",
     "double precision",
     "real",
@@ -74,7 +76,15 @@ def to_json_list(row: LedgerRow) -> list[Any]:
     return list(row)
 
 
+# Spool lines written before cache_write_tokens existed (a gateway upgraded while rows waited on
+# disk) lack that one field: it was 0 for them, as the migration's default says.
+_CACHE_WRITE = COLUMNS.index("cache_write_tokens")
+_BEFORE_CACHE_WRITE = len(COLUMNS) - 1
+
+
 def from_json_list(values: list[Any]) -> LedgerRow:
+    if len(values) == _BEFORE_CACHE_WRITE:
+        values = [*values[:_CACHE_WRITE], 0, *values[_CACHE_WRITE:]]
     if len(values) != len(COLUMNS):
         raise ValueError(f"a ledger row has {len(COLUMNS)} fields, got {len(values)}")
     return LedgerRow(*values)

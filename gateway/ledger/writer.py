@@ -28,6 +28,7 @@ from gateway.ledger import partitions
 from gateway.ledger.db import DB_ERRORS, Conn, open_pool
 from gateway.ledger.metrics import LedgerMetrics
 from gateway.ledger.row import COLUMNS, PG_TYPES, LedgerRow, columns_for_pg
+from gateway.ledger.schema import ensure_schema
 from gateway.ledger.spool import Spool
 
 __all__ = ["LedgerWriter"]
@@ -71,6 +72,7 @@ class LedgerWriter:
         self._task: asyncio.Task[None] | None = None
         self._pool: asyncpg.Pool | None = None
         self._months: set[tuple[int, int]] = set()
+        self._schema_ok = False  # migrations checked on this database
         self._retry_at = 0.0  # monotonic; while in the future the database counts as down
         self._backoff = BACKOFF_MIN_S
         self._scan_at = 0.0  # monotonic; next look for orphaned spool files
@@ -141,6 +143,11 @@ class LedgerWriter:
         try:
             pool = await self.pool()
             async with pool.acquire(timeout=self._timeout) as conn:
+                if not self._schema_ok:  # an upgraded gateway upgrades its table before writing
+                    applied = await ensure_schema(conn)
+                    if applied:
+                        log.warning("ledger: schema upgraded (%s)", ", ".join(applied))
+                    self._schema_ok = True
                 await self._replay(conn)
                 while self._buf:
                     batch = self._buf[: self._batch]
@@ -206,6 +213,7 @@ class LedgerWriter:
             )
         self.up = False
         self._months.clear()  # the database may have been replaced: check partitions again
+        self._schema_ok = False  # ... and its schema
         self._retry_at = time.monotonic() + self._backoff
         self._backoff = min(self._backoff * 2, BACKOFF_MAX_S)
 

@@ -347,6 +347,7 @@ class Pipeline:
                         o.usage.prompt_tokens if o.usage is not None else 0,
                         o.usage.completion_tokens if o.usage is not None else 0,
                         o.usage.cached_tokens if o.usage is not None else 0,
+                        o.usage.cache_write_tokens if o.usage is not None else 0,
                         o.cost,
                         o.savings,
                         total * 1000.0,

@@ -204,6 +204,8 @@ def test_usage_cli_and_admin_endpoint_agree_with_the_rows(stack):
         assert t["cost_usd"] == pytest.approx(sum(r["cost_usd"] for r in mine), abs=1e-9)
         assert t["savings_usd"] == pytest.approx(sum(r["savings_usd"] for r in mine), abs=1e-9)
         assert t["prompt_tokens"] == sum(r["prompt_tokens"] for r in mine)
+        for col in ("cached_tokens", "cache_write_tokens"):
+            assert t[col] == sum(r[col] for r in mine)
         assert t["self_hosted_share"] == pytest.approx(
             sum(r["self_hosted"] for r in mine) / len(mine), abs=1e-6
         )
@@ -215,7 +217,9 @@ def test_usage_cli_and_admin_endpoint_agree_with_the_rows(stack):
     assert admin.status_code == 200 and admin.json() == report
     # the other formats and groupings
     csv_out = _cli_usage(db, "--since", since, "--by", "team,backend", "--format", "csv")
-    assert csv_out.stdout.splitlines()[0].startswith("team,backend,requests,prompt_tokens")
+    assert csv_out.stdout.splitlines()[0].startswith(
+        "team,backend,requests,prompt_tokens,completion_tokens,cached_tokens,cache_write_tokens,"
+    )
     table = _cli_usage(db, "--since", since, "--team", "legal", "--by", "day")
     assert "legal" not in table.stdout and datetime.now(UTC).strftime("%Y-%m-%d") in table.stdout
 

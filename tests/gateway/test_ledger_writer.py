@@ -8,21 +8,22 @@ import asyncio
 import time
 
 import asyncpg
+import orjson
 import pytest
 from pg_harness import fresh_database, private_postgres
 from prometheus_client import CollectorRegistry
 
 from gateway.ledger import partitions
-from gateway.ledger.db import load_migrations, migrate, open_pool
+from gateway.ledger.db import Migration, load_migrations, migrate, open_pool
 from gateway.ledger.metrics import LedgerMetrics
-from gateway.ledger.row import LedgerRow, new_request_id
+from gateway.ledger.row import COLUMNS, LedgerRow, new_request_id
 from gateway.ledger.writer import LedgerWriter
 
 
 def row(i: int, ts: float | None = None, team: str = "t", cost: float = 0.001) -> LedgerRow:
     return LedgerRow(
         ts or time.time(), new_request_id(), team, "k", "auto", "chat", "everyday", "local", "m",
-        i % 2 == 0, 200, False, 10, 5, 0, cost, 0.01, 12.5, 0.3, "miss", None,
+        i % 2 == 0, 200, False, 10, 5, 0, 0, cost, 0.01, 12.5, 0.3, "miss", None,
     )  # fmt: skip
 
 
@@ -84,6 +85,89 @@ def test_migrations_are_numbered_and_idempotent(db):
             await conn.close()
 
     asyncio.run(again())
+
+
+async def _old_schema(url: str) -> None:
+    """The ledger as the gateway before cache_write_tokens left it: migration 1 applied and
+    recorded, a partition of this month, one row in it."""
+    first: Migration = load_migrations("gateway.ledger.migrations")[0]
+    conn = await asyncpg.connect(url)
+    try:
+        await conn.execute(first.sql)
+        await conn.execute(
+            "CREATE TABLE gateway_schema_migrations (component text NOT NULL, version integer"
+            " NOT NULL, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now(),"
+            " PRIMARY KEY (component, version))"
+        )
+        await conn.execute(
+            "INSERT INTO gateway_schema_migrations (component, version, name) VALUES ($1, $2, $3)",
+            "ledger",
+            first.version,
+            first.name,
+        )
+        await partitions.ensure_months(conn, {partitions.month_of(time.time())})
+        await conn.execute(
+            "INSERT INTO gateway_ledger (ts, request_id, team, virtual_model, protocol, rule,"
+            " backend, model, self_hosted, status, stream, prompt_tokens, completion_tokens,"
+            " cached_tokens, cost_usd, savings_usd, latency_ms, overhead_ms, cache) VALUES"
+            " (now(), $1::uuid, 'old', 'auto', 'chat', 'r', 'b', 'm', false, 200, false, 9, 1, 3,"
+            " 0.5, 0, 1, 1, 'miss')",
+            new_request_id(),
+        )
+    finally:
+        await conn.close()
+
+
+async def test_the_writer_upgrades_an_old_ledger_table_in_place(tmp_path):
+    """A deployment's table from before cache_write_tokens (with rows) gets the column when the
+    upgraded writer connects; old rows read 0, new ones carry the value, and a spool line the
+    old gateway left (one field fewer) is replayed with 0."""
+    with fresh_database() as url:
+        await _old_schema(url)
+        old_spooled = list(row(7))
+        del old_spooled[COLUMNS.index("cache_write_tokens")]
+        (tmp_path / "ledger-0123.spool").write_bytes(orjson.dumps(old_spooled) + b"\n")
+        w = LedgerWriter(url, tmp_path, flush_interval_s=0.05)
+        w.start()
+        r = row(1)._replace(cached_tokens=40, cache_write_tokens=25)
+        w.record(r)
+        assert await _wait_rows(url, 3) == 3
+        await w.close()
+        conn = await asyncpg.connect(url)
+        try:
+            got = {
+                x["request_id"].hex: (x["team"], x["cached_tokens"], x["cache_write_tokens"])
+                for x in await conn.fetch("SELECT * FROM gateway_ledger")
+            }
+            versions = await conn.fetch("SELECT version FROM gateway_schema_migrations")
+        finally:
+            await conn.close()
+        assert got[r.request_id] == ("t", 40, 25)
+        assert got[old_spooled[1]] == ("t", 0, 0)
+        assert sorted(v for k, v in got.items() if k not in (r.request_id, old_spooled[1])) == [
+            ("old", 3, 0)
+        ]
+        assert sorted(v["version"] for v in versions) == [1, 2]
+
+
+async def test_an_up_to_date_schema_is_checked_without_ddl(db):
+    """A writer whose database user may not create tables still starts: nothing to apply means
+    no CREATE, no lock, only a read."""
+    role = f"ledger_ro_{new_request_id()[:12]}"  # roles are per server: a name of its own
+    conn = await asyncpg.connect(db)
+    await conn.execute(f"CREATE ROLE {role} LOGIN")
+    try:
+        await conn.execute(f"GRANT SELECT ON gateway_schema_migrations TO {role}")
+        await conn.execute("REVOKE CREATE ON SCHEMA public FROM PUBLIC")
+        ro = await asyncpg.connect(db, user=role)
+        try:
+            assert await migrate(ro, "ledger", "gateway.ledger.migrations") == []
+        finally:
+            await ro.close()
+    finally:
+        await conn.execute(f"REVOKE ALL ON gateway_schema_migrations FROM {role}")
+        await conn.execute(f"DROP ROLE {role}")
+        await conn.close()
 
 
 async def test_rows_are_written_in_batches_and_a_replay_never_double_counts(db, tmp_path):

@@ -505,7 +505,7 @@ def test_cache_reads_and_writes_at_their_own_prices(stack, backend, stream):
     row = _ledger_rows(stack["db"], [rid])[rid.replace("-", "")]
     assert row["cost_usd"] == pytest.approx(want, rel=1e-6)
     assert row["prompt_tokens"] == u.input_tokens + CACHED + WRITTEN
-    assert row["cached_tokens"] == CACHED
+    assert (row["cached_tokens"], row["cache_write_tokens"]) == (CACHED, WRITTEN)
 
 
 # ---------------------------------------------------------------- count_tokens
@@ -815,6 +815,7 @@ def test_native_answers_in_the_ledger(stack):
     )
     assert a["prompt_tokens"] == msg.usage.input_tokens + CACHED + WRITTEN
     assert a["cached_tokens"] == CACHED and a["completion_tokens"] == msg.usage.output_tokens
+    assert a["cache_write_tokens"] == WRITTEN
     assert a["cost_usd"] == pytest.approx(float(raw.headers["x-gateway-cost-usd"]))
     assert not a["self_hosted"] and a["rule"] == "to-claude" and a["status"] == 200
     assert (r["protocol"], r["backend"], r["stream"]) == ("responses", "gpt", True)

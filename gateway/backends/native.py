@@ -27,7 +27,8 @@ from typing import Any
 import aiohttp
 import orjson
 
-from gateway.backends.base import UpstreamRequest, UpstreamResponse, UpstreamStream, Usage
+from gateway.backends.base import UpstreamRequest, UpstreamResponse, Usage
+from gateway.backends.sse_upstream import SSEUpstreamStream
 from gateway.backends.upstream_errors import (
     connection_error,
     malformed_event,
@@ -222,55 +223,43 @@ def _object(name: str, body: bytes, status: int) -> dict[str, Any]:
     return doc
 
 
-class NativeStream(UpstreamStream):
+class NativeStream(SSEUpstreamStream):
     """The upstream's own events, relayed as they come: what one read brought goes out as one
     piece (``relayed`` counts the events); usage (and, for Responses, the final ``response``)
     noted on the way. Ends after the protocol's last event."""
 
     def __init__(self, ep: NativeEndpoint, resp: aiohttp.ClientResponse, protocol: Any) -> None:
-        self.model = ep.model
-        self.usage = None
+        super().__init__(ep.name, ep._secret, ep.model, resp, SSEReader(keep_names=True))
         self.protocol = protocol
         self.answer = None
-        self._ep = ep
-        self._resp = resp
-        self._reader = SSEReader(keep_names=True)
-        self._first: bytes | None = None
+        self._dialect = ep.dialect
         self._usage: dict[str, Any] = {}  # merged as events bring it (Anthropic sends it in two)
-        self._done = False
         self._failed: UpstreamError | None = None  # raised after the events before it are out
 
-    async def prime(self) -> None:
-        try:
-            self._first = await self._next_event()
-        except BaseException:
-            self._resp.close()
-            raise
-        if self._first is None:
-            self._resp.close()
-            raise UpstreamError(
-                f"backend {self._ep.name!r} closed the stream before the first event"
-            )
-
-    def _inspect(self, event: bytes) -> None:
-        """Usage, model and failures from the few events that carry them; others pass unread."""
-        d = self._ep.dialect
+    def _event(self, event: bytes) -> bytes | None:
+        """Usage, model and failures from the few events that carry them; others pass unread.
+        An OpenAI-style ``[DONE]`` is never relayed: the stream is over, complete only if its
+        last event came."""
+        if event == DONE:
+            return None
+        d = self._dialect
         name = name_of(event)
         obj = None
         if name is None:  # data-only: the type is in the payload
             obj = json_of(event)
             if not isinstance(obj, dict):
-                raise malformed_event(self._ep.name, event, self._ep._secret)
+                raise malformed_event(self._name, event, self._secret)
             name = str(obj.get("type", "")).encode()
         if name in d.error_events:
-            raise stream_error(self._ep.name, data_of(event), self._ep._secret)
+            raise stream_error(self._name, data_of(event), self._secret)
         if name in d.usage_events:
             obj = obj if obj is not None else json_of(event)
             if not isinstance(obj, dict):
-                raise malformed_event(self._ep.name, event, self._ep._secret)
+                raise malformed_event(self._name, event, self._secret)
             self._note(name, obj)
         if name in d.last_events:
             self._done = True
+        return event
 
     def _note(self, name: bytes, obj: dict[str, Any]) -> None:
         inner = obj.get("message") if name == b"message_start" else obj.get("response")
@@ -280,38 +269,14 @@ class NativeStream(UpstreamStream):
         u = holder.get("usage")
         if isinstance(u, dict):
             self._usage.update({k: v for k, v in u.items() if v is not None})
-            self.usage = self._ep.dialect.usage(self._usage)
-        if name in self._ep.dialect.last_events and inner is not None:
+            self.usage = self._dialect.usage(self._usage)
+        if name in self._dialect.last_events and inner is not None:
             self.answer = inner  # the Responses API's final ``response`` object
-
-    async def _next_event(self) -> bytes | None:
-        """The next event, or None at the end of the body (or at an OpenAI-style ``[DONE]``,
-        never relayed: the stream is over, complete only if its last event came)."""
-        ep = self._ep
-        while True:
-            event = self._reader.next()
-            if event == DONE:
-                return None
-            if event is not None:
-                self._inspect(event)
-                return event
-            try:
-                chunk = await self._resp.content.readany()
-            except TimeoutError as exc:
-                raise timeout_error(ep.name, exc, "while streaming") from exc
-            except aiohttp.ClientError as exc:
-                raise connection_error(ep.name, exc, ep._secret, "while streaming") from exc
-            if not chunk:
-                return None
-            self._reader.feed(chunk)
 
     def _buffered(self) -> bytes | None:
         """The next event already read, if any (never waits)."""
         event = self._reader.next()
-        if event is None or event == DONE:
-            return None
-        self._inspect(event)
-        return event
+        return None if event is None else self._event(event)
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
         first, self._first = self._first, None
@@ -323,9 +288,7 @@ class NativeStream(UpstreamStream):
                 raise self._failed
             event = await self._next_event()
             if event is None:
-                raise UpstreamError(
-                    f"backend {self._ep.name!r} ended the stream before its last event"
-                )
+                raise self._cut_short("before its last event")
             batch = [event]
             while not self._done:  # what the same read brought: one write to the caller
                 try:
@@ -338,12 +301,6 @@ class NativeStream(UpstreamStream):
                 batch.append(more)
             self.relayed += len(batch)
             yield event if len(batch) == 1 else b"".join(batch)
-
-    async def aclose(self) -> None:
-        if self._done:
-            self._resp.release()
-        else:
-            self._resp.close()  # unread data: the connection cannot go back to the pool
 
 
 ANTHROPIC_API = "https://api.anthropic.com"

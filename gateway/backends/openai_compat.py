@@ -20,6 +20,7 @@ import orjson
 from gateway.backends.base import Backend, UpstreamRequest, UpstreamResponse, UpstreamStream, Usage
 from gateway.backends.native import endpoints_for
 from gateway.backends.pricing import resolve_capabilities
+from gateway.backends.sse_upstream import SSEUpstreamStream
 from gateway.backends.upstream_errors import (
     connection_error,
     malformed_event,
@@ -178,9 +179,7 @@ class OpenAICompatBackend(Backend):
             return await self._natives[request.protocol].open_stream(request)
         resp = await self._post(request, stream=True)
         stream = SSEStream(self, resp)
-        await (
-            stream.prime()
-        )  # a failure before the first event raises here: the pipeline can fall back
+        await stream.prime()  # a failure before the first event raises here: fallback is open
         return stream
 
     async def probe(self) -> bool:
@@ -205,64 +204,35 @@ class OpenAICompatBackend(Backend):
         self._session = None
 
 
-class SSEStream(UpstreamStream):
+class SSEStream(SSEUpstreamStream):
     """Server-sent events from an OpenAI-compatible upstream, relayed event by event. Each
     event is parsed once (to validate it); ``last_json`` hands that parse on."""
 
     def __init__(self, backend: OpenAICompatBackend, resp: aiohttp.ClientResponse) -> None:
-        self.model = backend.model
-        self.usage = None
+        super().__init__(backend.name, backend._secret, backend.model, resp, SSEReader())
         self.last_json = None
-        self._backend = backend
-        self._resp = resp
-        self._reader = SSEReader()
-        self._first: bytes | None = None
         self._first_json: dict[str, Any] | None = None
         self._json: dict[str, Any] | None = None  # the data of what _next_event returned
-        self._done = False
 
     async def prime(self) -> None:
-        try:
-            self._first = await self._next_event()
-        except BaseException:
-            self._resp.close()
-            raise
-        if self._first is None:
-            self._resp.close()
-            raise UpstreamError(
-                f"backend {self._backend.name!r} closed the stream before the first event"
-            )
+        await super().prime()
         obj = self._first_json = self._json
         if obj is not None and isinstance(obj.get("model"), str):
             self.model = obj["model"]
 
-    async def _next_event(self) -> bytes | None:
-        """The next ``data: ...`` event (with its blank line), or None at the end of the body;
-        its data (None for ``[DONE]``) in ``_json``."""
-        b = self._backend
-        reader = self._reader
-        while True:
-            event = reader.next()
-            if event is not None:
-                if is_error_event(event):
-                    raise stream_error(b.name, data_of(event), b._secret)
-                if event == DONE:
-                    self._json = None
-                    return event
-                obj = json_object_of(event)
-                if obj is None:
-                    raise malformed_event(b.name, event, b._secret)
-                self._json = obj
-                return event
-            try:
-                chunk = await self._resp.content.readany()
-            except TimeoutError as exc:
-                raise timeout_error(b.name, exc, "while streaming") from exc
-            except aiohttp.ClientError as exc:
-                raise connection_error(b.name, exc, b._secret, "while streaming") from exc
-            if not chunk:
-                return None
-            reader.feed(chunk)
+    def _event(self, event: bytes) -> bytes:
+        """A ``data: ...`` event (with its blank line), its data (None for ``[DONE]``) in
+        ``_json``."""
+        if is_error_event(event):
+            raise stream_error(self._name, data_of(event), self._secret)
+        if event == DONE:
+            self._json = None
+            return event
+        obj = json_object_of(event)
+        if obj is None:
+            raise malformed_event(self._name, event, self._secret)
+        self._json = obj
+        return event
 
     def _note_usage(self, obj: dict[str, Any]) -> None:
         usage = usage_from(obj)
@@ -279,9 +249,7 @@ class SSEStream(UpstreamStream):
         while True:
             event = await self._next_event()
             if event is None:
-                raise UpstreamError(
-                    f"backend {self._backend.name!r} ended the stream without [DONE]"
-                )
+                raise self._cut_short("without [DONE]")
             obj = self.last_json = self._json
             if event == DONE:
                 self._done = True
@@ -289,9 +257,3 @@ class SSEStream(UpstreamStream):
                 return
             self._note_usage(obj)  # type: ignore[arg-type]  # not DONE: an object
             yield event
-
-    async def aclose(self) -> None:
-        if self._done:
-            self._resp.release()
-        else:
-            self._resp.close()  # unread data: the connection cannot go back to the pool

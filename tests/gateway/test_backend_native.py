@@ -17,7 +17,7 @@ from pydantic import ValidationError
 from gateway.backends.base import UpstreamRequest
 from gateway.backends.native import endpoints_for
 from gateway.config.schema import parse_backend
-from gateway.errors import UpstreamError
+from gateway.errors import UpstreamError, UpstreamTimeoutError, UpstreamUnavailableError
 from tests.support.servers import running
 
 SECRET = "sk-native-unit-SECRET"
@@ -174,6 +174,101 @@ def test_responses_stream_without_its_last_event_is_a_failure():
     with running(_scripted(body)) as base:
         with pytest.raises(UpstreamError, match="before its last event"):
             asyncio.run(_drain(_gpt(base), _request("responses")))
+
+
+def _paced(parts: list[bytes | float | None], ended: list[str]) -> web.Application:
+    """Writes each part as its own chunk: a float waits that long, None cuts the connection.
+    ``ended`` gets how the handler ended: "done", "cut", or "gone" (the client closed)."""
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        await request.read()
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        try:
+            for part in parts:
+                if part is None:
+                    ended.append("cut")
+                    assert request.transport is not None
+                    request.transport.abort()
+                    return resp
+                if isinstance(part, float):
+                    await asyncio.sleep(part)
+                else:
+                    await resp.write(part)
+            await resp.write_eof()
+        except ConnectionResetError:
+            ended.append("gone")
+            return resp
+        ended.append("done")
+        return resp
+
+    app = web.Application()
+    app.router.add_post("/v1/messages", handler)
+    app.router.add_post("/v1/responses", handler)
+    return app
+
+
+START = _ev("message_start", {"type": "message_start", "message": {"model": "claude-x"}})
+PING = _ev("ping", {"type": "ping"})
+
+
+@pytest.mark.parametrize(
+    "protocol, parts",
+    [("anthropic", [b": keep-alive\n\n"]), ("responses", [b"data: [DONE]\n\n"]), ("anthropic", [])],
+)
+def test_a_stream_over_before_its_first_event_fails_the_open(protocol, parts):
+    """Before the first byte: open_stream raises, so the pipeline can still fall back."""
+    ended: list[str] = []
+    with running(_paced(parts, ended)) as base:
+        ep = _claude(base) if protocol == "anthropic" else _gpt(base)
+        with pytest.raises(UpstreamError, match="closed the stream before the first event"):
+            asyncio.run(_drain(ep, _request(protocol)))
+    assert ended == ["done"]
+
+
+def test_a_stall_between_events_times_out():
+    ended: list[str] = []
+    stop = _ev("message_stop", {"type": "message_stop"})
+    with running(_paced([START, 1.0, stop], ended)) as base:
+        req = _request("anthropic")
+        req.timeout_s = 0.3  # the limit on the wait between two chunks
+        got: list[bytes] = []
+        with pytest.raises(UpstreamTimeoutError, match="timed out while streaming"):
+            asyncio.run(_drain(_claude(base), req, got))
+    assert got == [START]
+
+
+def test_a_connection_cut_mid_stream_is_unavailable_without_the_key():
+    ended: list[str] = []
+    with running(_paced([START, 0.05, PING, 0.05, None], ended)) as base:
+        got: list[bytes] = []
+        with pytest.raises(UpstreamUnavailableError, match="unreachable while streaming") as e:
+            asyncio.run(_drain(_claude(base), _request("anthropic"), got))
+    assert got == [START, PING] and ended == ["cut"]
+    assert SECRET not in e.value.message and SECRET not in str(e.value.detail)
+
+
+def test_a_stream_left_before_its_end_closes_the_upstream_connection():
+    """A caller gone mid-stream: aclose() drops the connection (unread data cannot go back to
+    the pool), which the upstream notices at its next write."""
+    ended: list[str] = []
+    with running(_paced([START, *[0.05, PING] * 100], ended)) as base:
+
+        async def leave_early() -> list[str]:
+            ep = _claude(base)
+            stream = await ep.open_stream(_request("anthropic"))
+            async for _ in stream:
+                break
+            await stream.aclose()
+            for _ in range(100):  # the upstream's next write fails within ~0.05 s
+                if ended:
+                    break
+                await asyncio.sleep(0.05)
+            seen = list(ended)  # before the session closes (which would close it anyway)
+            await ep.close()
+            return seen
+
+        assert asyncio.run(leave_early()) == ["gone"]
 
 
 def test_native_protocols_config():

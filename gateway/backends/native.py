@@ -29,6 +29,7 @@ import orjson
 
 from gateway.backends.base import UpstreamRequest, UpstreamResponse, Usage
 from gateway.backends.sse_upstream import SSEUpstreamStream
+from gateway.backends.timeouts import UpstreamTimeouts
 from gateway.backends.upstream_errors import (
     connection_error,
     malformed_event,
@@ -121,6 +122,7 @@ class NativeEndpoint:
         self.model = model  # what the upstream calls it (e.g. without litellm's provider prefix)
         self._headers = {"Content-Type": "application/json", **headers}
         self._cfg = cfg
+        self._timeouts = UpstreamTimeouts(cfg)
         self._secret = secret
         self._lent = client
         self._session: aiohttp.ClientSession | None = None
@@ -139,13 +141,6 @@ class NativeEndpoint:
             self._loop = loop
         return self._session
 
-    def _timeout(self, request: UpstreamRequest, stream: bool) -> aiohttp.ClientTimeout:
-        limit = request.timeout_s or self._cfg.timeout_s
-        connect = self._cfg.connect_timeout_s
-        if stream:  # streams may run long: the limit is on the wait between two chunks
-            return aiohttp.ClientTimeout(total=None, connect=connect, sock_read=limit)
-        return aiohttp.ClientTimeout(total=limit, connect=connect)
-
     async def _post(
         self, request: UpstreamRequest, stream: bool, path: str = ""
     ) -> aiohttp.ClientResponse:
@@ -154,7 +149,7 @@ class NativeEndpoint:
             self.url + path,
             data=request.payload_for(self.model),
             headers={**self._headers, **request.headers},
-            timeout=self._timeout(request, stream),
+            timeout=self._timeouts.get(request.timeout_s, stream),
             name=self.name,
             secret=self._secret,
         )

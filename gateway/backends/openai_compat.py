@@ -21,6 +21,7 @@ from gateway.backends.base import Backend, UpstreamRequest, UpstreamResponse, Up
 from gateway.backends.native import endpoints_for
 from gateway.backends.pricing import resolve_capabilities
 from gateway.backends.sse_upstream import SSEUpstreamStream
+from gateway.backends.timeouts import UpstreamTimeouts
 from gateway.backends.upstream_errors import (
     connection_error,
     malformed_event,
@@ -86,11 +87,7 @@ class OpenAICompatBackend(Backend):
         if self._secret:
             headers["Authorization"] = f"Bearer {self._secret}"
         self._headers = headers
-        self._timeout = aiohttp.ClientTimeout(total=cfg.timeout_s, connect=cfg.connect_timeout_s)
-        # streams may run long; the limit is on the wait between two chunks instead
-        self._stream_timeout = aiohttp.ClientTimeout(
-            total=None, connect=cfg.connect_timeout_s, sock_read=cfg.timeout_s
-        )
+        self._timeouts = UpstreamTimeouts(cfg)
         self._session: aiohttp.ClientSession | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         # e.g. vLLM or OpenAI itself taking Responses callers' bodies as sent (same session)
@@ -114,15 +111,6 @@ class OpenAICompatBackend(Backend):
             self._loop = loop
         return self._session
 
-    def _timeout_for(self, request: UpstreamRequest, stream: bool) -> aiohttp.ClientTimeout:
-        if request.timeout_s is None:
-            return self._stream_timeout if stream else self._timeout
-        if stream:
-            return aiohttp.ClientTimeout(
-                total=None, connect=self.cfg.connect_timeout_s, sock_read=request.timeout_s
-            )
-        return aiohttp.ClientTimeout(total=request.timeout_s, connect=self.cfg.connect_timeout_s)
-
     async def _post(self, request: UpstreamRequest, stream: bool) -> aiohttp.ClientResponse:
         """Send the request; returns a response with status < 400 or raises UpstreamError."""
         return await post_checked(
@@ -130,7 +118,7 @@ class OpenAICompatBackend(Backend):
             self._urls[request.operation],
             data=request.payload_for(self.model),
             headers=request.headers or None,
-            timeout=self._timeout_for(request, stream),
+            timeout=self._timeouts.get(request.timeout_s, stream),
             name=self.name,
             secret=self._secret,
         )

@@ -302,3 +302,54 @@ def test_the_watcher_survives_a_file_that_broke_the_loader(setup):
     assert _description(base) == "v1"  # the running policy keeps serving
     path.write_text(policy_text(setup["local"], setup["openai"], description="after"))
     _until(lambda: _description(base) == "after")
+
+
+# ---------------------------------------------------------------- the build's own thread
+
+
+async def test_in_own_thread_runs_on_a_thread_that_ends():
+    """Not asyncio's pool: a pool thread that ran torch keeps an OpenMP team alive, which slows
+    every later encode on the event loop (gateway/server/policy_store.py)."""
+    from gateway.server.policy_store import in_own_thread
+
+    ran: list[threading.Thread] = []
+
+    def work() -> int:
+        ran.append(threading.current_thread())
+        return 42
+
+    assert await in_own_thread(work, "policy-build") == 42
+    (thread,) = ran
+    assert thread is not threading.main_thread() and thread.name == "policy-build"
+    thread.join(timeout=5)
+    assert not thread.is_alive()
+
+    def broken() -> None:
+        raise ValueError("bad policy")
+
+    with pytest.raises(ValueError, match="bad policy"):
+        await in_own_thread(broken, "policy-build")
+
+
+async def test_a_reload_builds_the_runtime_on_a_thread_that_ends(tmp_path):
+    from gateway.metrics import GatewayMetrics
+    from gateway.server.policy_store import PolicyStore
+
+    path = tmp_path / "policy.yaml"
+    path.write_text(policy_text("http://127.0.0.1:9", "http://127.0.0.1:9"))
+    store = PolicyStore(path, ENV, GatewayMetrics())
+    built_on: list[threading.Thread] = []
+    build = store._build
+
+    def recording_build(previous):
+        built_on.append(threading.current_thread())
+        return build(previous)
+
+    store._build = recording_build
+    path.write_text(policy_text("http://127.0.0.1:9", "http://127.0.0.1:9", description="v2"))
+    ok, _ = await store.reload("test")
+    assert ok and store.runtime.policy.models["auto"].description == "v2"
+    (thread,) = built_on
+    assert thread is not threading.main_thread()
+    thread.join(timeout=5)
+    assert not thread.is_alive()

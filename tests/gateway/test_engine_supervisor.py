@@ -17,6 +17,7 @@ from gateway_server import free_port
 
 from gateway.engine_supervisor import EngineStartError, EngineSupervisor, SupervisorConfig
 from local_engine.demo_model import build_tiny_checkpoint
+from tests.support.procs import cmdline, kill_leftovers, marked_env, marked_processes, new_marker
 
 ROOT = Path(__file__).resolve().parents[2]
 ENGINE_FLAGS = ("--device", "cpu", "--num-kv-blocks", "64", "--max-model-len", "256")
@@ -77,7 +78,7 @@ def test_engine_that_cannot_start_is_a_clear_error(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_first_run_gateway_with_the_demo_engine_answers_and_stops_it() -> None:
+def test_first_run_gateway_with_the_demo_engine_answers_and_stops_it(tmp_path: Path) -> None:
     from local_engine.demo_gguf import demo_model_path
     from local_engine.loader import CheckpointError
 
@@ -86,37 +87,46 @@ def test_first_run_gateway_with_the_demo_engine_answers_and_stops_it() -> None:
     except CheckpointError as exc:
         pytest.skip(str(exc))
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if k not in ("OPENAI_API_KEY", "ANTHROPIC_API_KEY")}
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "gateway.cli",
-            "serve",
-            "--local-engine",
-            "demo",
-            "--port",
-            str(port),
-            "--watch-interval",
-            "0",
-        ],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
+    # the marker is inherited by the engine child, so only this test's own processes are checked
+    marker = new_marker()
+    env = marked_env(
+        marker,
+        {k: v for k, v in os.environ.items() if k not in ("OPENAI_API_KEY", "ANTHROPIC_API_KEY")},
     )
+    # a file, not a pipe: an engine left behind would hold a pipe open and hang the read
+    log = tmp_path / "gateway.log"
+    with log.open("wb") as sink:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "gateway.cli",
+                "serve",
+                "--local-engine",
+                "demo",
+                "--port",
+                str(port),
+                "--watch-interval",
+                "0",
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+        )
     base = f"http://127.0.0.1:{port}"
     try:
 
         def up() -> bool:
-            assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
+            assert proc.poll() is None, log.read_text()
             try:
                 return httpx.get(base + "/health", timeout=1).status_code == 200
             except httpx.HTTPError:
                 return False
 
         _wait(up, timeout=400)
+        engines = [pid for pid in marked_processes(marker) if "local_engine.cli" in cmdline(pid)]
+        assert engines, "the supervised engine should carry the test's marker"
         client = openai.OpenAI(base_url=base + "/v1", api_key="unused")
         raw = client.chat.completions.with_raw_response.create(
             model="auto",
@@ -130,11 +140,11 @@ def test_first_run_gateway_with_the_demo_engine_answers_and_stops_it() -> None:
         assert 'backend="local"' in metrics
     finally:
         proc.send_signal(signal.SIGTERM)
-        out, _ = proc.communicate(timeout=60)
+        try:
+            proc.wait(timeout=60)
+        finally:
+            leftovers = kill_leftovers(marker)
+    out = log.read_text()
     assert "local engine: ready" in out and "local engine: stopped" in out
-    engines = subprocess.run(
-        ["pgrep", "-f", "local_engine.cli serve --model demo --host 127.0.0.1"],
-        capture_output=True,
-        text=True,
-    ).stdout.split()
-    assert all(not _alive(int(pid)) for pid in engines if int(pid) != proc.pid) or engines == []
+    # nothing this test started outlives the gateway: not the engine it saw, nor a later restart
+    assert leftovers == {}

@@ -13,13 +13,7 @@ from dataclasses import dataclass, replace
 
 from gateway.auth import KeyRing
 from gateway.backends.base import Backend
-from gateway.backends.pricing import (
-    CachePrices,
-    reference_prices,
-    resolve_cache_pricing,
-    resolve_capabilities,
-    resolve_pricing,
-)
+from gateway.backends.pricing import PriceBook, resolve_capabilities
 from gateway.backends.registry import build_backend
 from gateway.backends.resilience import CircuitBreaker
 from gateway.config.loader import LoadedPolicy
@@ -112,8 +106,6 @@ class Runtime:
         self.backends: dict[str, Backend] = {}
         self.breakers: dict[str, CircuitBreaker] = {}
         self.configs: dict[str, BackendConfig] = {}
-        self.prices: dict[str, tuple[float, float]] = {}
-        self.cache_prices: dict[str, CachePrices] = {}  # prompt-cache reads, writes
         self._static_views: dict[str, BackendView] = {}
         for name, cfg in policy.backends.items():
             self.configs[name] = cfg
@@ -125,10 +117,8 @@ class Runtime:
             elif enabled:
                 self.backends[name] = build_backend(name, cfg)
                 self.breakers[name] = CircuitBreaker(cfg.circuit_breaker)
-            self.prices[name] = resolve_pricing(cfg)
-            self.cache_prices[name] = resolve_cache_pricing(cfg)
             self._static_views[name] = backend_view(name, cfg)
-        self.reference_prices = reference_prices(policy.savings)
+        self.pricing = PriceBook.of(policy)  # every cost and saving is priced by it
         self.routing = {name: build_model_routing(name, m) for name, m in policy.models.items()}
         self.tokenizers = {n: c.tokenizer for n, c in policy.backends.items() if c.tokenizer}
         self._views_key: tuple[bool, ...] | None = None

@@ -7,12 +7,19 @@ without any network access.
 
 Self-hosted backends are looked up in the map only when the policy names a ``price_model``:
 their cost is the admin's GPU cost model, not some provider's list price.
+
+``PriceBook`` holds a policy's resolved prices (every backend's and the savings reference's)
+and is the one place usage becomes money: the request path's spend and savings, the cascade's
+extra cost, the shadow's reference and judge calls and ``gateway simulate`` all ask it, so
+prompt-cache reads and writes are priced the same way everywhere.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -20,13 +27,14 @@ from typing import Any
 import orjson
 
 from gateway.backends.base import Usage
-from gateway.config.schema import BackendConfig, Capabilities, SavingsConfig
+from gateway.config.schema import BackendConfig, Capabilities, Policy, SavingsConfig
 
 log = logging.getLogger("gateway.pricing")
 
 __all__ = [
     "CachePrices",
     "NO_CACHE_PRICES",
+    "PriceBook",
     "Prices",
     "model_map",
     "lookup_model",
@@ -34,6 +42,7 @@ __all__ = [
     "resolve_cache_pricing",
     "resolve_capabilities",
     "reference_prices",
+    "reference_cache_prices",
     "cost_usd",
 ]
 
@@ -124,8 +133,10 @@ def resolve_cache_pricing(cfg: BackendConfig) -> CachePrices:
     if cfg.pricing is not None:
         return cfg.pricing.cache_usd_per_token()
     entry = _map_entry(cfg)
-    if entry is None:
-        return NO_CACHE_PRICES
+    return NO_CACHE_PRICES if entry is None else _entry_cache_prices(entry)
+
+
+def _entry_cache_prices(entry: dict[str, Any]) -> CachePrices:
     return (
         _price(entry.get("cache_read_input_token_cost")),
         _price(entry.get("cache_creation_input_token_cost")),
@@ -166,6 +177,15 @@ def reference_prices(savings: SavingsConfig) -> Prices:
     return _entry_prices(entry)
 
 
+def reference_cache_prices(savings: SavingsConfig) -> CachePrices:
+    """Prompt-cache prices of the reference model, as ``resolve_cache_pricing`` finds a
+    backend's: ``reference_pricing`` (all of it) over the model map."""
+    if savings.reference_pricing is not None:
+        return savings.reference_pricing.cache_usd_per_token()
+    entry = lookup_model(savings.reference_model)
+    return NO_CACHE_PRICES if entry is None else _entry_cache_prices(entry)
+
+
 def cost_usd(usage: Usage | None, prices: Prices, cache: CachePrices = NO_CACHE_PRICES) -> float:
     """What ``usage`` cost: fresh prompt tokens at the prompt price, cache reads and writes at
     their own (where known), completion tokens at the completion price."""
@@ -178,3 +198,39 @@ def cost_usd(usage: Usage | None, prices: Prices, cache: CachePrices = NO_CACHE_
     p_read = p_in if cache[0] is None else cache[0]
     p_write = p_in if cache[1] is None else cache[1]
     return fresh * p_in + read * p_read + write * p_write + usage.completion_tokens * p_out
+
+
+ZERO_PRICES: Prices = (0.0, 0.0)
+
+
+@dataclass(frozen=True, slots=True)
+class PriceBook:
+    """A policy's prices, resolved once: per backend and for the savings reference model."""
+
+    prices: Mapping[str, Prices]  # backend -> USD per (prompt, completion) token
+    cache_prices: Mapping[str, CachePrices]  # backend -> USD per cache (read, write) token
+    reference: Prices
+    reference_cache: CachePrices = NO_CACHE_PRICES
+
+    @classmethod
+    def of(cls, policy: Policy) -> PriceBook:
+        backends = policy.backends
+        return cls(
+            prices={n: resolve_pricing(c) for n, c in backends.items()},
+            cache_prices={n: resolve_cache_pricing(c) for n, c in backends.items()},
+            reference=reference_prices(policy.savings),
+            reference_cache=reference_cache_prices(policy.savings),
+        )
+
+    def cost(self, backend: str, usage: Usage | None) -> float:
+        """What ``usage`` cost on ``backend`` (a backend without prices: 0)."""
+        cache = self.cache_prices.get(backend, NO_CACHE_PRICES)
+        return cost_usd(usage, self.prices.get(backend, ZERO_PRICES), cache)
+
+    def reference_cost(self, usage: Usage | None) -> float:
+        """What the same tokens would have cost on the reference model, its cache prices
+        applied to the prompt tokens the usage says were read from or written to a cache."""
+        return cost_usd(usage, self.reference, self.reference_cache)
+
+    def savings(self, usage: Usage | None, cost: float) -> float:
+        return max(0.0, self.reference_cost(usage) - cost)

@@ -131,9 +131,7 @@ async def run_cascade(
         return kept, CascadeInfo("observed", conf, first)
     if not rest:
         return kept, CascadeInfo("unescalated", conf, first)
-    p_in, p_out = rt.prices[first]
-    u = local.usage
-    local_cost = (u.prompt_tokens * p_in + u.completion_tokens * p_out) if u else 0.0
+    local_cost = rt.pricing.cost(first, local.usage)
     try:
         resp = await pipeline._over_candidates(
             rt, replace(decision, candidates=rest), o, vmodel, Upstreams(req)

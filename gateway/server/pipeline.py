@@ -25,7 +25,6 @@ import orjson
 
 from gateway.auth import Caller
 from gateway.backends.base import UpstreamRequest, Upstreams, UpstreamStream, Usage
-from gateway.backends.pricing import NO_CACHE_PRICES, cost_usd
 from gateway.backends.resilience import call_with_retries
 from gateway.cache import CacheEntry, cache_decision, cache_key, completion_to_sse
 from gateway.cache.sse import StreamAssembler
@@ -390,10 +389,8 @@ class Pipeline:
         o.usage = usage
         if usage is None:
             return
-        cache = rt.cache_prices.get(o.backend, NO_CACHE_PRICES)
-        o.cost = cost_usd(usage, rt.prices[o.backend], cache)  # cache reads/writes at their prices
-        r_in, r_out = rt.reference_prices
-        o.savings = max(0.0, usage.prompt_tokens * r_in + usage.completion_tokens * r_out - o.cost)
+        o.cost = rt.pricing.cost(o.backend, usage)  # cache reads/writes at their prices
+        o.savings = rt.pricing.savings(usage, o.cost)
 
     def _cache_plan(self, c: Call, native: UpstreamRequest | None) -> tuple[str, str | None]:
         if self.cache is None:
@@ -611,11 +608,10 @@ class Pipeline:
     async def _send_cached(self, c: Call, entry: CacheEntry, stream: bool) -> int:
         rt, o, send = c.rt, c.outcome, c.send
         o.backend, o.cache = entry.backend, "hit"
-        if entry.backend not in rt.prices:  # cached under an older policy
+        if entry.backend not in rt.configs:  # cached under an older policy
             o.backend = "cache"
         o.usage = Usage(entry.prompt_tokens, entry.completion_tokens)
-        r_in, r_out = rt.reference_prices
-        o.savings = entry.prompt_tokens * r_in + entry.completion_tokens * r_out
+        o.savings = rt.pricing.reference_cost(o.usage)
         hdrs = _fmt_headers(o, (time.perf_counter() - c.t0) * 1000)
         if not stream:
             body = entry.body if c.codec is None else await self._encoded(c, entry.body)
@@ -668,7 +664,7 @@ class Pipeline:
             rt, c.decision, o, f.virtual_model, ups, stream=True
         )
         o.ttft_s = time.perf_counter() - t_open
-        p_in, _ = rt.prices[o.backend]
+        p_in, _ = rt.pricing.prices[o.backend]
         o.cost = f.prompt_tokens * p_in  # the header can only carry the prompt side of the cost
         native = stream.protocol != "openai"
         if native:  # the upstream's own events, relayed; never cached or shadowed (chat forms)

@@ -17,6 +17,7 @@ from typing import Any
 import orjson
 
 from gateway.backends.base import Backend, UpstreamRequest, Usage
+from gateway.backends.pricing import PriceBook
 from gateway.config.shadow import ShadowSampling
 from gateway.errors import UpstreamError
 from gateway.shadow import judge as J
@@ -39,7 +40,7 @@ class ShadowJob:
     sampling: ShadowSampling
     targets: ShadowTargets
     backends: Mapping[str, Backend]  # of the runtime that served the request
-    prices: Mapping[str, tuple[float, float]]  # backend -> USD per (prompt, completion) token
+    pricing: PriceBook  # of the runtime that served the request
     body: dict[str, Any]  # the client's request body
     local_backend: str
     local_answer: str
@@ -86,13 +87,6 @@ def answer_text(body: bytes | dict[str, Any]) -> str:
     return text
 
 
-def _cost(prices: Mapping[str, tuple[float, float]], name: str, usage: Usage | None) -> float:
-    if usage is None:
-        return 0.0
-    p_in, p_out = prices.get(name, (0.0, 0.0))
-    return usage.prompt_tokens * p_in + usage.completion_tokens * p_out
-
-
 def estimate_cost(job: ShadowJob) -> float:
     """An upper-ish estimate used to reserve cap before the calls: the reference answers at
     twice the local answer's length; each judge call reads both and writes its maximum."""
@@ -100,10 +94,10 @@ def estimate_cost(job: ShadowJob) -> float:
     p, c = max(u.prompt_tokens, 1), max(u.completion_tokens, 1)
     total = 0.0
     if job.targets.reference:
-        total += _cost(job.prices, job.targets.reference, Usage(p, 2 * c))
+        total += job.pricing.cost(job.targets.reference, Usage(p, 2 * c))
     calls = 2 if job.targets.reference else 1  # two answers graded, or two swapped verdicts
     judge_in = p + 3 * c + EST_JUDGE_OVERHEAD_TOKENS
-    total += calls * _cost(job.prices, job.judge, Usage(judge_in, J.JUDGE_MAX_TOKENS))
+    total += calls * job.pricing.cost(job.judge, Usage(judge_in, J.JUDGE_MAX_TOKENS))
     return total
 
 
@@ -123,15 +117,27 @@ async def _complete(
 
 
 def _usage_dict(u: Usage | None) -> dict[str, int]:
+    """A record's token counts; the prompt-cache ones (part of prompt_tokens, priced apart)
+    only when there were any."""
     if u is None:
         return {}
-    return {"prompt_tokens": u.prompt_tokens, "completion_tokens": u.completion_tokens}
+    out = {"prompt_tokens": u.prompt_tokens, "completion_tokens": u.completion_tokens}
+    if u.cached_tokens:
+        out["cached_tokens"] = u.cached_tokens
+    if u.cache_write_tokens:
+        out["cache_write_tokens"] = u.cache_write_tokens
+    return out
 
 
 def _add(a: Usage | None, b: Usage | None) -> Usage | None:
     if a is None or b is None:
         return a or b
-    return Usage(a.prompt_tokens + b.prompt_tokens, a.completion_tokens + b.completion_tokens)
+    return Usage(
+        a.prompt_tokens + b.prompt_tokens,
+        a.completion_tokens + b.completion_tokens,
+        a.cached_tokens + b.cached_tokens,
+        a.cache_write_tokens + b.cache_write_tokens,
+    )
 
 
 async def evaluate(job: ShadowJob, spent: dict[str, float]) -> ShadowRecord:
@@ -166,7 +172,7 @@ async def evaluate(job: ShadowJob, spent: dict[str, float]) -> ShadowRecord:
         ref_json, ref_usage = await _complete(job.backends[t.reference], body, "reference")
         ref_answer = answer_text(ref_json)
         rec.reference_tokens = _usage_dict(ref_usage)
-        ref_cost = _cost(job.prices, t.reference, ref_usage)
+        ref_cost = job.pricing.cost(t.reference, ref_usage)
         spent[t.reference] = spent.get(t.reference, 0.0) + ref_cost
         rec.shadow_cost_usd += ref_cost
         if job.store_prompts:
@@ -187,7 +193,7 @@ async def evaluate(job: ShadowJob, spent: dict[str, float]) -> ShadowRecord:
     async def ask(p: list[dict[str, str]]) -> tuple[dict[str, Any], Usage | None]:
         body = {"messages": p, "temperature": 0, "max_tokens": J.JUDGE_MAX_TOKENS}
         got = await _complete(judge, body, "judge")
-        spent[judge_name] = spent.get(judge_name, 0.0) + _cost(job.prices, judge_name, got[1])
+        spent[judge_name] = spent.get(judge_name, 0.0) + job.pricing.cost(judge_name, got[1])
         return got
 
     replies = await asyncio.gather(*(ask(p) for p in prompts))
@@ -195,7 +201,7 @@ async def evaluate(job: ShadowJob, spent: dict[str, float]) -> ShadowRecord:
     for _, u in replies:
         judge_usage = _add(judge_usage, u)
     rec.judge_tokens = _usage_dict(judge_usage)
-    rec.shadow_cost_usd += _cost(job.prices, judge_name, judge_usage)
+    rec.shadow_cost_usd += job.pricing.cost(judge_name, judge_usage)
     rec.judge_raw = [answer_text(r) for r, _ in replies]
     try:
         _verdict(rec, s.tie_margin)

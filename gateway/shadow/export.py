@@ -29,8 +29,20 @@ def to_log_line(record: ShadowRecord | dict[str, Any]) -> dict[str, Any] | None:
     if r.key_name:
         line["key_name"] = r.key_name
     if r.local_tokens:
-        line["usage"] = dict(r.local_tokens)
+        line["usage"] = _usage(r.local_tokens)
     if r.outcome is not None and r.reference_score is not None:
         weak, strong = qualities(r)
         line["label"] = {"weak_score": weak, "strong_score": strong}
     return line
+
+
+def _usage(tokens: dict[str, int]) -> dict[str, Any]:
+    """A record's token counts as the chat usage the request log reads (gateway.simulate.log)."""
+    usage: dict[str, Any] = {
+        k: tokens[k] for k in ("prompt_tokens", "completion_tokens") if k in tokens
+    }
+    if tokens.get("cached_tokens"):
+        usage["prompt_tokens_details"] = {"cached_tokens": tokens["cached_tokens"]}
+    if tokens.get("cache_write_tokens"):
+        usage["cache_creation_input_tokens"] = tokens["cache_write_tokens"]
+    return usage

@@ -48,7 +48,8 @@ class ShadowRecord:
     local_answer: str | None = None  # idem
     reference_answer: str | None = None  # idem
     features: dict[str, float] = field(default_factory=dict)  # router features (no text)
-    local_tokens: dict[str, int] = field(default_factory=dict)  # prompt / completion
+    # prompt_tokens / completion_tokens, and cached_tokens / cache_write_tokens when nonzero
+    local_tokens: dict[str, int] = field(default_factory=dict)
     reference_tokens: dict[str, int] = field(default_factory=dict)
     judge_tokens: dict[str, int] = field(default_factory=dict)
     shadow_cost_usd: float = 0.0  # the reference and judge calls

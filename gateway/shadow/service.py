@@ -103,7 +103,7 @@ class ShadowService:
             sampling=sampling,
             targets=targets,
             backends=rt.backends,
-            prices=rt.prices,
+            pricing=rt.pricing,
             body=body,
             local_backend=backend,
             local_answer=answer_text(answer),

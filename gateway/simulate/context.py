@@ -9,11 +9,15 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from gateway.config.loader import LoadedPolicy
 from gateway.routing.decide import BackendView
 from gateway.routing.fallback import FallbackScorer
 from gateway.routing.provenance import Governance
+
+if TYPE_CHECKING:
+    from gateway.backends.pricing import PriceBook
 
 log = logging.getLogger("gateway.simulate")
 
@@ -31,8 +35,7 @@ class ModelScoring:
 class SimContext:
     loaded: LoadedPolicy
     views: dict[str, BackendView]
-    prices: dict[str, tuple[float, float]]  # backend -> USD per (prompt, completion) token
-    reference_prices: tuple[float, float]
+    pricing: PriceBook  # backends' and the savings reference's, as serve prices them
     governance: Governance
     scoring: dict[str, ModelScoring] = field(default_factory=dict)  # built on first use
 
@@ -57,15 +60,14 @@ def _scoring(name: str, loaded: LoadedPolicy, threshold: float | None) -> ModelS
 
 
 def build_context(loaded: LoadedPolicy) -> SimContext:
-    from gateway.backends.pricing import reference_prices, resolve_pricing
+    from gateway.backends.pricing import PriceBook
     from gateway.runtime import static_views
 
     policy = loaded.policy
     return SimContext(
         loaded=loaded,
         views=static_views(policy),
-        prices={n: resolve_pricing(cfg) for n, cfg in policy.backends.items()},
-        reference_prices=reference_prices(policy.savings),
+        pricing=PriceBook.of(policy),
         governance=Governance(policy),
     )
 

@@ -6,9 +6,14 @@ A line is either a bare request body (``{"model": ..., "messages": [...]}``) or 
      "headers": {"x-data-classification": "confidential"},   # optional, names case-insensitive
      "team": "research", "key_name": "ci-bot",                # optional
      "operation": "chat",                                     # optional: chat | completions | embeddings
-     "usage": {"prompt_tokens": 812, "completion_tokens": 240},  # optional, the real counts
+     "usage": {"prompt_tokens": 812, "completion_tokens": 240},  # optional, the real counts (*)
      "timestamp": "2025-05-01T09:30:00Z",                     # optional, ISO 8601 or epoch seconds
      "label": {"strong_needed": 1}}                           # optional; or {"weak_score": 0.2, "strong_score": 0.9}
+
+(*) as a chat completion's usage reports them: prompt tokens read from the provider's prompt
+cache in ``prompt_tokens_details.cached_tokens``, those written to it in
+``cache_creation_input_tokens`` (Anthropic's, as litellm passes it on); both are part of
+``prompt_tokens`` and are priced at the cache prices, as in ``gateway serve``.
 
 Without ``operation`` it is read from the body: ``messages`` is chat, ``prompt`` completions,
 ``input`` embeddings. Bad lines raise ``LogError`` naming the file and line.
@@ -56,6 +61,8 @@ class LoggedRequest:
     key_name: str | None = None
     prompt_tokens: int | None = None  # from the log's usage, when present
     completion_tokens: int | None = None
+    cached_tokens: int = 0  # of prompt_tokens: read from the provider's prompt cache
+    cache_write_tokens: int = 0  # of prompt_tokens: written to it
     timestamp: float | None = None  # epoch seconds
     label: Label | None = None
 
@@ -92,12 +99,12 @@ def _timestamp(v: Any) -> float | None:
     raise ValueError("timestamp must be ISO 8601 text or epoch seconds")
 
 
-def _count(usage: dict[str, Any], name: str) -> int | None:
+def _count(usage: dict[str, Any], name: str, where: str = "usage") -> int | None:
     v = usage.get(name)
     if v is None:
         return None
     if isinstance(v, bool) or not isinstance(v, int) or v < 0:
-        raise ValueError(f"usage.{name} must be a non-negative integer")
+        raise ValueError(f"{where}.{name} must be a non-negative integer")
     return v
 
 
@@ -143,6 +150,9 @@ def parse_line(obj: Any, line: int) -> LoggedRequest:
     usage = meta.get("usage") or {}
     if not isinstance(usage, dict):
         raise ValueError("usage must be an object")
+    details = usage.get("prompt_tokens_details") or {}
+    if not isinstance(details, dict):
+        raise ValueError("usage.prompt_tokens_details must be an object")
     team = meta.get("team", "default")
     if not isinstance(team, str):
         raise ValueError("team must be a string")
@@ -158,6 +168,8 @@ def parse_line(obj: Any, line: int) -> LoggedRequest:
         key_name=key_name,
         prompt_tokens=_count(usage, "prompt_tokens"),
         completion_tokens=_count(usage, "completion_tokens"),
+        cached_tokens=_count(details, "cached_tokens", "usage.prompt_tokens_details") or 0,
+        cache_write_tokens=_count(usage, "cache_creation_input_tokens") or 0,
         timestamp=_timestamp(meta.get("timestamp")),
         label=_label(meta.get("label")),
     )

@@ -19,6 +19,7 @@ from typing import cast
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
+from gateway.backends.base import Usage
 from gateway.config.schema import VirtualModel
 from gateway.errors import InvalidRequestError
 from gateway.protocols.request import Operation
@@ -78,10 +79,9 @@ def _completion_tokens(req: LoggedRequest, f: RequestFeatures) -> int:
     return DEFAULT_COMPLETION_TOKENS
 
 
-def _side(ctx: SimContext, d: Decision, p_tok: int, c_tok: int) -> Side:
+def _side(ctx: SimContext, d: Decision, usage: Usage) -> Side:
     backend = d.candidates[0]
-    p_in, p_out = ctx.prices[backend]
-    return Side(d.reason, backend, ctx.self_hosted(backend), p_tok * p_in + c_tok * p_out)
+    return Side(d.reason, backend, ctx.self_hosted(backend), ctx.pricing.cost(backend, usage))
 
 
 def _scores(
@@ -141,7 +141,6 @@ def replay(
             total=len(reqs), desc="scoring", unit="req", disable=not show, leave=False
         ) as bar:
             scores, failures = _scores(ctx, reqs, models, threshold, bar)
-        r_in, r_out = ctx.reference_prices
         caps = {name: SpendCapReplay.for_model(ctx, name) for name in policy.models}
         order = sorted(
             range(len(reqs)),
@@ -149,7 +148,7 @@ def replay(
         )
         out: list[Routed | None] = [None] * len(reqs)
         for i in tqdm(order, desc="routing", unit="req", disable=not show, leave=False):
-            out[i] = _one(ctx, reqs[i], models[i], scores[i], threshold, caps, r_in, r_out)
+            out[i] = _one(ctx, reqs[i], models[i], scores[i], threshold, caps)
     if show:
         sys.stderr.flush()  # the cleared bars are gone before the table goes to stdout
     return out, failures  # type: ignore[return-value]
@@ -162,8 +161,6 @@ def _one(
     score: float | None,
     threshold: float | None,
     caps: dict,
-    r_in: float,
-    r_out: float,
 ) -> Routed:
     body = req.body if isinstance(req.body.get("model"), str) else {**req.body, "model": vmodel}
     try:
@@ -174,13 +171,15 @@ def _one(
     f.virtual_model = vmodel
     p_tok = req.prompt_tokens if req.prompt_tokens is not None else f.prompt_tokens
     c_tok = _completion_tokens(req, f)
+    # the log's cache reads/writes are assumed to recur wherever the request goes
+    usage = Usage(p_tok, c_tok, req.cached_tokens, req.cache_write_tokens)
     res = Routed(
         req=req,
         virtual_model=vmodel,
         prompt_tokens=p_tok,
         completion_tokens=c_tok,
         tokens_from_log=req.prompt_tokens is not None and req.completion_tokens is not None,
-        baseline_cost=p_tok * r_in + c_tok * r_out,
+        baseline_cost=ctx.pricing.reference_cost(usage),
         chosen=None,
     )
     vm = ctx.loaded.policy.models.get(vmodel)
@@ -189,15 +188,15 @@ def _one(
         return res
     cap: SpendCapReplay | None = caps.get(vmodel)
     if score is None:
-        chosen = _try(ctx, f, vm, p_tok, c_tok)
+        chosen = _try(ctx, f, vm, usage)
     else:
         f.difficulty = res.score = score
         base = model_scoring(ctx, vmodel, threshold).threshold
         res.threshold = cap.threshold(base, req.timestamp) if cap is not None else base
         f.difficulty_threshold = ALWAYS_HARD
-        hard = _try(ctx, f, vm, p_tok, c_tok)
+        hard = _try(ctx, f, vm, usage)
         f.difficulty_threshold = NEVER_HARD
-        soft = _try(ctx, f, vm, p_tok, c_tok)
+        soft = _try(ctx, f, vm, usage)
         res.hard = hard if isinstance(hard, Side) else None
         res.soft = soft if isinstance(soft, Side) else None
         chosen = hard if score >= res.threshold else soft
@@ -210,11 +209,9 @@ def _one(
     return res
 
 
-def _try(
-    ctx: SimContext, f: RequestFeatures, vm: VirtualModel, p_tok: int, c_tok: int
-) -> Side | str:
+def _try(ctx: SimContext, f: RequestFeatures, vm: VirtualModel, usage: Usage) -> Side | str:
     """The decision's first candidate, or why no backend can take the request."""
     try:
-        return _side(ctx, route(f, vm, ctx.views, ctx.governance), p_tok, c_tok)
+        return _side(ctx, route(f, vm, ctx.views, ctx.governance), usage)
     except REFUSALS as exc:
         return exc.message

@@ -9,15 +9,17 @@ import pytest
 
 from gateway.backends.base import Usage
 from gateway.backends.pricing import (
+    PriceBook,
     cost_usd,
     lookup_model,
     model_map,
+    reference_cache_prices,
     reference_prices,
     resolve_cache_pricing,
     resolve_capabilities,
     resolve_pricing,
 )
-from gateway.config.schema import BackendConfig, SavingsConfig, parse_backend
+from gateway.config.schema import BackendConfig, Policy, SavingsConfig, parse_backend
 
 
 def backend(**kw) -> BackendConfig:
@@ -186,3 +188,57 @@ def test_cost_charges_cache_reads_and_writes_apart():
     assert cost_usd(u, (1.0, 2.0), (0.1, None)) == pytest.approx(40 + 6 + 20)
     odd = Usage(prompt_tokens=5, completion_tokens=0, cached_tokens=9, cache_write_tokens=9)
     assert cost_usd(odd, (1.0, 2.0), (0.1, 5.0)) == pytest.approx(0.5)  # never above the prompt
+
+
+def test_reference_cache_prices_from_the_map_or_the_policy():
+    e = model_map()["gpt-4o"]
+    assert reference_cache_prices(SavingsConfig()) == (e["cache_read_input_token_cost"], None)
+    own = SavingsConfig(
+        reference_pricing={
+            "input_usd_per_mtok": 3,
+            "output_usd_per_mtok": 15,
+            "cache_read_usd_per_mtok": 0.3,
+            "cache_write_usd_per_mtok": 3.75,
+        }
+    )
+    assert reference_cache_prices(own) == pytest.approx((0.3e-6, 3.75e-6))
+    assert reference_cache_prices(SavingsConfig(reference_model="nope-model")) == (None, None)
+
+
+def test_price_book_prices_savings_with_the_references_cache_prices():
+    """A self-hosted answer whose prompt was mostly read from a prompt cache saves what the
+    reference would have charged for those tokens at its cache price, not its input price."""
+    policy = Policy.model_validate(
+        {
+            "savings": {
+                "reference_model": "ref",
+                "reference_pricing": {
+                    "input_usd_per_mtok": 3,
+                    "output_usd_per_mtok": 15,
+                    "cache_read_usd_per_mtok": 0.3,
+                    "cache_write_usd_per_mtok": 3.75,
+                },
+            },
+            "backends": {
+                "local": {
+                    "kind": "openai_compatible",
+                    "base_url": "http://127.0.0.1:9/v1",
+                    "model": "m",
+                    "self_hosted": True,
+                    "pricing": {"input_usd_per_mtok": 0.1, "output_usd_per_mtok": 0.2},
+                }
+            },
+            "models": {"auto": {"route": "local"}},
+        }
+    )
+    book = PriceBook.of(policy)
+    u = Usage(
+        prompt_tokens=10_000, completion_tokens=1_000, cached_tokens=8_000, cache_write_tokens=1_000
+    )
+    cost = book.cost("local", u)
+    assert cost == pytest.approx((10_000 * 0.1 + 1_000 * 0.2) / 1e6)  # no cache prices: input
+    ref = (1_000 * 3 + 8_000 * 0.3 + 1_000 * 3.75 + 1_000 * 15) / 1e6  # 0.02415
+    assert book.reference_cost(u) == pytest.approx(ref)
+    assert book.savings(u, cost) == pytest.approx(ref - cost)  # 0.02295, not 0.0438
+    assert book.savings(u, 1.0) == 0.0  # never negative
+    assert book.cost("gone", u) == 0.0  # a backend the policy no longer has

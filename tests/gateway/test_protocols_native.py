@@ -43,6 +43,8 @@ GPT_KEY = "sk-gpt-native-upstream-SECRET"
 BETA = "interleaved-thinking-2025-05-14,prompt-caching-2024-07-31"
 IN_USD, OUT_USD = 3.0, 15.0  # the native backends' prices per million tokens
 READ_USD, WRITE_USD = 0.5, 4.0  # claude-cache's prompt-cache prices per million tokens
+# the savings reference (per million tokens: input, output, cache read, cache write)
+REF_USD = (15.0, 75.0, 1.5, 18.75)
 
 POLICY = """
 auth:
@@ -56,6 +58,13 @@ teams:
 cache: {{enabled: true, namespace: {ns}}}  # in-process; temperature-0 requests only
 state_redis_url: "redis://127.0.0.1:6379/0"
 ledger: {{database_url: "{db}", spool_dir: "{spool}", flush_interval_s: 0.05}}
+savings:
+  reference_model: reference-opus
+  reference_pricing:
+    input_usd_per_mtok: {ref_in}
+    output_usd_per_mtok: {ref_out}
+    cache_read_usd_per_mtok: {ref_read}
+    cache_write_usd_per_mtok: {ref_write}
 data_rules:
   - name: confidential-stays-home
     when:
@@ -172,6 +181,10 @@ def stack(tmp_path_factory):
                 out_usd=OUT_USD,
                 read_usd=READ_USD,
                 write_usd=WRITE_USD,
+                ref_in=REF_USD[0],
+                ref_out=REF_USD[1],
+                ref_read=REF_USD[2],
+                ref_write=REF_USD[3],
             )
         )
         env = {
@@ -472,7 +485,8 @@ def _map_prices(model: str) -> tuple[float, float, float, float]:
 def test_cache_reads_and_writes_at_their_own_prices(stack, backend, stream):
     """Anthropic's cache_read_input_tokens and cache_creation_input_tokens are charged at the
     backend's cache prices (litellm's map, or the policy's), not its input price: in the cost
-    header, the spend counter and the ledger row."""
+    header, the spend counter and the ledger row; the savings price the same tokens at the
+    reference model's cache prices."""
     if backend == "claude-map":
         p_in, p_out, p_read, p_write = _map_prices("anthropic/claude-sonnet-4-5")
         assert p_read < p_in < p_write  # so a single price would be wrong both ways
@@ -506,6 +520,11 @@ def test_cache_reads_and_writes_at_their_own_prices(stack, backend, stream):
     assert row["cost_usd"] == pytest.approx(want, rel=1e-6)
     assert row["prompt_tokens"] == u.input_tokens + CACHED + WRITTEN
     assert (row["cached_tokens"], row["cache_write_tokens"]) == (CACHED, WRITTEN)
+    r_in, r_out, r_read, r_write = (v / 1e6 for v in REF_USD)
+    ref = u.input_tokens * r_in + CACHED * r_read + WRITTEN * r_write + u.output_tokens * r_out
+    ref_single = (u.input_tokens + CACHED + WRITTEN) * r_in + u.output_tokens * r_out
+    assert ref > want and ref != pytest.approx(ref_single)
+    assert row["savings_usd"] == pytest.approx(ref - want, rel=1e-6)
 
 
 # ---------------------------------------------------------------- count_tokens

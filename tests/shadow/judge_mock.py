@@ -42,6 +42,11 @@ def _verdict(body: dict) -> str:
     return "Brief reasoning.\nVERDICT: " + ("A" if a and not b else "B" if b and not a else "TIE")
 
 
+def cached_judge_tokens(prompt_tokens: int) -> int:
+    """How many of a judge call's prompt tokens the mock reports read from the prompt cache."""
+    return prompt_tokens // 2
+
+
 def create_app(control: MockControl) -> web.Application:
     async def chat(request: web.Request) -> web.Response:
         raw = await request.read()
@@ -62,6 +67,9 @@ def create_app(control: MockControl) -> web.Application:
             users = [m for m in body["messages"] if m.get("role") == "user"]
             text = "GOOD answer: " + content_text(users[-1].get("content"))
         words = sum(len(content_text(m.get("content")).split()) for m in body["messages"])
+        usage = {"prompt_tokens": words, "completion_tokens": len(text.split())}
+        if is_judge_request(body):  # the judge's instructions: a prefix the provider caches
+            usage["prompt_tokens_details"] = {"cached_tokens": cached_judge_tokens(words)}
         return web.json_response(
             {
                 "id": "chatcmpl-judge",
@@ -75,11 +83,7 @@ def create_app(control: MockControl) -> web.Application:
                         "finish_reason": "stop",
                     }
                 ],
-                "usage": {
-                    "prompt_tokens": words,
-                    "completion_tokens": len(text.split()),
-                    "total_tokens": words + len(text.split()),
-                },
+                "usage": usage | {"total_tokens": words + len(text.split())},
             }
         )
 

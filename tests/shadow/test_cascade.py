@@ -18,6 +18,13 @@ from tests.support.mock_openai import running_mock_openai
 from tests.support.servers import MockControl
 
 ADMIN = "gw-admin-CASCADE"
+GPU_PRICING = "{gpu_usd_per_hour: 3.6, tokens_per_second: 100}"
+# per million tokens: input, output, prompt-cache read
+IN_USD, OUT_USD, READ_USD = 10.0, 30.0, 1.0
+TOKEN_PRICING = (
+    f"{{input_usd_per_mtok: {IN_USD}, output_usd_per_mtok: {OUT_USD},"
+    f" cache_read_usd_per_mtok: {READ_USD}}}"
+)
 POLICY = """
 auth: {{admin_key: os.environ/ADMIN_KEY}}
 cache: {{enabled: false}}
@@ -27,7 +34,7 @@ backends:
     base_url: {engine}/v1
     model: demo
     self_hosted: true
-    pricing: {{gpu_usd_per_hour: 3.6, tokens_per_second: 100}}
+    pricing: {local_pricing}
     retry: {{max_attempts: 1}}
   strong:
     kind: openai_compatible
@@ -67,17 +74,26 @@ def stack(tmp_path_factory):
     with running_server(cfg) as engine, running_mock_openai(strong_ctl) as (strong, _):
         path = root / "policy.yaml"
         fmt = dict(engine=engine, strong=strong)
-        path.write_text(POLICY.format(t=-1000, observe="false", **fmt))
+        path.write_text(POLICY.format(t=-1000, observe="false", local_pricing=GPU_PRICING, **fmt))
         env = {"ADMIN_KEY": ADMIN, "STRONG_KEY": "sk-strong"}
         with running_gateway(path, env) as (base, _app):
             client = OpenAI(base_url=base + "/v1", api_key="unused", max_retries=0, timeout=60)
 
-            def set_policy(t: float, observe: bool = False) -> None:
-                path.write_text(POLICY.format(t=t, observe=str(observe).lower(), **fmt))
+            def set_policy(t: float, observe: bool = False, pricing: str = GPU_PRICING) -> None:
+                text = POLICY.format(
+                    t=t, observe=str(observe).lower(), local_pricing=pricing, **fmt
+                )
+                path.write_text(text)
                 r = httpx.post(base + "/admin/reload", headers={"Authorization": f"Bearer {ADMIN}"})
                 assert r.status_code == 200, r.text
 
-            yield {"base": base, "client": client, "strong": strong_ctl, "set": set_policy}
+            yield {
+                "base": base,
+                "client": client,
+                "strong": strong_ctl,
+                "set": set_policy,
+                "engine": engine,
+            }
 
 
 def ask(client: OpenAI, text: str, headers: dict | None = None, **kw):
@@ -120,6 +136,33 @@ def test_escalates_exactly_below_the_threshold_and_never_leaks_the_first_answer(
     assert metric(base, "gateway_cascade_total", rule="everyday", result="escalated") == 1
     assert metric(base, "gateway_cascade_extra_cost_usd_total", rule="everyday") > 0
     assert metric(base, "gateway_cascade_confidence_count", rule="everyday") >= 3
+
+
+def test_extra_cost_prices_the_local_answers_cached_prompt_tokens(stack):
+    """The discarded local answer's cost (the cascade's extra cost) charges the prompt tokens
+    the engine read from its prefix cache at the backend's cache-read price, as spend does."""
+    text = "Once upon a time a small grey cat lived by the sea. " * 4 + "What happened next?"
+    stack["set"](0, pricing=TOKEN_PRICING)  # log-prob confidence < 0: every answer escalates
+    # the body the cascade sends the engine; asked twice, the second reads the prompt's cached
+    # blocks, as the cascade's own call then does
+    body = {"model": "demo", "messages": [{"role": "user", "content": text}]}
+    body |= {"max_tokens": 8, "temperature": 0, "logprobs": True}
+    for _ in range(2):
+        r = httpx.post(stack["engine"] + "/v1/chat/completions", json=body, timeout=60)
+        assert r.status_code == 200, r.text
+    u = r.json()["usage"]
+    p, done, cached = (
+        u["prompt_tokens"],
+        u["completion_tokens"],
+        u["prompt_tokens_details"]["cached_tokens"],
+    )
+    assert 0 < cached < p
+    h, _ = ask(stack["client"], text)
+    assert h["x-gateway-cascade"] == "escalated"
+    want = ((p - cached) * IN_USD + cached * READ_USD + done * OUT_USD) / 1e6
+    full = (p * IN_USD + done * OUT_USD) / 1e6  # every prompt token at the input price
+    assert want < full - 1e-5
+    assert float(h["x-gateway-cascade-extra-cost-usd"]) == pytest.approx(want, abs=2e-8)
 
 
 def test_data_that_must_stay_home_is_not_escalated(stack):

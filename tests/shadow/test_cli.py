@@ -9,6 +9,8 @@ from pathlib import Path
 import orjson
 
 from gateway.cli import main as gateway_main
+from gateway.shadow.export import to_log_line
+from gateway.simulate.log import parse_line
 from tests.shadow.records_factory import record
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -94,3 +96,18 @@ def test_evaluate_when_the_reference_is_not_better(tmp_path, capsys):
     args = ["router", "evaluate", "--model", "unused", "--data", str(data), "--all"]
     assert gateway_main(args) == 0
     assert "no router can gain any" in capsys.readouterr().out
+
+
+def test_a_records_cache_counts_reach_the_simulators_log_line():
+    """Local usage with prompt-cache reads and writes becomes the chat usage the simulator
+    prices them from (and a record without them stays plain)."""
+    tokens = {"prompt_tokens": 90, "completion_tokens": 7, "cached_tokens": 64}
+    line = to_log_line(record("hi", "win", local_tokens=tokens | {"cache_write_tokens": 16}))
+    assert line is not None
+    got = parse_line(line, 1)
+    assert (got.prompt_tokens, got.completion_tokens) == (90, 7)
+    assert (got.cached_tokens, got.cache_write_tokens) == (64, 16)
+    plain = to_log_line(
+        record("hi", "win", local_tokens={"prompt_tokens": 5, "completion_tokens": 1})
+    )
+    assert plain is not None and plain["usage"] == {"prompt_tokens": 5, "completion_tokens": 1}

@@ -4,6 +4,10 @@ reference and the judge. Counts requests at the mocks to prove what was (not) re
 
 from __future__ import annotations
 
+import pytest
+
+from gateway.backends.pricing import lookup_model
+from tests.shadow.judge_mock import cached_judge_tokens
 from tests.shadow.shadow_harness import (
     OPENAI_KEY,
     chat,
@@ -31,6 +35,47 @@ def _shadow(store: str, **over: str) -> str:
     }
     fields.update(over)
     return "\n".join(f"  {k}: {v}" for k, v in fields.items())
+
+
+def _gpt4o_cost(tokens: dict[str, int]) -> float:
+    """What ``tokens`` cost on gpt-4o at litellm's map prices, cache reads at their own."""
+    e = lookup_model("gpt-4o")
+    assert e is not None
+    p_in, p_out, p_read = (
+        e["input_cost_per_token"],
+        e["output_cost_per_token"],
+        e["cache_read_input_token_cost"],
+    )
+    read = tokens.get("cached_tokens", 0)
+    return (
+        (tokens["prompt_tokens"] - read) * p_in
+        + read * p_read
+        + tokens["completion_tokens"] * p_out
+    )
+
+
+def test_shadow_cost_prices_cached_prompt_tokens_at_the_cache_price(tmp_path):
+    """The judge mock reports half of each judge prompt read from the provider's prompt cache:
+    the record says so and its cost charges them at gpt-4o's cache-read price."""
+    records = tmp_path / "shadow.jsonl"
+    with shadow_stack(tmp_path, _shadow(f"{{jsonl: {records}, prompts: true}}")) as s:
+        headers, _ = chat(s["client"], EVERYDAY[0])
+        assert headers["x-gateway-backend"] == "local"
+        wait_for(lambda: len(read_jsonl(records)) == 1)
+        (r,) = read_jsonl(records)
+        judge = r["judge_tokens"]
+        # two judge calls: each reports half its prompt cached
+        assert 0 < judge["cached_tokens"] < judge["prompt_tokens"]
+        calls = [b for b in s["ref"].bodies("/chat/completions") if "reply_A" in str(b)]
+        words = [sum(len(str(m["content"]).split()) for m in b["messages"]) for b in calls]
+        assert judge["cached_tokens"] == sum(cached_judge_tokens(w) for w in words)
+        want = _gpt4o_cost(r["reference_tokens"]) + _gpt4o_cost(judge)
+        full = _gpt4o_cost(r["reference_tokens"]) + _gpt4o_cost(judge | {"cached_tokens": 0})
+        assert want < full
+        assert r["shadow_cost_usd"] == pytest.approx(want, rel=1e-9)
+        assert metric(s["base"], "gateway_shadow_spend_usd_total", backend="openai") == (
+            pytest.approx(want, rel=1e-9)
+        )
 
 
 def test_pairwise_records_metrics_and_counts(tmp_path):

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 # local: $3.6/h at 1,000 tok/s -> $1e-6 per completion token, $1e-7 per prompt token.
-# openai and the reference: $2 / $8 per million tokens.
+# openai and the reference: $2 / $8 per million tokens; a prompt-cache read $0.5 on both, a
+# cache write $2.5 on the reference (openai's is unset: its input price).
 POLICY = """
 version: 1
 savings:
   reference_model: gpt-4o
-  reference_pricing: {input_usd_per_mtok: 2.0, output_usd_per_mtok: 8.0}
+  reference_pricing:
+    input_usd_per_mtok: 2.0
+    output_usd_per_mtok: 8.0
+    cache_read_usd_per_mtok: 0.5
+    cache_write_usd_per_mtok: 2.5
 backends:
   local:
     kind: openai_compatible
@@ -22,7 +27,7 @@ backends:
     base_url: http://127.0.0.1:9/v1
     model: gpt-4o
     api_key: os.environ/SIM_TEST_OPENAI_KEY
-    pricing: {input_usd_per_mtok: 2.0, output_usd_per_mtok: 8.0}
+    pricing: {input_usd_per_mtok: 2.0, output_usd_per_mtok: 8.0, cache_read_usd_per_mtok: 0.5}
     capabilities: {context_window: 128000, vision: true, tools: true}
 models:
   auto:

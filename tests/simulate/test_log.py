@@ -70,6 +70,18 @@ def test_label_forms(log_file):
         ({"request": chat("x"), "colour": "red"}, "unknown field(s) next to request: colour"),
         ({"request": chat("x"), "timestamp": "yesterday"}, "not ISO 8601"),
         ({"request": chat("x"), "usage": {"prompt_tokens": -1}}, "usage.prompt_tokens"),
+        (
+            {"request": chat("x"), "usage": {"prompt_tokens_details": {"cached_tokens": "3"}}},
+            "usage.prompt_tokens_details.cached_tokens must be a non-negative integer",
+        ),
+        (
+            {"request": chat("x"), "usage": {"prompt_tokens_details": [3]}},
+            "usage.prompt_tokens_details must be an object",
+        ),
+        (
+            {"request": chat("x"), "usage": {"cache_creation_input_tokens": -2}},
+            "usage.cache_creation_input_tokens",
+        ),
         ({"request": chat("x"), "label": {"strong_needed": 2}}, "strong_needed must be 0 or 1"),
         (
             {"request": chat("x"), "label": {"weak_score": 1.5, "strong_score": 1}},

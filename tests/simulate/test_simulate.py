@@ -60,6 +60,28 @@ def test_costs_and_shares_by_hand(policy_file, log_file):
     assert rep.tokens_from_log_share == 1.0
 
 
+def test_cache_reads_and_writes_in_the_log_are_priced_as_serve_prices_them(policy_file, log_file):
+    """The log's cached / cache-written prompt tokens cost the cache prices of the backend the
+    request goes to and of the reference model (savings baseline); a self-hosted backend
+    without cache prices charges them as prompt tokens."""
+    easy = line(EASY, p=1000, c=500)
+    easy["usage"]["prompt_tokens_details"] = {"cached_tokens": 600}
+    hard = line(HARD, p=200, c=100)
+    hard["usage"] |= {
+        "prompt_tokens_details": {"cached_tokens": 120},
+        "cache_creation_input_tokens": 50,
+    }
+    rep = run(policy_file, log_file, [easy, hard])
+    local = 1000 * LOCAL[0] + 500 * LOCAL[1]
+    gpt = 30 * OPENAI[0] + 120 * 0.5e-6 + 50 * OPENAI[0] + 100 * OPENAI[1]
+    base = (400 + 30) * 2e-6 + (600 + 120) * 0.5e-6 + 50 * 2.5e-6 + (500 + 100) * 8e-6
+    assert rep.cost_usd == pytest.approx(local + gpt)
+    assert gpt < 200 * OPENAI[0] + 100 * OPENAI[1]  # what pricing every prompt token fully gave
+    assert rep.baseline_usd == pytest.approx(base)
+    assert rep.savings_usd == pytest.approx(base - local - gpt)
+    assert {g.name: g.requests for g in rep.by_rule} == {"everyday": 1, "hard": 1}
+
+
 def test_totals_add_up(policy_file, log_file):
     lines = [
         line(

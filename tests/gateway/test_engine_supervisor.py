@@ -17,7 +17,14 @@ from gateway_server import free_port
 
 from gateway.engine_supervisor import EngineStartError, EngineSupervisor, SupervisorConfig
 from local_engine.demo_model import build_tiny_checkpoint
-from tests.support.procs import cmdline, kill_leftovers, marked_env, marked_processes, new_marker
+from tests.support.procs import (
+    alive,
+    cmdline,
+    kill_leftovers,
+    marked_env,
+    marked_processes,
+    new_marker,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 ENGINE_FLAGS = ("--device", "cpu", "--num-kv-blocks", "64", "--max-model-len", "256")
@@ -26,14 +33,6 @@ ENGINE_FLAGS = ("--device", "cpu", "--num-kv-blocks", "64", "--max-model-len", "
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return Path(build_tiny_checkpoint(tmp_path_factory.mktemp("sup"), arch="qwen2"))
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
 
 
 def _healthy(base_url: str) -> bool:
@@ -66,7 +65,7 @@ def test_engine_is_restarted_when_killed_and_stopped_with_the_supervisor(tiny_mo
         second = sup.pid
     finally:
         sup.stop()
-    assert second is not None and not _alive(second) and not _alive(first)
+    assert second is not None and not alive(second) and not alive(first)
 
 
 def test_engine_that_cannot_start_is_a_clear_error(tmp_path: Path) -> None:

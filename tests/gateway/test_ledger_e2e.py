@@ -12,6 +12,7 @@ import sys
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import asyncpg
 import httpx
@@ -22,33 +23,29 @@ from openai import OpenAI
 from pg_harness import fresh_database
 
 from tests.support.mock_openai import running_mock_openai
+from tests.support.policy import client_key, local_backend, openai_backend, policy_yaml
 from tests.support.servers import MockControl
 
-POLICY = """
-auth:
-  admin_key: os.environ/ADMIN_KEY
-  keys:
-    - {{name: alice, key: os.environ/KEY_A, team: legal}}
-    - {{name: bob, key: os.environ/KEY_B, team: research}}
-cache: {{enabled: true, namespace: "{ns}"}}
-ledger: {{database_url: "{db}", spool_dir: "{spool}", flush_interval_s: 0.05}}
-savings: {{reference_pricing: {{input_usd_per_mtok: 10, output_usd_per_mtok: 30}}}}
-backends:
-  local:
-    kind: openai_compatible
-    base_url: "{local}"
-    model: m
-    self_hosted: true
-    pricing: {{input_usd_per_mtok: 0.1, output_usd_per_mtok: 0.2}}
-  gpt:
-    kind: openai_compatible
-    base_url: "{gpt}"
-    model: gpt-4o
-    pricing: {{input_usd_per_mtok: 2.5, output_usd_per_mtok: 10}}
-models:
-  auto: {{route: local, fallbacks: [gpt]}}
-  gpt-4o: {{route: gpt}}
-"""
+
+def _policy(local: str, gpt: str, db: str, spool: Path, ns: str) -> str:
+    keys = [client_key("alice", "KEY_A", "legal"), client_key("bob", "KEY_B", "research")]
+    return policy_yaml(
+        auth={"admin_key": "os.environ/ADMIN_KEY", "keys": keys},
+        cache={"enabled": True, "namespace": ns},
+        ledger={"database_url": db, "spool_dir": str(spool), "flush_interval_s": 0.05},
+        savings={"reference_pricing": {"input_usd_per_mtok": 10, "output_usd_per_mtok": 30}},
+        backends={
+            "local": local_backend(
+                local, model="m", pricing={"input_usd_per_mtok": 0.1, "output_usd_per_mtok": 0.2}
+            ),
+            "gpt": openai_backend(
+                gpt, api_key=None, pricing={"input_usd_per_mtok": 2.5, "output_usd_per_mtok": 10}
+            ),
+        },
+        models={"auto": {"route": "local", "fallbacks": ["gpt"]}, "gpt-4o": {"route": "gpt"}},
+    )
+
+
 ENV = {"KEY_A": "key-a-secret", "KEY_B": "key-b-secret", "ADMIN_KEY": "admin-secret"}
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -92,11 +89,7 @@ def stack(tmp_path_factory):
         asyncio.run(_migrate(db))
         d = tmp_path_factory.mktemp("ledger")
         policy = d / "p.yaml"
-        policy.write_text(
-            POLICY.format(
-                local=local, gpt=gpt, db=db, spool=d / "spool", ns=f"led-{uuid.uuid4().hex}"
-            )
-        )
+        policy.write_text(_policy(local, gpt, db, d / "spool", f"led-{uuid.uuid4().hex}"))
         with running_gateway(policy, ENV) as (base, app):
             yield base, db, local_ctl, gpt_ctl, policy
 

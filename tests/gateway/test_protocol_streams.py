@@ -23,6 +23,7 @@ from gateway.protocols.responses import ResponsesStream
 from gateway.sse import named_event
 from tests.gateway.gateway_server import running_gateway
 from tests.support.mock_openai import running_mock_openai
+from tests.support.policy import NO_RETRY, client_key, local_backend, policy_yaml
 
 BODY = {"model": "auto", "input": "hi", "metadata": {"app": "t"}, "temperature": 0.5}
 # text that exercises the JSON string escapes
@@ -299,25 +300,17 @@ def test_messages_error_event_is_anthropic_shaped():
 
 # ---------------------------------------------------------------- through the gateway
 
-POLICY = """
-auth:
-  keys:
-    - {{name: alpha, key: os.environ/KEY, team: alpha}}
-server: {{request_timeout_s: 3}}
-cache: {{enabled: false, namespace: {ns}}}
-backends:
-  local:
-    kind: openai_compatible
-    base_url: {local}
-    model: qwen-local
-    self_hosted: true
-    retry: {{max_attempts: 1}}
-models:
-  auto:
-    rules:
-      - {{name: everyday, route: local}}
-"""
 KEY = "gw-stream-key-ECHO"
+
+
+def _policy(local: str, ns: str) -> str:
+    return policy_yaml(
+        auth={"keys": [client_key("alpha", "KEY", "alpha")]},
+        server={"request_timeout_s": 3},
+        cache={"enabled": False, "namespace": ns},
+        backends={"local": local_backend(local, retry=NO_RETRY)},
+        models={"auto": {"rules": [{"name": "everyday", "route": "local"}]}},
+    )
 
 
 def _events(text: str) -> list[tuple[str, dict]]:
@@ -334,7 +327,7 @@ def test_request_timeout_mid_stream_error_event_continues_the_sequence(tmp_path)
     stream with an ``error`` event numbered after the events already sent (not from 0)."""
     with running_mock_openai() as (local, ctl):
         path = tmp_path / "policy.yaml"
-        path.write_text(POLICY.format(local=local, ns=f"streams-{uuid.uuid4().hex[:8]}"))
+        path.write_text(_policy(local, f"streams-{uuid.uuid4().hex[:8]}"))
         with running_gateway(path, {"KEY": KEY}) as (url, _app):
             for route, body in (
                 ("/v1/responses", {"model": "auto", "input": "a b c d e", "store": False}),

@@ -19,40 +19,39 @@ import pytest
 from tests.gateway.gateway_server import running_gateway
 from tests.support.mock_anthropic import running_mock_anthropic
 from tests.support.mock_openai import TOOL_CALL_ID, running_mock_openai
+from tests.support.policy import NO_RETRY, anthropic_backend, client_key, local_backend, policy_yaml
 
 KEY_A = "gw-proto-key-ALPHA"
 KEY_B = "gw-proto-key-BRAVO"
 UP_KEY = "sk-ant-proto-upstream-SECRET"
 
-POLICY = """
-auth:
-  keys:
-    - {{name: alpha, key: os.environ/KEY_A, team: alpha}}
-    - {{name: bravo, key: os.environ/KEY_B, team: bravo}}
-cache: {{enabled: false}}
-state_redis_url: "redis://127.0.0.1:6379/0"
-backends:
-  local:
-    kind: openai_compatible
-    base_url: {local}
-    model: qwen-local
-    self_hosted: true
-    pricing: {{gpu_usd_per_hour: 3.6, tokens_per_second: 1000}}
-    capabilities: {{context_window: 32768, vision: true, tools: true, json_schema: true}}
-    retry: {{max_attempts: 1}}
-  claude:
-    kind: litellm
-    model: anthropic/claude-sonnet-4-5
-    base_url: {anthropic}
-    api_key: os.environ/UP_KEY
-    native_protocols: []  # translated through litellm (tests/gateway/test_protocols_native.py: native)
-    retry: {{max_attempts: 1}}
-models:
-  auto:
-    rules:
-      - {{name: to-claude, when: {{headers: {{x-route: claude}}}}, route: claude}}
-      - {{name: everyday, route: local}}
-"""
+
+def _policy(local: str, anthropic: str, ns: str) -> str:
+    keys = [client_key("alpha", "KEY_A", "alpha"), client_key("bravo", "KEY_B", "bravo")]
+    caps = {"context_window": 32768, "vision": True, "tools": True, "json_schema": True}
+    rules = [
+        {"name": "to-claude", "when": {"headers": {"x-route": "claude"}}, "route": "claude"},
+        {"name": "everyday", "route": "local"},
+    ]
+    return policy_yaml(
+        auth={"keys": keys},
+        cache={"enabled": False, "namespace": ns},
+        state_redis_url="redis://127.0.0.1:6379/0",
+        backends={
+            "local": local_backend(
+                local,
+                pricing={"gpu_usd_per_hour": 3.6, "tokens_per_second": 1000},
+                capabilities=caps,
+                retry=NO_RETRY,
+            ),
+            # translated through litellm (tests/gateway/test_protocols_native.py: native)
+            "claude": anthropic_backend(
+                anthropic, api_key="os.environ/UP_KEY", native_protocols=[], retry=NO_RETRY
+            ),
+        },
+        models={"auto": {"rules": rules}},
+    )
+
 
 WEATHER_ANTHROPIC = {
     "name": "get_weather",
@@ -72,10 +71,7 @@ def stack(tmp_path_factory):
     ns = f"proto-{uuid.uuid4().hex[:8]}"
     with running_mock_openai() as (local, lctl), running_mock_anthropic() as (ant, actl):
         path = tmp_path_factory.mktemp("proto") / "policy.yaml"
-        text = POLICY.format(local=local, anthropic=ant)
-        path.write_text(
-            text.replace("cache: {enabled: false}", f"cache: {{enabled: false, namespace: {ns}}}")
-        )
+        path.write_text(_policy(local, ant, ns))
         env = {"KEY_A": KEY_A, "KEY_B": KEY_B, "UP_KEY": UP_KEY}
         with running_gateway(path, env) as (url, _app), running_gateway(path, env) as (url2, _):
             yield {"url": url, "url2": url2, "local": lctl, "anthropic": actl}

@@ -16,22 +16,21 @@ from gateway_server import running_gateway
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from tests.support.mock_openai import running_mock_openai
+from tests.support.policy import local_backend, policy_yaml
 from tests.support.servers import MockControl, running
 
-POLICY = """
-tracing: {{otlp_endpoint: "{otlp}/v1/traces", service_name: gw-test}}
-cache: {{enabled: false, namespace: "{ns}"}}
-backends:
-  local:
-    kind: openai_compatible
-    base_url: "{local}"
-    model: m
-    self_hosted: true
-    pricing: {{input_usd_per_mtok: 1, output_usd_per_mtok: 2}}
-    retry: {{max_attempts: 2, backoff_base_s: 0.01, backoff_max_s: 0.01}}
-models:
-  auto: {{route: local}}
-"""
+
+def _policy(otlp: str, local: str, ns: str) -> str:
+    # two attempts, so a failed first one and its retry are two CLIENT spans
+    retry = {"max_attempts": 2, "backoff_base_s": 0.01, "backoff_max_s": 0.01}
+    pricing = {"input_usd_per_mtok": 1, "output_usd_per_mtok": 2}
+    return policy_yaml(
+        tracing={"otlp_endpoint": f"{otlp}/v1/traces", "service_name": "gw-test"},
+        cache={"enabled": False, "namespace": ns},
+        backends={"local": local_backend(local, model="m", pricing=pricing, retry=retry)},
+        models={"auto": {"route": "local"}},
+    )
+
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 PARENT = "00f067aa0ba902b7"
@@ -95,7 +94,7 @@ def stack(tmp_path_factory):
         running_mock_openai(MockControl(models=["m"])) as (local, local_ctl),
     ):
         policy = tmp_path_factory.mktemp("t") / "p.yaml"
-        policy.write_text(POLICY.format(otlp=otlp, local=local, ns=uuid.uuid4().hex))
+        policy.write_text(_policy(otlp, local, uuid.uuid4().hex))
         with running_gateway(policy, {}) as (base, _):
             yield base, rec, local_ctl
 

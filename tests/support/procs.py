@@ -19,6 +19,7 @@ from pathlib import Path
 
 __all__ = [
     "MARKER_VAR",
+    "alive",
     "cmdline",
     "kill_leftovers",
     "marked_env",
@@ -69,6 +70,15 @@ def marked_processes(marker: str) -> list[int]:
         if environ is not None and entry in environ.split(b"\0") and not _is_zombie(pid_dir):
             found.append(int(pid_dir.name))
     return sorted(found)
+
+
+def alive(pid: int) -> bool:
+    """Whether ``pid`` exists (a zombie not yet reaped counts)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
 
 
 def cmdline(pid: int) -> str:

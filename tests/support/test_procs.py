@@ -8,7 +8,14 @@ import subprocess
 import sys
 import time
 
-from tests.support.procs import cmdline, kill_leftovers, marked_env, marked_processes, new_marker
+from tests.support.procs import (
+    alive,
+    cmdline,
+    kill_leftovers,
+    marked_env,
+    marked_processes,
+    new_marker,
+)
 
 # a parent that starts a sleeping child in a session of its own, prints its PID and exits
 # without waiting for it: the child is reparented (to init or a subreaper), as a leaked engine
@@ -25,18 +32,10 @@ print(child.pid, flush=True)
 """
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
-
-
 def _gone_within(pid: int, seconds: float) -> bool:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
-        if not _alive(pid) or not cmdline(pid):
+        if not alive(pid) or not cmdline(pid):
             return True
         time.sleep(0.05)
     return False
@@ -59,7 +58,7 @@ def test_a_left_behind_grandchild_is_seen_reported_and_killed() -> None:
         assert _gone_within(leaked, 5)
         assert marked_processes(marker) == []
     finally:
-        if _alive(leaked) and cmdline(leaked):
+        if alive(leaked) and cmdline(leaked):
             os.kill(leaked, 9)
 
 

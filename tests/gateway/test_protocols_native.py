@@ -13,18 +13,16 @@ from __future__ import annotations
 import asyncio
 import copy
 import json
-import time
 import uuid
 
 import anthropic
-import asyncpg
 import httpx
 import openai
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.backends.pricing import lookup_model
 from tests.gateway.gateway_server import running_gateway
+from tests.gateway.native_support import eventually, ledger_rows, metric, migrate_ledger, samples
 from tests.gateway.pg_harness import fresh_database
 from tests.support.mock_anthropic import (
     CACHED,
@@ -166,7 +164,7 @@ def stack(tmp_path_factory):
         running_mock_anthropic() as (ant, actl),
     ):
         actl.api_key, gctl.api_key = UP_KEY, GPT_KEY  # the mocks check the upstream keys
-        asyncio.run(_migrate(db))
+        asyncio.run(migrate_ledger(db))
         tmp = tmp_path_factory.mktemp("native")
         path = tmp / "policy.yaml"
         path.write_text(
@@ -222,62 +220,8 @@ def _openai(stack, route: str | None = "gpt", key: str = KEY, **headers: str) ->
     )
 
 
-async def _migrate(url: str) -> None:
-    from gateway.ledger.db import migrate
-
-    conn = await asyncpg.connect(url)
-    try:
-        await migrate(conn, "ledger", "gateway.ledger.migrations")
-    finally:
-        await conn.close()
-
-
-def _ledger_rows(url: str, ids: list[str], timeout_s: float = 20.0) -> dict[str, dict]:
-    """The ledger rows of these request ids, once all are written (the writer batches)."""
-
-    async def fetch() -> list[dict]:
-        conn = await asyncpg.connect(url)
-        try:
-            sql = "SELECT * FROM gateway_ledger WHERE replace(request_id::text, '-', '') = ANY($1)"
-            return [dict(r) for r in await conn.fetch(sql, [i.replace("-", "") for i in ids])]
-        finally:
-            await conn.close()
-
-    deadline = time.monotonic() + timeout_s
-    rows: list[dict] = []
-    while time.monotonic() < deadline:
-        rows = asyncio.run(fetch())
-        if len(rows) == len(ids):
-            break
-        time.sleep(0.1)
-    return {str(r["request_id"]).replace("-", ""): r for r in rows}
-
-
 def _cost(prompt: int, completion: int) -> float:
     return (prompt * IN_USD + completion * OUT_USD) / 1e6
-
-
-def _samples(url: str, name: str, **labels: str) -> list[float]:
-    text = httpx.get(url + "/metrics").text
-    return [
-        s.value
-        for fam in text_string_to_metric_families(text)
-        for s in fam.samples
-        if s.name == name and all(s.labels.get(k) == v for k, v in labels.items())
-    ]
-
-
-def _metric(url: str, name: str, **labels: str) -> float:
-    return sum(_samples(url, name, **labels))
-
-
-def _eventually(check, timeout_s: float = 20.0):
-    """``check()``'s value once it is truthy: the gateway records metrics and spend after the
-    answer is out, so a client may look before they are written."""
-    deadline = time.monotonic() + timeout_s
-    while not (got := check()) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    return got
 
 
 # A conversation with everything translation drops: thinking (and a signed thinking block of an
@@ -311,8 +255,8 @@ MESSAGES_KW = {
 
 @pytest.mark.parametrize("stream", [False, True])
 def test_thinking_and_cache_control_pass_through(stack, stream):
-    calls = _metric(stack["url"], "gateway_requests_total", backend="claude", protocol="anthropic")
-    prompt0 = _metric(stack["url"], "gateway_prompt_tokens_total", backend="claude")
+    calls = metric(stack["url"], "gateway_requests_total", backend="claude", protocol="anthropic")
+    prompt0 = metric(stack["url"], "gateway_prompt_tokens_total", backend="claude")
     with _anthropic(stack) as client:
         if stream:
             with client.messages.stream(**copy.deepcopy(MESSAGES_KW)) as s:
@@ -349,12 +293,10 @@ def test_thinking_and_cache_control_pass_through(stack, stream):
             _cost(prompt, msg.usage.output_tokens)
         )
     labels = {"backend": "claude", "protocol": "anthropic"}
-    assert _eventually(
-        lambda: _metric(stack["url"], "gateway_requests_total", **labels) == calls + 1
-    )
-    assert _eventually(  # usage read from the answer (stream: from its events)
+    assert eventually(lambda: metric(stack["url"], "gateway_requests_total", **labels) == calls + 1)
+    assert eventually(  # usage read from the answer (stream: from its events)
         lambda: (
-            _metric(stack["url"], "gateway_prompt_tokens_total", backend="claude")
+            metric(stack["url"], "gateway_prompt_tokens_total", backend="claude")
             == prompt0 + prompt
         )
     )
@@ -492,7 +434,7 @@ def test_cache_reads_and_writes_at_their_own_prices(stack, backend, stream):
         assert p_read < p_in < p_write  # so a single price would be wrong both ways
     else:
         p_in, p_out, p_read, p_write = (v / 1e6 for v in (IN_USD, OUT_USD, READ_USD, WRITE_USD))
-    spent0 = _metric(stack["url"], "gateway_cost_usd_total", backend=backend)
+    spent0 = metric(stack["url"], "gateway_cost_usd_total", backend=backend)
     with _anthropic(stack, route=backend) as client:
         if stream:
             with client.messages.stream(**copy.deepcopy(MESSAGES_KW)) as s:
@@ -509,14 +451,14 @@ def test_cache_reads_and_writes_at_their_own_prices(stack, backend, stream):
     assert want != pytest.approx(single)
     if not stream:  # a stream's header carries the gateway's prompt estimate only
         assert float(headers["x-gateway-cost-usd"]) == pytest.approx(want, rel=1e-6)
-    assert _eventually(
+    assert eventually(
         lambda: (
-            _metric(stack["url"], "gateway_cost_usd_total", backend=backend)
+            metric(stack["url"], "gateway_cost_usd_total", backend=backend)
             == pytest.approx(spent0 + want, rel=1e-6)
         )
     )
     rid = headers["x-gateway-request-id"]
-    row = _ledger_rows(stack["db"], [rid])[rid.replace("-", "")]
+    row = ledger_rows(stack["db"], [rid])[rid.replace("-", "")]
     assert row["cost_usd"] == pytest.approx(want, rel=1e-6)
     assert row["prompt_tokens"] == u.input_tokens + CACHED + WRITTEN
     assert (row["cached_tokens"], row["cache_write_tokens"]) == (CACHED, WRITTEN)
@@ -600,9 +542,9 @@ def test_count_tokens_of_a_team_past_its_budget_is_the_estimate(stack):
         _, headers = _count(client)  # within budget: counted upstream, costs nothing
         assert headers["x-gateway-token-count"] == "upstream"
         client.messages.create(**copy.deepcopy(MESSAGES_KW))
-        assert _eventually(
+        assert eventually(
             lambda: (
-                _samples(stack["url"], "gateway_budget_remaining_usd", scope="team:frugal") == [0.0]
+                samples(stack["url"], "gateway_budget_remaining_usd", scope="team:frugal") == [0.0]
             )
         )
         stack["anthropic"].reset()
@@ -803,10 +745,9 @@ def test_native_spend_counts_against_the_team_budget(stack):
         assert first.headers["x-gateway-native"] == "anthropic"
         assert float(first.headers["x-gateway-cost-usd"]) > 0.00001
         # the spend is charged once the answer is out: wait until the team's budget shows it
-        assert _eventually(
+        assert eventually(
             lambda: (
-                _samples(stack["url"], "gateway_budget_remaining_usd", scope="team:thrifty")
-                == [0.0]
+                samples(stack["url"], "gateway_budget_remaining_usd", scope="team:thrifty") == [0.0]
             )
         )
         second = ac.messages.with_raw_response.create(**copy.deepcopy(MESSAGES_KW))
@@ -825,7 +766,7 @@ def test_native_answers_in_the_ledger(stack):
         events = oc.responses.create(stream=True, **REASONING_KW)
         final = next(e.response for e in events if e.type == "response.completed")
     ids = [raw.headers["x-gateway-request-id"], events.response.headers["x-gateway-request-id"]]
-    rows = _ledger_rows(stack["db"], ids)
+    rows = ledger_rows(stack["db"], ids)
     a, r = rows[ids[0].replace("-", "")], rows[ids[1].replace("-", "")]
     assert (a["protocol"], a["backend"], a["model"]) == (
         "anthropic",

@@ -1,0 +1,67 @@
+"""Helpers of the native pass-through tests: the ledger's rows, metrics read over HTTP, and
+waiting for what the gateway records after an answer is out."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import asyncpg
+import httpx
+from prometheus_client.parser import text_string_to_metric_families
+
+__all__ = ["eventually", "ledger_rows", "metric", "migrate_ledger", "samples"]
+
+
+async def migrate_ledger(url: str) -> None:
+    from gateway.ledger.db import migrate
+
+    conn = await asyncpg.connect(url)
+    try:
+        await migrate(conn, "ledger", "gateway.ledger.migrations")
+    finally:
+        await conn.close()
+
+
+def ledger_rows(url: str, ids: list[str], timeout_s: float = 20.0) -> dict[str, dict]:
+    """The ledger rows of these request ids, once all are written (the writer batches)."""
+
+    async def fetch() -> list[dict]:
+        conn = await asyncpg.connect(url)
+        try:
+            sql = "SELECT * FROM gateway_ledger WHERE replace(request_id::text, '-', '') = ANY($1)"
+            return [dict(r) for r in await conn.fetch(sql, [i.replace("-", "") for i in ids])]
+        finally:
+            await conn.close()
+
+    deadline = time.monotonic() + timeout_s
+    rows: list[dict] = []
+    while time.monotonic() < deadline:
+        rows = asyncio.run(fetch())
+        if len(rows) == len(ids):
+            break
+        time.sleep(0.1)
+    return {str(r["request_id"]).replace("-", ""): r for r in rows}
+
+
+def samples(url: str, name: str, **labels: str) -> list[float]:
+    text = httpx.get(url + "/metrics").text
+    return [
+        s.value
+        for fam in text_string_to_metric_families(text)
+        for s in fam.samples
+        if s.name == name and all(s.labels.get(k) == v for k, v in labels.items())
+    ]
+
+
+def metric(url: str, name: str, **labels: str) -> float:
+    return sum(samples(url, name, **labels))
+
+
+def eventually(check, timeout_s: float = 20.0):
+    """``check()``'s value once it is truthy: the gateway records metrics and spend after the
+    answer is out, so a client may look before they are written."""
+    deadline = time.monotonic() + timeout_s
+    while not (got := check()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return got

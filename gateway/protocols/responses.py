@@ -87,7 +87,8 @@ def _items(items: list[Any], out: list[dict[str, Any]]) -> None:
             raise _bad(f"input[{i}] must be an object", f"input[{i}]")
         kind = it.get("type", "message")
         if kind == "message":
-            role = _ROLES.get(it.get("role"))  # type: ignore[arg-type]
+            r = it.get("role")
+            role = _ROLES.get(r) if isinstance(r, str) else None  # a list or object: unhashable
             if role is None:
                 where = f"input[{i}]"
                 raise _bad(f"{where}.role must be user, assistant, system or developer", where)

@@ -2,7 +2,9 @@
 
     GatewayError                      500 api_error
     ├── InvalidRequestError           400 invalid_request_error
-    │   └── ContextLengthError        400 invalid_request_error / context_length_exceeded
+    │   ├── ContextLengthError        400 invalid_request_error / context_length_exceeded
+    │   └── UntranslatableError       400 invalid_request_error / untranslatable: a Messages or
+    │                                     Responses body chat completions cannot carry
     ├── AuthenticationError           401 authentication_error
     ├── PermissionDeniedError         403 permission_error
     │   └── ProvenanceDeniedError     403 permission_error / denied_by_policy (a provenance rule)
@@ -36,6 +38,7 @@ __all__ = [
     "GatewayError",
     "InvalidRequestError",
     "ContextLengthError",
+    "UntranslatableError",
     "AuthenticationError",
     "PermissionDeniedError",
     "NotFoundError",
@@ -101,6 +104,13 @@ class InvalidRequestError(GatewayError):
 
 class ContextLengthError(InvalidRequestError):
     default_code = "context_length_exceeded"
+
+
+class UntranslatableError(InvalidRequestError):
+    """A well-formed body in the caller's protocol with a part chat completions cannot carry:
+    it can go only to a backend taking that protocol natively (``param`` names the part)."""
+
+    default_code = "untranslatable"
 
 
 class AuthenticationError(GatewayError):

@@ -158,6 +158,12 @@ class GatewayMetrics:
             ["scope"],
             mode="livemin",
         )
+        self.untranslated = s.counter(
+            "untranslated_requests_total",
+            "Messages or Responses bodies with no chat form, by protocol: sent only to backends "
+            "taking them natively (native) or refused, none of those being allowed (refused).",
+            ["protocol", "outcome"],
+        )
         self.degraded = s.counter(
             "degraded_requests_total",
             "Requests whose rule named only unconfigured backends, served self-hosted instead.",
@@ -295,6 +301,10 @@ class GatewayMetrics:
 
     def record_degraded(self, virtual_model: str, route_reason: str) -> None:
         self._children.get(self.degraded, virtual_model, route_reason).inc()
+
+    def record_untranslated(self, protocol: str, outcome: str) -> None:
+        """``outcome``: native (sent to the backends taking it natively) or refused."""
+        self._children.get(self.untranslated, protocol, outcome).inc()
 
     def record_fallback(self, virtual_model: str, from_backend: str, to_backend: str) -> None:
         self._children.get(self.fallbacks, virtual_model, from_backend, to_backend).inc()

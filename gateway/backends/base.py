@@ -23,7 +23,7 @@ from typing import Any, Literal
 
 import orjson
 
-from gateway.errors import UpstreamError
+from gateway.errors import NoBackendError, UpstreamError
 
 Operation = Literal["chat", "completions", "embeddings"]
 # "openai": the OpenAI wire format of ``operation``; otherwise a caller protocol sent natively
@@ -155,11 +155,19 @@ class Backend(ABC):
 @dataclass(slots=True)
 class Upstreams:
     """What each candidate of a request is sent: the caller's own body (``native``) where the
-    backend takes the caller's protocol natively, else the one OpenAI-format request."""
+    backend takes the caller's protocol natively, else the one OpenAI-format request (None: the
+    caller's body has no chat form, so a backend that would need it is never sent anything)."""
 
-    chat: UpstreamRequest
+    chat: UpstreamRequest | None
     native: UpstreamRequest | None = None
 
     def pick(self, backend: Backend) -> UpstreamRequest:
         n = self.native
-        return n if n is not None and backend.takes(n) else self.chat
+        if n is not None and backend.takes(n):
+            return n
+        if self.chat is None:  # the pipeline keeps such backends out of the candidates
+            raise NoBackendError(
+                f"backend {backend.name!r} would need this request translated, and it has no"
+                " chat form"
+            )
+        return self.chat

@@ -10,6 +10,12 @@ turns, ``cache_control`` markers, server tools (web search, code execution ...) 
 ``document`` blocks, ``service_tier``. All of them are kept where the backend is Anthropic's
 API: the caller's body goes there natively (``gateway.backends.native``).
 
+What chat completions cannot carry at all raises ``UntranslatableError`` (the body is well
+formed; it can go only to a backend taking Messages natively): an ``image`` whose source is
+neither base64 nor a URL (a Files API ``file``), a user turn of only blocks that are dropped
+(say, only ``document`` or ``search_result`` blocks: the turn would vanish), a conversation
+with no turn left, a ``tool_choice`` forcing a server tool.
+
 Outbound, a chat completion becomes a ``message`` and a chat stream becomes Anthropic's event
 sequence: ``message_start``, ``ping``, ``content_block_start`` / ``_delta`` (``text_delta``,
 ``input_json_delta``) / ``_stop``, ``message_delta`` (``stop_reason``, usage),
@@ -22,7 +28,7 @@ from typing import Any
 
 import orjson
 
-from gateway.errors import GatewayError, InvalidRequestError
+from gateway.errors import GatewayError, InvalidRequestError, UntranslatableError
 from gateway.sse import named_event
 
 __all__ = ["AnthropicStream", "error_event", "error_json", "to_chat", "to_message"]
@@ -73,10 +79,17 @@ def _image(block: dict[str, Any], where: str) -> dict[str, Any]:
     src = block.get("source")
     if not isinstance(src, dict):
         raise _bad(f"{where}.source must be an object", f"{where}.source")
-    if src.get("type") == "base64":
+    kind = src.get("type")
+    if kind == "base64":
         url = f"data:{src.get('media_type', 'image/png')};base64,{src.get('data', '')}"
-    elif src.get("type") == "url" and isinstance(src.get("url"), str):
+    elif kind == "url" and isinstance(src.get("url"), str):
         url = src["url"]
+    elif isinstance(kind, str) and kind != "url":  # e.g. "file": a Files API id
+        raise UntranslatableError(
+            f"{where}.source: an image of source type {kind!r} has no chat-completions form"
+            " (base64 and url have)",
+            param=f"{where}.source",
+        )
     else:
         raise _bad(f"{where}.source.type must be base64 or url", f"{where}.source.type")
     return {"type": "image_url", "image_url": {"url": url}}
@@ -103,6 +116,8 @@ def _message(i: int, m: Any, out: list[dict[str, Any]]) -> None:
         raise _bad(f"{where}.content must be a string or an array of blocks", f"{where}.content")
     parts: list[dict[str, Any]] = []
     calls: list[dict[str, Any]] = []
+    dropped: list[str] = []  # the kinds of blocks chat cannot carry
+    results = 0
     for j, b in enumerate(content):
         bw = f"{where}.content[{j}]"
         if not isinstance(b, dict) or not isinstance(b.get("type"), str):
@@ -133,7 +148,15 @@ def _message(i: int, m: Any, out: list[dict[str, Any]]) -> None:
                 text = "Error: " + text
             # tool results answer the previous assistant turn: they go before the user's text
             out.append({"role": "tool", "tool_call_id": b["tool_use_id"], "content": text})
-        # thinking / redacted_thinking / document / server-tool blocks: not translatable
+            results += 1
+        else:  # thinking / redacted_thinking / document / server-tool blocks: dropped
+            dropped.append(kind)
+    if role == "user" and dropped and not (parts or results):
+        kinds = ", ".join(dict.fromkeys(dropped))
+        raise UntranslatableError(
+            f"{where}: a user turn of only {kinds} blocks has no chat-completions form",
+            param=where,
+        )
     if role == "assistant":
         msg: dict[str, Any] = {"role": "assistant", "content": _join(parts) if parts else None}
         if calls:
@@ -165,6 +188,17 @@ def _tools(tools: Any) -> list[dict[str, Any]]:
             fn["description"] = t["description"]
         out.append({"type": "function", "function": fn})
     return out
+
+
+def _forced_tool(name: Any, tools: list[Any]) -> None:
+    """A ``tool_choice`` forcing a server tool: the translated request could not offer it."""
+    for t in tools:
+        if isinstance(t, dict) and t.get("name") == name and "input_schema" not in t:
+            raise UntranslatableError(
+                f"tool_choice: forces the server tool {name!r}, which chat completions"
+                " cannot offer",
+                param="tool_choice",
+            )
 
 
 def _tool_choice(tc: Any) -> Any:
@@ -201,6 +235,8 @@ def to_chat(body: dict[str, Any]) -> dict[str, Any]:
             out.append({"role": "system", "content": text})
     for i, m in enumerate(messages):
         _message(i, m, out)
+    if all(m["role"] == "system" for m in out):
+        raise UntranslatableError("messages: no turn has a chat-completions form", param="messages")
     chat: dict[str, Any] = {"model": model, "messages": out}
     for name in _PASSED:
         if body.get(name) is not None:
@@ -215,6 +251,8 @@ def to_chat(body: dict[str, Any]) -> dict[str, Any]:
         if tools:
             chat["tools"] = tools
     tc = body.get("tool_choice")
+    if isinstance(tc, dict) and tc.get("type") == "tool":
+        _forced_tool(tc.get("name"), body["tools"] if isinstance(body.get("tools"), list) else [])
     if tc is not None and chat.get("tools"):
         chat["tool_choice"] = _tool_choice(tc)
         if tc.get("disable_parallel_tool_use"):

@@ -22,8 +22,8 @@ from typing import Any, Protocol
 
 import orjson
 
-from gateway.errors import GatewayError, NotFoundError
-from gateway.protocols import anthropic, responses
+from gateway.errors import GatewayError, NotFoundError, UntranslatableError
+from gateway.protocols import anthropic, responses, untranslated
 from gateway.protocols.request import Request
 from gateway.server.validate import validate
 from gateway.state import SharedState
@@ -123,7 +123,10 @@ class AnthropicCodec(Codec):
     native_headers = ("anthropic-version", "anthropic-beta")  # betas: e.g. interleaved thinking
 
     async def decode(self, body: dict[str, Any], raw: bytes, team: str) -> Request:
-        return _request(self.protocol, anthropic.to_chat(body), body, raw)
+        try:
+            return _request(self.protocol, anthropic.to_chat(body), body, raw)
+        except UntranslatableError as exc:  # well formed, no chat form: native backends only
+            return untranslated.request("anthropic", body, raw, exc)
 
     def whole(self, req: Request, doc: dict[str, Any]) -> dict[str, Any]:
         return anthropic.to_message(doc, req.model)
@@ -174,11 +177,22 @@ class ResponsesCodec(Codec):
                     param="previous_response_id",
                     code="previous_response_not_found",
                 )
-            history = stored["messages"]
-        req = _request(self.protocol, responses.to_chat(body, history), body, raw)
+            history = stored.get("messages")
+        items = stored.get("items") if prev is not None else None  # type: ignore[union-attr]
+        try:
+            chat = responses.to_chat(body, history)
+            if prev is not None and history is None:
+                raise UntranslatableError(
+                    "previous_response_id: the stored conversation has no chat form (it was"
+                    " answered natively from a body that has none)",
+                    param="previous_response_id",
+                )
+            req = _request(self.protocol, chat, body, raw)
+        except UntranslatableError as exc:  # well formed, no chat form: native backends only
+            req = untranslated.request("responses", body, raw, exc, items)
         req.response_id = responses.new_id("resp")
         if prev is not None:
-            req.native_history = stored.get("items")  # type: ignore[union-attr]
+            req.native_history = items
         return req
 
     def native_body(self, req: Request) -> tuple[dict[str, Any], bytes | None] | None:
@@ -219,8 +233,9 @@ class ResponsesCodec(Codec):
         if not (req.native or {}).get("store", True):
             return
         native = req.native or {}
-        messages = [m for m in req.body["messages"]] + responses.output_messages(answer)
-        record: dict[str, Any] = {"response": answer, "messages": messages}
+        record: dict[str, Any] = {"response": answer}
+        if req.untranslatable is None:  # a conversation with no chat form is kept as items only
+            record["messages"] = req.body["messages"] + responses.output_messages(answer)
         if native.get("previous_response_id") is None or req.native_history is not None:
             # the same conversation as Responses items, for a backend that takes them natively
             # (not for one continued from a record in chat form only: its items would lack the

@@ -4,6 +4,9 @@
 chat-speaking backend adapter sends. ``raw`` holds the client's bytes when they are exactly
 ``body`` (the pass-through path sends them unchanged). For callers that speak another
 protocol, ``native`` keeps their own body so a backend speaking that protocol gets it as sent.
+A caller's body that chat completions cannot carry (``untranslatable`` says which part) has no
+OpenAI form: its ``body`` then holds only its text as chat messages, for the difficulty scorer
+and token counts, and is never sent (only backends taking ``native`` natively may serve it).
 """
 
 from __future__ import annotations
@@ -12,6 +15,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Literal
+
+from gateway.errors import UntranslatableError
 
 __all__ = ["EMPTY", "Operation", "Protocol", "Request"]
 
@@ -36,6 +41,7 @@ class Request:
     # conversation, or one stored in chat form only
     native_history: list[dict[str, Any]] | None = None
     response_id: str = ""  # Responses API: the id of the answer being made
+    untranslatable: UntranslatableError | None = None  # ``native`` has no chat form: why
     stream: bool = False
     include_usage: bool = False  # the client asked for a usage chunk in its stream
     max_output_tokens: int = 0  # 0: unspecified

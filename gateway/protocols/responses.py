@@ -11,6 +11,14 @@ tools), ``include``, ``truncation``, ``service_tier``; all kept for a backend th
 Responses natively (``gateway.backends.native``), which gets a stored conversation as items
 (``input_items`` + ``replay_items``) in front of ``input``.
 
+What chat completions cannot carry at all raises ``UntranslatableError`` (the body is well
+formed; it can go only to a backend taking Responses natively): an ``input_image`` by
+``file_id``, a non-assistant message (or function output) of only parts that are dropped
+(``input_file``, ``input_audio``), an ``item_reference`` (an item the upstream stored), an
+``input`` with no item left, a ``tool_choice`` forcing a built-in tool (or ``allowed_tools``,
+``mcp``, ``custom``), and a conversation stored without a chat form (one answered natively
+from such a body).
+
 Outbound, a chat completion becomes a ``response`` and a chat stream becomes the Responses
 event sequence: ``response.created``, ``response.in_progress``, ``response.output_item.added``,
 ``response.content_part.added``, ``response.output_text.delta`` / ``.done``,
@@ -26,7 +34,7 @@ from typing import Any
 
 import orjson
 
-from gateway.errors import GatewayError, InvalidRequestError
+from gateway.errors import GatewayError, InvalidRequestError, UntranslatableError
 from gateway.sse import named_event
 
 __all__ = [
@@ -52,7 +60,9 @@ def _bad(message: str, param: str) -> InvalidRequestError:
     return InvalidRequestError(message, param=param)
 
 
-def _parts(content: Any, where: str) -> str | list[dict[str, Any]]:
+def _parts(content: Any, where: str, may_vanish: bool = False) -> str | list[dict[str, Any]]:
+    """Chat content from Responses parts; raises ``UntranslatableError`` where every part is
+    one chat cannot carry (unless ``may_vanish``: an assistant's earlier refusal, say)."""
     if isinstance(content, str):
         return content
     if not isinstance(content, list):
@@ -69,13 +79,22 @@ def _parts(content: Any, where: str) -> str | list[dict[str, Any]]:
             parts.append({"type": "text", "text": p["text"]})
         elif kind == "input_image":
             url = p.get("image_url")
+            if not isinstance(url, str) and isinstance(p.get("file_id"), str):
+                raise UntranslatableError(
+                    f"{pw}: an input_image by file_id has no chat-completions form", param=pw
+                )
             if not isinstance(url, str):
-                raise _bad(f"{pw}.image_url must be a string (file_id is not supported)", pw)
+                raise _bad(f"{pw}.image_url must be a string", pw)
             image: dict[str, Any] = {"url": url}
             if p.get("detail"):
                 image["detail"] = p["detail"]
             parts.append({"type": "image_url", "image_url": image})
         # refusal / input_file / input_audio: no chat equivalent every backend reads
+    if content and not parts and not may_vanish:
+        kinds = ", ".join(dict.fromkeys(p["type"] for p in content))
+        raise UntranslatableError(
+            f"{where}: content of only {kinds} parts has no chat-completions form", param=where
+        )
     if all(p["type"] == "text" for p in parts):
         return "\n".join(p["text"] for p in parts)
     return parts
@@ -94,7 +113,7 @@ def _items(items: list[Any], out: list[dict[str, Any]]) -> None:
                 raise _bad(f"{where}.role must be user, assistant, system or developer", where)
             content = it.get("content")
             if not isinstance(content, str):  # the common case needs no walk (nor a name)
-                content = _parts(content, f"input[{i}].content")
+                content = _parts(content, f"input[{i}].content", role == "assistant")
             out.append({"role": role, "content": content})
             continue
         where = f"input[{i}]"
@@ -119,7 +138,13 @@ def _items(items: list[Any], out: list[dict[str, Any]]) -> None:
             if not isinstance(text, str):
                 text = "\n".join(p.get("text", "") for p in text if p["type"] == "text")
             out.append({"role": "tool", "tool_call_id": it["call_id"], "content": text})
-        # reasoning items, item_reference, built-in tool calls: dropped (see module docstring)
+        elif kind == "item_reference":
+            raise UntranslatableError(
+                f"{where}: an item_reference names an item stored upstream, which the gateway"
+                " does not have",
+                param=where,
+            )
+        # reasoning items, built-in tool calls: dropped (see module docstring)
 
 
 def _tools(tools: Any) -> list[dict[str, Any]]:
@@ -147,6 +172,17 @@ def _tool_choice(tc: Any) -> Any:
     if isinstance(tc, dict) and tc.get("type") == "function" and isinstance(tc.get("name"), str):
         return {"type": "function", "function": {"name": tc["name"]}}
     raise _bad("'tool_choice' must be auto, none, required or a function", "tool_choice")
+
+
+def _hosted_choice(tc: Any) -> None:
+    """A ``tool_choice`` of another kind than a function (a built-in tool, ``allowed_tools``,
+    ``mcp``, ``custom``): the translated request offers function tools only."""
+    kind = tc.get("type") if isinstance(tc, dict) else None
+    if isinstance(kind, str) and kind != "function":
+        raise UntranslatableError(
+            f"tool_choice: a choice of type {kind!r} has no chat-completions form",
+            param="tool_choice",
+        )
 
 
 def _format(text: Any) -> dict[str, Any] | None:
@@ -185,6 +221,8 @@ def to_chat(body: dict[str, Any], history: list[dict[str, Any]] | None) -> dict[
         if m["role"] != "system":
             break
     else:
+        if isinstance(inp, list) and inp:
+            raise UntranslatableError("input: no item has a chat-completions form", param="input")
         raise _bad("'input' is required", "input")
     chat: dict[str, Any] = {"model": model, "messages": msgs}
     for name in _PASSED:
@@ -193,6 +231,7 @@ def to_chat(body: dict[str, Any], history: list[dict[str, Any]] | None) -> dict[
     mo = body.get("max_output_tokens")
     if mo is not None:
         chat["max_tokens"] = mo
+    _hosted_choice(body.get("tool_choice"))
     if body.get("tools"):
         tools = _tools(body["tools"])
         if tools:

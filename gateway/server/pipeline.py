@@ -8,12 +8,15 @@ read body -> authenticate -> parse + validate -> resolve virtual model -> limits
 A caller speaking another protocol (Anthropic Messages, Responses) goes the same way, its
 codec at the edges. Each candidate is sent the translated OpenAI request, or, when the backend
 takes the caller's protocol natively, the caller's own body (``Upstreams``); a native answer is
-relayed as the upstream sent it, a translated one encoded by the codec.
+relayed as the upstream sent it, a translated one encoded by the codec. A body with no chat form
+(``Request.untranslatable``) is routed by the same decision and sent only to the candidates
+that take it natively (``_natives_only``), or refused in the caller's protocol.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import logging
 import time
@@ -24,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from gateway.auth import Caller
-from gateway.backends.base import UpstreamRequest, Upstreams, UpstreamStream, Usage
+from gateway.backends.base import Backend, UpstreamRequest, Upstreams, UpstreamStream, Usage
 from gateway.backends.resilience import call_with_retries
 from gateway.cache import CacheEntry, cache_decision, cache_key, completion_to_sse
 from gateway.cache.sse import StreamAssembler
@@ -38,6 +41,7 @@ from gateway.errors import (
     PermissionDeniedError,
     ProvenanceDeniedError,
     RateLimitError,
+    UntranslatableError,
     UpstreamError,
     UpstreamTimeoutError,
     UpstreamUnavailableError,
@@ -77,6 +81,9 @@ log = logging.getLogger("gateway.request")
 RELAYED_CLIENT_ERRORS = frozenset({400, 413, 422})
 DEGRADED_HEADER = (b"x-gateway-degraded", b"proprietary-unconfigured")
 NATIVE_HEADER = b"x-gateway-native"  # on answers relayed untranslated: the protocol
+# on requests whose body has no chat form (native backends only): the part that has none
+UNTRANSLATED_HEADER = b"x-gateway-untranslated"
+PROTOCOL_NAMES = {"anthropic": "Anthropic Messages", "responses": "OpenAI Responses"}
 
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
@@ -114,6 +121,7 @@ class Call:
     send: Send
     t0: float  # perf_counter() when the request arrived
     codec: Codec | None = None  # the caller's protocol, when it is not OpenAI's
+    native: UpstreamRequest | None = None  # the caller's own body, for candidates taking it
 
 
 def _fmt_headers(o: Outcome, overhead_ms: float) -> list[tuple[bytes, bytes]]:
@@ -234,9 +242,16 @@ class Pipeline:
             if decision.degraded:  # the rule's backends are unconfigured: self-hosted serves it
                 o.extra_headers = [*(o.extra_headers or ()), DEGRADED_HEADER]
                 self.metrics.record_degraded(vmodel, decision.reason)
-            call = Call(rt, req, headers, decision, f, o, receive, send, t0, codec)
+            stream = req.stream and operation != "embeddings"
+            native = None
+            if codec is not None:
+                native = self._native_request(rt, codec, req, headers, decision, stream)
+            if req.untranslatable is not None:
+                why = req.untranslatable
+                decision = self._natives_only(rt, req.protocol, why, decision, native, o)
+            call = Call(rt, req, headers, decision, f, o, receive, send, t0, codec, native)
             async with asyncio.timeout(rt.policy.server.request_timeout_s):
-                if req.stream and operation != "embeddings":
+                if stream:
                     status = await self._stream(call)
                 else:
                     status = await self._whole(call)
@@ -539,20 +554,22 @@ class Pipeline:
 
     async def _whole(self, c: Call) -> int:
         rt, req, o = c.rt, c.req, c.outcome
-        native_up = self._native_request(c, stream=False)
+        native_up = c.native
         mode, key = self._cache_plan(c, native_up)
         entry = await self._lookup(mode, key, c.decision.allowed)
         if entry is not None:
             return await self._send_cached(c, entry, stream=False)
         o.cache = "miss" if key and self.cache.available else "bypass"
-        up = UpstreamRequest(
-            operation=req.operation, body=req.body, raw=req.raw, headers=_forward(c.headers)
-        )
+        up = None
+        if req.untranslatable is None:  # else: no chat form, only native candidates are left
+            up = UpstreamRequest(
+                operation=req.operation, body=req.body, raw=req.raw, headers=_forward(c.headers)
+            )
         f, decision, vmodel = c.features, c.decision, c.features.virtual_model
         ticket = self.shadow.ticket(rt, f, decision) if self.shadow is not None else None
         cascade = self.cascades.get(rt.policy, vmodel, decision.reason)
         info = None
-        if cascade is not None and req.operation == "chat":
+        if cascade is not None and up is not None and req.operation == "chat":
             call = run_cascade(self, rt, cascade, decision, up, o, vmodel)
             resp, info = await self._unless_disconnected(call, c.receive, o, vmodel)
             o.extra_headers = info.headers()
@@ -639,26 +656,14 @@ class Pipeline:
     async def _stream(self, c: Call) -> int:
         rt, req, o, f, send = c.rt, c.req, c.outcome, c.features, c.send
         client_usage = req.include_usage  # codecs read the usage chunk themselves, never relay it
-        native_up = self._native_request(c, stream=True)
+        native_up = c.native
         mode, key = self._cache_plan(c, native_up)
         entry = await self._lookup(mode, key, c.decision.allowed)
         if entry is not None:
             return await self._send_cached(c, entry, stream=True)
         o.cache = "miss" if key and self.cache.available else "bypass"
-        up_body, up_raw = req.body, req.raw
-        if not client_usage:
-            # ask for usage anyway (for cost), and strip it from the client's stream
-            so = req.body.get("stream_options") or {}
-            up_body = {**req.body, "stream_options": {**so, "include_usage": True}}
-            up_raw = None
-        up = UpstreamRequest(
-            operation=req.operation,
-            body=up_body,
-            raw=up_raw,
-            stream=True,
-            headers=_forward(c.headers),
-        )
-        ups = Upstreams(up, native_up)
+        chat = self._chat_stream(c) if req.untranslatable is None else None  # None: no chat form
+        ups = Upstreams(chat, native_up)
         t_open = time.perf_counter()
         stream: UpstreamStream = await self._over_candidates(
             rt, c.decision, o, f.virtual_model, ups, stream=True
@@ -718,6 +723,22 @@ class Pipeline:
             await self._stream_answered(c, enc)
         return status
 
+    def _chat_stream(self, c: Call) -> UpstreamRequest:
+        req = c.req
+        up_body, up_raw = req.body, req.raw
+        if not req.include_usage:
+            # ask for usage anyway (for cost), and strip it from the client's stream
+            so = req.body.get("stream_options") or {}
+            up_body = {**req.body, "stream_options": {**so, "include_usage": True}}
+            up_raw = None
+        return UpstreamRequest(
+            operation=req.operation,
+            body=up_body,
+            raw=up_raw,
+            stream=True,
+            headers=_forward(c.headers),
+        )
+
     async def _pump(
         self,
         stream: UpstreamStream,
@@ -769,35 +790,77 @@ class Pipeline:
 
     # ------------------------------------------------------------ native pass-through
 
-    def _native_request(self, c: Call, stream: bool) -> UpstreamRequest | None:
+    def _native_request(
+        self,
+        rt: Runtime,
+        codec: Codec,
+        req: Request,
+        headers: dict[str, str],
+        decision: Decision,
+        stream: bool,
+    ) -> UpstreamRequest | None:
         """The caller's own body for candidates that take its protocol natively; None when no
         candidate does (or the codec says this request cannot go natively)."""
-        codec = c.codec
-        if codec is None:
+        backends = rt.backends
+        if not any(codec.protocol in backends[n].native for n in decision.candidates):
             return None
-        backends = c.rt.backends
-        if not any(codec.protocol in backends[n].native for n in c.decision.candidates):
-            return None
-        got = codec.native_body(c.req)
+        got = codec.native_body(req)
         if got is None:
             return None
         body, raw = got
-        headers = forward_headers(c.headers, codec)
         up = UpstreamRequest(
             operation="chat",
             body=body,
             raw=raw,
             stream=stream,
-            headers=headers,
+            headers=forward_headers(headers, codec),
             protocol=codec.protocol,  # type: ignore[arg-type]
             reasoning=codec.reasons(body),
         )
         # e.g. reasoning asked of a model that refuses it: every candidate translates
-        return up if any(backends[n].takes(up) for n in c.decision.candidates) else None
+        return up if native_takers(backends, decision.candidates, up) else None
+
+    def _natives_only(
+        self,
+        rt: Runtime,
+        protocol: str,
+        why: UntranslatableError,
+        decision: Decision,
+        native: UpstreamRequest | None,
+        o: Outcome,
+    ) -> Decision:
+        """A body with no chat form (``why``) goes only to the candidates that take it natively,
+        in the decision's order (fallbacks and retries included); with none, it is refused
+        naming the part that has no chat form."""
+        o.extra_headers = [
+            *(o.extra_headers or ()),
+            (UNTRANSLATED_HEADER, (why.param or "body").encode()),
+        ]
+        keep = native_takers(rt.backends, decision.candidates, native)
+        self.metrics.record_untranslated(protocol, "native" if keep else "refused")
+        if not keep:
+            tried = ", ".join(decision.candidates)
+            raise UntranslatableError(
+                f"{why.message}; none of the backends this request may go to ({tried}) takes"
+                f" {PROTOCOL_NAMES.get(protocol, protocol)} natively"
+                " (see native_protocols in the policy)",
+                param=why.param,
+            )
+        dropped = tuple((n, "needs translation") for n in decision.candidates if n not in keep)
+        return dataclasses.replace(decision, candidates=keep, skipped=decision.skipped + dropped)
 
     def _mark_native(self, o: Outcome, protocol: str) -> None:
         o.cache = "bypass"  # a native answer is not a chat completion: not cached
         o.extra_headers = [*(o.extra_headers or ()), (NATIVE_HEADER, protocol.encode())]
+
+
+def native_takers(
+    backends: dict[str, Backend], candidates: tuple[str, ...], up: UpstreamRequest | None
+) -> tuple[str, ...]:
+    """The candidates that take the native request ``up`` as it is, in order."""
+    if up is None:
+        return ()
+    return tuple(n for n in candidates if backends[n].takes(up))
 
 
 async def _end_encoded(send: Send, enc: StreamEncoder, exc: GatewayError) -> None:

@@ -20,7 +20,7 @@ from gateway.protocols.request import Request
 from gateway.routing.features import extract_features
 from gateway.runtime import Runtime
 from gateway.server.http import header_map, read_body, send_bytes
-from gateway.server.pipeline import Pipeline, forward_headers
+from gateway.server.pipeline import Pipeline, forward_headers, native_takers
 from gateway.server.validate import parse_json
 
 __all__ = ["ProtocolRoutes"]
@@ -45,7 +45,8 @@ class ProtocolRoutes:
     async def count_tokens(self, scope, receive, send) -> None:
         """Anthropic's token count: the upstream's own where the policy would send this
         request natively to an Anthropic backend, else (or should that fail) the gateway's
-        documented estimate. ``x-gateway-token-count`` says which."""
+        documented estimate. ``x-gateway-token-count`` says which. A body with no chat form
+        is counted by the first candidate taking it natively, as it would be sent there."""
         rt = self.pipeline.store.runtime
         headers = header_map(scope)
         raw = await read_body(
@@ -82,10 +83,6 @@ class ProtocolRoutes:
         f = extract_features(req, team=caller.team, key_name=caller.key_name, headers=headers)
         f.self_hosted_only = await self.pipeline.limits.over_budget(rt, caller)
         decision = self.pipeline.decide(rt, model, f, req)
-        if not decision.candidates:
-            return None
-        name = decision.candidates[0]
-        backend = rt.backends.get(name)
         assert req.native is not None  # noqa: S101 - set above
         up = UpstreamRequest(
             operation="chat",
@@ -95,6 +92,13 @@ class ProtocolRoutes:
             protocol="anthropic",
             reasoning=ANTHROPIC.reasons(req.native),
         )
+        names = decision.candidates
+        if req.untranslatable is not None:  # a real request would go to these only
+            names = native_takers(rt.backends, names, up)
+        if not names:
+            return None
+        name = names[0]
+        backend = rt.backends.get(name)
         if backend is None or not backend.takes(up):
             return None
         try:

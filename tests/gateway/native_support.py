@@ -1,16 +1,23 @@
-"""Helpers of the native pass-through tests: the ledger's rows, metrics read over HTTP, and
-waiting for what the gateway records after an answer is out."""
+"""Helpers of the native pass-through tests: a gateway with a ledger serving a policy, the
+ledger's rows, metrics read over HTTP, and waiting for what the gateway records after an
+answer is out."""
 
 from __future__ import annotations
 
 import asyncio
 import time
+import uuid
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
 
 import asyncpg
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
-__all__ = ["eventually", "ledger_rows", "metric", "migrate_ledger", "samples"]
+from tests.gateway.gateway_server import running_gateway
+
+__all__ = ["eventually", "ledger_rows", "metric", "migrate_ledger", "samples", "serving"]
 
 
 async def migrate_ledger(url: str) -> None:
@@ -21,6 +28,20 @@ async def migrate_ledger(url: str) -> None:
         await migrate(conn, "ledger", "gateway.ledger.migrations")
     finally:
         await conn.close()
+
+
+@contextmanager
+def serving(
+    tmp: Path, db: str, template: str, env: Mapping[str, str], **values: object
+) -> Iterator[str]:
+    """The real gateway (its URL) serving ``template`` formatted with ``values`` and ``ns`` (a
+    fresh cache namespace), ``db`` (the ledger's database, migrated) and ``spool`` (in ``tmp``)."""
+    asyncio.run(migrate_ledger(db))
+    path = tmp / "policy.yaml"
+    ns = f"{tmp.name}-{uuid.uuid4().hex[:8]}"
+    path.write_text(template.format(ns=ns, db=db, spool=tmp / "spool", **values))
+    with running_gateway(path, env) as (url, _app):
+        yield url
 
 
 def ledger_rows(url: str, ids: list[str], timeout_s: float = 20.0) -> dict[str, dict]:

@@ -10,10 +10,8 @@ caller's error shapes, headers, metrics and spend hold as on every other path.
 
 from __future__ import annotations
 
-import asyncio
 import copy
 import json
-import uuid
 
 import anthropic
 import httpx
@@ -21,8 +19,7 @@ import openai
 import pytest
 
 from gateway.backends.pricing import lookup_model
-from tests.gateway.gateway_server import running_gateway
-from tests.gateway.native_support import eventually, ledger_rows, metric, migrate_ledger, samples
+from tests.gateway.native_support import eventually, ledger_rows, metric, samples, serving
 from tests.gateway.pg_harness import fresh_database
 from tests.support.mock_anthropic import (
     CACHED,
@@ -164,27 +161,6 @@ def stack(tmp_path_factory):
         running_mock_anthropic() as (ant, actl),
     ):
         actl.api_key, gctl.api_key = UP_KEY, GPT_KEY  # the mocks check the upstream keys
-        asyncio.run(migrate_ledger(db))
-        tmp = tmp_path_factory.mktemp("native")
-        path = tmp / "policy.yaml"
-        path.write_text(
-            POLICY.format(
-                ns=f"native-{uuid.uuid4().hex[:8]}",
-                db=db,
-                spool=tmp / "spool",
-                local=local,
-                anthropic=ant,
-                gpt=gpt,
-                in_usd=IN_USD,
-                out_usd=OUT_USD,
-                read_usd=READ_USD,
-                write_usd=WRITE_USD,
-                ref_in=REF_USD[0],
-                ref_out=REF_USD[1],
-                ref_read=REF_USD[2],
-                ref_write=REF_USD[3],
-            )
-        )
         env = {
             "KEY": KEY,
             "THRIFTY_KEY": THRIFTY_KEY,
@@ -192,7 +168,23 @@ def stack(tmp_path_factory):
             "UP_KEY": UP_KEY,
             "GPT_KEY": GPT_KEY,
         }
-        with running_gateway(path, env) as (url, _app):
+        with serving(
+            tmp_path_factory.mktemp("native"),
+            db,
+            POLICY,
+            env,
+            local=local,
+            anthropic=ant,
+            gpt=gpt,
+            in_usd=IN_USD,
+            out_usd=OUT_USD,
+            read_usd=READ_USD,
+            write_usd=WRITE_USD,
+            ref_in=REF_USD[0],
+            ref_out=REF_USD[1],
+            ref_read=REF_USD[2],
+            ref_write=REF_USD[3],
+        ) as url:
             yield {"url": url, "db": db, "local": lctl, "gpt": gctl, "anthropic": actl}
 
 

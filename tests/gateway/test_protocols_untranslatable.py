@@ -12,16 +12,13 @@ With no native candidate the caller gets a 400 in its own protocol's shape namin
 
 from __future__ import annotations
 
-import asyncio
 import copy
-import uuid
 
 import anthropic
 import openai
 import pytest
 
-from tests.gateway.gateway_server import running_gateway
-from tests.gateway.native_support import eventually, ledger_rows, metric, migrate_ledger
+from tests.gateway.native_support import eventually, ledger_rows, metric, serving
 from tests.gateway.pg_harness import fresh_database
 from tests.support.mock_anthropic import count_of, running_mock_anthropic
 from tests.support.mock_openai import running_mock_openai
@@ -80,13 +77,12 @@ backends:
     pricing: {{input_usd_per_mtok: 3.0, output_usd_per_mtok: 15.0}}
     retry: {{max_attempts: 2, backoff_base_s: 0, backoff_max_s: 0}}
     circuit_breaker: {{failure_threshold: 100}}
-  claude-eu:
+  claude-eu:  # the same model on another mock, in the EU
     kind: litellm
     model: anthropic/claude-sonnet-4-5
     base_url: {claude_eu}
     api_key: os.environ/UP_KEY
     labels: {{region: eu}}
-    pricing: {{input_usd_per_mtok: 3.0, output_usd_per_mtok: 15.0}}
     retry: {{max_attempts: 1}}
 models:
   auto:
@@ -114,23 +110,10 @@ def stack(tmp_path_factory):
     ):
         gctl.api_key = rctl.api_key = GPT_KEY
         actl.api_key = ectl.api_key = UP_KEY
-        asyncio.run(migrate_ledger(db))
-        tmp = tmp_path_factory.mktemp("untranslatable")
-        path = tmp / "policy.yaml"
-        path.write_text(
-            POLICY.format(
-                ns=f"untr-{uuid.uuid4().hex[:8]}",
-                db=db,
-                spool=tmp / "spool",
-                local=local,
-                gpt=gpt,
-                resp=resp,
-                claude=claude,
-                claude_eu=claude_eu,
-            )
-        )
         env = {"KEY": KEY, "UP_KEY": UP_KEY, "GPT_KEY": GPT_KEY}
-        with running_gateway(path, env) as (url, _app):
+        values = {"local": local, "gpt": gpt, "resp": resp, "claude": claude}
+        tmp = tmp_path_factory.mktemp("untranslatable")
+        with serving(tmp, db, POLICY, env, claude_eu=claude_eu, **values) as url:
             yield {
                 "url": url,
                 "db": db,
@@ -150,6 +133,12 @@ def _fresh(stack):
 
 def _counts(stack) -> dict[str, int]:
     return {n: len(stack[n].requests) for n in ("local", "gpt", "resp", "claude", "claude-eu")}
+
+
+def _untranslated(stack, outcome: str) -> float:
+    return metric(
+        stack["url"], "gateway_untranslated_requests_total", protocol="anthropic", outcome=outcome
+    )
 
 
 def _anthropic(stack, route: str | None = None, **kw) -> anthropic.Anthropic:
@@ -213,9 +202,7 @@ def _kw(base: dict = DOC_KW, **extra) -> dict:
 def test_untranslatable_messages_reach_only_the_native_backend(stack, stream):
     """The rule's first candidates are chat-only: a body that translates goes there (control),
     one that does not goes to the native Anthropic backend, untouched but for the model."""
-    native0 = metric(
-        stack["url"], "gateway_untranslated_requests_total", protocol="anthropic", outcome="native"
-    )
+    native0 = _untranslated(stack, "native")
     with _anthropic(stack) as client:
         control = client.messages.with_raw_response.create(**_kw(TRANSLATABLE_KW))
         assert control.headers["x-gateway-backend"] == "local"
@@ -240,17 +227,7 @@ def test_untranslatable_messages_reach_only_the_native_backend(stack, stream):
     sent = dict(rec.body)
     assert sent.pop("model") == "claude-sonnet-4-5" and sent.pop("stream", False) is stream
     assert sent == {k: v for k, v in DOC_KW.items() if k != "model"}  # the document, as sent
-    assert eventually(
-        lambda: (
-            metric(
-                stack["url"],
-                "gateway_untranslated_requests_total",
-                protocol="anthropic",
-                outcome="native",
-            )
-            == native0 + 1
-        )
-    )
+    assert eventually(lambda: _untranslated(stack, "native") == native0 + 1)
 
 
 def test_native_body_goes_up_byte_for_byte(stack):
@@ -270,9 +247,7 @@ def test_native_body_goes_up_byte_for_byte(stack):
 
 
 def test_no_native_candidate_is_a_clear_error_in_anthropics_shape(stack):
-    refused0 = metric(
-        stack["url"], "gateway_untranslated_requests_total", protocol="anthropic", outcome="refused"
-    )
+    refused0 = _untranslated(stack, "refused")
     with _anthropic(stack, route="home") as client:
         with pytest.raises(anthropic.BadRequestError) as e:
             client.messages.create(**_kw())
@@ -283,17 +258,7 @@ def test_no_native_candidate_is_a_clear_error_in_anthropics_shape(stack):
     assert "(local, gpt)" in message and "takes Anthropic Messages natively" in message
     assert e.value.response.headers["x-gateway-untranslated"] == PART
     assert _counts(stack) == dict.fromkeys(("local", "gpt", "resp", "claude", "claude-eu"), 0)
-    assert eventually(
-        lambda: (
-            metric(
-                stack["url"],
-                "gateway_untranslated_requests_total",
-                protocol="anthropic",
-                outcome="refused",
-            )
-            == refused0 + 1
-        )
-    )
+    assert eventually(lambda: _untranslated(stack, "refused") == refused0 + 1)
     assert eventually(
         lambda: metric(stack["url"], "gateway_errors_total", error_type="UntranslatableError")
     )

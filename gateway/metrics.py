@@ -164,6 +164,13 @@ class GatewayMetrics:
             "taking them natively (native) or refused, none of those being allowed (refused).",
             ["protocol", "outcome"],
         )
+        self.token_counts = s.counter(
+            "token_count_requests_total",
+            "POST /v1/messages/count_tokens answers, by the backend the policy chose for the "
+            "request (none: no backend) and how they were counted: upstream (the backend's own "
+            "count) or estimate (the gateway's).",
+            ["backend", "outcome"],
+        )
         self.degraded = s.counter(
             "degraded_requests_total",
             "Requests whose rule named only unconfigured backends, served self-hosted instead.",
@@ -298,6 +305,10 @@ class GatewayMetrics:
 
     def record_error(self, virtual_model: str, backend: str, error_type: str) -> None:
         self._children.get(self.errors, virtual_model, backend, error_type).inc()
+
+    def record_token_count(self, backend: str, outcome: str) -> None:
+        """``outcome``: upstream or estimate."""
+        self._children.get(self.token_counts, backend, outcome).inc()
 
     def record_degraded(self, virtual_model: str, route_reason: str) -> None:
         self._children.get(self.degraded, virtual_model, route_reason).inc()

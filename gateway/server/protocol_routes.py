@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Collection
+from dataclasses import replace
 
 import orjson
 
@@ -27,6 +28,9 @@ __all__ = ["ProtocolRoutes"]
 
 RESPONSES_PREFIX = "/v1/responses/"
 COUNT_HEADER = b"x-gateway-token-count"  # upstream: the backend's own count; estimate: ours
+# A count the upstream takes longer than this for is answered with the estimate (a backend's
+# own timeout is sized for generating answers).
+COUNT_TIMEOUT_S = 10.0
 
 log = logging.getLogger("gateway.request")
 
@@ -59,21 +63,37 @@ class ProtocolRoutes:
             checked = {**body, "max_tokens": 1}
         req = await ANTHROPIC.decode(checked, raw, caller.team)  # validated as a Messages body
         req.native, req.native_raw = body, raw  # the caller's own body goes up
-        got = await self._upstream_count(rt, caller, req, headers)
-        if got is not None:
-            answer, backend = got
-            extra = [(COUNT_HEADER, b"upstream"), (b"x-gateway-backend", backend.encode())]
+        up = UpstreamRequest(
+            operation="chat",
+            body=body,
+            raw=raw,
+            headers=forward_headers(headers, ANTHROPIC),
+            protocol="anthropic",
+            reasoning=ANTHROPIC.reasons(body),
+        )
+        name = await self._chosen(rt, caller, req, up, headers)
+        answer = None if name is None else await self._upstream_count(rt, name, up)
+        outcome = "estimate" if answer is None else "upstream"
+        self.pipeline.metrics.record_token_count(name or "none", outcome)
+        if answer is not None:
+            extra = [(COUNT_HEADER, b"upstream"), (b"x-gateway-backend", str(name).encode())]
             await send_bytes(send, 200, answer, extra=extra)
             return
         estimate = orjson.dumps({"input_tokens": req.prompt_tokens})
         await send_bytes(send, 200, estimate, extra=[(COUNT_HEADER, b"estimate")])
 
-    async def _upstream_count(
-        self, rt: Runtime, caller: Caller, req: Request, headers: dict[str, str]
-    ) -> tuple[bytes, str] | None:
-        """(the upstream's answer, backend) when the request's first candidate takes it
-        natively; None: estimate. The same decision as a real request (rules, difficulty,
-        data rules and provenance, a spent budget), without counting it against any limit."""
+    async def _chosen(
+        self,
+        rt: Runtime,
+        caller: Caller,
+        req: Request,
+        up: UpstreamRequest,
+        headers: dict[str, str],
+    ) -> str | None:
+        """The backend a real request with this body would go to first: the same decision
+        (rules, difficulty, data rules and provenance, a spent budget, open circuits; a body
+        with no chat form only to the candidates taking ``up`` natively), without counting it
+        against any limit. None: no backend would take it."""
         model = rt.policy.models.get(req.model)
         team = rt.policy.teams.get(caller.team)
         if model is None or not _may_use(caller.models, req.model):
@@ -82,27 +102,30 @@ class ProtocolRoutes:
             return None
         f = extract_features(req, team=caller.team, key_name=caller.key_name, headers=headers)
         f.self_hosted_only = await self.pipeline.limits.over_budget(rt, caller)
-        decision = self.pipeline.decide(rt, model, f, req)
-        assert req.native is not None  # noqa: S101 - set above
-        up = UpstreamRequest(
-            operation="chat",
-            body=req.native,
-            raw=req.native_raw,
-            headers=forward_headers(headers, ANTHROPIC),
-            protocol="anthropic",
-            reasoning=ANTHROPIC.reasons(req.native),
-        )
-        names = decision.candidates
+        names = self.pipeline.decide(rt, model, f, req).candidates
         if req.untranslatable is not None:  # a real request would go to these only
             names = native_takers(rt.backends, names, up)
-        if not names:
+        return names[0] if names else None
+
+    async def _upstream_count(self, rt: Runtime, name: str, up: UpstreamRequest) -> bytes | None:
+        """The upstream's own count when ``name`` takes ``up`` natively; None: estimate.
+
+        The circuit breaker is read, never fed. A count goes up only while the circuit is
+        closed: an open one already routed the decision elsewhere, and a half-open one keeps
+        its single probe for real traffic (``allow()`` would take it, and a count's answer
+        says nothing about ``/v1/messages``). Nor does a failed count count as a failure:
+        it is another endpoint, with its own rate limits at Anthropic and missing from some
+        Anthropic-compatible servers, so it must not take a backend that answers messages out
+        of routing; the estimate stands in (no retries, a short timeout), as the shadow's
+        side calls also leave the breaker alone."""
+        backend, breaker = rt.backends.get(name), rt.breakers.get(name)
+        if backend is None or breaker is None or breaker.state != "closed":
             return None
-        name = names[0]
-        backend = rt.backends.get(name)
-        if backend is None or not backend.takes(up):
+        if not backend.takes(up):
             return None
+        timeout_s = min(COUNT_TIMEOUT_S, rt.configs[name].timeout_s)
         try:
-            return await backend.count_tokens(up), name
+            return await backend.count_tokens(replace(up, timeout_s=timeout_s))
         except UpstreamError as exc:
             log.warning("count_tokens on %s failed, answering the estimate: %s", name, exc.message)
             return None

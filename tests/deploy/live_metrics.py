@@ -128,6 +128,13 @@ def _traffic(url: str, local: MockControl) -> None:
     # cache miss, then hit (deterministic requests are cached)
     for _ in range(2):
         client.chat.completions.create(model="auto", messages=msg, temperature=0)
+    # Anthropic's token count (routed to the self-hosted backend: the gateway's estimate)
+    r = httpx.post(
+        url + "/v1/messages/count_tokens",
+        headers={"x-api-key": CLIENT_KEY, "anthropic-version": "2023-06-01"},
+        json={"model": "auto", "messages": msg},
+    )
+    assert r.status_code == 200 and r.headers["x-gateway-token-count"] == "estimate", r.text
     # a stream on the proprietary alias: time to first token
     chunks = list(client.chat.completions.create(model="gpt-4o", messages=msg, stream=True))
     assert chunks, "no stream chunks"

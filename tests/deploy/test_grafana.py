@@ -36,6 +36,7 @@ REQUIRED = {
     "quality kept local": "gateway_shadow_judgements_total",
     "shadow spend": "gateway_shadow_spend_usd_total",
     "cascade decisions": "gateway_cascade_total",
+    "token counts": "gateway_token_count_requests_total",
 }
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import json
+import time
 
 import anthropic
 import httpx
@@ -40,6 +41,7 @@ IN_USD, OUT_USD = 3.0, 15.0  # the native backends' prices per million tokens
 READ_USD, WRITE_USD = 0.5, 4.0  # claude-cache's prompt-cache prices per million tokens
 # the savings reference (per million tokens: input, output, cache read, cache write)
 REF_USD = (15.0, 75.0, 1.5, 18.75)
+COUNT_COOLDOWN_S = 3.0  # claude-count's circuit: open this long, then half-open
 
 POLICY = """
 auth:
@@ -139,6 +141,15 @@ backends:
       cache_read_usd_per_mtok: {read_usd}
       cache_write_usd_per_mtok: {write_usd}
     retry: {{max_attempts: 1}}
+  claude-count:  # its circuit opens after 2 failures: count_tokens must leave it alone
+    kind: litellm
+    model: anthropic/claude-sonnet-4-5
+    base_url: {anthropic}
+    api_key: os.environ/UP_KEY
+    labels: {{origin: us}}
+    pricing: {{input_usd_per_mtok: {in_usd}, output_usd_per_mtok: {out_usd}}}
+    retry: {{max_attempts: 1}}
+    circuit_breaker: {{failure_threshold: 2, cooldown_s: {cooldown_s}}}
 models:
   auto:
     rules:
@@ -148,6 +159,7 @@ models:
       - {{name: to-plain, when: {{headers: {{x-route: claude-plain}}}}, route: [claude-plain]}}
       - {{name: to-map, when: {{headers: {{x-route: claude-map}}}}, route: [claude-map]}}
       - {{name: to-cache, when: {{headers: {{x-route: claude-cache}}}}, route: [claude-cache]}}
+      - {{name: to-count, when: {{headers: {{x-route: claude-count}}}}, route: [claude-count, local]}}
       - {{name: everyday, route: local}}
 """
 
@@ -184,6 +196,7 @@ def stack(tmp_path_factory):
             ref_out=REF_USD[1],
             ref_read=REF_USD[2],
             ref_write=REF_USD[3],
+            cooldown_s=COUNT_COOLDOWN_S,
         ) as url:
             yield {"url": url, "db": db, "local": lctl, "gpt": gctl, "anthropic": actl}
 
@@ -472,9 +485,20 @@ def _count(client: anthropic.Anthropic, kw: dict = COUNT_KW) -> tuple[int, httpx
     return raw.parse().input_tokens, raw.headers
 
 
+def _counted(stack, backend: str, outcome: str) -> float:
+    return metric(
+        stack["url"], "gateway_token_count_requests_total", backend=backend, outcome=outcome
+    )
+
+
 def test_count_tokens_is_the_native_backends_own(stack):
     """Routed to a native Anthropic backend, count_tokens is the upstream's answer to the
-    caller's body (only the model replaced); routed elsewhere, the gateway's estimate."""
+    caller's body (only the model replaced); routed elsewhere, the gateway's estimate. The
+    metric counts each by the backend the policy chose and the outcome."""
+    before = {
+        k: _counted(stack, *k)
+        for k in (("claude", "upstream"), ("local", "estimate"), ("none", "estimate"))
+    }
     with _anthropic(stack) as client:
         n, headers = _count(client)
     [rec] = stack["anthropic"].requests
@@ -490,6 +514,54 @@ def test_count_tokens_is_the_native_backends_own(stack):
     assert headers["x-gateway-token-count"] == "estimate" and "x-gateway-backend" not in headers
     assert estimate != n and estimate > 0
     assert len(stack["anthropic"].requests) == 1 and not stack["local"].requests
+    with _anthropic(stack) as client:  # a model the policy does not have: no backend
+        _, headers = _count(client, {**COUNT_KW, "model": "no-such-model"})
+    assert headers["x-gateway-token-count"] == "estimate"
+    after = {k: _counted(stack, *k) for k in before}
+    assert {k: after[k] - before[k] for k in before} == {
+        ("claude", "upstream"): 1,
+        ("local", "estimate"): 1,
+        ("none", "estimate"): 1,
+    }
+    assert _counted(stack, "claude", "estimate") == 0
+
+
+def test_count_tokens_leaves_the_circuit_to_real_traffic(stack):
+    """Failed counts never open a backend's circuit (and are not retried); an open circuit
+    routes the count elsewhere; a half-open one keeps its probe for a real request."""
+    ant = stack["anthropic"]
+    with _anthropic(stack, route="claude-count") as client:
+        est0 = _counted(stack, "claude-count", "estimate")
+        ant.fail_next(3, status=500)  # more failed counts than the circuit's threshold (2)
+        for _ in range(3):
+            _, headers = _count(client)
+            assert headers["x-gateway-token-count"] == "estimate"
+        assert len(ant.bodies("/count_tokens")) == 3  # one call each: no retries
+        assert _counted(stack, "claude-count", "estimate") == est0 + 3
+        raw = client.messages.with_raw_response.create(**copy.deepcopy(MESSAGES_KW))
+        assert raw.headers["x-gateway-backend"] == "claude-count"  # still closed
+        # real traffic failing opens it: requests fall back to local, and so does the count
+        ant.fail_next(2, status=500)
+        for _ in range(2):
+            raw = client.messages.with_raw_response.create(**copy.deepcopy(MESSAGES_KW))
+            assert raw.headers["x-gateway-backend"] == "local"
+        ant.reset()
+        local0 = _counted(stack, "local", "estimate")
+        _, headers = _count(client)
+        assert headers["x-gateway-token-count"] == "estimate"
+        assert _counted(stack, "local", "estimate") == local0 + 1
+        assert ant.requests == []
+        time.sleep(COUNT_COOLDOWN_S + 0.2)  # half-open: the next real request is the probe
+        est1 = _counted(stack, "claude-count", "estimate")
+        _, headers = _count(client)
+        assert headers["x-gateway-token-count"] == "estimate" and ant.requests == []
+        assert _counted(stack, "claude-count", "estimate") == est1 + 1
+        raw = client.messages.with_raw_response.create(**copy.deepcopy(MESSAGES_KW))
+        assert raw.headers["x-gateway-backend"] == "claude-count"  # the probe: closed again
+        up0 = _counted(stack, "claude-count", "upstream")
+        _, headers = _count(client)
+        assert headers["x-gateway-token-count"] == "upstream"
+        assert _counted(stack, "claude-count", "upstream") == up0 + 1
 
 
 def test_count_tokens_falls_back_to_the_estimate(stack):

@@ -4,9 +4,13 @@ mocks, and the checks every answer must pass (OpenAI error shape, no secret, no 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import httpx
+
+from tests.support.policy import client_key, local_backend, openai_backend, policy_yaml
 
 CLIENT_KEY = "qa-client-key-DELTA"
 OPENAI_KEY = "sk-qa-upstream-openai-SECRET"
@@ -20,52 +24,20 @@ PATHS = {
     "embeddings": "/v1/embeddings",
 }
 
-POLICY = """
-auth:
-  keys:
-    - {{name: alpha, key: os.environ/CLIENT_KEY, team: alpha{key_rpm}}}
-server: {{max_body_bytes: {max_body}, request_timeout_s: {request_timeout}}}
-cache: {{enabled: {cache_on}, {redis}namespace: "{ns}", ttl_s: 60}}
-backends:
-  local:
-    kind: openai_compatible
-    base_url: {local}
-    model: qwen-local
-    self_hosted: true
-    capabilities: {{context_window: 4096, vision: false, tools: true, json_schema: false}}
-    retry: {{max_attempts: {attempts}, backoff_base_s: 0.001, backoff_max_s: 0.002}}
-    circuit_breaker: {{failure_threshold: {breaker}, cooldown_s: 60}}
-    timeout_s: 5
-  openai:
-    kind: openai_compatible
-    base_url: {openai}
-    model: gpt-4o
-    api_key: os.environ/OPENAI_API_KEY
-    capabilities: {{context_window: 128000, vision: true, tools: true, json_schema: true}}
-    retry: {{max_attempts: {attempts}, backoff_base_s: 0.001, backoff_max_s: 0.002}}
-    circuit_breaker: {{failure_threshold: {breaker}, cooldown_s: 60}}
-    timeout_s: 5
-  embed:
-    kind: openai_compatible
-    base_url: {local}
-    model: embed-local
-    self_hosted: true
-    capabilities: {{embeddings: true, chat: false}}
-    circuit_breaker: {{failure_threshold: {breaker}, cooldown_s: 60}}
-models:
-  auto:
-    difficulty: {{scorer: heuristic, threshold: 0.6}}
-    fallbacks: [openai]
-    embeddings: [embed]
-    rules:
-      - name: confidential
-        when: {{headers: {{x-data-classification: confidential}}, metadata: {{tier: [gold, silver]}}}}
-        route: local
-        self_hosted_only: true
-      - {{name: vision, when: {{needs: [vision]}}, route: [openai]}}
-      - {{name: hard, when: {{difficulty: hard}}, route: [openai]}}
-      - {{name: everyday, route: local}}
-"""
+RULES = [
+    {
+        "name": "confidential",
+        "when": {
+            "headers": {"x-data-classification": "confidential"},
+            "metadata": {"tier": ["gold", "silver"]},
+        },
+        "route": "local",
+        "self_hosted_only": True,
+    },
+    {"name": "vision", "when": {"needs": ["vision"]}, "route": ["openai"]},
+    {"name": "hard", "when": {"difficulty": "hard"}, "route": ["openai"]},
+    {"name": "everyday", "route": "local"},
+]
 
 
 def write_policy(
@@ -80,21 +52,44 @@ def write_policy(
     max_body: int = 200_000,
     request_timeout: float = 30,
     key_rpm: int | None = None,
+    server: Mapping[str, Any] | None = None,
 ) -> Path:
-    path.write_text(
-        POLICY.format(
-            local=local,
-            openai=openai,
-            ns=f"qa-{uuid.uuid4().hex[:12]}",
-            redis=f'redis_url: "{redis_url}", ' if redis_url else "",
-            cache_on="true" if cache else "false",
-            attempts=attempts,
-            breaker=breaker,
-            max_body=max_body,
-            request_timeout=request_timeout,
-            key_rpm=f", rpm: {key_rpm}" if key_rpm else "",
-        )
+    """The QA policy: a local backend, OpenAI, a local embedder; ``server`` adds server fields."""
+    retry = {"max_attempts": attempts, "backoff_base_s": 0.001, "backoff_max_s": 0.002}
+    breaker_cfg = {"failure_threshold": breaker, "cooldown_s": 60}
+    caps = {"context_window": 4096, "vision": False, "tools": True, "json_schema": False}
+    big_caps = {"context_window": 128000, "vision": True, "tools": True, "json_schema": True}
+    cache_cfg = {"enabled": cache, "namespace": f"qa-{uuid.uuid4().hex[:12]}", "ttl_s": 60}
+    if redis_url:
+        cache_cfg["redis_url"] = redis_url
+    text = policy_yaml(
+        auth={"keys": [client_key("alpha", "CLIENT_KEY", "alpha", rpm=key_rpm or None)]},
+        server={"max_body_bytes": max_body, "request_timeout_s": request_timeout, **(server or {})},
+        cache=cache_cfg,
+        backends={
+            "local": local_backend(
+                local, capabilities=caps, retry=retry, circuit_breaker=breaker_cfg, timeout_s=5
+            ),
+            "openai": openai_backend(
+                openai, capabilities=big_caps, retry=retry, circuit_breaker=breaker_cfg, timeout_s=5
+            ),
+            "embed": local_backend(
+                local,
+                model="embed-local",
+                capabilities={"embeddings": True, "chat": False},
+                circuit_breaker=breaker_cfg,
+            ),
+        },
+        models={
+            "auto": {
+                "difficulty": {"scorer": "heuristic", "threshold": 0.6},
+                "fallbacks": ["openai"],
+                "embeddings": ["embed"],
+                "rules": RULES,
+            }
+        },
     )
+    path.write_text(text)
     return path
 
 

@@ -32,6 +32,14 @@ __all__ = [
 NO_RETRY = {"max_attempts": 1}
 
 
+class _Dumper(yaml.SafeDumper):
+    """Writes a dict used twice (one retry setting for two backends) out twice, not as an
+    anchor and an alias, so the file reads as if written by hand."""
+
+    def ignore_aliases(self, data: Any) -> bool:
+        return True
+
+
 def _backend(defaults: dict[str, Any], fields: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in {**defaults, **fields}.items() if v is not None}
 
@@ -70,10 +78,12 @@ def anthropic_backend(base_url: str, **fields: Any) -> dict[str, Any]:
 
 
 def client_key(name: str, env_var: str, team: str, **fields: Any) -> dict[str, Any]:
-    """One ``auth.keys`` entry whose secret is read from ``env_var``."""
-    return {"name": name, "key": f"os.environ/{env_var}", "team": team, **fields}
+    """One ``auth.keys`` entry whose secret is read from ``env_var`` (None fields left out)."""
+    entry = {"name": name, "key": f"os.environ/{env_var}", "team": team, **fields}
+    return {k: v for k, v in entry.items() if v is not None}
 
 
 def policy_yaml(*, backends: dict[str, Any], models: dict[str, Any], **sections: Any) -> str:
     """The policy file's text: ``sections`` (auth, server, cache, ...) then backends and models."""
-    return yaml.safe_dump({**sections, "backends": backends, "models": models}, sort_keys=False)
+    policy = {**sections, "backends": backends, "models": models}
+    return yaml.dump(policy, Dumper=_Dumper, sort_keys=False)

@@ -23,11 +23,12 @@ def test_the_three_backends_load_as_the_gateway_reads_them() -> None:
         auth={"keys": [client_key("alpha", "KEY_A", "alpha", rpm=5)]},
         backends={
             "local": local_backend("http://127.0.0.1:1/v1", retry=NO_RETRY),
-            "openai": openai_backend("http://127.0.0.1:2/v1"),
+            "openai": openai_backend("http://127.0.0.1:2/v1", retry=NO_RETRY),
             "claude": anthropic_backend("http://127.0.0.1:3"),
         },
         models={"auto": {"route": "local", "fallbacks": ["openai", "claude"]}},
     )
+    assert "&id" not in text and "*id" not in text  # a shared dict is written out, not aliased
     policy = parse_policy(text, ENV).policy
     local, oai, claude = (policy.backends[n] for n in ("local", "openai", "claude"))
     assert (local.kind, local.model, local.self_hosted) == ("openai_compatible", "qwen-local", True)

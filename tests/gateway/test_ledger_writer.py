@@ -14,7 +14,7 @@ from pg_harness import fresh_database, private_postgres
 from prometheus_client import CollectorRegistry
 
 from gateway.ledger import partitions
-from gateway.ledger.db import Migration, load_migrations, migrate, open_pool
+from gateway.ledger.db import Migration, applied_versions, load_migrations, migrate, open_pool
 from gateway.ledger.metrics import LedgerMetrics
 from gateway.ledger.row import COLUMNS, LedgerRow, new_request_id
 from gateway.ledger.writer import LedgerWriter
@@ -94,11 +94,7 @@ async def _old_schema(url: str) -> None:
     conn = await asyncpg.connect(url)
     try:
         await conn.execute(first.sql)
-        await conn.execute(
-            "CREATE TABLE gateway_schema_migrations (component text NOT NULL, version integer"
-            " NOT NULL, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now(),"
-            " PRIMARY KEY (component, version))"
-        )
+        assert await applied_versions(conn, "ledger") == set()  # creates the bookkeeping table
         await conn.execute(
             "INSERT INTO gateway_schema_migrations (component, version, name) VALUES ($1, $2, $3)",
             "ledger",

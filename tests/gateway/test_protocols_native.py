@@ -146,10 +146,8 @@ backends:
     model: anthropic/claude-sonnet-4-5
     base_url: {anthropic}
     api_key: os.environ/UP_KEY
-    labels: {{origin: us}}
-    pricing: {{input_usd_per_mtok: {in_usd}, output_usd_per_mtok: {out_usd}}}
-    retry: {{max_attempts: 1}}
     circuit_breaker: {{failure_threshold: 2, cooldown_s: {cooldown_s}}}
+    retry: {{max_attempts: 1}}
 models:
   auto:
     rules:

@@ -12,12 +12,21 @@ import uuid
 import httpx
 import openai
 import pytest
+import yaml
 from openai import OpenAI
 
 from tests.gateway.gateway_server import running_gateway
 from tests.gateway.qa_support import metric_value
 from tests.support.mock_anthropic import running_mock_anthropic
 from tests.support.mock_openai import TOOL_CALL_ID, running_mock_openai
+from tests.support.policy import (
+    NO_RETRY,
+    anthropic_backend,
+    client_key,
+    local_backend,
+    openai_backend,
+    policy_yaml,
+)
 from tests.support.servers import MockControl
 
 CLIENT_KEY = "gw-client-key-ALPHA"
@@ -27,61 +36,55 @@ OPENAI_KEY = "sk-upstream-openai-SECRET"
 ANTHROPIC_KEY = "sk-ant-upstream-SECRET"
 SECRETS = [CLIENT_KEY, OTHER_TEAM_KEY, ADMIN_KEY, OPENAI_KEY, ANTHROPIC_KEY]
 
-POLICY = """
-auth:
-  admin_key: os.environ/ADMIN_KEY
-  keys:
-    - {{name: alpha, key: os.environ/CLIENT_KEY, team: alpha}}
-    - {{name: bravo, key: os.environ/OTHER_KEY, team: bravo, rpm: 5}}
-server: {{max_body_bytes: 20000}}
-cache: {{redis_url: "redis://127.0.0.1:6379/0", namespace: "{ns}", ttl_s: 60}}
-backends:
-  local:
-    kind: openai_compatible
-    base_url: {local}
-    model: qwen-local
-    self_hosted: true
-    pricing: {{gpu_usd_per_hour: 3.6, tokens_per_second: 1000}}
-    capabilities: {{context_window: 4096, vision: false, tools: true, json_schema: false}}
-    retry: {{max_attempts: 2, backoff_base_s: 0.01, backoff_max_s: 0.02}}
-    circuit_breaker: {{failure_threshold: 3, cooldown_s: 60}}
-    timeout_s: 5
-  openai:
-    kind: openai_compatible
-    base_url: {openai}
-    model: gpt-4o
-    api_key: os.environ/OPENAI_API_KEY
-    retry: {{max_attempts: 2, backoff_base_s: 0.01, backoff_max_s: 0.02}}
-    timeout_s: 5
-  anthropic:
-    kind: litellm
-    model: anthropic/claude-sonnet-4-5
-    base_url: {anthropic}
-    api_key: os.environ/ANTHROPIC_API_KEY
-    retry: {{max_attempts: 1}}
-    timeout_s: 5
-  local-embed:
-    kind: openai_compatible
-    base_url: {local}
-    model: embed-local
-    self_hosted: true
-    capabilities: {{embeddings: true, chat: false}}
-models:
-  auto:
-    difficulty: {{scorer: heuristic, threshold: 0.6}}
-    fallbacks: [openai, anthropic]
-    embeddings: [local-embed]
-    rules:
-      - name: confidential
-        when: {{headers: {{x-data-classification: confidential}}}}
-        route: local
-        self_hosted_only: true
-      - {{name: vision, when: {{needs: [vision]}}, route: [openai, anthropic]}}
-      - {{name: hard, when: {{difficulty: hard}}, route: [openai]}}
-      - {{name: everyday, route: local}}
-  claude:
-    route: anthropic
-"""
+RULES = [
+    {
+        "name": "confidential",
+        "when": {"headers": {"x-data-classification": "confidential"}},
+        "route": "local",
+        "self_hosted_only": True,
+    },
+    {"name": "vision", "when": {"needs": ["vision"]}, "route": ["openai", "anthropic"]},
+    {"name": "hard", "when": {"difficulty": "hard"}, "route": ["openai"]},
+    {"name": "everyday", "route": "local"},
+]
+
+
+def _policy(local: str, openai: str, anthropic: str, ns: str) -> str:
+    keys = [
+        client_key("alpha", "CLIENT_KEY", "alpha"),
+        client_key("bravo", "OTHER_KEY", "bravo", rpm=5),
+    ]
+    retry = {"max_attempts": 2, "backoff_base_s": 0.01, "backoff_max_s": 0.02}
+    caps = {"context_window": 4096, "vision": False, "tools": True, "json_schema": False}
+    return policy_yaml(
+        auth={"admin_key": "os.environ/ADMIN_KEY", "keys": keys},
+        server={"max_body_bytes": 20000},
+        cache={"redis_url": "redis://127.0.0.1:6379/0", "namespace": ns, "ttl_s": 60},
+        backends={
+            "local": local_backend(
+                local,
+                pricing={"gpu_usd_per_hour": 3.6, "tokens_per_second": 1000},
+                capabilities=caps,
+                retry=retry,
+                circuit_breaker={"failure_threshold": 3, "cooldown_s": 60},
+                timeout_s=5,
+            ),
+            "openai": openai_backend(openai, retry=retry, timeout_s=5),
+            "anthropic": anthropic_backend(anthropic, retry=NO_RETRY, timeout_s=5),
+            "local-embed": local_backend(
+                local, model="embed-local", capabilities={"embeddings": True, "chat": False}
+            ),
+        },
+        models={
+            "auto": {
+                "difficulty": {"scorer": "heuristic", "threshold": 0.6},
+                "fallbacks": ["openai", "anthropic"],
+                "embeddings": ["local-embed"],
+                "rules": RULES,
+            },
+            "claude": {"route": "anthropic"},
+        },
+    )
 
 
 @pytest.fixture(scope="module")
@@ -108,7 +111,7 @@ ENV = {
 
 def write_policy(path, upstreams, **overrides) -> None:
     urls = {k: v[0] for k, v in upstreams.items()} | overrides
-    path.write_text(POLICY.format(ns=f"test-{uuid.uuid4().hex}", **urls))
+    path.write_text(_policy(ns=f"test-{uuid.uuid4().hex}", **urls))
 
 
 @pytest.fixture(scope="module")
@@ -545,12 +548,9 @@ def test_policy_hot_reload_good_bad_and_admin(gateway, upstreams, client):
     policy = gateway["policy"]
     original = policy.read_text()
     try:
-        policy.write_text(
-            original.replace(
-                "  claude:\n    route: anthropic",
-                "  claude:\n    route: anthropic\n  new-alias:\n    route: openai",
-            )
-        )
+        changed = yaml.safe_load(original)
+        changed["models"]["new-alias"] = {"route": "openai"}
+        policy.write_text(yaml.safe_dump(changed, sort_keys=False))
         deadline = time.monotonic() + 10
         while "new-alias" not in {m.id for m in client.models.list()}:
             assert time.monotonic() < deadline, "file change not picked up"

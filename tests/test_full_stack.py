@@ -2,26 +2,26 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from gateway_server import running_gateway
 from openai import OpenAI
 from server_harness import running_server
 
 from local_engine.config import EngineConfig
 from local_engine.demo_model import build_tiny_checkpoint
+from tests.support.policy import local_backend, policy_yaml
 
-POLICY = """
-backends:
-  local:
-    kind: openai_compatible
-    base_url: "{engine}/v1"
-    model: default
-    self_hosted: true
-    tokenizer: "{tokenizer}"
-    pricing: {{gpu_usd_per_hour: 2.5, tokens_per_second: 1500}}
-    capabilities: {{context_window: 512, tools: true}}
-models:
-  auto: {{route: local}}
-"""
+
+def _policy(engine: str, tokenizer: Path) -> str:
+    local = local_backend(
+        f"{engine}/v1",
+        model="default",
+        tokenizer=str(tokenizer),
+        pricing={"gpu_usd_per_hour": 2.5, "tokens_per_second": 1500},
+        capabilities={"context_window": 512, "tools": True},
+    )
+    return policy_yaml(backends={"local": local}, models={"auto": {"route": "local"}})
 
 
 def test_conversation_through_gateway_to_local_engine(tmp_path):
@@ -31,7 +31,7 @@ def test_conversation_through_gateway_to_local_engine(tmp_path):
     )
     with running_server(config) as engine_url:
         policy = tmp_path / "policy.yaml"
-        policy.write_text(POLICY.format(engine=engine_url, tokenizer=model_dir / "tokenizer.json"))
+        policy.write_text(_policy(engine_url, model_dir / "tokenizer.json"))
         with running_gateway(policy, {}) as (base, _app):
             client = OpenAI(base_url=base + "/v1", api_key="unused", max_retries=0)
             convo = [

@@ -18,17 +18,12 @@ from server_harness import running_app
 from local_engine.config import EngineConfig
 from local_engine.demo_model import build_tiny_checkpoint
 from local_engine.server import create_app
+from tests.support.policy import local_backend, policy_yaml
 
-POLICY = """
-backends:
-  local:
-    kind: openai_compatible
-    base_url: "{engine}/v1"
-    model: default
-    self_hosted: true
-models:
-  auto: {{route: local}}
-"""
+
+def _policy(engine: str) -> str:
+    local = local_backend(f"{engine}/v1", model="default")
+    return policy_yaml(backends={"local": local}, models={"auto": {"route": "local"}})
 
 
 def test_ready_follows_engine_health_not_its_model_list(tmp_path):
@@ -39,7 +34,7 @@ def test_ready_follows_engine_health_not_its_model_list(tmp_path):
     app = create_app(config)
     with running_app(app) as engine_url:
         policy = tmp_path / "policy.yaml"
-        policy.write_text(POLICY.format(engine=engine_url))
+        policy.write_text(_policy(engine_url))
         with running_gateway(policy, {}) as (base, _gw):
             r = httpx.get(base + "/ready")
             assert r.status_code == 200 and r.json() == {

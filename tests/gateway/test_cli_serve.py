@@ -14,13 +14,14 @@ import pytest
 from gateway_server import free_port
 
 from tests.support.mock_openai import running_mock_openai
+from tests.support.policy import local_backend, policy_yaml
 
-POLICY = """
-backends:
-  local: {{kind: openai_compatible, base_url: "{url}", model: m, self_hosted: true}}
-models:
-  auto: {{route: local}}
-"""
+
+def _policy(url: str, **more_models: dict) -> str:
+    local = local_backend(url, model="m")
+    return policy_yaml(
+        backends={"local": local}, models={"auto": {"route": "local"}, **more_models}
+    )
 
 
 def gateway_cmd(*args: str) -> list[str]:
@@ -30,7 +31,7 @@ def gateway_cmd(*args: str) -> list[str]:
 def start_serve(tmp_path, upstream_url: str, *flags: str) -> tuple[subprocess.Popen, str, object]:
     """`gateway serve` on a free port with a one-backend policy; returns (process, base URL, policy path)."""
     policy = tmp_path / "p.yaml"
-    policy.write_text(POLICY.format(url=upstream_url))
+    policy.write_text(_policy(upstream_url))
     port = free_port()
     proc = subprocess.Popen(
         gateway_cmd(
@@ -89,7 +90,7 @@ def test_serve_sighup_reload_and_workers(tmp_path, workers):
             line = next(x for x in metrics.splitlines() if x.startswith("gateway_requests_total{"))
             assert float(line.rsplit(" ", 1)[1]) == 6.0
             if workers == 1:
-                policy.write_text(POLICY.format(url=url) + "  alias:\n    route: local\n")
+                policy.write_text(_policy(url, alias={"route": "local"}))
                 time.sleep(1.5)  # watching is off: nothing changes by itself
                 assert "alias" not in httpx.get(base + "/v1/models").text
                 proc.send_signal(signal.SIGHUP)

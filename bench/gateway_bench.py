@@ -66,6 +66,7 @@ GOAL_RPS = 2000.0
 GOAL_ADDED_P50_MS = 1.0
 MODES = ("throughput", "latency", "stream_throughput", "stream_latency")
 PROTOCOL_ROWS = ("gateway-messages", "gateway-responses")  # compared with the chat row
+BASELINE = "@baseline"  # the suffix of a target run from the --baseline tree
 
 # A typical everyday chat request: a system prompt, a few turns, a metadata tag. The gateway
 # scores it (heuristic), checks every rule and routes it to the self-hosted backend.
@@ -234,6 +235,8 @@ def ratios(targets: dict[str, Target], stream: bool) -> dict[str, float]:
         "litellm",
         "gateway-messages-native",
         "gateway-responses-native",
+        "gateway-messages-native@baseline",
+        "gateway-responses-native@baseline",
     ):
         if name in m:
             out[f"{name}_added_p50_ms"] = round(m[name][1]["p50_ms"] - d_lat, 3)
@@ -266,11 +269,11 @@ def ratios(targets: dict[str, Target], stream: bool) -> dict[str, float]:
             out["litellm_vs_gateway_cpu_per_req_x"] = round(
                 ll[0]["cpu_us_per_req"] / g[0]["cpu_us_per_req"], 1
             )
-    if "gateway" in m and "gateway@baseline" in m:
-        g, b = m["gateway"], m["gateway@baseline"]
-        out["gateway_vs_baseline_throughput_x"] = round(g[0]["rps"] / b[0]["rps"], 2)
+    for name in [n for n in m if n + BASELINE in m]:  # this tree against the baseline tree
+        g, b = m[name], m[name + BASELINE]
+        out[f"{name}_vs_baseline_throughput_x"] = round(g[0]["rps"] / b[0]["rps"], 2)
         if g[0]["cpu_us_per_req"] and b[0]["cpu_us_per_req"]:
-            out["gateway_vs_baseline_cpu_per_req_x"] = round(
+            out[f"{name}_vs_baseline_cpu_per_req_x"] = round(
                 g[0]["cpu_us_per_req"] / b[0]["cpu_us_per_req"], 2
             )
     if "gateway" in m and "floor" in m:
@@ -313,6 +316,56 @@ def paired_rounds(targets: dict[str, Target], stream: bool) -> list[dict]:
                 }
             )
     return out
+
+
+def baseline_rounds(targets: dict[str, Target], stream: bool) -> list[dict]:
+    """Per round, each target against its twin from the --baseline tree (same round, the order
+    rotated each round): a before/after change shows in every round, not only in the medians."""
+    p = "stream_" if stream else ""
+    out = []
+    for name in [n for n in targets if n + BASELINE in targets]:
+        now, base = targets[name].runs, targets[name + BASELINE].runs
+        for r, (x, b) in enumerate(zip(now[p + "throughput"], base[p + "throughput"], strict=True)):
+            cpu = None
+            if x.cpu_us_per_req and b.cpu_us_per_req:
+                cpu = round(x.cpu_us_per_req / b.cpu_us_per_req, 3)
+            out.append(
+                {
+                    "round": r + 1,
+                    "target": name,
+                    "rps": x.rps,
+                    "baseline_rps": b.rps,
+                    "throughput_x": round(x.rps / b.rps, 3),
+                    "cpu_us_per_req": x.cpu_us_per_req,
+                    "baseline_cpu_us_per_req": b.cpu_us_per_req,
+                    "cpu_per_req_x": cpu,
+                    "p50_ms_c1": now[p + "latency"][r].p50_ms,
+                    "baseline_p50_ms_c1": base[p + "latency"][r].p50_ms,
+                }
+            )
+    return out
+
+
+def baseline_table(rows: list[dict]) -> str:
+    lines = [
+        "| round | target | req/s | baseline req/s | req/s x baseline | CPU µs/req | baseline CPU µs/req | CPU/req x baseline | p50 ms (c=1) | baseline p50 ms (c=1) |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        cpu, bcpu, cx = (
+            "-" if v is None else f"{v:{f}}"
+            for v, f in (
+                (r["cpu_us_per_req"], ".0f"),
+                (r["baseline_cpu_us_per_req"], ".0f"),
+                (r["cpu_per_req_x"], ".3f"),
+            )
+        )
+        lines.append(
+            f"| {r['round']} | {r['target']} | {r['rps']:,.0f} | {r['baseline_rps']:,.0f} | "
+            f"{r['throughput_x']:.3f} | {cpu} | {bcpu} | {cx} | {r['p50_ms_c1']:.3f} | "
+            f"{r['baseline_p50_ms_c1']:.3f} |"
+        )
+    return "\n".join(lines)
 
 
 def paired_table(rows: list[dict]) -> str:
@@ -372,6 +425,9 @@ def markdown(result: dict, targets: dict[str, Target], args: argparse.Namespace)
     if result.get("paired_rounds"):
         lines += ["", "Per round, paired with the chat row of the same round:", ""]
         lines.append(paired_table(result["paired_rounds"]))
+    if result.get("baseline_rounds"):
+        lines += ["", "Per round, paired with the --baseline tree's twin of the same round:", ""]
+        lines.append(baseline_table(result["baseline_rounds"]))
     if result.get("gateway_self_reported_overhead_ms") is not None:
         lines += [
             "",
@@ -390,6 +446,13 @@ def markdown(result: dict, targets: dict[str, Target], args: argparse.Namespace)
         if result.get("stream_paired_rounds"):
             lines += ["", "Per round, paired with the chat row of the same round:", ""]
             lines.append(paired_table(result["stream_paired_rounds"]))
+        if result.get("stream_baseline_rounds"):
+            lines += [
+                "",
+                "Per round, paired with the --baseline tree's twin of the same round:",
+                "",
+            ]
+            lines.append(baseline_table(result["stream_baseline_rounds"]))
     if result.get("litellm_error"):
         lines += ["", f"LiteLLM was not measured: {result['litellm_error']}"]
     r = result["ratios"]
@@ -480,7 +543,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--baseline",
         type=Path,
         help="another source tree (e.g. `git worktree add /tmp/base HEAD~1`): "
-        "its gateway runs as an extra target, for before/after numbers in one run",
+        "its gateway (with --native, its native gateway too) runs as extra targets, for "
+        "before/after numbers in one run, paired per round",
     )
     p.add_argument(
         "--out", default=str(RESULTS / "gateway_bench"), help="results path without extension"
@@ -540,22 +604,30 @@ def main(argv: list[str] | None = None) -> int:
                 s = Server(f"gateway-{proto}", base_url + path, gw.key, gw.pid, protocol=proto)
                 check_answer(s, bodies(proto)[0], stream=False)
                 targets[s.name] = Target(s)
-        if args.native:  # its own process (NATIVE_POLICY), pinned like the other gateways
+        # its own process (NATIVE_POLICY), pinned like the other gateways; with --baseline, the
+        # baseline tree's too, for before/after numbers of the native pass-through in one run
+        trees = [(ROOT, "")] + ([(args.baseline, BASELINE)] if args.baseline else [])
+        for tree, suffix in trees if args.native else []:
             nat, _ = start_gateway(
-                stack, work, SERVER_CORE, upstream, name="gateway-native", policy_text=NATIVE_POLICY
+                stack,
+                work,
+                SERVER_CORE,
+                upstream,
+                tree=tree,
+                name=f"gateway-native{suffix}",
+                policy_text=NATIVE_POLICY,
             )
             base_url = nat.url.removesuffix("/chat/completions")
             for proto, path in (("messages", "/messages"), ("responses", "/responses")):
-                s = Server(
-                    f"gateway-{proto}-native", base_url + path, nat.key, nat.pid, True, proto, True
-                )
+                name = f"gateway-{proto}-native{suffix}"
+                s = Server(name, base_url + path, nat.key, nat.pid, True, proto, True)
                 headers = check_answer(s, bodies(proto, native=True)[0], stream=False)
                 if headers.get("x-gateway-native") is None:
                     raise BenchError(f"{s.name}: answered translated, not natively: {headers}")
                 targets[s.name] = Target(s)
         if args.baseline:
             base, _ = start_gateway(
-                stack, work, SERVER_CORE, upstream, tree=args.baseline, name="gateway@baseline"
+                stack, work, SERVER_CORE, upstream, tree=args.baseline, name="gateway" + BASELINE
             )
             check_answer(base, body, stream=False)
             targets[base.name] = Target(base)
@@ -605,9 +677,11 @@ def main(argv: list[str] | None = None) -> int:
     }
     result["ratios"] = ratios(targets, stream=False)
     result["paired_rounds"] = paired_rounds(targets, stream=False)
+    result["baseline_rounds"] = baseline_rounds(targets, stream=False)
     if args.stream:
         result["stream_ratios"] = ratios(targets, stream=True)
         result["stream_paired_rounds"] = paired_rounds(targets, stream=True)
+        result["stream_baseline_rounds"] = baseline_rounds(targets, stream=True)
     gtp = targets["gateway"].median("throughput")
     added = result["ratios"]["gateway_added_p50_ms"]
     cpu = gtp["cpu_us_per_req"]

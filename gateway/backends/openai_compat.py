@@ -202,8 +202,7 @@ class SSEStream(SSEUpstreamStream):
         self._first_json: dict[str, Any] | None = None
         self._json: dict[str, Any] | None = None  # the data of what _next_event returned
 
-    async def prime(self) -> None:
-        await super().prime()
+    def _primed(self) -> None:
         obj = self._first_json = self._json
         if obj is not None and isinstance(obj.get("model"), str):
             self.model = obj["model"]
@@ -239,9 +238,10 @@ class SSEStream(SSEUpstreamStream):
             if event is None:
                 raise self._cut_short("without [DONE]")
             obj = self.last_json = self._json
-            if event == DONE:
+            if obj is None:  # [DONE], the one event without data
                 self._done = True
                 yield event
                 return
-            self._note_usage(obj)  # type: ignore[arg-type]  # not DONE: an object
+            if obj.get("usage") is not None:  # most chunks carry none
+                self._note_usage(obj)
             yield event

@@ -62,6 +62,10 @@ class SSEUpstreamStream(UpstreamStream):
         if self._first is None:
             self._resp.close()
             raise UpstreamError(f"backend {self._name!r} closed the stream before the first event")
+        self._primed()
+
+    def _primed(self) -> None:
+        """After the first event came (what a subclass reads of it before any is yielded)."""
 
     async def _next_event(self) -> bytes | None:
         """The next event (through ``_event``), or None at the end of the body."""

@@ -21,48 +21,13 @@ from gateway_server import free_port
 from pg_harness import fresh_database, private_postgres
 
 from tests.support.mock_openai import running_mock_openai
+from tests.support.policy import NO_RETRY, client_key, local_backend, openai_backend, policy_yaml
 from tests.support.servers import MockControl
 
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[2]
-POLICY = """
-auth:
-  keys:
-    - {{name: burst, key: os.environ/KEY_BURST, team: alpha}}
-    - {{name: pgdown, key: os.environ/KEY_PGDOWN, team: alpha}}
-    - {{name: capped, key: os.environ/KEY_CAP, team: beta, budget_usd: {budget}, budget_period: day, on_budget_exhausted: reject}}
-    - {{name: tpm, key: os.environ/KEY_TPM, team: gamma, tpm: {tpm}}}
-    - {{name: fed, key: os.environ/KEY_FED, team: federal}}
-    - {{name: other, key: os.environ/KEY_OTHER, team: delta}}
-teams:
-  federal: {{provenance: {{deny: {{origin: cn}}}}}}
-state_redis_url: "redis://127.0.0.1:6379/0"
-cache: {{enabled: false, namespace: "{ns}"}}
-ledger: {{database_url: "{db}", spool_dir: "{spool}", flush_interval_s: 0.1, write_timeout_s: 1.0}}
-backends:
-  local:
-    kind: openai_compatible
-    base_url: "{local}"
-    model: m
-    self_hosted: true
-    pricing: {{input_usd_per_mtok: 1000, output_usd_per_mtok: 1000}}
-    retry: {{max_attempts: 1}}
-    circuit_breaker: {{failure_threshold: 1000, cooldown_s: 1}}
-  qwen-api:
-    kind: openai_compatible
-    base_url: "{qwen}"
-    model: q
-    labels: {{vendor: alibaba, origin: CN}}
-    retry: {{max_attempts: 1}}
-  gpt:
-    kind: openai_compatible
-    base_url: "{gpt}"
-    model: gpt-4o
-    labels: {{vendor: openai, origin: us}}
-models:
-  auto: {{route: local, fallbacks: [qwen-api, gpt]}}
-"""
+
 KEYS = {
     "KEY_BURST": "k-burst",
     "KEY_PGDOWN": "k-pgdown",
@@ -73,6 +38,49 @@ KEYS = {
 }
 BUDGET = 0.05  # each request costs ~$0.005-0.01 at $1000/Mtok
 TPM = 1000
+
+
+def _policy(local: str, qwen: str, gpt: str, db: str, spool: Path, ns: str) -> str:
+    capped = {"budget_usd": BUDGET, "budget_period": "day", "on_budget_exhausted": "reject"}
+    keys = [
+        client_key("burst", "KEY_BURST", "alpha"),
+        client_key("pgdown", "KEY_PGDOWN", "alpha"),
+        client_key("capped", "KEY_CAP", "beta", **capped),
+        client_key("tpm", "KEY_TPM", "gamma", tpm=TPM),
+        client_key("fed", "KEY_FED", "federal"),
+        client_key("other", "KEY_OTHER", "delta"),
+    ]
+    ledger = {
+        "database_url": db,
+        "spool_dir": str(spool),
+        "flush_interval_s": 0.1,
+        "write_timeout_s": 1.0,
+    }
+    return policy_yaml(
+        auth={"keys": keys},
+        teams={"federal": {"provenance": {"deny": {"origin": "cn"}}}},
+        state_redis_url="redis://127.0.0.1:6379/0",
+        cache={"enabled": False, "namespace": ns},
+        ledger=ledger,
+        backends={
+            "local": local_backend(
+                local,
+                model="m",
+                pricing={"input_usd_per_mtok": 1000, "output_usd_per_mtok": 1000},
+                retry=NO_RETRY,
+                circuit_breaker={"failure_threshold": 1000, "cooldown_s": 1},
+            ),
+            "qwen-api": openai_backend(
+                qwen,
+                model="q",
+                api_key=None,
+                labels={"vendor": "alibaba", "origin": "CN"},
+                retry=NO_RETRY,
+            ),
+            "gpt": openai_backend(gpt, api_key=None, labels={"vendor": "openai", "origin": "us"}),
+        },
+        models={"auto": {"route": "local", "fallbacks": ["qwen-api", "gpt"]}},
+    )
 
 
 def _start(policy: Path) -> tuple[subprocess.Popen, str]:
@@ -147,18 +155,7 @@ def two(tmp_path_factory):
     ):
         asyncio.run(_migrate(db))
         policy = d / "p.yaml"
-        policy.write_text(
-            POLICY.format(
-                local=local,
-                qwen=qwen,
-                gpt=gpt,
-                db=db,
-                spool=d / "spool",
-                budget=BUDGET,
-                tpm=TPM,
-                ns=f"two-{uuid.uuid4().hex}",
-            )  # fmt: skip
-        )
+        policy.write_text(_policy(local, qwen, gpt, db, d / "spool", f"two-{uuid.uuid4().hex}"))
         procs = [_start(policy) for _ in range(2)]
         try:
             for proc, base in procs:

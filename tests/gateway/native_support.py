@@ -16,18 +16,9 @@ import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.gateway.gateway_server import running_gateway
+from tests.gateway.pg_harness import migrate_ledger
 
 __all__ = ["eventually", "ledger_rows", "metric", "migrate_ledger", "samples", "serving"]
-
-
-async def migrate_ledger(url: str) -> None:
-    from gateway.ledger.db import migrate
-
-    conn = await asyncpg.connect(url)
-    try:
-        await migrate(conn, "ledger", "gateway.ledger.migrations")
-    finally:
-        await conn.close()
 
 
 @contextmanager

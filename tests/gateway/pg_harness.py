@@ -58,6 +58,17 @@ async def _admin(url: str, sql: str) -> None:
         await conn.close()
 
 
+async def migrate_ledger(url: str) -> None:
+    """Apply the gateway's ledger migrations to the database at ``url``."""
+    from gateway.ledger.db import migrate
+
+    conn = await asyncpg.connect(url)
+    try:
+        await migrate(conn, "ledger", "gateway.ledger.migrations")
+    finally:
+        await conn.close()
+
+
 @contextmanager
 def fresh_database(admin_url: str = SHARED_ADMIN_URL, prefix: str = "gwtest") -> Iterator[str]:
     """Yields the URL of a new empty database; drops it afterwards."""

@@ -20,7 +20,7 @@ import openai
 import pytest
 from gateway_server import running_gateway
 from openai import OpenAI
-from pg_harness import fresh_database
+from pg_harness import fresh_database, migrate_ledger
 
 from tests.support.mock_openai import running_mock_openai
 from tests.support.policy import client_key, local_backend, openai_backend, policy_yaml
@@ -50,16 +50,6 @@ ENV = {"KEY_A": "key-a-secret", "KEY_B": "key-b-secret", "ADMIN_KEY": "admin-sec
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-async def _migrate(url: str) -> None:
-    from gateway.ledger.db import migrate
-
-    conn = await asyncpg.connect(url)
-    try:
-        await migrate(conn, "ledger", "gateway.ledger.migrations")
-    finally:
-        await conn.close()
-
-
 async def _rows(url: str) -> list[dict]:
     conn = await asyncpg.connect(url)
     try:
@@ -86,7 +76,7 @@ def stack(tmp_path_factory):
         running_mock_openai(MockControl(models=["m"])) as (local, local_ctl),
         running_mock_openai(MockControl(models=["gpt-4o"])) as (gpt, gpt_ctl),
     ):
-        asyncio.run(_migrate(db))
+        asyncio.run(migrate_ledger(db))
         d = tmp_path_factory.mktemp("ledger")
         policy = d / "p.yaml"
         policy.write_text(_policy(local, gpt, db, d / "spool", f"led-{uuid.uuid4().hex}"))

@@ -10,7 +10,7 @@ import time
 import asyncpg
 import orjson
 import pytest
-from pg_harness import fresh_database, private_postgres
+from pg_harness import fresh_database, migrate_ledger, private_postgres
 from prometheus_client import CollectorRegistry
 
 from gateway.ledger import partitions
@@ -25,14 +25,6 @@ def row(i: int, ts: float | None = None, team: str = "t", cost: float = 0.001) -
         ts or time.time(), new_request_id(), team, "k", "auto", "chat", "everyday", "local", "m",
         i % 2 == 0, 200, False, 10, 5, 0, 0, cost, 0.01, 12.5, 0.3, "miss", None,
     )  # fmt: skip
-
-
-async def _migrated(url: str) -> None:
-    conn = await asyncpg.connect(url)
-    try:
-        await migrate(conn, "ledger", "gateway.ledger.migrations")
-    finally:
-        await conn.close()
 
 
 async def _count(url: str) -> tuple[int, float, int]:
@@ -63,7 +55,7 @@ async def _wait_rows(url: str, n: int, timeout_s: float = 30.0) -> int:
 @pytest.fixture
 def db():
     with fresh_database() as url:
-        asyncio.run(_migrated(url))
+        asyncio.run(migrate_ledger(url))
         yield url
 
 
@@ -205,7 +197,7 @@ async def test_rows_of_another_month_get_their_partition(db, tmp_path):
 async def test_database_stopped_during_traffic_rows_spool_and_replay_in_order(tmp_path):
     with private_postgres() as pg:
         with fresh_database(pg.admin_url) as url:
-            await _migrated(url)
+            await migrate_ledger(url)
             reg = CollectorRegistry()
             w = LedgerWriter(
                 url, tmp_path, batch_size=50, flush_interval_s=0.05, write_timeout_s=1.0,
@@ -253,7 +245,7 @@ async def test_database_stopped_during_traffic_rows_spool_and_replay_in_order(tm
 async def test_a_restart_replays_what_the_previous_process_spooled(tmp_path):
     with private_postgres() as pg:
         with fresh_database(pg.admin_url) as url:
-            await _migrated(url)
+            await migrate_ledger(url)
             pg.stop()
             first = LedgerWriter(url, tmp_path, flush_interval_s=0.05, write_timeout_s=1.0)
             first.start()

@@ -18,7 +18,7 @@ import asyncpg
 import httpx
 import pytest
 from gateway_server import free_port
-from pg_harness import fresh_database, private_postgres
+from pg_harness import fresh_database, migrate_ledger, private_postgres
 
 from tests.support.mock_openai import running_mock_openai
 from tests.support.policy import NO_RETRY, client_key, local_backend, openai_backend, policy_yaml
@@ -110,16 +110,6 @@ def _wait_up(base: str, proc: subprocess.Popen, timeout: float = 90) -> None:
     raise AssertionError("gateway did not come up")
 
 
-async def _migrate(url: str) -> None:
-    from gateway.ledger.db import migrate
-
-    conn = await asyncpg.connect(url)
-    try:
-        await migrate(conn, "ledger", "gateway.ledger.migrations")
-    finally:
-        await conn.close()
-
-
 async def _fetch(url: str, sql: str, *args):
     conn = await asyncpg.connect(url, timeout=5)
     try:
@@ -153,7 +143,7 @@ def two(tmp_path_factory):
         running_mock_openai(MockControl(models=["q"])) as (qwen, qwen_ctl),
         running_mock_openai(MockControl(models=["gpt-4o"])) as (gpt, gpt_ctl),
     ):
-        asyncio.run(_migrate(db))
+        asyncio.run(migrate_ledger(db))
         policy = d / "p.yaml"
         policy.write_text(_policy(local, qwen, gpt, db, d / "spool", f"two-{uuid.uuid4().hex}"))
         procs = [_start(policy) for _ in range(2)]

@@ -15,45 +15,43 @@ from tests.gateway.gateway_server import running_gateway
 from tests.local_engine.server_harness import running_server
 from tests.shadow.shadow_harness import metric
 from tests.support.mock_openai import running_mock_openai
+from tests.support.policy import NO_RETRY, local_backend, openai_backend, policy_yaml
 from tests.support.servers import MockControl
 
 ADMIN = "gw-admin-CASCADE"
-GPU_PRICING = "{gpu_usd_per_hour: 3.6, tokens_per_second: 100}"
+GPU_PRICING = {"gpu_usd_per_hour": 3.6, "tokens_per_second": 100}
 # per million tokens: input, output, prompt-cache read
 IN_USD, OUT_USD, READ_USD = 10.0, 30.0, 1.0
-TOKEN_PRICING = (
-    f"{{input_usd_per_mtok: {IN_USD}, output_usd_per_mtok: {OUT_USD},"
-    f" cache_read_usd_per_mtok: {READ_USD}}}"
-)
-POLICY = """
-auth: {{admin_key: os.environ/ADMIN_KEY}}
-cache: {{enabled: false}}
-backends:
-  local:
-    kind: openai_compatible
-    base_url: {engine}/v1
-    model: demo
-    self_hosted: true
-    pricing: {local_pricing}
-    retry: {{max_attempts: 1}}
-  strong:
-    kind: openai_compatible
-    base_url: {strong}
-    model: gpt-4o
-    api_key: os.environ/STRONG_KEY
-    retry: {{max_attempts: 1}}
-models:
-  auto:
-    rules:
-      - name: confidential
-        when: {{headers: {{x-data-classification: confidential}}}}
-        route: local
-        self_hosted_only: true
-        cascade: {{min_confidence: {t}, observe_only: {observe}}}
-      - name: everyday
-        route: [local, strong]
-        cascade: {{min_confidence: {t}, observe_only: {observe}}}
-"""
+TOKEN_PRICING = {
+    "input_usd_per_mtok": IN_USD,
+    "output_usd_per_mtok": OUT_USD,
+    "cache_read_usd_per_mtok": READ_USD,
+}
+
+
+def _policy(engine: str, strong: str, t: float, observe: bool, local_pricing: dict) -> str:
+    cascade = {"min_confidence": t, "observe_only": observe}
+    rules = [
+        {
+            "name": "confidential",
+            "when": {"headers": {"x-data-classification": "confidential"}},
+            "route": "local",
+            "self_hosted_only": True,
+            "cascade": cascade,
+        },
+        {"name": "everyday", "route": ["local", "strong"], "cascade": cascade},
+    ]
+    return policy_yaml(
+        auth={"admin_key": "os.environ/ADMIN_KEY"},
+        cache={"enabled": False},
+        backends={
+            "local": local_backend(
+                f"{engine}/v1", model="demo", pricing=local_pricing, retry=NO_RETRY
+            ),
+            "strong": openai_backend(strong, api_key="os.environ/STRONG_KEY", retry=NO_RETRY),
+        },
+        models={"auto": {"rules": rules}},
+    )
 
 
 @pytest.fixture(scope="module")
@@ -73,17 +71,13 @@ def stack(tmp_path_factory):
     strong_ctl = MockControl(api_key="sk-strong", models=["gpt-4o"])
     with running_server(cfg) as engine, running_mock_openai(strong_ctl) as (strong, _):
         path = root / "policy.yaml"
-        fmt = dict(engine=engine, strong=strong)
-        path.write_text(POLICY.format(t=-1000, observe="false", local_pricing=GPU_PRICING, **fmt))
+        path.write_text(_policy(engine, strong, -1000, False, GPU_PRICING))
         env = {"ADMIN_KEY": ADMIN, "STRONG_KEY": "sk-strong"}
         with running_gateway(path, env) as (base, _app):
             client = OpenAI(base_url=base + "/v1", api_key="unused", max_retries=0, timeout=60)
 
-            def set_policy(t: float, observe: bool = False, pricing: str = GPU_PRICING) -> None:
-                text = POLICY.format(
-                    t=t, observe=str(observe).lower(), local_pricing=pricing, **fmt
-                )
-                path.write_text(text)
+            def set_policy(t: float, observe: bool = False, pricing: dict = GPU_PRICING) -> None:
+                path.write_text(_policy(engine, strong, t, observe, pricing))
                 r = httpx.post(base + "/admin/reload", headers={"Authorization": f"Bearer {ADMIN}"})
                 assert r.status_code == 200, r.text
 

@@ -235,7 +235,7 @@ def to_chat(body: dict[str, Any]) -> dict[str, Any]:
             out.append({"role": "system", "content": text})
     for i, m in enumerate(messages):
         _message(i, m, out)
-    if all(m["role"] == "system" for m in out):
+    if not out or out[-1]["role"] == "system" and all(m["role"] == "system" for m in out):
         raise UntranslatableError("messages: no turn has a chat-completions form", param="messages")
     chat: dict[str, Any] = {"model": model, "messages": out}
     for name in _PASSED:

@@ -231,13 +231,15 @@ def to_chat(body: dict[str, Any], history: list[dict[str, Any]] | None) -> dict[
     mo = body.get("max_output_tokens")
     if mo is not None:
         chat["max_tokens"] = mo
-    _hosted_choice(body.get("tool_choice"))
+    tc = body.get("tool_choice")
+    if tc is not None and not isinstance(tc, str):  # the common cases: absent, or "auto"
+        _hosted_choice(tc)
     if body.get("tools"):
         tools = _tools(body["tools"])
         if tools:
             chat["tools"] = tools
-            if body.get("tool_choice") is not None:
-                chat["tool_choice"] = _tool_choice(body["tool_choice"])
+            if tc is not None:
+                chat["tool_choice"] = _tool_choice(tc)
     rf = _format(body.get("text"))
     if rf is not None:
         chat["response_format"] = rf

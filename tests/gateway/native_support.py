@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -23,14 +23,15 @@ __all__ = ["eventually", "ledger_rows", "metric", "migrate_ledger", "samples", "
 
 @contextmanager
 def serving(
-    tmp: Path, db: str, template: str, env: Mapping[str, str], **values: object
+    tmp: Path, db: str, env: Mapping[str, str], policy: Callable[..., str], **values: object
 ) -> Iterator[str]:
-    """The real gateway (its URL) serving ``template`` formatted with ``values`` and ``ns`` (a
-    fresh cache namespace), ``db`` (the ledger's database, migrated) and ``spool`` (in ``tmp``)."""
+    """The real gateway (its URL) serving the text ``policy(ns=, db=, spool=, **values)`` gives
+    (e.g. a template's ``str.format``): ``ns`` a fresh cache namespace, ``db`` the ledger's
+    database (migrated), ``spool`` a folder in ``tmp``."""
     asyncio.run(migrate_ledger(db))
     path = tmp / "policy.yaml"
     ns = f"{tmp.name}-{uuid.uuid4().hex[:8]}"
-    path.write_text(template.format(ns=ns, db=db, spool=tmp / "spool", **values))
+    path.write_text(policy(ns=ns, db=db, spool=str(tmp / "spool"), **values))
     with running_gateway(path, env) as (url, _app):
         yield url
 

@@ -181,8 +181,8 @@ def stack(tmp_path_factory):
         with serving(
             tmp_path_factory.mktemp("native"),
             db,
-            POLICY,
             env,
+            POLICY.format,
             local=local,
             anthropic=ant,
             gpt=gpt,

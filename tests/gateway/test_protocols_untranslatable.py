@@ -22,80 +22,97 @@ from tests.gateway.native_support import eventually, ledger_rows, metric, servin
 from tests.gateway.pg_harness import fresh_database
 from tests.support.mock_anthropic import count_of, running_mock_anthropic
 from tests.support.mock_openai import running_mock_openai
+from tests.support.policy import (
+    anthropic_backend,
+    client_key,
+    local_backend,
+    openai_backend,
+    policy_yaml,
+)
 
 KEY = "gw-untranslatable-key-ALPHA"
 UP_KEY = "sk-ant-untranslatable-upstream-SECRET"
 GPT_KEY = "sk-gpt-untranslatable-upstream-SECRET"
 
-POLICY = """
-auth:
-  keys:
-    - {{name: alpha, key: os.environ/KEY, team: alpha}}
-cache: {{enabled: true, namespace: {ns}}}
-state_redis_url: "redis://127.0.0.1:6379/0"
-ledger: {{database_url: "{db}", spool_dir: "{spool}", flush_interval_s: 0.05}}
-data_rules:
-  - name: confidential-stays-home
-    when: {{headers: {{x-data-classification: confidential}}}}
-    only: {{self_hosted_only: true}}
-    fallbacks: [local]
-  - name: eu-residency
-    when: {{headers: {{x-data-residency: eu}}}}
-    only: {{require: {{region: eu}}}}
-    fallbacks: [local]
-backends:
-  local:
-    kind: openai_compatible
-    base_url: {local}
-    model: qwen-local
-    self_hosted: true
-    labels: {{region: eu}}
-    capabilities: {{context_window: 32768, tools: true, vision: true}}
-    retry: {{max_attempts: 1}}
-  gpt:  # proprietary, chat only
-    kind: openai_compatible
-    base_url: {gpt}
-    model: gpt-4o
-    api_key: os.environ/GPT_KEY
-    labels: {{origin: us}}
-    capabilities: {{tools: true, vision: true}}
-    retry: {{max_attempts: 1}}
-  resp:  # speaks Responses
-    kind: openai_compatible
-    base_url: {resp}
-    model: gpt-5-mini
-    api_key: os.environ/GPT_KEY
-    native_protocols: [responses]
-    labels: {{origin: us}}
-    retry: {{max_attempts: 1}}
-  claude:
-    kind: litellm
-    model: anthropic/claude-sonnet-4-5
-    base_url: {claude}
-    api_key: os.environ/UP_KEY
-    labels: {{origin: us}}
-    pricing: {{input_usd_per_mtok: 3.0, output_usd_per_mtok: 15.0}}
-    retry: {{max_attempts: 2, backoff_base_s: 0, backoff_max_s: 0}}
-    circuit_breaker: {{failure_threshold: 100}}
-  claude-eu:  # the same model on another mock, in the EU
-    kind: litellm
-    model: anthropic/claude-sonnet-4-5
-    base_url: {claude_eu}
-    api_key: os.environ/UP_KEY
-    labels: {{region: eu}}
-    retry: {{max_attempts: 1}}
-models:
-  auto:
-    rules:
-      - {{name: home, when: {{headers: {{x-route: home}}}}, route: [local, gpt]}}
-      - {{name: natives, when: {{headers: {{x-route: natives}}}}, route: [claude, local, claude-eu]}}
-      - {{name: everyday, route: [local, gpt, claude, resp]}}
-  claude-sonnet-4-5:  # the upstream's own name: a native body goes up as the caller's bytes
-    rules:
-      - {{name: named, route: [local, claude]}}
-"""
+CONFIDENTIAL = {"headers": {"x-data-classification": "confidential"}}
+EU = {"headers": {"x-data-residency": "eu"}}
+ONE_TRY = {"max_attempts": 1}
 
-CHAT_MOCKS = ("local", "gpt")
+
+def _policy(*, ns: str, db: str, spool: str, **url: str) -> str:
+    """Each rule names chat-only backends first: what translates goes there."""
+    priced = {"input_usd_per_mtok": 3.0, "output_usd_per_mtok": 15.0}
+    claude = {"api_key": "os.environ/UP_KEY", "pricing": priced}
+    return policy_yaml(
+        auth={"keys": [client_key("alpha", "KEY", "alpha")]},
+        cache={"enabled": True, "namespace": ns},
+        state_redis_url="redis://127.0.0.1:6379/0",
+        ledger={"database_url": db, "spool_dir": spool, "flush_interval_s": 0.05},
+        data_rules=[
+            {
+                "name": "confidential-stays-home",
+                "when": CONFIDENTIAL,
+                "only": {"self_hosted_only": True},
+                "fallbacks": ["local"],
+            },
+            {
+                "name": "eu-residency",
+                "when": EU,
+                "only": {"require": {"region": "eu"}},
+                "fallbacks": ["local"],
+            },
+        ],
+        backends={
+            "local": local_backend(
+                url["local"],
+                labels={"region": "eu"},
+                capabilities={"context_window": 32768, "tools": True, "vision": True},
+                retry=ONE_TRY,
+            ),
+            "gpt": openai_backend(  # proprietary, chat only
+                url["gpt"],
+                api_key="os.environ/GPT_KEY",
+                capabilities={"tools": True, "vision": True},
+                retry=ONE_TRY,
+            ),
+            "resp": openai_backend(  # speaks Responses
+                url["resp"],
+                model="gpt-5-mini",
+                api_key="os.environ/GPT_KEY",
+                native_protocols=["responses"],
+                retry=ONE_TRY,
+            ),
+            "claude": anthropic_backend(
+                url["claude"],
+                **claude,
+                labels={"origin": "us"},
+                retry={"max_attempts": 2, "backoff_base_s": 0, "backoff_max_s": 0},
+                circuit_breaker={"failure_threshold": 100},
+            ),
+            "claude-eu": anthropic_backend(  # the same model on another mock, in the EU
+                url["claude_eu"], **claude, labels={"region": "eu"}, retry=ONE_TRY
+            ),
+        },
+        models={
+            "auto": {
+                "rules": [
+                    {"name": "home", "when": _route("home"), "route": ["local", "gpt"]},
+                    {
+                        "name": "natives",
+                        "when": _route("natives"),
+                        "route": ["claude", "local", "claude-eu"],
+                    },
+                    {"name": "everyday", "route": ["local", "gpt", "claude", "resp"]},
+                ]
+            },
+            # the upstream's own name: a native body goes up as the caller's bytes
+            "claude-sonnet-4-5": {"rules": [{"name": "named", "route": ["local", "claude"]}]},
+        },
+    )
+
+
+def _route(name: str) -> dict:
+    return {"headers": {"x-route": name}}
 
 
 @pytest.fixture(scope="module")
@@ -111,9 +128,9 @@ def stack(tmp_path_factory):
         gctl.api_key = rctl.api_key = GPT_KEY
         actl.api_key = ectl.api_key = UP_KEY
         env = {"KEY": KEY, "UP_KEY": UP_KEY, "GPT_KEY": GPT_KEY}
-        values = {"local": local, "gpt": gpt, "resp": resp, "claude": claude}
+        urls = {"local": local, "gpt": gpt, "resp": resp, "claude": claude}
         tmp = tmp_path_factory.mktemp("untranslatable")
-        with serving(tmp, db, POLICY, env, claude_eu=claude_eu, **values) as url:
+        with serving(tmp, db, env, _policy, claude_eu=claude_eu, **urls) as url:
             yield {
                 "url": url,
                 "db": db,
@@ -292,7 +309,7 @@ def test_fallback_goes_to_the_next_native_backend_only(stack):
 
 @pytest.mark.parametrize(
     ("marker", "served_by"),
-    [({"x-data-classification": "confidential"}, None), ({"x-data-residency": "eu"}, "claude-eu")],
+    [(CONFIDENTIAL["headers"], None), (EU["headers"], "claude-eu")],
     ids=["confidential", "eu-residency"],
 )
 def test_data_rules_stay_absolute(stack, marker, served_by):

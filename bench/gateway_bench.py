@@ -283,6 +283,13 @@ def ratios(targets: dict[str, Target], stream: bool) -> dict[str, float]:
     return out
 
 
+def cpu_x(run: Run, other: Run, digits: int) -> float | None:
+    """CPU per request of ``run`` over ``other``'s (None where either was not measured)."""
+    if run.cpu_us_per_req and other.cpu_us_per_req:
+        return round(run.cpu_us_per_req / other.cpu_us_per_req, digits)
+    return None
+
+
 def paired_rounds(targets: dict[str, Target], stream: bool) -> list[dict]:
     """Per round, each protocol row against the chat row of the same round (the medians hide
     how much the rounds of a shared, noisy machine disagree)."""
@@ -300,9 +307,7 @@ def paired_rounds(targets: dict[str, Target], stream: bool) -> list[dict]:
                 targets[name].runs[p + "throughput"][r],
                 targets[name].runs[p + "latency"][r],
             )
-            cpu = None
-            if g_tp.cpu_us_per_req and x_tp.cpu_us_per_req:
-                cpu = round(x_tp.cpu_us_per_req / g_tp.cpu_us_per_req, 2)
+            cpu = cpu_x(x_tp, g_tp, 2)
             out.append(
                 {
                     "round": r + 1,
@@ -326,9 +331,7 @@ def baseline_rounds(targets: dict[str, Target], stream: bool) -> list[dict]:
     for name in [n for n in targets if n + BASELINE in targets]:
         now, base = targets[name].runs, targets[name + BASELINE].runs
         for r, (x, b) in enumerate(zip(now[p + "throughput"], base[p + "throughput"], strict=True)):
-            cpu = None
-            if x.cpu_us_per_req and b.cpu_us_per_req:
-                cpu = round(x.cpu_us_per_req / b.cpu_us_per_req, 3)
+            cpu = cpu_x(x, b, 3)
             out.append(
                 {
                     "round": r + 1,

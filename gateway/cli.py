@@ -14,6 +14,8 @@ from pathlib import Path
 from gateway.cli_args import PolicyArgParser, add_policy_argument
 
 DEFAULT_HOST = "127.0.0.1"
+# also set up by each worker process `serve --workers N` spawns (gateway.server.app.app_from_env)
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 DEFAULT_PORT = 4000
 
 
@@ -83,6 +85,7 @@ def _serve_gateway(args: argparse.Namespace) -> int:
 
     from gateway.config.loader import load_policy
     from gateway.errors import PolicyError
+    from gateway.router import threads as router_threads
     from gateway.server.connections import ConnectionLimits
 
     try:  # fail fast, before binding a port, on a policy that cannot load
@@ -96,6 +99,9 @@ def _serve_gateway(args: argparse.Namespace) -> int:
     os.environ["GATEWAY_POLICY"] = str(Path(args.policy).absolute())
     os.environ["GATEWAY_WATCH_INTERVAL"] = str(args.watch_interval)
     os.environ["GATEWAY_LISTEN"] = f"http://{args.host}:{args.port}"  # for the "ready" line
+    # each worker sets torch's threads from these when its policy uses the learned router
+    os.environ[router_threads.ENV] = str(args.router_threads)
+    os.environ[router_threads.WORKERS_ENV] = str(args.workers)
     # read by each worker's connection protocol (gateway/server/connections.py)
     os.environ.update(ConnectionLimits(args.header_timeout, args.max_connections).to_env())
     if args.workers > 1:
@@ -164,7 +170,18 @@ def _version() -> str:
         return "unknown (not installed)"
 
 
+def _router_threads(value: str) -> int:
+    from gateway.router.threads import parse_threads
+
+    try:
+        return parse_threads(value)
+    except ValueError as exc:  # argparse prefixes the flag's name
+        raise argparse.ArgumentTypeError(f"{exc} (the flag, or GATEWAY_ROUTER_THREADS)") from None
+
+
 def build_parser() -> argparse.ArgumentParser:
+    from gateway.router import threads as router_threads
+
     p = PolicyArgParser(prog="gateway", description="OpenAI-compatible routing gateway")
     p.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = p.add_subparsers(dest="command", required=True)
@@ -186,6 +203,15 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=1,
         help="worker processes; metrics stay correct across them (default: %(default)s)",
+    )
+    s.add_argument(
+        "--router-threads",
+        type=_router_threads,
+        default=os.environ.get(router_threads.ENV, str(router_threads.DEFAULT_THREADS)),
+        metavar="N",
+        help="torch intra-op threads of the learned difficulty router in each worker process "
+        "(default: %(default)s, env GATEWAY_ROUTER_THREADS; more only pays for a contextual "
+        "encoder on idle CPUs: bench/results/router_threads.md)",
     )
     s.add_argument(
         "--metrics-dir",
@@ -280,9 +306,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
     args = build_parser().parse_args(argv)
     return args.func(args)
 

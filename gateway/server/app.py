@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     from gateway.tracing import Tracing
 from gateway.metrics import GatewayMetrics
 from gateway.protocols.codecs import ANTHROPIC, ResponsesCodec
+from gateway.router.threads import RouterThreads
 from gateway.server.guard import ResponseGuard
 from gateway.server.http import header_map, send_bytes, send_error
 from gateway.server.pipeline import Pipeline
@@ -56,6 +57,9 @@ class Settings:
     env: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
     watch_interval_s: float = 1.0  # 0: do not watch the policy file
     freeze_heap: bool = False  # gc.freeze() after start-up: only in a process the gateway owns
+    router_threads: RouterThreads | None = (
+        None  # torch's threads for the learned router; None: torch's own
+    )
 
 
 class MethodNotAllowed(GatewayError):
@@ -200,7 +204,13 @@ class GatewayApp:
 
     async def startup(self) -> None:
         self._metrics = metrics = GatewayMetrics(team_label=False)
-        self._store = store = PolicyStore(self.settings.policy_path, self.settings.env, metrics)
+        threads = self.settings.router_threads
+        self._store = store = PolicyStore(
+            self.settings.policy_path,
+            self.settings.env,
+            metrics,
+            before_build=threads.prepare if threads is not None else None,
+        )
         policy = store.runtime.policy
         metrics.team_label = policy.metrics.team_label
         cache = (
@@ -462,9 +472,14 @@ def app_from_env() -> GatewayApp:
     path = os.environ.get("GATEWAY_POLICY")
     if not path:
         raise RuntimeError("GATEWAY_POLICY is not set")
+    if not logging.getLogger().handlers:  # a spawned worker: the CLI's set-up is not inherited
+        from gateway.cli import LOG_FORMAT
+
+        logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
     access = logging.getLogger("uvicorn.access")  # each worker process builds its app here
     if not any(isinstance(f, QueryStringRedactor) for f in access.filters):
         access.addFilter(QueryStringRedactor())
     app = create_app(path, watch_interval_s=float(os.environ.get("GATEWAY_WATCH_INTERVAL", "1.0")))
     app.settings.freeze_heap = True  # this process is the gateway's own (CLI, uvicorn workers)
+    app.settings.router_threads = RouterThreads.from_env(os.environ)  # set by `gateway serve`
     return app

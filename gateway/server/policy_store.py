@@ -28,6 +28,7 @@ from typing import TypeVar
 
 from gateway.config.loader import load_policy
 from gateway.config.loosening import loosenings
+from gateway.config.schema import Policy
 from gateway.runtime import Runtime
 
 T = TypeVar("T")
@@ -56,10 +57,18 @@ async def in_own_thread(fn: Callable[[], T], name: str) -> T:
 
 
 class PolicyStore:
-    def __init__(self, path: str | Path, env: Mapping[str, str], metrics) -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        env: Mapping[str, str],
+        metrics,
+        before_build: Callable[[Policy], None] | None = None,
+    ) -> None:
         self.path = Path(path)
         self.env = env
         self.metrics = metrics
+        # e.g. RouterThreads.prepare: process settings a runtime's parts need before they load
+        self._before_build = before_build
         self._stamp = self._file_stamp()  # before reading: a change during the read is seen
         self.runtime: Runtime = self._build(None)
         self._watch_task: asyncio.Task | None = None
@@ -71,6 +80,8 @@ class PolicyStore:
         loaded = load_policy(self.path, self.env)
         for w in loaded.warnings:
             log.warning("%s", w)
+        if self._before_build is not None:
+            self._before_build(loaded.policy)
         return Runtime(loaded, previous)
 
     def _file_stamp(self) -> tuple[int, int, int] | None:

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
+import time
+from pathlib import Path
 
 import httpx
 import pytest
@@ -59,7 +62,7 @@ def _serve(
         r = httpx.post(base + "/v1/chat/completions", json=body, timeout=30)
         assert r.status_code == 200, r.text
         reason = r.headers["x-gateway-route-reason"]
-        torch_loaded = "libtorch" in open(f"/proc/{proc.pid}/maps").read()
+        torch_loaded = "libtorch" in Path(f"/proc/{proc.pid}/maps").read_text()
     finally:
         proc.terminate()
         out, _ = proc.communicate(timeout=60)
@@ -133,3 +136,47 @@ def test_a_worker_started_without_the_cli_names_the_variable_of_a_bad_count():
     with pytest.raises(ValueError, match=f"^{ENV}: expected a positive .* got 'many'"):
         RouterThreads.from_env({ENV: "many"})
     assert RouterThreads.from_env({}) is None  # not started by `gateway serve`: torch's own
+
+
+def _reloads(base: str) -> float:
+    text = httpx.get(base + "/metrics", timeout=10).text
+    line = 'gateway_policy_reloads_total{result="success"} '
+    return sum(float(x.split()[-1]) for x in text.splitlines() if x.startswith(line))
+
+
+def test_a_reload_that_adds_the_learned_router_sets_the_threads_then(tmp_path):
+    with running_mock_openai() as (url, _ctl):
+        policy = tmp_path / "p.yaml"
+        policy.write_text(_learned_policy(url, {"scorer": "heuristic", "threshold": 0.5}))
+        port = free_port()
+        proc = subprocess.Popen(
+            gateway_cmd("serve", str(policy), "--port", str(port), "--watch-interval", "0"),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env={**os.environ, ENV: "1"},
+        )
+        base = f"http://127.0.0.1:{port}"
+        try:
+            wait_ready(base, proc, timeout=90)
+            assert "libtorch" not in Path(f"/proc/{proc.pid}/maps").read_text()
+            policy.write_text(_learned_policy(url))
+            proc.send_signal(signal.SIGHUP)
+            deadline = time.monotonic() + 90
+            while _reloads(base) < 1:
+                assert time.monotonic() < deadline, "the reload did not finish"
+                time.sleep(0.2)
+            body = {"model": "auto", "messages": [{"role": "user", "content": "hi"}]}
+            r = httpx.post(base + "/v1/chat/completions", json=body, timeout=30)
+            assert r.status_code == 200 and r.headers["x-gateway-route-reason"] in (
+                "hard",
+                "everyday",
+            )
+            assert "libtorch" in Path(f"/proc/{proc.pid}/maps").read_text()
+        finally:
+            proc.terminate()
+            out, _ = proc.communicate(timeout=60)
+    lines = _thread_lines(out)
+    assert len(lines) == 1 and f"{LINE} 1 in this worker" in lines[0], out
+    # set before the reloaded runtime's learned scorer was built, not at start-up
+    assert out.index("gateway ready") < out.index(LINE) < out.index("learned router ready"), out

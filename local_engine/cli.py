@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
+from collections.abc import Mapping
 from importlib import metadata
 from pathlib import Path
 
@@ -30,6 +32,8 @@ from local_engine.server.limits import (
 )
 
 DEFAULT_GIL_SWITCH_MS = 0.5  # see --gil-switch-ms
+DEFAULT_OMP_SPIN_COUNT = 2000  # see --omp-spin-count
+OMP_WAIT_VARIABLES = ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY")  # GNU OpenMP reads them once, at load
 
 __all__ = ["build_parser", "engine_config_from_args", "main", "server_limits_from_args"]
 
@@ -167,6 +171,17 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
         "0.5 served the demo GGUF 1.15-1.29x faster at 32 concurrent chats on 2 cores "
         "(bench/results/engine_gguf.md)",
     )
+    p.add_argument(
+        "--omp-spin-count",
+        type=_non_negative_int,
+        default=None,
+        help="CPU: how many times torch's OpenMP threads spin before they sleep between ops "
+        f"(GNU OpenMP's GOMP_SPINCOUNT). Default: GOMP_SPINCOUNT or OMP_WAIT_POLICY from the "
+        f"environment if set, else {DEFAULT_OMP_SPIN_COUNT}; OpenMP's own default (300,000) served "
+        "the demo GGUF fastest on idle cores but 4-6x slower once another process shared them, "
+        f"{DEFAULT_OMP_SPIN_COUNT} kept most of the idle speed and held under load "
+        "(bench/results/engine_gguf.md). 0 sleeps at once",
+    )
     p.add_argument("--seed", type=int, default=0, help="seed for requests that set none")
     p.add_argument(
         "--log-level",
@@ -272,6 +287,42 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
+    return value
+
+
+def omp_spin_count_setting(count: int | None, environ: Mapping[str, str]) -> tuple[str | None, str]:
+    """(the GOMP_SPINCOUNT value to set, or None to leave the environment as it is; the line the
+    start-up log shows). ``None``: the environment's GOMP_SPINCOUNT/OMP_WAIT_POLICY if it sets
+    either, else the default; a count given on the command line wins."""
+    if count is None:
+        given = [f"{k}={environ[k]}" for k in OMP_WAIT_VARIABLES if k in environ]
+        if given:
+            return None, f"OpenMP spin-wait from the environment: {' '.join(given)}"
+        count = DEFAULT_OMP_SPIN_COUNT
+    return str(count), f"OpenMP spin count {count} (GOMP_SPINCOUNT)"
+
+
+def apply_omp_spin_count(count: int | None) -> str:
+    """Set GOMP_SPINCOUNT for torch's OpenMP runtime, which reads it once, when torch is first
+    imported: this must run before that. Returns the line logged."""
+    log = logging.getLogger("local_engine")
+    value, line = omp_spin_count_setting(count, os.environ)
+    if value is not None:
+        if "torch" in sys.modules:
+            line = (
+                f"OpenMP spin count {value} not applied: torch was imported before it could be set"
+            )
+            log.warning("%s", line)
+            return line
+        os.environ["GOMP_SPINCOUNT"] = value
+    log.info("%s", line)
+    return line
+
+
 def apply_gil_switch(ms: float) -> None:
     """The process's GIL switch interval (``sys.setswitchinterval``), for the engine's step thread."""
     sys.setswitchinterval(ms / 1000.0)
@@ -290,17 +341,19 @@ def server_limits_from_args(args: argparse.Namespace) -> ServerLimits:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    limits = server_limits_from_args(args)
+    apply_gil_switch(args.gil_switch_ms)
+    apply_omp_spin_count(args.omp_spin_count)  # before anything below loads torch
+
     import uvicorn
 
     from local_engine.engine.async_engine import AsyncLLMEngine
     from local_engine.server import create_app
     from local_engine.server.connections import uvicorn_config
 
-    logging.basicConfig(
-        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    limits = server_limits_from_args(args)
-    apply_gil_switch(args.gil_switch_ms)
     # the model is loaded before the port is bound: a bad model is a one-line error, not a
     # failed ASGI start-up with a traceback
     engine = AsyncLLMEngine.from_config(engine_config_from_args(args))

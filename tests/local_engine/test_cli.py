@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import subprocess
 import sys
 from collections.abc import Callable
@@ -88,3 +89,59 @@ def test_gil_switch_interval_flag_default_range_and_effect() -> None:
         assert sys.getswitchinterval() == pytest.approx(0.0005)
     finally:
         sys.setswitchinterval(before)
+
+
+def test_omp_spin_count_flag_environment_and_default() -> None:
+    from local_engine.cli import DEFAULT_OMP_SPIN_COUNT, omp_spin_count_setting
+
+    serve = _serve_parser()
+    assert serve.parse_args(["--model", "demo"]).omp_spin_count is None
+    assert serve.parse_args(["--model", "demo", "--omp-spin-count", "0"]).omp_spin_count == 0
+    for bad in ("-1", "x"):
+        with pytest.raises(SystemExit):
+            serve.parse_args(["--model", "demo", "--omp-spin-count", bad])
+    assert DEFAULT_OMP_SPIN_COUNT == 2000
+    assert omp_spin_count_setting(None, {}) == ("2000", "OpenMP spin count 2000 (GOMP_SPINCOUNT)")
+    # the operator's own setting stays, and is what the log says
+    assert omp_spin_count_setting(None, {"GOMP_SPINCOUNT": "50000"}) == (
+        None,
+        "OpenMP spin-wait from the environment: GOMP_SPINCOUNT=50000",
+    )
+    assert omp_spin_count_setting(None, {"OMP_WAIT_POLICY": "passive"})[0] is None
+    # the flag wins over the environment
+    assert omp_spin_count_setting(7, {"GOMP_SPINCOUNT": "50000"})[0] == "7"
+
+
+def test_omp_spin_count_is_refused_once_torch_is_loaded(monkeypatch, caplog) -> None:
+    import torch  # noqa: F401 - loaded, as it is in this test process
+
+    from local_engine import cli
+
+    monkeypatch.delenv("GOMP_SPINCOUNT", raising=False)
+    with caplog.at_level(logging.WARNING, logger="local_engine"):
+        line = cli.apply_omp_spin_count(100)
+    assert "not applied" in line and "GOMP_SPINCOUNT" not in os.environ
+    assert any("not applied" in r.getMessage() for r in caplog.records)
+
+
+def test_serve_sets_the_spin_count_before_torch_loads() -> None:
+    """GNU OpenMP reads GOMP_SPINCOUNT once, when torch loads it: `serve` must get there first."""
+    code = (
+        "import sys, local_engine.cli as cli\n"
+        "assert 'torch' not in sys.modules, 'importing the CLI loaded torch'\n"
+        "calls = []\n"
+        "real = cli.apply_omp_spin_count\n"
+        "def spy(count):\n"
+        "    calls.append('torch' in sys.modules)\n"
+        "    return real(count)\n"
+        "cli.apply_omp_spin_count = spy\n"
+        "rc = cli.main(['serve', '--model', '/nonexistent/model-dir', '--log-level', 'error'])\n"
+        "assert calls == [False], calls\n"
+        "import os; print(rc, os.environ['GOMP_SPINCOUNT'])\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k not in ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY")}
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["2", "2000"]

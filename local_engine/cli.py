@@ -32,7 +32,7 @@ from local_engine.server.limits import (
 )
 
 DEFAULT_GIL_SWITCH_MS = 0.5  # see --gil-switch-ms
-DEFAULT_OMP_SPIN_COUNT = 2000  # see --omp-spin-count
+DEFAULT_OMP_SPIN_COUNT = 20_000  # see --omp-spin-count
 OMP_WAIT_VARIABLES = ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY")  # GNU OpenMP reads them once, at load
 
 __all__ = ["build_parser", "engine_config_from_args", "main", "server_limits_from_args"]
@@ -177,10 +177,10 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
         default=None,
         help="CPU: how many times torch's OpenMP threads spin before they sleep between ops "
         f"(GNU OpenMP's GOMP_SPINCOUNT). Default: GOMP_SPINCOUNT or OMP_WAIT_POLICY from the "
-        f"environment if set, else {DEFAULT_OMP_SPIN_COUNT}; OpenMP's own default (300,000) served "
-        "the demo GGUF fastest on idle cores but 4-6x slower once another process shared them, "
-        f"{DEFAULT_OMP_SPIN_COUNT} kept most of the idle speed and held under load "
-        "(bench/results/engine_gguf.md). 0 sleeps at once",
+        f"environment if set, else {DEFAULT_OMP_SPIN_COUNT}. On the demo GGUF at 32 chats, 2 cores: "
+        "idle cores served 20,000 as fast as OpenMP's own 300,000 (2.2x llama-server) and 2,000 "
+        "at 0.8x that; with another process on the cores 300,000 fell to 0.3x llama-server, "
+        "20,000 to 1.1-2.2x, 2,000 held 1.8-2.0x (bench/results/engine_gguf.md). 0 sleeps at once",
     )
     p.add_argument("--seed", type=int, default=0, help="seed for requests that set none")
     p.add_argument(

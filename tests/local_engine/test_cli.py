@@ -100,8 +100,8 @@ def test_omp_spin_count_flag_environment_and_default() -> None:
     for bad in ("-1", "x"):
         with pytest.raises(SystemExit):
             serve.parse_args(["--model", "demo", "--omp-spin-count", bad])
-    assert DEFAULT_OMP_SPIN_COUNT == 2000
-    assert omp_spin_count_setting(None, {}) == ("2000", "OpenMP spin count 2000 (GOMP_SPINCOUNT)")
+    assert DEFAULT_OMP_SPIN_COUNT == 20_000
+    assert omp_spin_count_setting(None, {}) == ("20000", "OpenMP spin count 20000 (GOMP_SPINCOUNT)")
     # the operator's own setting stays, and is what the log says
     assert omp_spin_count_setting(None, {"GOMP_SPINCOUNT": "50000"}) == (
         None,
@@ -144,4 +144,4 @@ def test_serve_sets_the_spin_count_before_torch_loads() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120
     )
     assert out.returncode == 0, out.stderr
-    assert out.stdout.split() == ["2", "2000"]
+    assert out.stdout.split() == ["2", "20000"]

@@ -31,7 +31,7 @@ from local_engine.server.limits import (
     ServerLimits,
 )
 
-DEFAULT_GIL_SWITCH_MS = 0.5  # see --gil-switch-ms
+DEFAULT_GIL_SWITCH_MS = 5.0  # Python's own; see --gil-switch-ms
 DEFAULT_OMP_SPIN_COUNT = 20_000  # see --omp-spin-count
 OMP_WAIT_VARIABLES = ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY")  # GNU OpenMP reads them once, at load
 
@@ -166,10 +166,10 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
         type=_positive_float,
         default=DEFAULT_GIL_SWITCH_MS,
         help="how long (ms) one Python thread may hold the GIL while another waits for it "
-        "(Python's default is 5): the step thread re-takes it after every torch op, and with "
-        "the event loop busy answering requests each re-take waited up to the full interval. "
-        "0.5 served the demo GGUF 1.15-1.29x faster at 32 concurrent chats on 2 cores "
-        "(bench/results/engine_gguf.md)",
+        "(the default is Python's own): the step thread re-takes it after every torch op. 0.5 "
+        "served the demo GGUF 1.15-1.29x faster while the engine's ops were slow to wake their "
+        "OpenMP threads; since the model loads on the step thread, 5 was 1.04-1.06x faster "
+        "than 0.5 in 3 paired rounds (bench/results/engine_gguf.md)",
     )
     p.add_argument(
         "--omp-spin-count",

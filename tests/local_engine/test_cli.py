@@ -78,7 +78,7 @@ def test_gil_switch_interval_flag_default_range_and_effect() -> None:
     from local_engine.cli import DEFAULT_GIL_SWITCH_MS, apply_gil_switch
 
     serve = _serve_parser()
-    assert serve.parse_args(["--model", "demo"]).gil_switch_ms == DEFAULT_GIL_SWITCH_MS == 0.5
+    assert serve.parse_args(["--model", "demo"]).gil_switch_ms == DEFAULT_GIL_SWITCH_MS == 5.0
     assert serve.parse_args(["--model", "demo", "--gil-switch-ms", "2"]).gil_switch_ms == 2.0
     for bad in ("0", "-1", "nan"):
         with pytest.raises(SystemExit):

@@ -95,9 +95,6 @@ class _TorchThread:
     def join(self) -> None:
         self._thread.join()
 
-    def is_alive(self) -> bool:
-        return self._thread.is_alive()
-
     def _serve(self) -> None:
         while (item := self._inbox.get()) is not None:
             fn, future = item
@@ -165,9 +162,9 @@ class AsyncLLMEngine:
         self._commands: deque[_Add | _Abort] = deque()  # guarded by _cv
         self._num_pending_adds = 0  # guarded by _cv
         self._stopping = False
-        self._torch_thread = torch_thread  # the thread the engine was built on, if any
-        self._thread: _TorchThread | None = None
-        self._running: Future[None] | None = None  # the step loop on self._thread
+        # the thread the engine was built on (from_config), else the one start() makes
+        self._thread: _TorchThread | None = torch_thread
+        self._running: Future[None] | None = None  # the step loop on self._thread: started
         self._loop: asyncio.AbstractEventLoop | None = None
         self._queues: dict[str, asyncio.Queue] = {}  # event-loop side
         self._error: BaseException | None = None
@@ -186,12 +183,12 @@ class AsyncLLMEngine:
 
     # lifecycle
     async def start(self) -> None:
-        if self._thread is not None:
+        if self._running is not None:
             return
         self._loop = asyncio.get_running_loop()
         self._stopping = False
-        thread, self._torch_thread = self._torch_thread, None
-        self._thread = thread or _TorchThread("local-engine-step")
+        if self._thread is None:
+            self._thread = _TorchThread("local-engine-step")
         self._running = self._thread.submit(self._run)
         self._running.add_done_callback(_log_loop_crash)
 
@@ -230,7 +227,7 @@ class AsyncLLMEngine:
         RequestValidationError, QueueFullError, EngineDeadError."""
         if self._error is not None:
             raise EngineDeadError("the engine stopped after an error") from self._error
-        if self._thread is None:
+        if self._running is None:
             raise EngineError("the engine is not started")
         if request_id in self._queues:
             raise RequestValidationError(f"request id {request_id!r} is already in use")
